@@ -1,0 +1,67 @@
+//! Python's `multiprocessing`, rebuilt for Rust on shared memory.
+//!
+//! Every shmproc object lives in an mmap'd [`Segment`] and is guarded by futex
+//! words, so that processes coordinate without sockets, pipes or pickles. An
+//! object made with `new()` lives in an anonymous memfd that forked children
+//! share; one made with `create(name)` can be opened by name from any process of
+//! the same user with `open(name)`.
+//!
+//! ```
+//! use shmproc::{Event, Lock};
+//!
+//! let lock = Lock::new()?;
+//! let ready = Event::new()?;
+//! {
+//!     let _guard = lock.lock()?;
+//!     ready.set();
+//! }
+//! assert!(ready.is_set()?);
+//! # Ok::<(), shmproc::Error>(())
+//! ```
+//!
+//! # A tour of the layers
+//!
+//! Dependencies point down only:
+//!
+//! | layer | what it holds |
+//! |---|---|
+//! | `sync` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], and the one wait loop ([`WaitStrategy`]) |
+//! | `segment` | [`Segment`]: mapped shared memory with a validated header; [`cleanup`] of dead creators' segments |
+//! | `os` | the only code that calls the kernel: futex, memfd, `shm_open`, `mmap`, thread identity and liveness |
+//!
+//! `crate::loom` is the one place that imports atomics, so the same algorithms
+//! also build against the loom model checker (`RUSTFLAGS="--cfg loom"`).
+//!
+//! # Trust
+//!
+//! Shared memory is a trust boundary: any process that maps a segment can write
+//! anything into it. Nothing read from a segment is trusted: a peer's garbage
+//! gives [`Error::Corrupt`] or in-bounds wrong data, never out-of-bounds access, a
+//! panic, or a wait past its timeout. A lock whose owner dies is taken over by
+//! the next acquirer, who is told so ([`LockError::OwnerDied`]).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod loom;
+mod os;
+pub mod segment;
+pub mod sync;
+
+pub use error::{Error, Result};
+pub use segment::{CleanupReport, Segment, cleanup};
+pub use sync::{
+    Barrier, BoundedSemaphore, CondLock, Condition, ConditionGuard, Event, Lock, LockError, LockGuard, LockResult,
+    RLock, RLockGuard, Semaphore, WaitStrategy,
+};
+
+/// The number of CPUs this process may run on (Python's `cpu_count()`).
+///
+/// # Examples
+///
+/// ```
+/// assert!(shmproc::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    os::cpu_count()
+}

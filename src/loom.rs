@@ -1,0 +1,121 @@
+//! The one place that imports atomics, `UnsafeCell` and the futex: the seam that
+//! lets the same algorithms run for real and under the loom model checker.
+//!
+//! Built normally, everything here is `std` plus the `os` futex. Built with
+//! `RUSTFLAGS="--cfg loom"`, atomics come from loom, and the futex, thread
+//! identity and owner liveness are modelled:
+//!
+//! - **futex**: one model-wide loom `Mutex` + `Condvar`. `wait` compares the word
+//!   under the mutex and sleeps on the condvar; `wake` takes the mutex and
+//!   notifies. Comparing and sleeping under one lock is exactly the atomicity the
+//!   kernel gives `FUTEX_WAIT`, so a lost wake-up shows up as a loom deadlock.
+//!   `wake(n)` wakes everyone (futex wake-ups may be spurious anyway). A wait with
+//!   a deadline never sleeps in the model: it reports a timeout at once, which is
+//!   one of the outcomes a real timed wait can have, and loom explores it.
+//! - **identity**: loom threads run as coroutines on one OS thread, so `gettid`
+//!   cannot tell them apart; a loom thread-local counter does.
+//! - **liveness**: every modelled owner is alive.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Atomics for process-local tuning state that no algorithm's correctness
+/// depends on (adaptive spin budgets): always `std`, never modelled, so loom
+/// does not explore their interleavings.
+pub(crate) mod local {
+    pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+}
+
+use crate::os::{Deadline, FutexWait, TaskId};
+
+/// A hint to the CPU that we are in a spin loop (a plain yield under loom, so the
+/// model checker sees the spin).
+#[inline]
+pub(crate) fn spin_loop() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Gives the CPU away (`sched_yield`; a loom yield in the model).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(loom))]
+    crate::os::yield_cpu();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Sleeps while `*word == expected` (see [`crate::os::futex_wait`]).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> FutexWait {
+    crate::os::futex_wait(word, expected, deadline)
+}
+
+/// Wakes up to `n` sleepers on `word` (see [`crate::os::futex_wake`]).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    crate::os::futex_wake(word, n)
+}
+
+/// The calling thread's identity (see [`crate::os::current_task`]).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn current_task() -> TaskId {
+    crate::os::current_task()
+}
+
+/// Whether `task` is alive (see [`crate::os::task_alive`]).
+#[cfg(not(loom))]
+pub(crate) fn task_alive(task: TaskId) -> bool {
+    crate::os::task_alive(task)
+}
+
+#[cfg(loom)]
+mod model {
+    use super::{AtomicU32, Deadline, FutexWait, Ordering, TaskId};
+    use loom::sync::{Condvar, Mutex};
+
+    loom::lazy_static! {
+        static ref FUTEX: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+        static ref NEXT_ID: AtomicU32 = AtomicU32::new(1);
+    }
+    loom::thread_local! {
+        static ID: u32 = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> FutexWait {
+        let guard = FUTEX.0.lock().unwrap();
+        if word.load(Ordering::SeqCst) != expected {
+            return FutexWait::Woken;
+        }
+        if deadline.is_some() {
+            return FutexWait::TimedOut;
+        }
+        drop(FUTEX.1.wait(guard).unwrap());
+        FutexWait::Woken
+    }
+
+    pub(crate) fn futex_wake(_word: &AtomicU32, _n: u32) -> usize {
+        let _guard = FUTEX.0.lock().unwrap();
+        FUTEX.1.notify_all();
+        1
+    }
+
+    pub(crate) fn current_task() -> TaskId {
+        TaskId { tid: ID.with(|id| *id), start: 1 }
+    }
+
+    pub(crate) fn task_alive(_task: TaskId) -> bool {
+        true
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use model::{current_task, futex_wait, futex_wake, task_alive};

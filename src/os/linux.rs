@@ -1,0 +1,388 @@
+//! Linux implementation of the OS contract (see `os/mod.rs`).
+
+use std::cell::Cell;
+use std::fs;
+use std::io;
+use std::num::NonZeroU32;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{MemfdFlags, Mode, SealFlags};
+use rustix::io::Errno;
+use rustix::thread::futex;
+use rustix::time::{ClockId, Timespec};
+
+// ---------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------
+
+/// A point on `CLOCK_MONOTONIC`, the clock `FUTEX_WAIT_BITSET` measures absolute
+/// timeouts against. Deadlines are absolute so that a wait interrupted by a
+/// signal or a spurious wake-up resumes with the time it has left, not anew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Deadline(Duration);
+
+impl Deadline {
+    /// The current monotonic time.
+    pub(crate) fn now() -> Self {
+        let ts = rustix::time::clock_gettime(ClockId::Monotonic);
+        // The monotonic clock never reads negative; clamp defensively anyway.
+        Deadline(Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32))
+    }
+
+    /// `timeout` from now. A timeout too large to represent saturates.
+    pub(crate) fn after(timeout: Duration) -> Self {
+        let now = Self::now();
+        Deadline(now.0.checked_add(timeout).unwrap_or(Duration::MAX))
+    }
+
+    /// `Some(now + timeout)`, or `None` (wait forever) when `timeout` is `None`.
+    pub(crate) fn from_timeout(timeout: Option<Duration>) -> Option<Self> {
+        timeout.map(Self::after)
+    }
+
+    /// Time from `earlier` to `self` (zero if `earlier` is later).
+    pub(crate) fn since(self, earlier: Deadline) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// Whether the deadline has passed.
+    pub(crate) fn has_passed(self) -> bool {
+        Self::now() >= self
+    }
+
+    fn timespec(self) -> Timespec {
+        Timespec {
+            tv_sec: i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(self.0.subsec_nanos()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Futex
+// ---------------------------------------------------------------------------
+
+/// How a [`futex_wait`] ended. Either way the caller re-checks its condition:
+/// futex wake-ups may be spurious.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FutexWait {
+    /// Woken, interrupted, or the word no longer held `expected`.
+    Woken,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Sleeps while `*word == expected`, until woken or `deadline` passes.
+///
+/// Uses `FUTEX_WAIT_BITSET` with an absolute `CLOCK_MONOTONIC` deadline and
+/// **without** `FUTEX_PRIVATE_FLAG`: the word may live in a segment mapped by other
+/// processes, and a private futex would key the wait on this process's address
+/// space so that a waker in another process could never reach it. `EINTR` is
+/// retried here with the same absolute deadline.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> FutexWait {
+    let timeout = deadline.map(Deadline::timespec);
+    loop {
+        let r = futex::wait_bitset(
+            word,
+            futex::Flags::empty(), // shared, not private: see above
+            expected,
+            timeout.as_ref(),
+            NonZeroU32::MAX, // FUTEX_BITSET_MATCH_ANY
+        );
+        match r {
+            Err(Errno::INTR) => {}
+            Err(Errno::TIMEDOUT) => return FutexWait::TimedOut,
+            // Ok: woken. EAGAIN: the word had already changed. Anything else
+            // (EFAULT/EINVAL cannot happen for a valid &AtomicU32) is treated as
+            // a spurious wake-up; the caller re-checks its condition.
+            _ => return FutexWait::Woken,
+        }
+    }
+}
+
+/// Wakes at most `n` threads sleeping on `word`, in any process. Returns how
+/// many were woken. Shared (not private) for the reason given at [`futex_wait`].
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
+}
+
+/// Gives the CPU to another runnable thread, if any. On a CPU shared with a
+/// peer this lets the peer make the progress a spinner waits for.
+pub(crate) fn yield_cpu() {
+    rustix::thread::sched_yield();
+}
+
+// ---------------------------------------------------------------------------
+// Shared memory
+// ---------------------------------------------------------------------------
+
+fn io_err(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// An anonymous memfd of `len` bytes (zero-filled), sealed against shrinking so
+/// that no peer can turn our loads into `SIGBUS`. Close-on-exec.
+pub(crate) fn memfd(debug_name: &str, len: u64) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(debug_name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(io_err)?;
+    rustix::fs::ftruncate(&fd, len).map_err(io_err)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::SEAL).map_err(io_err)?;
+    Ok(fd)
+}
+
+/// Creates the POSIX shared-memory object `/name` with `O_CREAT|O_EXCL`, mode
+/// 0600, and sizes it to `len` zero bytes. `name` has been validated.
+pub(crate) fn shm_create(name: &str, len: u64) -> io::Result<OwnedFd> {
+    let fd = rustix::shm::open(
+        format!("/{name}").as_str(),
+        rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
+        Mode::RUSR | Mode::WUSR,
+    )
+    .map_err(io_err)?;
+    if let Err(e) = rustix::fs::ftruncate(&fd, len) {
+        let _ = shm_unlink(name);
+        return Err(io_err(e));
+    }
+    Ok(fd)
+}
+
+/// Opens the existing POSIX shared-memory object `/name` read-write.
+pub(crate) fn shm_open(name: &str) -> io::Result<OwnedFd> {
+    rustix::shm::open(format!("/{name}").as_str(), rustix::shm::OFlags::RDWR, Mode::empty()).map_err(io_err)
+}
+
+/// Removes the name `/name`; mappings that exist stay valid.
+pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
+    rustix::shm::unlink(format!("/{name}").as_str()).map_err(io_err)
+}
+
+/// The current size of the file behind `fd`.
+pub(crate) fn file_len(fd: impl AsFd) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd).map_err(io_err)?.st_size.max(0) as u64)
+}
+
+/// Maps `len` bytes of `fd` `MAP_SHARED` read-write, pre-faulted
+/// (`MAP_POPULATE`): a fresh shared page costs microseconds to fault in on first
+/// touch here, so segments pay that once at creation instead of on a hot path.
+pub(crate) fn map_shared(fd: impl AsFd, len: usize) -> io::Result<MmapRaw> {
+    use std::os::fd::AsRawFd;
+    MmapOptions::new().len(len).populate().map_raw(fd.as_fd().as_raw_fd())
+}
+
+/// The names under `/dev/shm` (the POSIX shared-memory namespace).
+pub(crate) fn shm_names() -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/dev/shm")? {
+        let entry = entry?;
+        if let Some(name) = entry.file_name().to_str() {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether any process maps `/dev/shm/name` or holds it open. Scans every
+/// `/proc/<pid>/maps` and `/proc/<pid>/fd` this user can read; a process it
+/// cannot read is counted as a user (so the answer errs towards "in use").
+pub(crate) fn shm_in_use(name: &str) -> bool {
+    let path = format!("/dev/shm/{name}");
+    let Ok(procs) = fs::read_dir("/proc") else { return true };
+    for p in procs.flatten() {
+        let file_name = p.file_name();
+        let Some(pid) = file_name.to_str() else { continue };
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        match fs::read_to_string(format!("/proc/{pid}/maps")) {
+            Ok(maps) => {
+                if maps.lines().any(|l| l.split_whitespace().nth(5) == Some(path.as_str())) {
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // exited meanwhile
+            Err(_) => return true,
+        }
+        if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) {
+            for fd in fds.flatten() {
+                if fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == path.as_str()) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------
+// Identity and liveness
+// ---------------------------------------------------------------------------
+
+/// Bits of a thread id in a [`TaskId::stamp`]. Linux caps pids and tids at
+/// `PID_MAX_LIMIT` = 2^22.
+pub(crate) const TID_BITS: u32 = 22;
+/// Mask of the thread-id bits of a stamp or a lock word.
+pub(crate) const TID_MASK: u32 = (1 << TID_BITS) - 1;
+
+/// A thread (or process) as the kernel knows it: its id, and its start time in
+/// clock ticks since boot, which tells a live task from a later one that reused
+/// the id (this machine's `pid_max` is 32768, so ids come round quickly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TaskId {
+    /// Thread id (`gettid`), or process id. Always `< 2^22`.
+    pub(crate) tid: u32,
+    /// Start time in clock ticks since boot (field 22 of `/proc/<id>/stat`).
+    pub(crate) start: u64,
+}
+
+impl TaskId {
+    /// Packs id and start time into one word: `start << 22 | tid`. Start times
+    /// below 2^42 ticks (over a thousand years at 100 Hz) round-trip exactly.
+    pub(crate) fn stamp(self) -> u64 {
+        (self.start << TID_BITS) | u64::from(self.tid)
+    }
+
+    /// Inverse of [`TaskId::stamp`]; any `u64` decodes to some task.
+    pub(crate) fn from_stamp(stamp: u64) -> Self {
+        TaskId { tid: (stamp as u32) & TID_MASK, start: stamp >> TID_BITS }
+    }
+}
+
+/// Bumped in every child right after `fork` (a `pthread_atfork` handler), so that
+/// per-thread caches of the thread id notice they were copied into a new process.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: one atomic increment.
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// (fork generation it was read in, tid, start time); generation 0 = unset.
+    static CURRENT: Cell<(u64, u32, u64)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// The calling thread's id and start time. Cached per thread: the fast path is a
+/// thread-local read and one relaxed load, no system call. The cache is renewed
+/// after `fork` (the child's thread has a new id).
+#[inline]
+pub(crate) fn current_task() -> TaskId {
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    let (g, tid, start) = CURRENT.with(Cell::get);
+    if g == generation {
+        return TaskId { tid, start };
+    }
+    current_task_slow(generation)
+}
+
+#[cold]
+fn current_task_slow(generation: u64) -> TaskId {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only performs an atomic increment,
+        // which is async-signal-safe as a fork child handler must be.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    let start = task_stat("thread-self").map_or(0, |s| s.start);
+    CURRENT.with(|c| c.set((generation, tid, start)));
+    TaskId { tid, start }
+}
+
+/// This process's id and start time.
+pub(crate) fn current_process() -> TaskId {
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    let start = task_stat("self").map_or(0, |s| s.start);
+    TaskId { tid: pid, start }
+}
+
+/// The process id of the caller (a system call: not for hot paths).
+pub(crate) fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+struct TaskStat {
+    state: u8,
+    start: u64,
+}
+
+/// Parses `/proc/<which>/stat`: the state (field 3) and start time (field 22).
+/// The command name (field 2) may contain spaces and parentheses, so fields are
+/// counted from the last `)`.
+fn task_stat(which: &str) -> io::Result<TaskStat> {
+    let text = fs::read_to_string(format!("/proc/{which}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat line"))
+}
+
+fn parse_stat(text: &str) -> Option<TaskStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    // After the state (field 3), field 22 is 19 fields further on.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some(TaskStat { state, start })
+}
+
+/// Whether `task` is still alive: its id exists, is not a zombie, and (when
+/// `start` is known, i.e. non-zero) started at the recorded time. A task we
+/// cannot inspect for a reason other than "no such task" counts as alive.
+pub(crate) fn task_alive(task: TaskId) -> bool {
+    if task.tid == 0 {
+        return false;
+    }
+    match task_stat(&task.tid.to_string()) {
+        Ok(s) => !matches!(s.state, b'Z' | b'X' | b'x') && (task.start == 0 || s.start == task.start),
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
+/// The number of CPUs this process may run on.
+pub(crate) fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_odd_command_names() {
+        let line = "42 (a) b (c)) R 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20\n";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.state, b'R');
+        assert_eq!(s.start, 777);
+        assert!(parse_stat("garbage").is_none());
+        assert!(parse_stat("1 (x) S 1 2").is_none());
+    }
+
+    #[test]
+    fn stamps_round_trip() {
+        let t = TaskId { tid: TID_MASK, start: (1 << 41) + 5 };
+        assert_eq!(TaskId::from_stamp(t.stamp()), t);
+    }
+
+    #[test]
+    fn current_task_is_alive_and_a_dead_one_is_not() {
+        let me = current_task();
+        assert!(task_alive(me));
+        assert!(!task_alive(TaskId { tid: me.tid, start: me.start + 1 }));
+        let t = std::thread::spawn(current_task).join().unwrap();
+        assert_ne!(t.tid, me.tid);
+        // The thread has exited: its tid is gone or reused by a later task.
+        assert!(!task_alive(t));
+    }
+
+    #[test]
+    fn futex_wait_times_out_and_sees_changed_values() {
+        let w = AtomicU32::new(7);
+        assert_eq!(futex_wait(&w, 8, None), FutexWait::Woken);
+        let d = Deadline::after(Duration::from_millis(20));
+        assert_eq!(futex_wait(&w, 7, Some(d)), FutexWait::TimedOut);
+        assert!(d.has_passed());
+    }
+}

@@ -1,0 +1,536 @@
+//! Mapped shared-memory segments: a validated header, then the object's payload.
+//!
+//! A [`Segment`] is a `MAP_SHARED` mapping of either an anonymous memfd (sealed
+//! against shrinking; it has no name and cannot leak) or a named POSIX
+//! shared-memory object under `/dev/shm` (created `O_CREAT|O_EXCL`, mode 0600).
+//! Every segment starts with the 64-byte [`header`](HEADER_LEN) described in
+//! `header.rs`; every shmproc object (a `Lock`, an `Event`, ...) lives in the
+//! payload of its own segment and is reached through [`Shared`], which is also
+//! able to put the same state on the heap (how loom checks the algorithms).
+
+mod header;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Duration;
+
+use memmap2::MmapRaw;
+
+pub use header::{HEADER_LEN, HeaderSnapshot, Kind};
+pub(crate) use header::{Expect, Header, INIT_PENDING, INIT_READY};
+
+use crate::error::{Error, Result};
+use crate::os::{self, Deadline};
+
+/// Longest accepted segment name, in bytes (well under the 255 of `NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// How long [`Segment::open`] waits for a live creator to finish initialising.
+const INIT_WAIT: Duration = Duration::from_secs(2);
+/// How long it waits while the header does not even name its creator yet (the
+/// creator writes it microseconds after sizing the file).
+const INIT_WAIT_ANONYMOUS: Duration = Duration::from_millis(100);
+
+/// A mapped shared-memory segment: a shmproc header, then `len()` payload bytes.
+///
+/// This is the counterpart of Python's `multiprocessing.shared_memory.SharedMemory`;
+/// the typed objects of this crate each own one. Dropping the last handle in the
+/// process that created a named segment unlinks the name (unless
+/// [`Segment::keep_name`] was called); a forked child dropping its inherited copy
+/// never does. Anonymous segments vanish with their last mapping.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::Segment;
+///
+/// let seg = Segment::create("shmproc-doc-segment", 4096)?;
+/// seg.write_at(0, b"hello")?;
+/// let other = Segment::open("shmproc-doc-segment")?; // any process of this user could
+/// let mut buf = [0u8; 5];
+/// other.read_at(0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+pub struct Segment {
+    map: MmapRaw,
+    /// Kept open so that the segment can be handed to spawned children.
+    _fd: OwnedFd,
+    name: Option<String>,
+    kind: Kind,
+    /// Payload length, validated against the file length at open.
+    len: usize,
+    /// Pid of the process that unlinks the name on drop; 0 for none.
+    unlink_pid: std::sync::atomic::AtomicU32,
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment").field("name", &self.name).field("kind", &self.kind).field("len", &self.len).finish()
+    }
+}
+
+/// Checks a segment name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits,
+/// `_`, `-` and `.`, and never `..` (no `/` can appear, so no name escapes
+/// `/dev/shm`).
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("longer than 200 bytes")
+    } else if name.contains('/') {
+        Some("contains '/'")
+    } else if name.contains("..") {
+        Some("contains '..'")
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        Some("only ASCII letters, digits, '_', '-' and '.' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName { name: name.to_owned(), reason }),
+        None => Ok(()),
+    }
+}
+
+impl Segment {
+    /// An anonymous segment of `len` zeroed payload bytes (a memfd sealed against
+    /// shrinking). Shared with forked children; cannot leak.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(100)?;
+    /// assert_eq!(seg.len(), 100);
+    /// assert_eq!(seg.name(), None);
+    /// # Ok::<(), shmproc::Error>(())
+    /// ```
+    pub fn anonymous(len: usize) -> Result<Segment> {
+        Self::create_object(None, Kind::Raw, 0, len, |_| {})
+    }
+
+    /// Creates the named segment `name` with `len` zeroed payload bytes; fails with
+    /// [`Error::AlreadyExists`] if the name is taken.
+    pub fn create(name: &str, len: usize) -> Result<Segment> {
+        Self::create_object(Some(name), Kind::Raw, 0, len, |_| {})
+    }
+
+    /// Opens the named raw segment `name` (one made by [`Segment::create`]).
+    pub fn open(name: &str) -> Result<Segment> {
+        Self::open_object(name, &Expect { kind: Kind::Raw, type_fp: 0, payload_len: None })
+    }
+
+    /// The segment's name, `None` for anonymous segments.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Payload length in bytes (the header is not counted).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The kind of object this segment holds.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Pointer to the first payload byte. Other processes may write the payload
+    /// at any time: never form a `&`/`&mut` to it, use atomics or copies.
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: the mapping is at least HEADER_LEN + len bytes long (checked at
+        // create/open), so the offset stays inside it.
+        unsafe { self.map.as_mut_ptr().add(HEADER_LEN) }
+    }
+
+    /// Copies `buf.len()` payload bytes starting at `offset` into `buf`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the range leaves the payload.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        // SAFETY: the range is inside the payload (checked above); raw copies
+        // form no reference to shared memory.
+        unsafe { std::ptr::copy(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into the payload starting at `offset`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the range leaves the payload.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len())?;
+        // SAFETY: as in `read_at`.
+        unsafe { std::ptr::copy(data.as_ptr(), self.as_ptr().add(offset), data.len()) };
+        Ok(())
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::InvalidArgument { what: "byte range outside the segment payload" }),
+        }
+    }
+
+    /// Removes the segment's name now (mappings stay valid); a no-op for
+    /// anonymous segments. After this, drop no longer unlinks.
+    pub fn unlink(&self) -> Result<()> {
+        self.unlink_pid.store(0, std::sync::atomic::Ordering::Relaxed);
+        match &self.name {
+            Some(name) => os::shm_unlink(name).map_err(|e| Error::io("shm_unlink", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Leaves the name in place when the creating handle is dropped (Python's
+    /// default): someone must later [`unlink`](Segment::unlink) it or run
+    /// [`cleanup`](crate::cleanup).
+    pub fn keep_name(&self) {
+        self.unlink_pid.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping is page-aligned and at least HEADER_LEN bytes long;
+        // Header is repr(C), made only of atomics (any bit pattern is valid, and
+        // concurrent writes by peers are atomic accesses).
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
+    /// Creates a segment for an object: sizes and maps it, writes the header,
+    /// runs `init` on the zeroed payload, then publishes `READY`.
+    pub(crate) fn create_object(
+        name: Option<&str>,
+        kind: Kind,
+        type_fp: u64,
+        len: usize,
+        init: impl FnOnce(*mut u8),
+    ) -> Result<Segment> {
+        let total = len
+            .checked_add(HEADER_LEN)
+            .filter(|t| isize::try_from(*t).is_ok())
+            .ok_or(Error::InvalidArgument { what: "segment length too large" })?;
+        let fd = match name {
+            None => os::memfd("shmproc", total as u64).map_err(|e| Error::io("memfd_create", e))?,
+            Some(name) => {
+                validate_name(name)?;
+                os::shm_create(name, total as u64).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { name: name.to_owned() },
+                    _ => Error::io("shm_open(O_CREAT|O_EXCL)", e),
+                })?
+            }
+        };
+        let creator = os::current_process();
+        let map = match os::map_shared(&fd, total) {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(name) = name {
+                    let _ = os::shm_unlink(name);
+                }
+                return Err(Error::io("mmap", e));
+            }
+        };
+        let seg = Segment {
+            map,
+            _fd: fd,
+            name: name.map(str::to_owned),
+            kind,
+            len,
+            unlink_pid: std::sync::atomic::AtomicU32::new(if name.is_some() { creator.tid } else { 0 }),
+        };
+        seg.header().write(kind, type_fp, len as u64, creator);
+        init(seg.as_ptr());
+        seg.header().publish();
+        Ok(seg)
+    }
+
+    /// Opens a named segment and validates its header against `expect`,
+    /// waiting (bounded) for its creator to finish initialising.
+    pub(crate) fn open_object(name: &str, expect: &Expect) -> Result<Segment> {
+        validate_name(name)?;
+        let fd = os::shm_open(name).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound { name: name.to_owned() },
+            _ => Error::io("shm_open", e),
+        })?;
+        let file_len = os::file_len(&fd).map_err(|e| Error::io("fstat", e))?;
+        if file_len < HEADER_LEN as u64 {
+            return Err(Error::mismatch(
+                "segment length",
+                format!("at least {HEADER_LEN} bytes"),
+                format!("{file_len} bytes"),
+            ));
+        }
+        let map_len = usize::try_from(file_len).map_err(|_| Error::InvalidArgument { what: "segment too large" })?;
+        let map = os::map_shared(&fd, map_len).map_err(|e| Error::io("mmap", e))?;
+        let mut seg = Segment {
+            map,
+            _fd: fd,
+            name: Some(name.to_owned()),
+            kind: expect.kind,
+            len: 0,
+            unlink_pid: std::sync::atomic::AtomicU32::new(0),
+        };
+        let snap = seg.wait_ready()?;
+        snap.validate(file_len, expect)?;
+        // validate() proved HEADER_LEN + payload_len <= file_len == map_len.
+        seg.len = snap.payload_len as usize;
+        Ok(seg)
+    }
+
+    /// Waits up to [`INIT_WAIT`] for `init_state == READY` (up to
+    /// [`INIT_WAIT_ANONYMOUS`] while no creator is named); fails at once when
+    /// the state is not one we know or the named creator is dead.
+    fn wait_ready(&self) -> Result<HeaderSnapshot> {
+        let start = Deadline::now();
+        loop {
+            match self.header().init_state() {
+                INIT_READY => return Ok(self.header().snapshot()),
+                INIT_PENDING => {}
+                other => {
+                    return Err(Error::corrupt("segment header", format!("init state {other} is not 0 or 1")));
+                }
+            }
+            let snap = self.header().snapshot();
+            let creator = os::TaskId { tid: snap.creator_pid, start: snap.creator_start };
+            let bound = if snap.creator_pid == 0 { INIT_WAIT_ANONYMOUS } else { INIT_WAIT };
+            let waited = Deadline::now().since(start);
+            if waited >= bound || (snap.creator_pid != 0 && !os::task_alive(creator)) {
+                return Err(Error::NotReady { waited, creator_pid: snap.creator_pid });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let owner = self.unlink_pid.load(std::sync::atomic::Ordering::Relaxed);
+        if owner != 0
+            && owner == os::pid()
+            && let Some(name) = &self.name
+        {
+            let _ = os::shm_unlink(name);
+        }
+    }
+}
+
+/// What [`cleanup`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Names removed: shmproc segments whose creator is dead and that no live
+    /// process maps or holds open.
+    pub removed: Vec<String>,
+    /// shmproc segments left alone because their creator lives or a process
+    /// still uses them.
+    pub kept: Vec<String>,
+}
+
+/// Removes named shmproc segments that nobody can still be using.
+///
+/// A name under `/dev/shm` is removed only when all of these hold:
+/// 1. it is a shmproc segment (its first 8 bytes are the magic `SHMPROC\0`;
+///    anything else is never touched);
+/// 2. its creator is dead: the pid in the header no longer exists, is a zombie,
+///    or belongs to a later process (its start time differs from the one the
+///    creator wrote);
+/// 3. no process maps it or holds it open (every `/proc/<pid>/maps` and
+///    `/proc/<pid>/fd` readable to us is scanned; an unreadable one counts as a
+///    user).
+///
+/// So a live segment is never removed: one whose creator lives is kept, and one
+/// whose creator died but that a survivor still maps is kept. The remaining race:
+/// a process that opens the name between the scan and the unlink keeps a working
+/// mapping, but the name is gone for later openers.
+///
+/// # Examples
+///
+/// ```
+/// let report = shmproc::cleanup()?;
+/// assert!(report.removed.iter().all(|n| !n.is_empty()));
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+pub fn cleanup() -> Result<CleanupReport> {
+    let mut report = CleanupReport::default();
+    for name in os::shm_names().map_err(|e| Error::io("read_dir /dev/shm", e))? {
+        if validate_name(&name).is_err() {
+            continue;
+        }
+        let Some(creator) = read_creator(&name) else { continue };
+        if os::task_alive(creator) || os::shm_in_use(&name) {
+            report.kept.push(name);
+        } else if os::shm_unlink(&name).is_ok() {
+            report.removed.push(name);
+        }
+    }
+    Ok(report)
+}
+
+/// The creator recorded in `name`'s header, if it is a shmproc segment. The
+/// mapping and descriptor are closed again before returning, so that our own
+/// scan of `/proc/self` does not count them as a user.
+fn read_creator(name: &str) -> Option<os::TaskId> {
+    let fd = os::shm_open(name).ok()?;
+    if os::file_len(&fd).ok()? < HEADER_LEN as u64 {
+        return None;
+    }
+    let map = os::map_shared(&fd, HEADER_LEN).ok()?;
+    // SAFETY: the mapping is page-aligned and HEADER_LEN long; Header is repr(C)
+    // and all atomics, valid for any bytes.
+    let snap = unsafe { &*map.as_ptr().cast::<Header>() }.snapshot();
+    (snap.magic == header::MAGIC).then_some(os::TaskId { tid: snap.creator_pid, start: snap.creator_start })
+}
+
+/// State of a shmproc object that can live in a segment or on the heap.
+///
+/// # Safety
+///
+/// Implementors must be `#[repr(C)]`, consist only of atomics (and arrays and
+/// `#[repr(C)]` structs of them) so that every bit pattern is a valid value and
+/// peers' concurrent writes are atomic accesses, hold no pointers (offsets
+/// only), have alignment at most 64, and treat every value read from the state
+/// as untrusted.
+pub(crate) unsafe trait SharedState: Send + Sync + Sized + 'static {
+    /// The kind written to, and checked in, the header.
+    const KIND: Kind;
+    /// Creation parameters.
+    type Params: Copy;
+    /// All-zero state, as a fresh segment holds it (heap backing starts here).
+    fn zeroed() -> Self;
+    /// Initialises a zeroed state; runs before the segment is published.
+    fn init(&self, params: Self::Params);
+}
+
+/// A handle to a [`SharedState`], in a segment or on the heap. Cloning shares.
+pub(crate) struct Shared<S: SharedState> {
+    backing: Backing,
+    ptr: NonNull<S>,
+    _state: PhantomData<S>,
+}
+
+#[derive(Clone)]
+enum Backing {
+    Segment(Arc<Segment>),
+    #[allow(dead_code)] // used by the loom build and by in-process unit tests
+    Heap(Arc<dyn Send + Sync>),
+}
+
+// SAFETY: `ptr` points into memory kept alive by `backing` (an Arc), and S is
+// Send + Sync (all atomics), so the handle may move to and be shared with other
+// threads.
+unsafe impl<S: SharedState> Send for Shared<S> {}
+// SAFETY: see Send.
+unsafe impl<S: SharedState> Sync for Shared<S> {}
+
+impl<S: SharedState> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared { backing: self.backing.clone(), ptr: self.ptr, _state: PhantomData }
+    }
+}
+
+impl<S: SharedState> fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.backing {
+            Backing::Segment(seg) => fmt::Debug::fmt(seg, f),
+            Backing::Heap(_) => f.write_str("Heap"),
+        }
+    }
+}
+
+impl<S: SharedState> Deref for Shared<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        // SAFETY: `ptr` is valid and aligned for S while `backing` lives (see
+        // `from_segment` and `heap`), and S's only contents are atomics.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<S: SharedState> Shared<S> {
+    /// A new state in an anonymous segment (or on the heap under loom, which
+    /// cannot model memory shared between processes).
+    pub(crate) fn anonymous(params: S::Params) -> Result<Self> {
+        #[cfg(loom)]
+        return Ok(Self::heap(params));
+        #[cfg(not(loom))]
+        Self::in_segment(None, params)
+    }
+
+    /// A new state in the named segment `name`.
+    pub(crate) fn create(name: &str, params: S::Params) -> Result<Self> {
+        Self::in_segment(Some(name), params)
+    }
+
+    /// The state in the existing named segment `name`.
+    pub(crate) fn open(name: &str) -> Result<Self> {
+        let expect = Expect { kind: S::KIND, type_fp: 0, payload_len: Some(size_of::<S>() as u64) };
+        Self::from_segment(Segment::open_object(name, &expect)?)
+    }
+
+    /// A new state on the heap.
+    #[allow(dead_code)] // used by the loom build
+    pub(crate) fn heap(params: S::Params) -> Self {
+        let state = Arc::new(S::zeroed());
+        state.init(params);
+        let ptr = NonNull::from(&*state);
+        Shared { backing: Backing::Heap(state), ptr, _state: PhantomData }
+    }
+
+    fn in_segment(name: Option<&str>, params: S::Params) -> Result<Self> {
+        let seg = Segment::create_object(name, S::KIND, 0, size_of::<S>(), |p| {
+            // SAFETY: `p` is the zeroed, 64-aligned payload of size_of::<S>()
+            // bytes; all-zero is a valid S (atomics only).
+            unsafe { &*p.cast::<S>() }.init(params);
+        })?;
+        Self::from_segment(seg)
+    }
+
+    fn from_segment(seg: Segment) -> Result<Self> {
+        if seg.len() < size_of::<S>() {
+            return Err(Error::mismatch("payload length", size_of::<S>(), seg.len()));
+        }
+        let ptr = NonNull::new(seg.as_ptr().cast::<S>()).ok_or(Error::InvalidArgument { what: "null mapping" })?;
+        // The payload starts HEADER_LEN (64) bytes into a page-aligned mapping.
+        debug_assert!(align_of::<S>() <= HEADER_LEN && ptr.as_ptr() as usize % align_of::<S>() == 0);
+        Ok(Shared { backing: Backing::Segment(Arc::new(seg)), ptr, _state: PhantomData })
+    }
+
+    /// The segment holding the state; `None` when it is on the heap.
+    pub(crate) fn segment(&self) -> Option<&Segment> {
+        match &self.backing {
+            Backing::Segment(seg) => Some(seg),
+            Backing::Heap(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for bad in ["", "a/b", "..", "a..b", "sp ace", "nul\0", &"x".repeat(201)] {
+            assert!(matches!(validate_name(bad), Err(Error::InvalidName { .. })), "{bad:?}");
+        }
+        for good in ["a", "shmproc-test_1.x", &"x".repeat(200)] {
+            validate_name(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn out_of_range_copies_are_refused() {
+        let seg = Segment::anonymous(8).unwrap();
+        assert!(seg.write_at(4, &[0; 5]).is_err());
+        assert!(seg.read_at(usize::MAX, &mut [0; 1]).is_err());
+        seg.write_at(4, &[1; 4]).unwrap();
+    }
+}

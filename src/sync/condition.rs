@@ -1,0 +1,391 @@
+//! [`Condition`]: a condition variable bound to a [`Lock`] or [`RLock`].
+//!
+//! # Design
+//!
+//! Each waiter claims a *slot* in the segment: its own futex word, a ticket
+//! (arrival order) and its stamp. `notify(n)` marks the `n` oldest waiting slots
+//! `NOTIFIED` and wakes each of them on its own word. So exactly the waiters
+//! that were waiting when `notify` ran are woken, oldest first, with no
+//! thundering herd, and a waiter that arrives later cannot steal a notification
+//! (Python's semantics, which a shared sequence counter would only approximate).
+//!
+//! Every slot transition but one happens under the condition's lock:
+//! `FREE -> WAITING` (waiter, before releasing the lock), `WAITING|ASLEEP ->
+//! NOTIFIED` (notifier), `* -> FREE` (waiter, after re-acquiring). The exception
+//! is `WAITING -> ASLEEP`, a CAS by the waiter right before it sleeps on the
+//! slot; the notifier's swap to `NOTIFIED` returns the old state, and wakes the
+//! word only if it was `ASLEEP`, so a notify either sees the sleeper or makes
+//! its CAS fail (no lost wake-up, no needless system call).
+//!
+//! There are [`SLOTS`] slots: more simultaneous waiters than that is
+//! [`Error::Overflow`] (after reclaiming slots of dead waiters). A waiter killed
+//! while waiting keeps its slot until then and can absorb one `notify`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use super::owner::Acquired;
+use super::wait::{self, WaitConfig, WaitTarget};
+use super::{Lock, LockError, LockGuard, LockResult, RLock, RLockGuard};
+use crate::error::{Error, Result};
+use crate::loom::{self, AtomicU32, AtomicU64, Ordering};
+use crate::os::{Deadline, FutexWait, TaskId};
+use crate::segment::{Kind, Shared, SharedState};
+
+/// Simultaneous waiters per condition.
+#[cfg(not(loom))]
+pub(crate) const SLOTS: usize = 64;
+#[cfg(loom)]
+pub(crate) const SLOTS: usize = 2;
+
+const FREE: u32 = 0;
+const WAITING: u32 = 1;
+const ASLEEP: u32 = 2;
+const NOTIFIED: u32 = 3;
+
+#[repr(C)]
+#[derive(Debug)]
+struct Slot {
+    /// `FREE`, `WAITING`, `ASLEEP` or `NOTIFIED`; the waiter's futex word.
+    state: AtomicU32,
+    _pad: AtomicU32,
+    /// Arrival order; meaningful while not `FREE`.
+    ticket: AtomicU64,
+    /// The waiter's `TaskId::stamp`, to reclaim slots of dead waiters.
+    waiter: AtomicU64,
+}
+
+/// Condition state. Written under the condition's lock except `Slot::state`'s
+/// `WAITING -> ASLEEP` (see the module docs). `Relaxed` accesses under the lock
+/// are ordered by the lock's Acquire/Release; the `NOTIFIED` swap is `Release`
+/// and pairs with the waiter's `Acquire` load of its slot.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct ConditionState {
+    next_ticket: AtomicU64,
+    slots: [Slot; SLOTS],
+}
+
+// SAFETY: repr(C), atomics only, no pointers; unknown slot states are errors
+// and tickets are only compared.
+unsafe impl SharedState for ConditionState {
+    const KIND: Kind = Kind::Condition;
+    type Params = ();
+    fn zeroed() -> Self {
+        ConditionState {
+            next_ticket: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| Slot {
+                state: AtomicU32::new(FREE),
+                _pad: AtomicU32::new(0),
+                ticket: AtomicU64::new(0),
+                waiter: AtomicU64::new(0),
+            }),
+        }
+    }
+    fn init(&self, (): ()) {}
+}
+
+fn bad_slot(state: u32) -> Error {
+    Error::corrupt("Condition", format!("waiter slot in unknown state {state}"))
+}
+
+impl ConditionState {
+    /// Claims a free slot for `me` (under the lock).
+    fn claim(&self, me: TaskId) -> Result<&Slot> {
+        let free = match self.slots.iter().find(|s| s.state.load(Ordering::Relaxed) == FREE) {
+            Some(s) => s,
+            None => self.reclaim_dead()?.ok_or(Error::Overflow { what: "Condition waiters (64 slots)" })?,
+        };
+        let ticket = self.next_ticket.load(Ordering::Relaxed);
+        self.next_ticket.store(ticket.wrapping_add(1), Ordering::Relaxed);
+        free.ticket.store(ticket, Ordering::Relaxed);
+        free.waiter.store(me.stamp(), Ordering::Relaxed);
+        free.state.store(WAITING, Ordering::Relaxed);
+        Ok(free)
+    }
+
+    /// Frees the slots of waiters that died while waiting; returns one of them.
+    fn reclaim_dead(&self) -> Result<Option<&Slot>> {
+        let mut found = None;
+        for s in &self.slots {
+            match s.state.load(Ordering::Relaxed) {
+                WAITING | ASLEEP | NOTIFIED => {
+                    if !loom::task_alive(TaskId::from_stamp(s.waiter.load(Ordering::Relaxed))) {
+                        s.state.store(FREE, Ordering::Relaxed);
+                        found = Some(s);
+                    }
+                }
+                FREE => found = Some(s),
+                other => return Err(bad_slot(other)),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Notifies the `n` oldest waiters (under the lock); returns how many.
+    fn notify(&self, n: usize) -> Result<usize> {
+        let mut waiting: Vec<(u64, &Slot)> = Vec::new();
+        for s in &self.slots {
+            match s.state.load(Ordering::Relaxed) {
+                WAITING | ASLEEP => waiting.push((s.ticket.load(Ordering::Relaxed), s)),
+                FREE | NOTIFIED => {}
+                other => return Err(bad_slot(other)),
+            }
+        }
+        waiting.sort_unstable_by_key(|(t, _)| *t);
+        let count = waiting.len().min(n);
+        for (_, s) in &waiting[..count] {
+            // Release: pairs with the waiter's Acquire load in `attempt`.
+            if s.state.swap(NOTIFIED, Ordering::Release) == ASLEEP {
+                loom::futex_wake(&s.state, 1);
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// The lock a [`Condition`] is bound to.
+#[derive(Clone, Debug)]
+pub enum CondLock {
+    /// A non-recursive lock.
+    Lock(Lock),
+    /// A recursive lock (Python's default for `Condition`).
+    RLock(RLock),
+}
+
+impl From<Lock> for CondLock {
+    fn from(l: Lock) -> Self {
+        CondLock::Lock(l)
+    }
+}
+
+impl From<RLock> for CondLock {
+    fn from(l: RLock) -> Self {
+        CondLock::RLock(l)
+    }
+}
+
+/// A cross-process condition variable (Python's `multiprocessing.Condition`).
+///
+/// Waiting and notifying happen through the [`ConditionGuard`] that
+/// [`Condition::lock`] returns, so the lock is always held, as Python requires.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let cond = shmproc::Condition::new()?; // bound to a new RLock
+/// let mut g = cond.lock()?;
+/// assert_eq!(g.notify_all()?, 0); // nobody waits
+/// assert!(!g.wait_timeout(Duration::from_millis(1))?); // times out, lock held again
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Condition {
+    state: Shared<ConditionState>,
+    lock: CondLock,
+    wait: WaitConfig,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condition").field("segment", &self.state).field("lock", &self.lock).finish()
+    }
+}
+
+/// Name of the lock segment that [`Condition::create`] makes beside `name`.
+fn lock_name(name: &str) -> String {
+    format!("{name}.lock")
+}
+
+impl Condition {
+    fn from_parts(state: Shared<ConditionState>, lock: CondLock) -> Self {
+        Condition { state, lock, wait: WaitConfig::default() }
+    }
+
+    /// A condition bound to a new [`RLock`], both in anonymous segments.
+    pub fn new() -> Result<Self> {
+        Self::with_lock(RLock::new()?)
+    }
+
+    /// A condition bound to `lock`, in an anonymous segment.
+    pub fn with_lock(lock: impl Into<CondLock>) -> Result<Self> {
+        Ok(Self::from_parts(Shared::anonymous(())?, lock.into()))
+    }
+
+    /// A condition in the named segment `name`, bound to a new [`RLock`] named
+    /// `"{name}.lock"`.
+    pub fn create(name: &str) -> Result<Self> {
+        let lock = RLock::create(&lock_name(name))?;
+        Self::create_with_lock(name, lock)
+    }
+
+    /// Opens the condition `name` and its lock `"{name}.lock"` (as made by
+    /// [`Condition::create`]).
+    pub fn open(name: &str) -> Result<Self> {
+        let lock = RLock::open(&lock_name(name))?;
+        Self::open_with_lock(name, lock)
+    }
+
+    /// A condition in the named segment `name`, bound to `lock`.
+    pub fn create_with_lock(name: &str, lock: impl Into<CondLock>) -> Result<Self> {
+        Ok(Self::from_parts(Shared::create(name, ())?, lock.into()))
+    }
+
+    /// Opens the condition `name`, binding it to `lock` (which every process
+    /// using the condition must also use).
+    pub fn open_with_lock(name: &str, lock: impl Into<CondLock>) -> Result<Self> {
+        Ok(Self::from_parts(Shared::open(name)?, lock.into()))
+    }
+
+    super::wait_strategy_accessors!();
+
+    /// The lock this condition is bound to.
+    pub fn bound_lock(&self) -> &CondLock {
+        &self.lock
+    }
+
+    /// Acquires the bound lock.
+    ///
+    /// # Errors
+    /// As [`Lock::lock`] / [`RLock::lock`].
+    pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
+        self.lock_until(None)
+    }
+
+    /// Acquires the bound lock, waiting at most `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ConditionGuard<'_>> {
+        self.lock_until(Some(Deadline::after(timeout)))
+    }
+
+    fn lock_until(&self, deadline: Option<Deadline>) -> LockResult<ConditionGuard<'_>> {
+        fn wrap<'a, G>(cond: &'a Condition, r: LockResult<G>, f: fn(G) -> Held<'a>) -> LockResult<ConditionGuard<'a>> {
+            let me = loom::current_task();
+            let mk = |g| ConditionGuard { cond, held: f(g), me, _not_send: PhantomData };
+            match r {
+                Ok(g) => Ok(mk(g)),
+                Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied(mk(g))),
+                Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
+            }
+        }
+        match &self.lock {
+            CondLock::Lock(l) => wrap(self, l.lock_until(deadline), Held::Lock),
+            CondLock::RLock(l) => wrap(self, l.lock_until(deadline), Held::RLock),
+        }
+    }
+}
+
+enum Held<'a> {
+    Lock(LockGuard<'a>),
+    RLock(RLockGuard<'a>),
+}
+
+/// The bound lock of a [`Condition`], held; waits and notifies go through it.
+/// Not `Send`. Dropping it releases (one level of) the lock.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ConditionGuard<'a> {
+    cond: &'a Condition,
+    /// Keeps the lock held; released by its own drop.
+    held: Held<'a>,
+    me: TaskId,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for ConditionGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConditionGuard").field("owner", &self.me.tid).finish()
+    }
+}
+
+impl ConditionGuard<'_> {
+    /// Releases the lock, waits to be notified, re-acquires the lock.
+    ///
+    /// # Errors
+    /// [`Error::OwnerDied`] if, while re-acquiring, the lock's previous owner
+    /// turned out dead: the lock is held again (this guard stays valid), but
+    /// the data it guards may be inconsistent. [`Error::Overflow`] with more
+    /// than 64 simultaneous waiters; [`Error::Corrupt`] on garbage state.
+    pub fn wait(&mut self) -> Result<()> {
+        self.wait_until(None).map(|_| ())
+    }
+
+    /// As [`ConditionGuard::wait`], for at most `timeout`: `Ok(false)` if it was
+    /// not notified in time (the lock is held again either way).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<bool> {
+        self.wait_until(Some(Deadline::after(timeout)))
+    }
+
+    /// Waits until `predicate` holds, re-checking after every wake-up; with a
+    /// timeout, gives up when it runs out. Returns the predicate's last value
+    /// (Python's `wait_for`).
+    pub fn wait_for(&mut self, mut predicate: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = Deadline::from_timeout(timeout);
+        loop {
+            if predicate() {
+                return Ok(true);
+            }
+            if deadline.is_some_and(Deadline::has_passed) {
+                return Ok(false);
+            }
+            self.wait_until(deadline)?;
+        }
+    }
+
+    /// Wakes up to `n` waiters (the longest-waiting first); returns how many.
+    pub fn notify(&self, n: usize) -> Result<usize> {
+        self.cond.state.notify(n)
+    }
+
+    /// Wakes every waiter; returns how many.
+    pub fn notify_all(&self) -> Result<usize> {
+        self.cond.state.notify(usize::MAX)
+    }
+
+    fn wait_until(&mut self, deadline: Option<Deadline>) -> Result<bool> {
+        struct Target<'a>(&'a Slot);
+        impl WaitTarget for Target<'_> {
+            type Output = ();
+            fn attempt(&mut self, _probe: bool) -> Option<()> {
+                // Acquire: pairs with the notifier's Release swap.
+                (self.0.state.load(Ordering::Acquire) == NOTIFIED).then_some(())
+            }
+            fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+                let st = &self.0.state;
+                match st.compare_exchange(WAITING, ASLEEP, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) | Err(ASLEEP) => loom::futex_wait(st, ASLEEP, until),
+                    Err(_) => FutexWait::Woken, // notified (or scribbled): re-check
+                }
+            }
+        }
+        let state = &self.cond.state;
+        let slot = state.claim(self.me)?;
+        let me = self.me;
+        let depth = match &self.held {
+            Held::Lock(g) => {
+                g.lock().state.lock.unlock(me);
+                1
+            }
+            Held::RLock(g) => g.rlock().release_all(me)?,
+        };
+        wait::wait(&self.cond.wait, deadline, &mut Target(slot));
+        let outcome = match &self.held {
+            Held::Lock(g) => {
+                let l = g.lock();
+                l.state.lock.lock(me, &self.cond.wait, None)
+            }
+            Held::RLock(g) => g.rlock().restore(me, depth, None),
+        };
+        let notified = match slot.state.swap(FREE, Ordering::Relaxed) {
+            NOTIFIED => true,
+            WAITING | ASLEEP => false,
+            other => return Err(bad_slot(other)),
+        };
+        match outcome {
+            Some(Acquired::Clean) => Ok(notified),
+            Some(Acquired::OwnerDied) => Err(Error::OwnerDied),
+            None => unreachable!("an untimed re-acquire cannot time out"),
+        }
+    }
+}

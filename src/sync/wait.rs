@@ -1,0 +1,236 @@
+//! How every blocking call waits: the one wait loop of the crate.
+//!
+//! A blocking operation describes itself as a [`WaitTarget`]: an `attempt` that
+//! tries to complete without blocking, and a `sleep` that announces the waiter
+//! (a waiter count or a bit in the futex word), re-checks, and sleeps on the
+//! futex. [`wait`] then runs the phases SPEC §5 asks for:
+//!
+//! 1. **spin** on `attempt` with a CPU pause between tries, for a budget that
+//!    adapts (doubles when spinning pays, halves when it does not);
+//! 2. **yield** a few times: on a CPU shared with the peer this is what lets
+//!    the peer run at all, so a peer on the same CPU is served in one yield;
+//! 3. **sleep** on the futex (shared, not private), until woken or the deadline.
+//!
+//! [`WaitStrategy::Spin`] stays in phases 1–2, [`WaitStrategy::Block`] goes
+//! straight to 3. Targets that must notice a dead lock owner set
+//! [`WaitTarget::PROBES`]: their sleeps are cut into [`PROBE_SLICE`]s and
+//! `attempt(true)` runs after each slice, which bounds how long a waiter sleeps
+//! before it looks at the owner.
+
+use std::time::Duration;
+
+use crate::loom::{self, local};
+use crate::os::{Deadline, FutexWait};
+
+/// How a blocking call waits. Chosen per handle (each process picks its own).
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::{Event, WaitStrategy};
+///
+/// let e = Event::new()?.with_wait_strategy(WaitStrategy::Block);
+/// assert_eq!(e.wait_strategy(), WaitStrategy::Block);
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WaitStrategy {
+    /// Spin and yield, never sleep in the kernel: the lowest latency when the
+    /// peer runs on another CPU, at the price of a busy CPU.
+    Spin,
+    /// Sleep on the futex at once: no CPU burnt while waiting.
+    Block,
+    /// Spin for an adaptive budget, yield, then sleep. The default.
+    #[default]
+    Adaptive,
+}
+
+/// Longest a lock waiter sleeps before it checks whether the owner is alive.
+/// Owner death is noticed within about one slice (SPEC §4 asks for 100 ms).
+pub(crate) const PROBE_SLICE: Duration = Duration::from_millis(20);
+
+/// Adaptive spin budget bounds, in pause-and-check iterations.
+const MIN_SPINS: u32 = 16;
+const MAX_SPINS: u32 = 1 << 13;
+const START_SPINS: u32 = 256;
+/// Yields before sleeping (Adaptive).
+const YIELDS: u32 = 8;
+/// In spin-only mode, iterations between clock reads.
+const CLOCK_EVERY: u32 = 64;
+
+/// A handle's waiting configuration: its strategy and, for
+/// [`WaitStrategy::Adaptive`], the current spin budget. Process-local.
+#[derive(Debug)]
+pub(crate) struct WaitConfig {
+    strategy: local::AtomicU8,
+    spins: local::AtomicU32,
+}
+
+impl Default for WaitConfig {
+    fn default() -> Self {
+        Self::new(WaitStrategy::default())
+    }
+}
+
+impl Clone for WaitConfig {
+    fn clone(&self) -> Self {
+        Self::new(self.strategy())
+    }
+}
+
+impl WaitConfig {
+    pub(crate) fn new(strategy: WaitStrategy) -> Self {
+        WaitConfig {
+            strategy: local::AtomicU8::new(strategy as u8),
+            spins: local::AtomicU32::new(START_SPINS),
+        }
+    }
+
+    pub(crate) fn strategy(&self) -> WaitStrategy {
+        match self.strategy.load(local::Ordering::Relaxed) {
+            0 => WaitStrategy::Spin,
+            1 => WaitStrategy::Block,
+            _ => WaitStrategy::Adaptive,
+        }
+    }
+
+    pub(crate) fn set_strategy(&self, s: WaitStrategy) {
+        self.strategy.store(s as u8, local::Ordering::Relaxed);
+    }
+
+    fn adapt(&self, f: impl Fn(u32) -> u32) {
+        let s = self.spins.load(local::Ordering::Relaxed);
+        self.spins.store(f(s).clamp(MIN_SPINS, MAX_SPINS), local::Ordering::Relaxed);
+    }
+}
+
+/// A blocking operation, as [`wait`] drives it.
+pub(crate) trait WaitTarget {
+    /// What a successful wait yields.
+    type Output;
+    /// Whether sleeps are sliced so that `attempt(true)` can probe an owner.
+    const PROBES: bool = false;
+    /// Tries to complete without blocking. `probe` is true at most once per
+    /// [`PROBE_SLICE`]: the moment for expensive checks (owner liveness).
+    fn attempt(&mut self, probe: bool) -> Option<Self::Output>;
+    /// Announces the waiter, re-checks, and sleeps on the futex until woken or
+    /// `until`. Returns at once if the state changed meanwhile.
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait;
+}
+
+/// Runs `target` to completion or until `deadline`; `None` means timed out.
+pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, target: &mut W) -> Option<W::Output> {
+    if let Some(v) = target.attempt(false) {
+        return Some(v);
+    }
+    // Loom explores interleavings, not time: spinning only multiplies its states.
+    let strategy = if cfg!(loom) { WaitStrategy::Block } else { cfg.strategy() };
+    let mut next_probe = Deadline::after(PROBE_SLICE);
+    match strategy {
+        WaitStrategy::Block => {}
+        WaitStrategy::Adaptive => {
+            let spins = cfg.spins.load(local::Ordering::Relaxed);
+            for _ in 0..spins {
+                loom::spin_loop();
+                if let Some(v) = target.attempt(false) {
+                    cfg.adapt(|s| s.saturating_mul(2));
+                    return Some(v);
+                }
+            }
+            for i in 0..YIELDS {
+                loom::yield_now();
+                if let Some(v) = target.attempt(false) {
+                    // Served after the first yield: the peer shares our CPU and
+                    // spinning only delayed it. Later: it runs elsewhere, and a
+                    // longer spin would have caught it.
+                    cfg.adapt(|s| if i == 0 { s / 2 } else { s.saturating_mul(2) });
+                    return Some(v);
+                }
+            }
+            cfg.adapt(|s| s / 2);
+            if deadline.is_some_and(Deadline::has_passed) {
+                return None;
+            }
+        }
+        WaitStrategy::Spin => {
+            let mut i = 0u32;
+            loop {
+                i = i.wrapping_add(1);
+                if i % CLOCK_EVERY == 0 {
+                    // Never monopolise a CPU that a peer may need.
+                    loom::yield_now();
+                    let now = Deadline::now();
+                    let probe = W::PROBES && now >= next_probe;
+                    if probe {
+                        next_probe = Deadline::after(PROBE_SLICE);
+                    }
+                    if let Some(v) = target.attempt(probe) {
+                        return Some(v);
+                    }
+                    if deadline.is_some_and(|d| now >= d) {
+                        return None;
+                    }
+                } else {
+                    loom::spin_loop();
+                    if let Some(v) = target.attempt(false) {
+                        return Some(v);
+                    }
+                }
+            }
+        }
+    }
+    loop {
+        let until = if W::PROBES && !cfg!(loom) {
+            Some(deadline.map_or(next_probe, |d| d.min(next_probe)))
+        } else {
+            deadline
+        };
+        let slept = target.sleep(until);
+        let probe = W::PROBES && Deadline::now() >= next_probe;
+        if probe {
+            next_probe = Deadline::after(PROBE_SLICE);
+        }
+        if let Some(v) = target.attempt(probe) {
+            return Some(v);
+        }
+        let out_of_time = match deadline {
+            // The sleep's bound was the caller's deadline and it expired (under
+            // loom a timed sleep always reports a timeout: see crate::loom).
+            Some(d) => (slept == FutexWait::TimedOut && until == Some(d)) || d.has_passed(),
+            None => false,
+        };
+        if out_of_time {
+            return None;
+        }
+    }
+}
+
+/// Sleeps on `word` while it holds `expected`, counted in `sleepers` so that
+/// wakers can skip the wake-up system call when nobody sleeps.
+///
+/// Ordering: the increment of `sleepers` (`SeqCst`) comes before the kernel's
+/// compare of `word`; a waker changes `word` (`SeqCst` RMW) before it loads
+/// `sleepers` (`SeqCst`, in [`wake_counted`]). In the single total order either
+/// the waker sees our increment and wakes us, or our compare sees its change and
+/// we do not sleep. loom checks this in `tests/loom_sync.rs`.
+pub(crate) fn sleep_counted(
+    word: &crate::loom::AtomicU32,
+    sleepers: &crate::loom::AtomicU32,
+    expected: u32,
+    until: Option<Deadline>,
+) -> FutexWait {
+    use crate::loom::Ordering::SeqCst;
+    sleepers.fetch_add(1, SeqCst);
+    let r = loom::futex_wait(word, expected, until);
+    sleepers.fetch_sub(1, SeqCst);
+    r
+}
+
+/// Wakes up to `n` sleepers of [`sleep_counted`] on `word`, if any is counted.
+/// Call after changing `word` with a `SeqCst` RMW.
+pub(crate) fn wake_counted(word: &crate::loom::AtomicU32, sleepers: &crate::loom::AtomicU32, n: u32) {
+    if sleepers.load(crate::loom::Ordering::SeqCst) != 0 {
+        loom::futex_wake(word, n);
+    }
+}
