@@ -126,10 +126,9 @@ impl fmt::Display for Error {
             Error::Mismatch { field, expected, found } => {
                 write!(f, "segment {field} mismatch: expected {expected}, found {found}")
             }
-            Error::NotReady { waited, creator_pid } => write!(
-                f,
-                "segment still initialising after {waited:?} (creator pid {creator_pid})"
-            ),
+            Error::NotReady { waited, creator_pid } => {
+                write!(f, "segment still initialising after {waited:?} (creator pid {creator_pid})")
+            }
             Error::Corrupt { what, detail } => write!(f, "corrupt shared state in {what}: {detail}"),
             Error::Timeout => f.write_str("timed out"),
             Error::WouldBlock => f.write_str("the operation would block"),

@@ -127,8 +127,7 @@ fn io_err(e: Errno) -> io::Error {
 /// An anonymous memfd of `len` bytes (zero-filled), sealed against shrinking so
 /// that no peer can turn our loads into `SIGBUS`. Close-on-exec.
 pub(crate) fn memfd(debug_name: &str, len: u64) -> io::Result<OwnedFd> {
-    let fd = rustix::fs::memfd_create(debug_name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-        .map_err(io_err)?;
+    let fd = rustix::fs::memfd_create(debug_name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).map_err(io_err)?;
     rustix::fs::ftruncate(&fd, len).map_err(io_err)?;
     rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::SEAL).map_err(io_err)?;
     Ok(fd)

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use memmap2::MmapRaw;
 
-pub use header::{HEADER_LEN, HeaderSnapshot, Kind};
 pub(crate) use header::{Expect, Header, INIT_PENDING, INIT_READY};
+pub use header::{HEADER_LEN, HeaderSnapshot, Kind};
 
 use crate::error::{Error, Result};
 use crate::os::{self, Deadline};
@@ -70,7 +70,11 @@ pub struct Segment {
 
 impl fmt::Debug for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Segment").field("name", &self.name).field("kind", &self.kind).field("len", &self.len).finish()
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -200,10 +204,12 @@ impl Segment {
     }
 
     fn header(&self) -> &Header {
+        #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned memory
+        let header = self.map.as_ptr().cast::<Header>();
         // SAFETY: the mapping is page-aligned and at least HEADER_LEN bytes long;
         // Header is repr(C), made only of atomics (any bit pattern is valid, and
         // concurrent writes by peers are atomic accesses).
-        unsafe { &*self.map.as_ptr().cast::<Header>() }
+        unsafe { &*header }
     }
 
     /// Creates a segment for an object: sizes and maps it, writes the header,
@@ -383,9 +389,11 @@ fn read_creator(name: &str) -> Option<os::TaskId> {
         return None;
     }
     let map = os::map_shared(&fd, HEADER_LEN).ok()?;
+    #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned memory
+    let header = map.as_ptr().cast::<Header>();
     // SAFETY: the mapping is page-aligned and HEADER_LEN long; Header is repr(C)
     // and all atomics, valid for any bytes.
-    let snap = unsafe { &*map.as_ptr().cast::<Header>() }.snapshot();
+    let snap = unsafe { &*header }.snapshot();
     (snap.magic == header::MAGIC).then_some(os::TaskId { tid: snap.creator_pid, start: snap.creator_start })
 }
 

@@ -191,7 +191,7 @@ pub struct Condition {
 
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Condition").field("segment", &self.state).field("lock", &self.lock).finish()
+        f.debug_struct("Condition").field("segment", &self.state).field("lock", &self.lock).finish_non_exhaustive()
     }
 }
 

@@ -69,7 +69,10 @@ pub struct Event {
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Event").field("segment", &self.state).field("set", &self.state.read().ok()).finish()
+        f.debug_struct("Event")
+            .field("segment", &self.state)
+            .field("set", &self.state.read().ok())
+            .finish_non_exhaustive()
     }
 }
 

@@ -59,7 +59,10 @@ pub struct Lock {
 
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lock").field("segment", &self.state).field("owner", &self.state.lock.owner()).finish()
+        f.debug_struct("Lock")
+            .field("segment", &self.state)
+            .field("owner", &self.state.lock.owner())
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +106,7 @@ impl Lock {
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
         self.lock_until(None).map_err(|e| match e {
             LockError::Failed(_) => unreachable!("an untimed lock cannot time out"),
-            other => other,
+            died @ LockError::OwnerDied(_) => died,
         })
     }
 

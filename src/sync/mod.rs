@@ -119,6 +119,7 @@ macro_rules! wait_strategy_accessors {
     () => {
         /// Sets how this handle's blocking calls wait (other handles, and other
         /// processes, keep their own), builder-style.
+        #[must_use]
         pub fn with_wait_strategy(self, strategy: $crate::WaitStrategy) -> Self {
             self.wait.set_strategy(strategy);
             self

@@ -62,7 +62,10 @@ pub struct RLock {
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock").field("segment", &self.state).field("owner", &self.state.lock.owner()).finish()
+        f.debug_struct("RLock")
+            .field("segment", &self.state)
+            .field("owner", &self.state.lock.owner())
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,11 +148,7 @@ impl RLock {
     /// that matters), `Ok(false)` if `block` is false and it is taken, or the
     /// timeout ran out. Pair each success with a [`RLock::release`].
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-        let r = if block {
-            self.lock_until(Deadline::from_timeout(timeout))
-        } else {
-            self.try_lock()
-        };
+        let r = if block { self.lock_until(Deadline::from_timeout(timeout)) } else { self.try_lock() };
         match r {
             Ok(g) | Err(LockError::OwnerDied(g)) => {
                 std::mem::forget(g);
@@ -186,11 +185,7 @@ impl RLock {
 
     /// How many times the calling thread holds the lock (0 if it does not).
     pub fn depth(&self) -> u32 {
-        if self.state.lock.is_owned_by(loom::current_task()) {
-            self.state.depth.load(Ordering::Relaxed)
-        } else {
-            0
-        }
+        if self.state.lock.is_owned_by(loom::current_task()) { self.state.depth.load(Ordering::Relaxed) } else { 0 }
     }
 
     /// Whether some thread holds the lock.

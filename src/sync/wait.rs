@@ -81,10 +81,7 @@ impl Clone for WaitConfig {
 
 impl WaitConfig {
     pub(crate) fn new(strategy: WaitStrategy) -> Self {
-        WaitConfig {
-            strategy: local::AtomicU8::new(strategy as u8),
-            spins: local::AtomicU32::new(START_SPINS),
-        }
+        WaitConfig { strategy: local::AtomicU8::new(strategy as u8), spins: local::AtomicU32::new(START_SPINS) }
     }
 
     pub(crate) fn strategy(&self) -> WaitStrategy {
@@ -181,11 +178,8 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
         }
     }
     loop {
-        let until = if W::PROBES && !cfg!(loom) {
-            Some(deadline.map_or(next_probe, |d| d.min(next_probe)))
-        } else {
-            deadline
-        };
+        let until =
+            if W::PROBES && !cfg!(loom) { Some(deadline.map_or(next_probe, |d| d.min(next_probe))) } else { deadline };
         let slept = target.sleep(until);
         let probe = W::PROBES && Deadline::now() >= next_probe;
         if probe {
