@@ -142,3 +142,21 @@ macro_rules! wait_strategy_accessors {
     };
 }
 pub(crate) use wait_strategy_accessors;
+
+#[cfg(test)]
+mod tests {
+    use super::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
+
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+
+    #[test]
+    fn every_handle_is_clone_send_sync() {
+        shareable::<Lock>();
+        shareable::<RLock>();
+        shareable::<Semaphore>();
+        shareable::<BoundedSemaphore>();
+        shareable::<Event>();
+        shareable::<Condition>();
+        shareable::<Barrier>();
+    }
+}
