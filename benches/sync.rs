@@ -1,2 +1,140 @@
-//! Criterion benches (placeholder replaced by the bench work).
-fn main() {}
+//! Criterion benches for the core `sync` rows, to track regressions:
+//!
+//! - `lock_uncontended/{shmproc_lock,std_mutex}`: lock + unlock on one thread;
+//! - `event_ping_pong_fork/{Adaptive,Block}`: a round trip between this
+//!   process and a forked echo through two `Event`s (wait, clear, set the
+//!   other's), timed with `iter_custom`, parent and child pinned to two CPUs
+//!   when there are two.
+//!
+//! `cargo bench --bench sync` runs them with short settings (10 samples, about
+//! a second each). The side-by-side table against baselines and the SPEC
+//! targets is `cargo run --release --bin shmproc-bench`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use shmproc::{Event, Lock, WaitStrategy};
+
+/// Watchdog: a ping-pong still running after this many seconds is stuck; the
+/// alarm kills the process (parent or child) instead of letting it hang.
+const HANG_SECS: u32 = 60;
+
+fn lock_uncontended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("lock_uncontended");
+    let lock = Lock::new().expect("Lock::new");
+    group.bench_function("shmproc_lock", |b| b.iter(|| drop(black_box(&lock).lock())));
+    let mutex = std::sync::Mutex::new(());
+    group.bench_function("std_mutex", |b| b.iter(|| drop(black_box(&mutex).lock())));
+    group.finish();
+}
+
+fn event_ping_pong(c: &mut Criterion) {
+    let cpus = two_cpus();
+    let mut group = c.benchmark_group("event_ping_pong_fork");
+    for strategy in [WaitStrategy::Adaptive, WaitStrategy::Block] {
+        group.bench_function(format!("{strategy:?}"), |b| b.iter_custom(|iters| round_trips(strategy, iters, cpus)));
+    }
+    group.finish();
+}
+
+/// Times `iters` Event round trips with a forked echo. With `cpus`, this
+/// thread runs on the first CPU while timing and the echo on the second.
+fn round_trips(strategy: WaitStrategy, iters: u64, cpus: Option<(usize, usize)>) -> Duration {
+    let to_child = Event::new().expect("Event::new").with_wait_strategy(strategy);
+    let to_parent = Event::new().expect("Event::new").with_wait_strategy(strategy);
+    // SAFETY: criterion runs the benches on this one thread; the child only
+    // plays its part of the ping-pong (atomics and futex calls) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: plain system calls: die with the parent, and die rather
+        // than hang; `_exit` skips the parent's destructors and buffers.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::alarm(HANG_SECS);
+        }
+        // Answer every ping whatever happens (the parent waits for each), and
+        // report trouble through the exit status.
+        let mut ok = cpus.is_none_or(|(_, cpu)| pin(&cpu_set(cpu)));
+        for _ in 0..iters {
+            ok &= to_child.wait().is_ok();
+            to_child.clear();
+            to_parent.set();
+        }
+        // SAFETY: see above.
+        unsafe { libc::_exit(i32::from(!ok)) };
+    }
+    let saved = cpus.map(|(cpu, _)| {
+        let saved = current_cpu_set();
+        assert!(pin(&cpu_set(cpu)), "sched_setaffinity: {}", std::io::Error::last_os_error());
+        saved
+    });
+    // SAFETY: plain system call; a stuck round trip kills the bench.
+    unsafe { libc::alarm(HANG_SECS) };
+    let start = Instant::now();
+    for _ in 0..iters {
+        to_child.set();
+        to_parent.wait().expect("Event::wait");
+        to_parent.clear();
+    }
+    let elapsed = start.elapsed();
+    // SAFETY: plain system call (cancels the alarm).
+    unsafe { libc::alarm(0) };
+    if let Some(saved) = saved {
+        assert!(pin(&saved), "sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: reaps our own child; `status` is writable.
+    let reaped = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    assert!(reaped == pid && status == 0, "the echo child failed (wait status {status})");
+    elapsed
+}
+
+/// The first two CPUs this process may use, if it may use two.
+fn two_cpus() -> Option<(usize, usize)> {
+    let set = current_cpu_set();
+    // SAFETY: every index is below CPU_SETSIZE, the bit count of `set`.
+    let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    Some((cpus.next()?, cpus.next()?))
+}
+
+/// This thread's affinity mask.
+fn current_cpu_set() -> libc::cpu_set_t {
+    // SAFETY: `cpu_set_t` is plain bits; all zeros is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &raw mut set) };
+    assert_eq!(r, 0, "sched_getaffinity: {}", std::io::Error::last_os_error());
+    set
+}
+
+/// The mask of `cpu` alone (below `CPU_SETSIZE`, as `two_cpus` returns).
+fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: `cpu_set_t` is plain bits; all zeros is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (it came from an affinity mask).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set
+}
+
+/// Restricts this thread to `set`; `false` if the kernel refused. Never
+/// panics: the forked child calls it too.
+fn pin(set: &libc::cpu_set_t) -> bool {
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
+    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) == 0 }
+}
+
+fn quick() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+}
+
+criterion_group! {
+    name = benches;
+    config = quick();
+    targets = lock_uncontended, event_ping_pong
+}
+criterion_main!(benches);

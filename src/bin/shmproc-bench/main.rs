@@ -1,1 +1,195 @@
-fn main() {}
+//! `shmproc-bench`: shmproc side by side with its baselines, as one table.
+//!
+//! ```text
+//! cargo run --release --bin shmproc-bench                    # the whole table, a few minutes
+//! cargo run --release --bin shmproc-bench -- --quick         # under a minute
+//! cargo run --release --bin shmproc-bench -- --filter event --json
+//! ```
+//!
+//! Every row compares a subject with a baseline measured in the same run and
+//! the same placement, interleaved with it, and checks the ratio against the
+//! target of SPEC §6 (absolute times on shared VMs move by 30% between runs;
+//! ratios of interleaved runs do not).
+//!
+//! Layout: [`kit`] measures (forked ping-pong pairs with pinning and a
+//! watchdog, interleaving, spin-floor probes, in-process batches); each group
+//! of rows is a module ([`sync`]) that lists its [`Plan`]s; [`report`] renders
+//! the rows as a table or JSON; [`args`] parses the command line.
+
+// Figures are statistics: a 52-bit mantissa holds any count or duration here
+// exactly enough.
+#![allow(clippy::cast_precision_loss)]
+
+mod args;
+mod kit;
+mod load;
+mod report;
+mod sync;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use args::{Command, Options};
+use kit::{Comparison, Kit, Settings};
+use report::{Row, RowSpec};
+
+/// A group of rows: its name, its rows, and a legend explaining them.
+#[derive(Debug)]
+pub(crate) struct Group {
+    /// Printed as the group's heading, and the first part of row ids.
+    pub(crate) name: &'static str,
+    /// Every row of the group, in table order (filtering happens later).
+    pub(crate) plan: fn() -> Vec<Plan>,
+    /// What each row measures, printed under the table.
+    pub(crate) legend: &'static str,
+}
+
+/// Every group, in table order.
+const GROUPS: [Group; 1] = [sync::GROUP];
+
+/// What the columns mean (each group adds what its rows measure).
+const LEGEND: &str = "\
+Columns: p50/p99/p99.9 of single round trips (TSC-timed, hdrhistogram), each the median
+over the runs; the baseline's figures come from runs in the same placement interleaved
+with the subject's (B A B A …). ratio = median over those pairs of subject p50 / baseline
+p50; target = SPEC §6 (ref: none); met = ratio ≤ target; same CPU (unpinned rows) = share
+of probe round trips answered from the driver's CPU, subject / baseline (1: the scheduler
+packed the pair on one CPU, 0: spread); spin floor = raw spin p50 on the cross_core CPUs
+just before → just after a spinning row (the host moves it between ~70 and ~400 ns).
+Baselines: raw spin = two processes spinning on one shared cache line (no system call);
+raw futex = FUTEX_WAIT/FUTEX_WAKE on shared words, always waking, never spinning.
+";
+
+/// Measures one row.
+type Measure = Box<dyn FnOnce(&Kit) -> Result<Comparison, String>>;
+
+/// A row to measure: its description and the measurement.
+pub(crate) struct Plan {
+    spec: RowSpec,
+    measure: Measure,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan").field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+impl Plan {
+    /// A row described by `spec`, measured by `measure`.
+    pub(crate) fn new(spec: RowSpec, measure: impl FnOnce(&Kit) -> Result<Comparison, String> + 'static) -> Self {
+        Plan { spec, measure: Box::new(measure) }
+    }
+}
+
+fn main() -> ExitCode {
+    let opts = match args::parse(std::env::args().skip(1)) {
+        Ok(Command::Run(opts)) => opts,
+        Ok(Command::Help) => {
+            print!("{}", args::usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("shmproc-bench: {e}\n\n{}", args::usage());
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("shmproc-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Measures the selected rows and prints them; `Ok(false)` if a row failed.
+fn run(opts: &Options) -> Result<bool, String> {
+    let settings = settings(opts)?;
+    let filter = opts.filter.as_deref().map(str::to_ascii_lowercase);
+    let groups: Vec<(&Group, Vec<Plan>)> = GROUPS
+        .iter()
+        .map(|g| {
+            let plans = (g.plan)();
+            let wanted = |p: &Plan| filter.as_ref().is_none_or(|f| p.spec.id().to_ascii_lowercase().contains(f));
+            (g, plans.into_iter().filter(wanted).collect::<Vec<_>>())
+        })
+        .filter(|(_, plans)| !plans.is_empty())
+        .collect();
+    let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
+    if total == 0 {
+        return Err(format!("no row matches --filter {:?}", opts.filter.as_deref().unwrap_or("")));
+    }
+    let cpu_use = load::CpuUse::now();
+    let preamble = preamble(opts, &settings);
+    let kit = Kit::new(settings)?;
+    let started = Instant::now();
+    let mut rows = Vec::with_capacity(total);
+    let mut legends = String::new();
+    for (group, plans) in groups {
+        legends.push_str(group.legend);
+        for plan in plans {
+            eprint!("[{}/{total}] {} … ", rows.len() + 1, plan.spec.id());
+            let outcome = (plan.measure)(&kit);
+            match &outcome {
+                Ok(c) => eprintln!("{}", report::ratio(c.ratio)),
+                Err(e) => eprintln!("FAILED: {e}"),
+            }
+            rows.push(Row { spec: plan.spec, outcome });
+        }
+    }
+    if opts.json {
+        println!("{}", report::json(&rows));
+    } else {
+        print!("{}", report::table(&rows, &preamble));
+        println!("\n{LEGEND}\n{legends}");
+        println!("{} rows in {:.0} s.", rows.len(), started.elapsed().as_secs_f64());
+    }
+    if let Some(share) = cpu_use.and_then(|u| u.foreign_share()) {
+        let note =
+            if share > BUSY { " (noisy: a spinner that shares its CPU with them waits for time slices)" } else { "" };
+        let line =
+            format!("Other processes used {:.0}% of the machine's CPU time during the run{note}.", share * 100.0);
+        if opts.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    Ok(rows.iter().all(|r| r.outcome.is_ok()))
+}
+
+/// A share of foreign CPU use above this makes figures noisy (the baselines
+/// runner retries above 10%).
+const BUSY: f64 = 0.1;
+
+/// Settings from the options: run lengths, and the CPUs of the placements.
+fn settings(opts: &Options) -> Result<Settings, String> {
+    let allowed = kit::allowed_cpus();
+    let (first, second) = match opts.pin {
+        Some((a, b)) => {
+            if let Some(bad) = [a, b].into_iter().find(|c| !allowed.contains(c)) {
+                return Err(format!("--pin: CPU {bad} is not available to this process (allowed: {allowed:?})"));
+            }
+            (a, Some(b))
+        }
+        None => (allowed.first().copied().unwrap_or(0), allowed.get(1).copied()),
+    };
+    Ok(Settings::new(opts.quick, first, second))
+}
+
+/// The lines above the table: mode, placements, method.
+fn preamble(opts: &Options, s: &Settings) -> String {
+    let cross =
+        s.second_cpu.map_or_else(|| "unavailable (one CPU)".to_owned(), |b| format!("CPUs {},{b}", s.first_cpu));
+    format!(
+        "shmproc-bench{}: same_core = CPU {}, cross_core = {cross}, unpinned = scheduler's choice.\n\
+         Each ping-pong row: {} baseline/subject pairs of runs ({} ms warm-up + {} ms timed), interleaved.\n",
+        if opts.quick { " --quick" } else { "" },
+        s.first_cpu,
+        s.alternations,
+        s.run.warmup.as_millis(),
+        s.run.measure.as_millis(),
+    )
+}

@@ -1,0 +1,308 @@
+//! The row model and its two renderings: the side-by-side table and JSON.
+
+use std::fmt::Write as _;
+
+use crate::kit::{Comparison, Figures};
+
+/// What a row's figures count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Nanoseconds per round trip.
+    Ns,
+    /// Nanoseconds per operation (batch mean).
+    NsPerOp,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Ns => "ns",
+            Unit::NsPerOp => "ns/op",
+        }
+    }
+}
+
+/// Everything about a row that is known before measuring it.
+#[derive(Clone, Debug)]
+pub(crate) struct RowSpec {
+    /// The group of rows (`sync`, later `queue`, `pipe`, …).
+    pub(crate) group: &'static str,
+    /// What is measured, e.g. `Event ping-pong (Block)`.
+    pub(crate) name: String,
+    /// `same_core`, `cross_core`, `unpinned`, or `one_thread`.
+    pub(crate) placement: &'static str,
+    /// Unit of the figures.
+    pub(crate) unit: Unit,
+    /// Name of the baseline it is compared with.
+    pub(crate) baseline: &'static str,
+    /// SPEC §6 goal: the largest acceptable subject/baseline ratio; `None`
+    /// for rows shown for reference only.
+    pub(crate) target: Option<f64>,
+}
+
+impl RowSpec {
+    /// `group/name/placement`: what `--filter` matches.
+    pub(crate) fn id(&self) -> String {
+        format!("{}/{}/{}", self.group, self.name, self.placement)
+    }
+}
+
+/// A measured row: a comparison, or why there is none.
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    /// What was measured.
+    pub(crate) spec: RowSpec,
+    /// The figures, or the error (watchdog, crash, setup) that stopped the row.
+    pub(crate) outcome: Result<Comparison, String>,
+}
+
+impl Row {
+    /// Whether the target was met: `None` without a target or figures. The
+    /// ratio is judged as shown (two decimals): finer digits are noise.
+    pub(crate) fn met(&self) -> Option<bool> {
+        let c = self.outcome.as_ref().ok()?;
+        Some((c.ratio * 100.0).round() / 100.0 <= self.spec.target?)
+    }
+}
+
+/// Formats a ratio with two decimals (what `met` judges).
+pub(crate) fn ratio(r: f64) -> String {
+    if r < 0.005 { "<0.01×".to_owned() } else { format!("{r:.2}×") }
+}
+
+/// Formats a time in ns with a fitting unit.
+fn time(ns: f64) -> String {
+    if !ns.is_finite() {
+        "?".to_owned()
+    } else if ns < 100.0 {
+        format!("{ns:.1} ns")
+    } else if ns < 1e4 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
+
+fn opt_time(ns: Option<f64>) -> String {
+    ns.map_or_else(|| "—".to_owned(), time)
+}
+
+/// The table's cells for a row (without the group, printed as a heading).
+fn cells(row: &Row) -> Vec<String> {
+    let spec = &row.spec;
+    let mut out = vec![spec.name.clone(), spec.placement.to_owned()];
+    let figures = |f: &Figures| vec![time(f.p50), opt_time(f.p99), opt_time(f.p999)];
+    let target = spec.target.map_or_else(|| "ref".to_owned(), |t| format!("≤ {t}×"));
+    match &row.outcome {
+        Ok(c) => {
+            out.extend(figures(&c.subject));
+            out.push(spec.baseline.to_owned());
+            out.extend(figures(&c.baseline));
+            out.push(ratio(c.ratio));
+            out.push(target);
+            out.push(match row.met() {
+                Some(true) => "yes".to_owned(),
+                Some(false) => "NO".to_owned(),
+                None => "—".to_owned(),
+            });
+            out.push(c.same_cpu.map_or_else(|| "—".to_owned(), |s| format!("{:.2} / {:.2}", s.subject, s.baseline)));
+            out.push(c.floor.map_or_else(|| "—".to_owned(), |f| format!("{} → {}", time(f.before), time(f.after))));
+        }
+        Err(e) => {
+            out.extend(["—", "—", "—"].map(str::to_owned));
+            out.push(spec.baseline.to_owned());
+            out.extend(["—", "—", "—", "—"].map(str::to_owned));
+            out.push(target);
+            out.push("FAILED".to_owned());
+            out.push("—".to_owned());
+            out.push(e.clone());
+        }
+    }
+    out
+}
+
+/// The side-by-side table, with a heading line per group and the legend.
+pub(crate) fn table(rows: &[Row], preamble: &str) -> String {
+    const HEAD: [&str; 14] = [
+        "name",
+        "placement",
+        "p50",
+        "p99",
+        "p99.9",
+        "baseline",
+        "p50",
+        "p99",
+        "p99.9",
+        "ratio",
+        "target",
+        "met",
+        "same CPU",
+        "spin floor",
+    ];
+    let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    let mut widths: Vec<usize> = HEAD.iter().map(|h| h.chars().count()).collect();
+    for r in &body {
+        // The last cell (floor or error) is not padded.
+        for (w, c) in widths.iter_mut().zip(r.iter().take(HEAD.len() - 1)) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let numeric = |i: usize| matches!(i, 2..=4 | 6..=9);
+    let line = |cells: &[&str]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let w = widths[i];
+            let sep = if i == 5 || i == 9 { " │ " } else { "  " };
+            if i > 0 {
+                s.push_str(sep);
+            }
+            if i + 1 == HEAD.len() {
+                s.push_str(c);
+            } else if numeric(i) {
+                let _ = write!(s, "{c:>w$}");
+            } else {
+                let _ = write!(s, "{c:<w$}");
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    let mut out = String::from(preamble);
+    let head = line(&HEAD);
+    let rule = "─".repeat(head.chars().count());
+    let mut group = "";
+    for (row, cells) in rows.iter().zip(&body) {
+        if row.spec.group != group {
+            group = row.spec.group;
+            let _ = writeln!(out, "\n[{group}]\n{head}\n{rule}");
+        }
+        let refs: Vec<&str> = cells.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "{}", line(&refs));
+    }
+    out
+}
+
+/// Quotes `s` as a JSON string.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON number (rounded to 0.01), or `null`.
+fn json_num(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{}", (v * 100.0).round() / 100.0),
+        _ => "null".to_owned(),
+    }
+}
+
+/// The rows as a JSON array of objects, one per line. Field names are stable:
+/// `group, name, placement, unit, p50, p99, p999, baseline, baseline_p50,
+/// baseline_p99, baseline_p999, ratio, target, met, same_cpu,
+/// baseline_same_cpu, spin_floor_before, spin_floor_after, samples, error`.
+/// Times are in `unit`; absent figures are `null`.
+pub(crate) fn json(rows: &[Row]) -> String {
+    let mut out = String::from("[\n");
+    for (i, row) in rows.iter().enumerate() {
+        let spec = &row.spec;
+        let ok = row.outcome.as_ref().ok();
+        let fig = |f: fn(&Comparison) -> Option<f64>| json_num(ok.and_then(f));
+        let _ = write!(
+            out,
+            "  {{\"group\": {}, \"name\": {}, \"placement\": {}, \"unit\": {}, \
+             \"p50\": {}, \"p99\": {}, \"p999\": {}, \
+             \"baseline\": {}, \"baseline_p50\": {}, \"baseline_p99\": {}, \"baseline_p999\": {}, \
+             \"ratio\": {}, \"target\": {}, \"met\": {}, \"same_cpu\": {}, \"baseline_same_cpu\": {}, \
+             \"spin_floor_before\": {}, \"spin_floor_after\": {}, \"samples\": {}, \"error\": {}}}",
+            json_str(spec.group),
+            json_str(&spec.name),
+            json_str(spec.placement),
+            json_str(spec.unit.name()),
+            fig(|c| Some(c.subject.p50)),
+            fig(|c| c.subject.p99),
+            fig(|c| c.subject.p999),
+            json_str(spec.baseline),
+            fig(|c| Some(c.baseline.p50)),
+            fig(|c| c.baseline.p99),
+            fig(|c| c.baseline.p999),
+            ok.filter(|c| c.ratio.is_finite()).map_or_else(|| "null".to_owned(), |c| c.ratio.to_string()),
+            spec.target.map_or_else(|| "null".to_owned(), |t| t.to_string()),
+            row.met().map_or_else(|| "null".to_owned(), |m| m.to_string()),
+            fig(|c| c.same_cpu.map(|s| s.subject)),
+            fig(|c| c.same_cpu.map(|s| s.baseline)),
+            fig(|c| c.floor.map(|f| f.before)),
+            fig(|c| c.floor.map(|f| f.after)),
+            ok.map_or_else(|| "null".to_owned(), |c| c.samples.to_string()),
+            row.outcome.as_ref().err().map_or_else(|| "null".to_owned(), |e| json_str(e)),
+        );
+        out.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kit::Floor;
+
+    fn row(outcome: Result<Comparison, String>) -> Row {
+        let spec = RowSpec {
+            group: "sync",
+            name: "Event \"ping\"".to_owned(),
+            placement: "cross_core",
+            unit: Unit::Ns,
+            baseline: "raw spin",
+            target: Some(2.0),
+        };
+        Row { spec, outcome }
+    }
+
+    fn comparison(ratio: f64) -> Comparison {
+        let f = Figures { p50: 100.0, p99: Some(250.0), p999: None };
+        let floor = Some(Floor { before: 66.0, after: 70.0 });
+        Comparison { subject: f, baseline: f, ratio, floor, samples: 9, same_cpu: None }
+    }
+
+    #[test]
+    fn met_compares_the_ratio_with_the_target() {
+        assert_eq!(row(Ok(comparison(1.5))).met(), Some(true));
+        assert_eq!(row(Ok(comparison(2.5))).met(), Some(false));
+        assert_eq!(row(Ok(comparison(2.004))).met(), Some(true));
+        assert_eq!(row(Err("hung".into())).met(), None);
+    }
+
+    #[test]
+    fn json_has_the_stable_fields_and_escapes() {
+        let j = json(&[row(Ok(comparison(1.5))), row(Err("watchdog".into()))]);
+        for field in
+            ["\"group\": \"sync\"", "\"p999\": null", "\"ratio\": 1.5", "\"met\": true", "\"error\": \"watchdog\""]
+        {
+            assert!(j.contains(field), "{field} missing in {j}");
+        }
+        assert!(j.contains("Event \\\"ping\\\""));
+        assert!(j.starts_with('[') && j.ends_with(']'));
+    }
+
+    #[test]
+    fn times_pick_a_unit() {
+        assert_eq!(time(66.04), "66.0 ns");
+        assert_eq!(time(4870.0), "4870 ns");
+        assert_eq!(time(52_345.0), "52.3 µs");
+        assert_eq!(time(4_000_000.0), "4.00 ms");
+    }
+}
