@@ -1,0 +1,387 @@
+//! Helpers shared by the cross-process integration tests: forking children
+//! that never return into the test harness, a watchdog that turns a hang into
+//! a failure, unique segment names, and a `/dev/shm` leak check.
+//!
+//! A forked child of a multi-threaded test harness must stay away from locks
+//! other threads may have held at `fork` time (stdout, stderr): children never
+//! print. A panic in a child is caught, its message is written into a small
+//! anonymous segment that the parent reads, and the child leaves with
+//! `_exit(101)`.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use shmproc::Segment;
+
+/// How long a cross-process test may take before the watchdog kills it.
+pub(crate) const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// Exit code of a child whose closure panicked.
+pub(crate) const PANIC_EXIT: i32 = 101;
+
+/// Bytes of the per-child report segment (a `u32` length, then the message).
+const REPORT_LEN: usize = 4096;
+
+/// True only in a forked child: its panic hook is silent.
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+/// In a forked child, the payload of its report segment.
+static REPORT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Installs (once per process) a panic hook that stays silent in forked
+/// children and records the panic message in the child's report segment
+/// instead; in the parent it defers to the previous hook.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_CHILD.load(Ordering::Relaxed) {
+                let report = REPORT.load(Ordering::Relaxed);
+                if !report.is_null() {
+                    let text = info.to_string();
+                    let bytes = &text.as_bytes()[..text.len().min(REPORT_LEN - 4)];
+                    // The payload starts 64 bytes into a page-aligned mapping.
+                    #[allow(clippy::cast_ptr_alignment)]
+                    let len_word = report.cast::<u32>();
+                    // SAFETY: `report` is the payload of the child's report
+                    // segment, REPORT_LEN bytes long and 64-aligned, kept
+                    // alive by the `Child` (copied into this process by
+                    // fork); only this child writes it, the parent reads it
+                    // after the child exited.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), report.add(4), bytes.len());
+                        AtomicU32::from_ptr(len_word).store(bytes.len() as u32, Ordering::Release);
+                    }
+                }
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// A forked child process. Dropping a child that still runs kills and reaps it.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pid: libc::pid_t,
+    /// Exit code (or minus the signal) once reaped.
+    status: Option<i32>,
+    /// Where the child writes its panic message.
+    report: Segment,
+}
+
+/// Forks a child that runs `f` and leaves with `_exit(f())`, or `_exit(101)`
+/// if `f` panics (the message is kept for [`Child::report`]). The child never
+/// returns into the test harness and must not print.
+pub(crate) fn fork_child(f: impl FnOnce() -> i32) -> Child {
+    install_panic_hook();
+    // Work around a library bug (see `lock::fork_during_another_threads_first_lock`):
+    // shmproc registers its fork handler lazily inside a `Once`; a fork while
+    // another thread is inside that `Once` leaves it "running" forever in the
+    // child, whose first lock then hangs. Asking for our own identity first
+    // makes sure the registration has completed before we fork.
+    let _ = shmproc::Lock::new().map(|l| l.is_owned_by_current_thread());
+    let report = Segment::anonymous(REPORT_LEN).expect("report segment");
+    // SAFETY: fork has no memory-safety preconditions; the child only runs `f`
+    // (which uses shmproc objects and glibc's fork-safe malloc) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        IN_CHILD.store(true, Ordering::Relaxed);
+        REPORT.store(report.as_ptr(), Ordering::Relaxed);
+        let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(code) => code,
+            Err(_) => PANIC_EXIT,
+        };
+        // SAFETY: `_exit` ends the child at once, running no destructors or
+        // atexit handlers that belong to the parent's test harness.
+        unsafe { libc::_exit(code) };
+    }
+    Child { pid, status: None, report }
+}
+
+impl Child {
+    /// The child's process id.
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Reaps the child if it has finished; its exit code, or minus the signal
+    /// that killed it.
+    pub(crate) fn try_wait(&mut self) -> Option<i32> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        let mut raw = 0;
+        // SAFETY: waitpid on our own child, with a valid out-pointer.
+        let r = unsafe { libc::waitpid(self.pid, &raw mut raw, libc::WNOHANG) };
+        if r == self.pid {
+            self.status = Some(if libc::WIFEXITED(raw) {
+                libc::WEXITSTATUS(raw)
+            } else if libc::WIFSIGNALED(raw) {
+                -libc::WTERMSIG(raw)
+            } else {
+                i32::MIN
+            });
+        } else {
+            assert!(r == 0, "waitpid({}) failed: {}", self.pid, std::io::Error::last_os_error());
+        }
+        self.status
+    }
+
+    /// Waits at most `timeout` for the child to finish (polling `waitpid` with
+    /// `WNOHANG`); its exit code or minus the signal, `None` if it still runs.
+    pub(crate) fn wait_timeout(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(100);
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the child is still running (it is reaped if it is not).
+    pub(crate) fn is_running(&mut self) -> bool {
+        self.try_wait().is_none()
+    }
+
+    /// Sends `SIGKILL` (if still running) and reaps the child.
+    pub(crate) fn kill(&mut self) -> i32 {
+        if self.try_wait().is_none() {
+            // SAFETY: signalling our own child, which has not been reaped yet
+            // (so its pid cannot have been reused).
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let mut raw = 0;
+            // SAFETY: blocking waitpid on our own child.
+            let r = unsafe { libc::waitpid(self.pid, &raw mut raw, 0) };
+            assert_eq!(r, self.pid, "waitpid after SIGKILL: {}", std::io::Error::last_os_error());
+            self.status = Some(if libc::WIFSIGNALED(raw) { -libc::WTERMSIG(raw) } else { libc::WEXITSTATUS(raw) });
+        }
+        self.status.unwrap_or(i32::MIN)
+    }
+
+    /// The panic message the child recorded, if it panicked.
+    pub(crate) fn report(&self) -> Option<String> {
+        let mut len = [0u8; 4];
+        self.report.read_at(0, &mut len).ok()?;
+        let len = (u32::from_le_bytes(len) as usize).min(REPORT_LEN - 4);
+        if len == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        self.report.read_at(4, &mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// A description for failure messages: pid, status and panic message.
+    pub(crate) fn describe(&self) -> String {
+        let status = match self.status {
+            None => "still running".to_owned(),
+            Some(s) if s < 0 => format!("killed by signal {}", -s),
+            Some(s) => format!("exit code {s}"),
+        };
+        match self.report() {
+            Some(msg) => format!("child {} ({status}) panicked: {msg}", self.pid),
+            None => format!("child {} ({status})", self.pid),
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill();
+        }
+    }
+}
+
+/// Waits for every child, at most `timeout` in all; returns their exit codes
+/// (minus the signal for killed ones), in order. If any child is still running
+/// when time runs out, kills them all and panics naming the ones that hung.
+pub(crate) fn join_all(children: &mut [Child], timeout: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    for c in children.iter_mut() {
+        let left = timeout.saturating_sub(start.elapsed());
+        if c.wait_timeout(left).is_none() {
+            break;
+        }
+    }
+    let mut hung = Vec::new();
+    for c in children.iter_mut() {
+        if c.is_running() {
+            hung.push(c.pid().to_string());
+        }
+    }
+    if !hung.is_empty() {
+        for c in children.iter_mut() {
+            c.kill();
+        }
+        let all: Vec<String> = children.iter().map(Child::describe).collect();
+        panic!("watchdog: child(ren) {} still running after {timeout:?}; all: {all:#?}", hung.join(", "));
+    }
+    children.iter().map(|c| c.status.unwrap_or(i32::MIN)).collect()
+}
+
+/// [`join_all`] with [`WATCHDOG`], then asserts that every child exited 0,
+/// printing each failing child's status and panic message.
+pub(crate) fn expect_success(children: &mut [Child]) {
+    let codes = join_all(children, WATCHDOG);
+    let failed: Vec<String> =
+        children.iter().zip(&codes).filter(|(_, code)| **code != 0).map(|(c, _)| c.describe()).collect();
+    assert!(failed.is_empty(), "children failed: {failed:#?}");
+}
+
+/// Waits for one child with [`WATCHDOG`] and asserts that it exited 0.
+pub(crate) fn expect_child_ok(child: Child) {
+    expect_success(&mut [child]);
+}
+
+/// Runs `f` in a forked child under the watchdog and asserts it exited 0: a
+/// hang or a panic in `f` fails the test without taking the harness down.
+pub(crate) fn in_child(f: impl FnOnce()) {
+    expect_child_ok(fork_child(|| {
+        f();
+        0
+    }));
+}
+
+/// A segment name unique to this process and call:
+/// `shmproc-test-<tag>-<pid>-<counter>`.
+pub(crate) fn unique_name(tag: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("shmproc-test-{tag}-{}-{n}", std::process::id())
+}
+
+/// Entries of `/dev/shm` whose names start with `shmproc-test-`.
+pub(crate) fn shm_test_entries() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else { return Vec::new() };
+    let mut names: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("shmproc-test-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Entries of `/dev/shm` made by [`unique_name`] with `tag` in this process.
+/// Tests run in parallel threads, so each test checks only its own tags.
+pub(crate) fn shm_leftovers(tag: &str) -> Vec<String> {
+    let prefix = format!("shmproc-test-{tag}-{}-", std::process::id());
+    shm_test_entries().into_iter().filter(|n| n.starts_with(&prefix)).collect()
+}
+
+/// Asserts that no `/dev/shm` entry made with `tag` in this process remains.
+pub(crate) fn assert_no_leftovers(tag: &str) {
+    let left = shm_leftovers(tag);
+    assert!(left.is_empty(), "leaked /dev/shm entries: {left:?}");
+}
+
+/// Removes the named segments' files when dropped, also when a test fails
+/// half-way (for names that a child or a test creates with `keep_name`).
+#[derive(Debug)]
+pub(crate) struct RemoveOnDrop(pub(crate) Vec<String>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = std::fs::remove_file(shm_path(name));
+        }
+    }
+}
+
+/// Path of a named segment's file.
+pub(crate) fn shm_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/dev/shm").join(name)
+}
+
+/// Writes `bytes` into the file of the named segment `name` at byte `offset`
+/// (offset 64 is the first payload byte): how tests play a peer that writes
+/// garbage.
+pub(crate) fn scribble(name: &str, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(shm_path(name)).expect("open segment file");
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.write_all(bytes).expect("write");
+}
+
+/// Reads the whole file of the named segment `name`.
+pub(crate) fn read_shm(name: &str) -> Vec<u8> {
+    std::fs::read(shm_path(name)).expect("read segment file")
+}
+
+/// A view of the `u32` at byte `offset` of a segment's payload as an atomic.
+// The payload is 64-aligned (64 bytes into a page-aligned mapping) and the
+// offset is checked, so the cast pointer is aligned.
+#[allow(clippy::cast_ptr_alignment)]
+pub(crate) fn atomic_u32(seg: &Segment, offset: usize) -> &AtomicU32 {
+    assert!(offset % 4 == 0 && offset + 4 <= seg.len(), "u32 at {offset} outside the payload");
+    // SAFETY: in bounds (checked), 4-aligned (the payload is 64-aligned in a
+    // page-aligned mapping), the mapping lives as long as `seg`, and every
+    // process accesses this word only atomically.
+    unsafe { AtomicU32::from_ptr(seg.as_ptr().add(offset).cast::<u32>()) }
+}
+
+/// A view of the `u64` at byte `offset` of a segment's payload as an atomic.
+// Aligned as in `atomic_u32`.
+#[allow(clippy::cast_ptr_alignment)]
+pub(crate) fn atomic_u64(seg: &Segment, offset: usize) -> &AtomicU64 {
+    assert!(offset % 8 == 0 && offset + 8 <= seg.len(), "u64 at {offset} outside the payload");
+    // SAFETY: as in `atomic_u32`, with 8-alignment.
+    unsafe { AtomicU64::from_ptr(seg.as_ptr().add(offset).cast::<u64>()) }
+}
+
+/// Reads the plain (non-atomic) `u64` at byte `offset` of a segment's payload.
+pub(crate) fn read_u64(seg: &Segment, offset: usize) -> u64 {
+    let mut b = [0u8; 8];
+    seg.read_at(offset, &mut b).expect("read_at");
+    u64::from_le_bytes(b)
+}
+
+/// Writes the plain (non-atomic) `u64` at byte `offset` of a segment's payload.
+pub(crate) fn write_u64(seg: &Segment, offset: usize, v: u64) {
+    seg.write_at(offset, &v.to_le_bytes()).expect("write_at");
+}
+
+/// Polls `cond` every millisecond until it holds; panics after [`WATCHDOG`].
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WATCHDOG, "watchdog: {what} did not happen within {WATCHDOG:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A small deterministic generator (xorshift64*) for garbage bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct XorShift(u64);
+
+impl XorShift {
+    pub(crate) fn new(seed: u64) -> Self {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
