@@ -5,7 +5,6 @@ use std::fs;
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Once;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -107,6 +106,9 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadl
 /// Wakes at most `n` threads sleeping on `word`, in any process. Returns how
 /// many were woken. Shared (not private) for the reason given at [`futex_wait`].
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    // The kernel reads the count as a signed int: u32::MAX would be -1, which
+    // wakes exactly one waiter. Clamp to i32::MAX ("all").
+    let n = n.min(i32::MAX as u32);
     futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
 }
 
@@ -142,6 +144,9 @@ pub(crate) fn shm_create(name: &str, len: u64) -> io::Result<OwnedFd> {
         Mode::RUSR | Mode::WUSR,
     )
     .map_err(io_err)?;
+    // A shared flock marks the segment as in use for `shm_in_use` while this
+    // open file description lives (in this process and its forked children).
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared).map_err(io_err)?;
     if let Err(e) = rustix::fs::ftruncate(&fd, len) {
         let _ = shm_unlink(name);
         return Err(io_err(e));
@@ -151,7 +156,11 @@ pub(crate) fn shm_create(name: &str, len: u64) -> io::Result<OwnedFd> {
 
 /// Opens the existing POSIX shared-memory object `/name` read-write.
 pub(crate) fn shm_open(name: &str) -> io::Result<OwnedFd> {
-    rustix::shm::open(format!("/{name}").as_str(), rustix::shm::OFlags::RDWR, Mode::empty()).map_err(io_err)
+    let fd =
+        rustix::shm::open(format!("/{name}").as_str(), rustix::shm::OFlags::RDWR, Mode::empty()).map_err(io_err)?;
+    // See `shm_create`.
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared).map_err(io_err)?;
+    Ok(fd)
 }
 
 /// Removes the name `/name`; mappings that exist stay valid.
@@ -184,36 +193,33 @@ pub(crate) fn shm_names() -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Whether any process maps `/dev/shm/name` or holds it open. Scans every
-/// `/proc/<pid>/maps` and `/proc/<pid>/fd` this user can read; a process it
-/// cannot read is counted as a user (so the answer errs towards "in use").
+/// Whether any process still uses `/dev/shm/name`.
+///
+/// Two signs count: (1) every shmproc handle holds a shared `flock` on its open
+/// file description (taken in [`shm_create`] and [`shm_open`], inherited by
+/// forked children), so an exclusive non-blocking `flock` fails while any
+/// shmproc user lives; (2) for users that are not shmproc (Python's
+/// `SharedMemory`, say), any `/proc/<pid>/maps` we can read that maps the file.
+/// Processes whose maps we cannot read (even root cannot read some here) are
+/// judged by the lock alone.
 pub(crate) fn shm_in_use(name: &str) -> bool {
+    // Every shmproc handle holds a shared flock on its open file description
+    // (see `shm_create`); an exclusive non-blocking one succeeds only when no
+    // process holds the segment open. Our own probe fd is a new description.
+    let Ok(fd) = rustix::shm::open(format!("/{name}").as_str(), rustix::shm::OFlags::RDONLY, Mode::empty()) else {
+        return true;
+    };
+    if rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return true;
+    }
     let path = format!("/dev/shm/{name}");
     let Ok(procs) = fs::read_dir("/proc") else { return true };
-    for p in procs.flatten() {
-        let file_name = p.file_name();
-        let Some(pid) = file_name.to_str() else { continue };
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        match fs::read_to_string(format!("/proc/{pid}/maps")) {
-            Ok(maps) => {
-                if maps.lines().any(|l| l.split_whitespace().nth(5) == Some(path.as_str())) {
-                    return true;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // exited meanwhile
-            Err(_) => return true,
-        }
-        if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) {
-            for fd in fds.flatten() {
-                if fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == path.as_str()) {
-                    return true;
-                }
-            }
-        }
-    }
-    false
+    procs.flatten().any(|p| {
+        let pid = p.file_name();
+        pid.to_str().is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+            && fs::read_to_string(p.path().join("maps"))
+                .is_ok_and(|maps| maps.lines().any(|l| l.split_whitespace().nth(5) == Some(path.as_str())))
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -254,6 +260,22 @@ impl TaskId {
 /// per-thread caches of the thread id notice they were copied into a new process.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// Registers [`after_fork_in_child`] when the program is loaded, before any
+/// thread exists. (Registering lazily under a `Once` is not fork-safe: a fork
+/// while another thread is inside the `Once` leaves it "running" forever in the
+/// child, whose first `current_task` then hangs.)
+#[used]
+#[unsafe(link_section = ".init_array")]
+static REGISTER_AT_FORK: extern "C" fn() = register_at_fork;
+
+extern "C" fn register_at_fork() {
+    // SAFETY: registers a handler that only performs an atomic increment,
+    // which is async-signal-safe as a fork child handler must be.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+    }
+}
+
 extern "C" fn after_fork_in_child() {
     // Async-signal-safe: one atomic increment.
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -279,14 +301,6 @@ pub(crate) fn current_task() -> TaskId {
 
 #[cold]
 fn current_task_slow(generation: u64) -> TaskId {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
-        // SAFETY: registers a handler that only performs an atomic increment,
-        // which is async-signal-safe as a fork child handler must be.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
     let start = task_stat("thread-self").map_or(0, |s| s.start);
     CURRENT.with(|c| c.set((generation, tid, start)));

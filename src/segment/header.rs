@@ -281,7 +281,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named_with_expected_and_found() {
-        let cases: [(fn(&mut HeaderSnapshot), &str, &str); 6] = [
+        type Case = (fn(&mut HeaderSnapshot), &'static str, &'static str);
+        let cases: [Case; 6] = [
             (|h| h.magic = 7, "magic", "not a shmproc segment"),
             (|h| h.version = 9, "layout version", "found 9"),
             (|h| h.kind = Kind::Event as u32, "kind", "expected Lock (kind 2), found Event (kind 5)"),

@@ -348,9 +348,11 @@ pub struct CleanupReport {
 /// 2. its creator is dead: the pid in the header no longer exists, is a zombie,
 ///    or belongs to a later process (its start time differs from the one the
 ///    creator wrote);
-/// 3. no process maps it or holds it open (every `/proc/<pid>/maps` and
-///    `/proc/<pid>/fd` readable to us is scanned; an unreadable one counts as a
-///    user).
+/// 3. no process uses it: no shmproc handle holds it open (each holds a shared
+///    `flock` on it, inherited by forked children), and no `/proc/<pid>/maps`
+///    readable to us maps it (for users that are not shmproc, such as Python's
+///    `SharedMemory`; some processes' maps are unreadable even to root, and
+///    those are judged by the lock alone).
 ///
 /// So a live segment is never removed: one whose creator lives is kept, and one
 /// whose creator died but that a survivor still maps is kept. The remaining race:

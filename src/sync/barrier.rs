@@ -64,6 +64,16 @@ unsafe impl SharedState for BarrierState {
     }
 }
 
+/// How long past its deadline a timed party still tries to take the internal
+/// lock (held legitimately for microseconds, or while an action runs): a lock
+/// word that names a live task, garbage or a stopped peer, cannot hold a timed
+/// wait for longer.
+const LOCK_GRACE: Duration = Duration::from_millis(100);
+
+fn with_grace(deadline: Option<Deadline>) -> Option<Deadline> {
+    deadline.map(|d| d.max(Deadline::after(LOCK_GRACE)))
+}
+
 /// The action run by the party that completes a round.
 type Action = Arc<dyn Fn() + Send + Sync>;
 
@@ -283,11 +293,11 @@ impl Barrier {
         let seen = self.state.seq.load(Ordering::Relaxed);
         drop(inner);
         let woke = wait::wait(&self.wait, deadline, &mut Target(&self.state, seen)).is_some();
-        Ok((self.enter(None)?, woke))
+        Ok((self.enter(with_grace(deadline))?, woke))
     }
 
     fn wait_until(&self, deadline: Option<Deadline>) -> Result<u32> {
-        let mut inner = self.enter(None)?;
+        let mut inner = self.enter(with_grace(deadline))?;
         // Wait while the previous round drains or a reset completes.
         loop {
             match inner.phase()? {

@@ -79,12 +79,6 @@ pub(crate) struct Child {
 /// returns into the test harness and must not print.
 pub(crate) fn fork_child(f: impl FnOnce() -> i32) -> Child {
     install_panic_hook();
-    // Work around a library bug (see `lock::fork_during_another_threads_first_lock`):
-    // shmproc registers its fork handler lazily inside a `Once`; a fork while
-    // another thread is inside that `Once` leaves it "running" forever in the
-    // child, whose first lock then hangs. Asking for our own identity first
-    // makes sure the registration has completed before we fork.
-    let _ = shmproc::Lock::new().map(|l| l.is_owned_by_current_thread());
     let report = Segment::anonymous(REPORT_LEN).expect("report segment");
     // SAFETY: fork has no memory-safety preconditions; the child only runs `f`
     // (which uses shmproc objects and glibc's fork-safe malloc) and `_exit`s.
