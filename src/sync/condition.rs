@@ -21,6 +21,7 @@
 //! [`Error::Overflow`] (after reclaiming slots of dead waiters). A waiter killed
 //! while waiting keeps its slot until then and can absorb one `notify`.
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -38,6 +39,9 @@ use crate::segment::{Kind, Shared, SharedState};
 pub(crate) const SLOTS: usize = 64;
 #[cfg(loom)]
 pub(crate) const SLOTS: usize = 2;
+
+// Notified slots are remembered in a u64 bitmask until the lock is released.
+const _: () = assert!(SLOTS <= 64);
 
 const FREE: u32 = 0;
 const WAITING: u32 = 1;
@@ -123,25 +127,49 @@ impl ConditionState {
         Ok(found)
     }
 
-    /// Notifies the `n` oldest waiters (under the lock); returns how many.
-    fn notify(&self, n: usize) -> Result<usize> {
-        let mut waiting: Vec<(u64, &Slot)> = Vec::new();
+    /// Marks the `n` oldest waiters `NOTIFIED` (under the lock) and returns how
+    /// many. Slots whose waiter sleeps are added to `wake` (a bit per slot) and
+    /// woken by the caller once it has released the lock: a waiter woken while
+    /// the notifier still holds the lock would only block again on the lock.
+    fn notify(&self, n: usize, wake: &mut u64) -> Result<usize> {
+        let mut waiting = 0usize;
         for s in &self.slots {
             match s.state.load(Ordering::Relaxed) {
-                WAITING | ASLEEP => waiting.push((s.ticket.load(Ordering::Relaxed), s)),
+                WAITING | ASLEEP => waiting += 1,
                 FREE | NOTIFIED => {}
                 other => return Err(bad_slot(other)),
             }
         }
-        waiting.sort_unstable_by_key(|(t, _)| *t);
-        let count = waiting.len().min(n);
-        for (_, s) in &waiting[..count] {
+        let count = waiting.min(n);
+        for _ in 0..count {
+            // The oldest slot still waiting (no allocation, no sort: n is
+            // usually 1, and there are at most 64 slots).
+            let Some((i, s)) = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| matches!(s.state.load(Ordering::Relaxed), WAITING | ASLEEP))
+                .min_by_key(|(_, s)| s.ticket.load(Ordering::Relaxed))
+            else {
+                break;
+            };
             // Release: pairs with the waiter's Acquire load in `attempt`.
             if s.state.swap(NOTIFIED, Ordering::Release) == ASLEEP {
-                loom::futex_wake(&s.state, 1);
+                *wake |= 1 << i;
             }
         }
         Ok(count)
+    }
+
+    /// Wakes the slots marked in `wake` (see [`ConditionState::notify`]). A slot
+    /// that meanwhile went to another waiter gets a spurious wake-up, which its
+    /// wait loop absorbs.
+    fn wake(&self, wake: u64) {
+        for (i, s) in self.slots.iter().enumerate() {
+            if wake & (1 << i) != 0 {
+                loom::futex_wake(&s.state, 1);
+            }
+        }
     }
 }
 
@@ -263,7 +291,7 @@ impl Condition {
     fn lock_until(&self, deadline: Option<Deadline>) -> LockResult<ConditionGuard<'_>> {
         fn wrap<'a, G>(cond: &'a Condition, r: LockResult<G>, f: fn(G) -> Held<'a>) -> LockResult<ConditionGuard<'a>> {
             let me = loom::current_task();
-            let mk = |g| ConditionGuard { cond, held: f(g), me, _not_send: PhantomData };
+            let mk = |g| ConditionGuard { cond, held: Some(f(g)), me, wake: Cell::new(0), _not_send: PhantomData };
             match r {
                 Ok(g) => Ok(mk(g)),
                 Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied(mk(g))),
@@ -287,10 +315,19 @@ enum Held<'a> {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
-    /// Keeps the lock held; released by its own drop.
-    held: Held<'a>,
+    /// Keeps the lock held; `None` only inside `drop`.
+    held: Option<Held<'a>>,
     me: TaskId,
+    /// Slots notified while we hold the lock, to wake once it is released.
+    wake: Cell<u64>,
     _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for ConditionGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.held.take()); // releases (one level of) the lock
+        self.cond.state.wake(self.wake.take());
+    }
 }
 
 impl fmt::Debug for ConditionGuard<'_> {
@@ -334,13 +371,23 @@ impl ConditionGuard<'_> {
     }
 
     /// Wakes up to `n` waiters (the longest-waiting first); returns how many.
+    ///
+    /// The woken waiters run once this guard releases the lock (when it drops,
+    /// or when it waits).
     pub fn notify(&self, n: usize) -> Result<usize> {
-        self.cond.state.notify(n)
+        let mut wake = self.wake.get();
+        let r = self.cond.state.notify(n, &mut wake);
+        self.wake.set(wake);
+        r
     }
 
     /// Wakes every waiter; returns how many.
     pub fn notify_all(&self) -> Result<usize> {
-        self.cond.state.notify(usize::MAX)
+        self.notify(usize::MAX)
+    }
+
+    fn held(&self) -> &Held<'_> {
+        self.held.as_ref().expect("a live guard holds its lock")
     }
 
     fn wait_until(&mut self, deadline: Option<Deadline>) -> Result<bool> {
@@ -362,15 +409,22 @@ impl ConditionGuard<'_> {
         let state = &self.cond.state;
         let slot = state.claim(self.me)?;
         let me = self.me;
-        let depth = match &self.held {
+        let depth = match self.held() {
             Held::Lock(g) => {
                 g.lock().state.lock.unlock(me);
                 1
             }
-            Held::RLock(g) => g.rlock().release_all(me)?,
+            Held::RLock(g) => match g.rlock().release_all(me) {
+                Ok(depth) => depth,
+                Err(e) => {
+                    slot.state.store(FREE, Ordering::Relaxed);
+                    return Err(e);
+                }
+            },
         };
+        state.wake(self.wake.take());
         wait::wait(&self.cond.wait, deadline, &mut Target(slot));
-        let outcome = match &self.held {
+        let outcome = match self.held() {
             Held::Lock(g) => {
                 let l = g.lock();
                 l.state.lock.lock(me, &self.cond.wait, None)

@@ -103,6 +103,7 @@ impl Lock {
     /// # Errors
     /// [`LockError::OwnerDied`] (with the guard) if the previous owner died
     /// holding the lock.
+    #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
         self.lock_until(None).map_err(|e| match e {
             LockError::Failed(_) => unreachable!("an untimed lock cannot time out"),
@@ -132,6 +133,7 @@ impl Lock {
         self.lock_until(Some(Deadline::after(timeout)))
     }
 
+    #[inline]
     pub(crate) fn lock_until(&self, deadline: Option<Deadline>) -> LockResult<LockGuard<'_>> {
         let me = loom::current_task();
         match self.state.lock.lock(me, &self.wait, deadline) {
@@ -161,6 +163,7 @@ pub struct LockGuard<'a> {
 }
 
 impl<'a> LockGuard<'a> {
+    #[inline]
     fn new(lock: &'a Lock, me: TaskId) -> Self {
         LockGuard { lock, me, _not_send: PhantomData }
     }
@@ -178,6 +181,7 @@ impl fmt::Debug for LockGuard<'_> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // `false` only if a peer scribbled over the word: nothing to release.
         let _ = self.lock.state.lock.unlock(self.me);

@@ -107,6 +107,7 @@ impl<G> From<LockError<G>> for Error {
 }
 
 /// Maps an [`owner::Acquired`] outcome to a [`LockResult`].
+#[inline]
 fn acquired<G>(outcome: owner::Acquired, guard: G) -> LockResult<G> {
     match outcome {
         owner::Acquired::Clean => Ok(guard),
