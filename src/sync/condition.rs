@@ -48,7 +48,9 @@ const WAITING: u32 = 1;
 const ASLEEP: u32 = 2;
 const NOTIFIED: u32 = 3;
 
-#[repr(C)]
+/// One waiter's place; a cache line of its own, so that a notifier writing one
+/// slot does not steal the line another waiter spins on.
+#[repr(C, align(64))]
 #[derive(Debug)]
 struct Slot {
     /// `FREE`, `WAITING`, `ASLEEP` or `NOTIFIED`; the waiter's futex word.
@@ -60,6 +62,9 @@ struct Slot {
     waiter: AtomicU64,
 }
 
+/// Bits of `occupied` that name a slot.
+const ALL_SLOTS: u64 = if SLOTS == 64 { u64::MAX } else { (1 << SLOTS) - 1 };
+
 /// Condition state. Written under the condition's lock except `Slot::state`'s
 /// `WAITING -> ASLEEP` (see the module docs). `Relaxed` accesses under the lock
 /// are ordered by the lock's Acquire/Release; the `NOTIFIED` swap is `Release`
@@ -68,17 +73,21 @@ struct Slot {
 #[derive(Debug)]
 pub(crate) struct ConditionState {
     next_ticket: AtomicU64,
+    /// Bit `i` set while slot `i` is not `FREE` (so claim and notify touch only
+    /// the slots in use). Bits outside [`ALL_SLOTS`] are ignored.
+    occupied: AtomicU64,
     slots: [Slot; SLOTS],
 }
 
-// SAFETY: repr(C), atomics only, no pointers; unknown slot states are errors
-// and tickets are only compared.
+// SAFETY: repr(C), atomics only, no pointers, align 64; unknown slot states are
+// errors, tickets are only compared and `occupied` is masked.
 unsafe impl SharedState for ConditionState {
     const KIND: Kind = Kind::Condition;
     type Params = ();
     fn zeroed() -> Self {
         ConditionState {
             next_ticket: AtomicU64::new(0),
+            occupied: AtomicU64::new(0),
             slots: std::array::from_fn(|_| Slot {
                 state: AtomicU32::new(FREE),
                 _pad: AtomicU32::new(0),
@@ -94,37 +103,65 @@ fn bad_slot(state: u32) -> Error {
     Error::corrupt("Condition", format!("waiter slot in unknown state {state}"))
 }
 
+/// The indices of the set bits of `bits`, lowest first.
+fn bits(mut bits: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (bits != 0).then(|| {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            i
+        })
+    })
+}
+
 impl ConditionState {
-    /// Claims a free slot for `me` (under the lock).
-    fn claim(&self, me: TaskId) -> Result<&Slot> {
-        let free = match self.slots.iter().find(|s| s.state.load(Ordering::Relaxed) == FREE) {
-            Some(s) => s,
-            None => self.reclaim_dead()?.ok_or(Error::Overflow { what: "Condition waiters (64 slots)" })?,
+    fn occupied(&self) -> u64 {
+        self.occupied.load(Ordering::Relaxed) & ALL_SLOTS
+    }
+
+    /// Claims a free slot for `me` (under the lock); returns its index.
+    fn claim(&self, me: TaskId) -> Result<usize> {
+        let mut occupied = self.occupied();
+        if occupied == ALL_SLOTS {
+            self.reclaim_dead()?;
+            occupied = self.occupied();
+        }
+        let i = (!occupied & ALL_SLOTS).trailing_zeros() as usize;
+        let Some(free) = self.slots.get(i) else {
+            return Err(Error::Overflow { what: "Condition waiters (64 slots)" });
         };
+        self.occupied.store(occupied | (1 << i), Ordering::Relaxed);
         let ticket = self.next_ticket.load(Ordering::Relaxed);
         self.next_ticket.store(ticket.wrapping_add(1), Ordering::Relaxed);
         free.ticket.store(ticket, Ordering::Relaxed);
         free.waiter.store(me.stamp(), Ordering::Relaxed);
         free.state.store(WAITING, Ordering::Relaxed);
-        Ok(free)
+        Ok(i)
     }
 
-    /// Frees the slots of waiters that died while waiting; returns one of them.
-    fn reclaim_dead(&self) -> Result<Option<&Slot>> {
-        let mut found = None;
-        for s in &self.slots {
+    /// Frees slot `i` (under the lock) and returns the state it was in.
+    fn release(&self, i: usize) -> u32 {
+        self.occupied.fetch_and(!(1 << i), Ordering::Relaxed);
+        self.slots[i].state.swap(FREE, Ordering::Relaxed)
+    }
+
+    /// Frees the slots of waiters that died while waiting (under the lock).
+    fn reclaim_dead(&self) -> Result<()> {
+        for i in bits(self.occupied()) {
+            let s = &self.slots[i];
             match s.state.load(Ordering::Relaxed) {
                 WAITING | ASLEEP | NOTIFIED => {
                     if !loom::task_alive(TaskId::from_stamp(s.waiter.load(Ordering::Relaxed))) {
-                        s.state.store(FREE, Ordering::Relaxed);
-                        found = Some(s);
+                        self.release(i);
                     }
                 }
-                FREE => found = Some(s),
+                FREE => {
+                    self.release(i);
+                }
                 other => return Err(bad_slot(other)),
             }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// Marks the `n` oldest waiters `NOTIFIED` (under the lock) and returns how
@@ -132,9 +169,10 @@ impl ConditionState {
     /// woken by the caller once it has released the lock: a waiter woken while
     /// the notifier still holds the lock would only block again on the lock.
     fn notify(&self, n: usize, wake: &mut u64) -> Result<usize> {
+        let occupied = self.occupied();
         let mut waiting = 0usize;
-        for s in &self.slots {
-            match s.state.load(Ordering::Relaxed) {
+        for i in bits(occupied) {
+            match self.slots[i].state.load(Ordering::Relaxed) {
                 WAITING | ASLEEP => waiting += 1,
                 FREE | NOTIFIED => {}
                 other => return Err(bad_slot(other)),
@@ -144,10 +182,8 @@ impl ConditionState {
         for _ in 0..count {
             // The oldest slot still waiting (no allocation, no sort: n is
             // usually 1, and there are at most 64 slots).
-            let Some((i, s)) = self
-                .slots
-                .iter()
-                .enumerate()
+            let Some((i, s)) = bits(occupied)
+                .map(|i| (i, &self.slots[i]))
                 .filter(|(_, s)| matches!(s.state.load(Ordering::Relaxed), WAITING | ASLEEP))
                 .min_by_key(|(_, s)| s.ticket.load(Ordering::Relaxed))
             else {
@@ -165,10 +201,8 @@ impl ConditionState {
     /// that meanwhile went to another waiter gets a spurious wake-up, which its
     /// wait loop absorbs.
     fn wake(&self, wake: u64) {
-        for (i, s) in self.slots.iter().enumerate() {
-            if wake & (1 << i) != 0 {
-                loom::futex_wake(&s.state, 1);
-            }
+        for i in bits(wake & ALL_SLOTS) {
+            loom::futex_wake(&self.slots[i].state, 1);
         }
     }
 }
@@ -407,7 +441,8 @@ impl ConditionGuard<'_> {
             }
         }
         let state = &self.cond.state;
-        let slot = state.claim(self.me)?;
+        let index = state.claim(self.me)?;
+        let slot = &state.slots[index];
         let me = self.me;
         let depth = match self.held() {
             Held::Lock(g) => {
@@ -417,7 +452,7 @@ impl ConditionGuard<'_> {
             Held::RLock(g) => match g.rlock().release_all(me) {
                 Ok(depth) => depth,
                 Err(e) => {
-                    slot.state.store(FREE, Ordering::Relaxed);
+                    state.release(index);
                     return Err(e);
                 }
             },
@@ -431,7 +466,7 @@ impl ConditionGuard<'_> {
             }
             Held::RLock(g) => g.rlock().restore(me, depth, None),
         };
-        let notified = match slot.state.swap(FREE, Ordering::Relaxed) {
+        let notified = match state.release(index) {
             NOTIFIED => true,
             WAITING | ASLEEP => false,
             other => return Err(bad_slot(other)),
