@@ -95,6 +95,20 @@ pub enum Error {
         /// Which count.
         what: &'static str,
     },
+    /// A value could not be encoded, or bytes could not be decoded, as the
+    /// expected type (process arguments and results, messages).
+    Codec {
+        /// What failed, and why.
+        detail: String,
+    },
+    /// A child process failed: it panicked, was killed by a signal, or exited
+    /// without reporting a result.
+    ChildFailed {
+        /// What happened, e.g. `"panicked: boom"` or `"killed by signal 9 (SIGKILL)"`.
+        reason: String,
+        /// Python's `exitcode`: the exit status, or minus the signal number.
+        exitcode: Option<i32>,
+    },
     /// An argument is out of its range.
     InvalidArgument {
         /// What is wrong.
@@ -140,6 +154,8 @@ impl fmt::Display for Error {
             }
             Error::Overflow { what } => write!(f, "{what} overflowed"),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::Codec { detail } => write!(f, "encoding error: {detail}"),
+            Error::ChildFailed { reason, .. } => write!(f, "child process failed: {reason}"),
         }
     }
 }

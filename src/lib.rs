@@ -42,26 +42,23 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod codec;
 mod error;
 mod loom;
 mod os;
+#[cfg(not(loom))]
+pub mod process;
 pub mod segment;
 pub mod sync;
 
 pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use process::{
+    Builder, Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process, get_context,
+    get_start_method, parent_process, set_start_method,
+};
 pub use segment::{CleanupReport, Segment, cleanup};
 pub use sync::{
     Barrier, BoundedSemaphore, CondLock, Condition, ConditionGuard, Event, Lock, LockError, LockGuard, LockResult,
     RLock, RLockGuard, Semaphore, WaitStrategy,
 };
-
-/// The number of CPUs this process may run on (Python's `cpu_count()`).
-///
-/// # Examples
-///
-/// ```
-/// assert!(shmproc::cpu_count() >= 1);
-/// ```
-pub fn cpu_count() -> usize {
-    os::cpu_count()
-}

@@ -399,3 +399,203 @@ mod tests {
         assert!(d.has_passed());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+/// What [`fork`] returned in this process.
+#[derive(Debug)]
+pub(crate) enum Forked {
+    /// We are the new child.
+    Child,
+    /// We are the parent of `pid`.
+    Parent(u32),
+}
+
+/// `fork()`. In a multi-threaded parent only async-signal-safe work is
+/// guaranteed in the child until it execs; glibc's malloc survives fork, other
+/// locks held by other threads (stdout's, say) may not.
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions; the caller owns what the
+    // child does afterwards (see above).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as u32)),
+    }
+}
+
+/// Ends this process at once with `code`, running no destructors, `atexit`
+/// handlers or stdio flushes that a forked copy must not run.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Python's `exitcode` of a wait status: the exit status, or minus the signal.
+fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFSIGNALED(status) { -libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) }
+}
+
+/// Reaps child `pid` if it has exited (`block`: waits until it does). Returns
+/// its exit code as Python reports it, or `None` if it still runs.
+pub(crate) fn reap(pid: u32, block: bool) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    loop {
+        let flags = if block { 0 } else { libc::WNOHANG };
+        // SAFETY: `status` is a valid out-pointer for the call's duration.
+        match unsafe { libc::waitpid(pid as libc::pid_t, &raw mut status, flags) } {
+            0 => return Ok(None),
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            _ => return Ok(Some(exit_code(status))),
+        }
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` exits (`pidfd_open`).
+pub(crate) fn pidfd(pid: u32) -> io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(io_err)
+}
+
+/// Waits until `fd` is readable or `deadline` passes; `true` if readable.
+pub(crate) fn wait_readable(fd: impl AsFd, deadline: Option<Deadline>) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags};
+    loop {
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let timeout = deadline.map(|d| {
+            let left = d.0.saturating_sub(Deadline::now().0);
+            Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) }
+        });
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+}
+
+/// Sends signal `sig` to process `pid`.
+pub(crate) fn signal(pid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// The parent's pid.
+pub(crate) fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+}
+
+/// A new descriptor for the same open file.
+pub(crate) fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(io_err)
+}
+
+/// Resizes the file behind `fd` (growing a sealed memfd is allowed).
+pub(crate) fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
+    rustix::fs::ftruncate(fd, len).map_err(io_err)
+}
+
+/// Clears close-on-exec on `fd` so that an exec'd child inherits it.
+/// Async-signal-safe (one `fcntl`): callable between fork and exec.
+pub(crate) fn inherit_on_exec(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Takes ownership of an inherited descriptor number after checking it is open.
+pub(crate) fn adopt_fd(fd: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    if fd < 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "negative descriptor"));
+    }
+    // SAFETY: the descriptor number is only borrowed for one fcntl call, which
+    // fails with EBADF (and no other effect) if it is not open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed).map_err(io_err)?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this
+    // process to own (inherited across exec for exactly this purpose).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC).map_err(io_err)?;
+    Ok(owned)
+}
+
+/// An identity of the running executable that changes whenever its code does:
+/// the GNU build-id note if the linker wrote one (found in memory, no file
+/// read), else the device, inode, size and modification time of
+/// `/proc/self/exe`.
+pub(crate) fn exe_identity() -> Vec<u8> {
+    use std::sync::OnceLock;
+    static ID: OnceLock<Vec<u8>> = OnceLock::new();
+    ID.get_or_init(|| {
+        build_id().unwrap_or_else(|| {
+            let mut id = b"stat:".to_vec();
+            if let Ok(st) = rustix::fs::stat("/proc/self/exe") {
+                // The stat fields' integer types differ between targets.
+                #[allow(clippy::unnecessary_cast)]
+                for v in [st.st_dev, st.st_ino, st.st_size as u64, st.st_mtime as u64, st.st_mtime_nsec as u64] {
+                    id.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            id
+        })
+    })
+    .clone()
+}
+
+/// The main executable's GNU build-id, read from its `PT_NOTE` segments.
+fn build_id() -> Option<Vec<u8>> {
+    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: libc::size_t, out: *mut libc::c_void) -> i32 {
+        // SAFETY: the loader passes a valid `info` for the duration of the call;
+        // `out` is the `Option<Vec<u8>>` we passed to dl_iterate_phdr. The first
+        // object visited is the main program; its PT_NOTE segments are mapped
+        // (notes are in a loadable segment) at `dlpi_addr + p_vaddr`.
+        unsafe {
+            let info = &*info;
+            let out = &mut *out.cast::<Option<Vec<u8>>>();
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+            for ph in phdrs.iter().filter(|p| p.p_type == libc::PT_NOTE) {
+                let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize) as *const u8;
+                let notes = std::slice::from_raw_parts(start, ph.p_memsz as usize);
+                if let Some(id) = find_build_id(notes) {
+                    *out = Some(id.to_vec());
+                    return 1;
+                }
+            }
+        }
+        1 // only the main program
+    }
+    let mut out: Option<Vec<u8>> = None;
+    // SAFETY: `visit` only reads the headers the loader hands it and writes to
+    // `out`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut out).cast()) };
+    out
+}
+
+/// Finds the `NT_GNU_BUILD_ID` descriptor in a run of ELF notes.
+fn find_build_id(mut notes: &[u8]) -> Option<&[u8]> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let align4 = |n: usize| n.checked_add(3).map(|n| n & !3);
+    while notes.len() >= 12 {
+        let word = |i: usize| u32::from_ne_bytes(notes[i..i + 4].try_into().unwrap_or_default());
+        let (namesz, descsz, kind) = (word(0) as usize, word(4) as usize, word(8));
+        let name_end = align4(namesz)?.checked_add(12)?;
+        let desc_end = name_end.checked_add(align4(descsz)?)?;
+        if desc_end > notes.len() {
+            return None;
+        }
+        if kind == NT_GNU_BUILD_ID && notes.get(12..12 + namesz)? == b"GNU\0" {
+            return notes.get(name_end..name_end + descsz);
+        }
+        notes = &notes[desc_end..];
+    }
+    None
+}

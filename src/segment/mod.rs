@@ -9,6 +9,7 @@
 //! able to put the same state on the heap (how loom checks the algorithms).
 
 mod header;
+mod passing;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -22,6 +23,7 @@ use memmap2::MmapRaw;
 
 pub(crate) use header::{Expect, Header, INIT_PENDING, INIT_READY};
 pub use header::{HEADER_LEN, HeaderSnapshot, Kind};
+pub(crate) use passing::{collect_fds, provide_fds};
 
 use crate::error::{Error, Result};
 use crate::os::{self, Deadline};
@@ -58,8 +60,9 @@ const INIT_WAIT_ANONYMOUS: Duration = Duration::from_millis(100);
 /// ```
 pub struct Segment {
     map: MmapRaw,
-    /// Kept open so that the segment can be handed to spawned children.
-    _fd: OwnedFd,
+    /// Kept open so that the segment can be handed to spawned children (and,
+    /// for named segments, to hold the shared `flock` that marks it in use).
+    fd: OwnedFd,
     name: Option<String>,
     kind: Kind,
     /// Payload length, validated against the file length at open.
@@ -131,6 +134,12 @@ impl Segment {
     /// The segment's name, `None` for anonymous segments.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// The descriptor behind the mapping.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
     }
 
     /// Payload length in bytes (the header is not counted).
@@ -247,7 +256,7 @@ impl Segment {
         };
         let seg = Segment {
             map,
-            _fd: fd,
+            fd,
             name: name.map(str::to_owned),
             kind,
             len,
@@ -267,6 +276,12 @@ impl Segment {
             std::io::ErrorKind::NotFound => Error::NotFound { name: name.to_owned() },
             _ => Error::io("shm_open", e),
         })?;
+        Self::open_fd(fd, Some(name.to_owned()), expect)
+    }
+
+    /// Maps and validates the segment behind `fd` (a descriptor handed over by a
+    /// parent process, or one just opened by name).
+    pub(crate) fn open_fd(fd: OwnedFd, name: Option<String>, expect: &Expect) -> Result<Segment> {
         let file_len = os::file_len(&fd).map_err(|e| Error::io("fstat", e))?;
         if file_len < HEADER_LEN as u64 {
             return Err(Error::mismatch(
@@ -277,14 +292,8 @@ impl Segment {
         }
         let map_len = usize::try_from(file_len).map_err(|_| Error::InvalidArgument { what: "segment too large" })?;
         let map = os::map_shared(&fd, map_len).map_err(|e| Error::io("mmap", e))?;
-        let mut seg = Segment {
-            map,
-            _fd: fd,
-            name: Some(name.to_owned()),
-            kind: expect.kind,
-            len: 0,
-            unlink_pid: std::sync::atomic::AtomicU32::new(0),
-        };
+        let mut seg =
+            Segment { map, fd, name, kind: expect.kind, len: 0, unlink_pid: std::sync::atomic::AtomicU32::new(0) };
         let snap = seg.wait_ready()?;
         snap.validate(file_len, expect)?;
         // validate() proved HEADER_LEN + payload_len <= file_len == map_len.

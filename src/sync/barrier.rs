@@ -372,3 +372,21 @@ impl Barrier {
         }
     }
 }
+
+/// A barrier travels with its default timeout; its action stays behind (a
+/// closure cannot cross processes), so a child's handle has none.
+impl serde::Serialize for Barrier {
+    fn serialize<Z: serde::Serializer>(&self, s: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        (&self.state, self.timeout).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Barrier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let (state, timeout): (Shared<BarrierState>, Option<Duration>) = serde::Deserialize::deserialize(d)?;
+        let mut b = Barrier::from_state(state).map_err(D::Error::custom)?;
+        b.timeout = timeout;
+        Ok(b)
+    }
+}

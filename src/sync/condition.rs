@@ -208,7 +208,7 @@ impl ConditionState {
 }
 
 /// The lock a [`Condition`] is bound to.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum CondLock {
     /// A non-recursive lock.
     Lock(Lock),
@@ -476,5 +476,18 @@ impl ConditionGuard<'_> {
             Some(Acquired::OwnerDied) => Err(Error::OwnerDied),
             None => unreachable!("an untimed re-acquire cannot time out"),
         }
+    }
+}
+
+impl serde::Serialize for Condition {
+    fn serialize<Z: serde::Serializer>(&self, s: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        (&self.state, &self.lock).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (state, lock) = serde::Deserialize::deserialize(d)?;
+        Ok(Condition::from_parts(state, lock))
     }
 }

@@ -149,3 +149,5 @@ impl Event {
         }
     }
 }
+
+super::passable!(Event);

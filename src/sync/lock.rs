@@ -187,3 +187,5 @@ impl Drop for LockGuard<'_> {
         let _ = self.lock.state.lock.unlock(self.me);
     }
 }
+
+super::passable!(Lock);

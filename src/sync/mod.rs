@@ -144,6 +144,26 @@ macro_rules! wait_strategy_accessors {
 }
 pub(crate) use wait_strategy_accessors;
 
+/// Makes a handle passable to other processes: it serialises as a reference to
+/// its segment (see `segment/passing.rs`) and deserialises into a handle on the
+/// same object, with the default wait strategy.
+macro_rules! passable {
+    ($ty:ident) => {
+        impl serde::Serialize for $ty {
+            fn serialize<Z: serde::Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+                self.state.serialize(s)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::segment::Shared::deserialize(d).map($ty::from_state)
+            }
+        }
+    };
+}
+pub(crate) use passable;
+
 #[cfg(test)]
 mod tests {
     use super::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

@@ -239,3 +239,5 @@ impl Drop for RLockGuard<'_> {
         let _ = self.rlock.leave(self.me);
     }
 }
+
+super::passable!(RLock);

@@ -124,6 +124,8 @@ macro_rules! semaphore_type {
             }
         }
 
+        $crate::sync::passable!($name);
+
         impl $name {
             fn from_state(state: Shared<$state>) -> Self {
                 $name { state, wait: WaitConfig::default() }

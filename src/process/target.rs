@@ -1,0 +1,117 @@
+//! Naming a function so that a freshly exec'd copy of this program can call it.
+//!
+//! A function pointer is not stable across `exec` (address-space layout
+//! randomisation moves the executable), but its offset from another function of
+//! the same executable is. A [`Entry`] holds two such offsets — the user's
+//! `fn(A) -> R` and the monomorphised [`trampoline`] that decodes `A`, calls it,
+//! and encodes `R` — plus the executable's identity ([`os::exe_identity`]: its
+//! build-id). The child refuses an entry made by a different executable, so a
+//! mismatched binary is an error, never a jump to garbage.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::os;
+
+/// What a child's run of a target produced.
+pub(crate) enum Outcome {
+    /// The encoded return value.
+    Returned(Vec<u8>),
+    /// The target panicked, with this message.
+    Panicked(String),
+    /// The target could not be run (its arguments did not decode, say).
+    Failed(String),
+}
+
+/// The signature every trampoline has, whatever `A` and `R` are.
+type Trampoline = fn(usize, &[u8]) -> Outcome;
+
+/// The fixed point offsets are measured from.
+#[inline(never)]
+fn anchor() -> usize {
+    anchor as fn() -> usize as usize
+}
+
+/// A function of this executable, named so that a re-exec'd copy can call it.
+///
+/// Deserialising one is sound to act on only because its bytes come from the
+/// parent through a descriptor inherited across exec (no other process holds
+/// it, short of one with ptrace rights over us) and name this very executable
+/// (checked in [`Entry::call`]).
+#[allow(clippy::unsafe_derive_deserialize)] // see above
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Entry {
+    exe: Vec<u8>,
+    trampoline: u64,
+    target: u64,
+}
+
+fn offset(addr: usize) -> u64 {
+    addr.wrapping_sub(anchor()) as u64
+}
+
+fn address(offset: u64) -> usize {
+    anchor().wrapping_add(offset as usize)
+}
+
+impl Entry {
+    /// Names `f`, to be called with encoded `A` and to return encoded `R`.
+    pub(crate) fn new<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Self {
+        let trampoline: Trampoline = trampoline::<A, R>;
+        Entry { exe: os::exe_identity(), trampoline: offset(trampoline as usize), target: offset(f as usize) }
+    }
+
+    /// Calls the function with encoded arguments (in the child).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the entry was made by another executable.
+    pub(crate) fn call(&self, args: &[u8]) -> Result<Outcome> {
+        if self.exe != os::exe_identity() {
+            return Err(Error::InvalidArgument {
+                what: "the spawned executable is not the one that named the target (build-id mismatch)",
+            });
+        }
+        // SAFETY: the entry was made by `Entry::new` in a process running this
+        // very executable (identity checked above), where `trampoline` was the
+        // address of a `Trampoline`-typed function; the same offset from the
+        // same anchor names the same function here.
+        let trampoline: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(address(self.trampoline)) };
+        Ok(trampoline(address(self.target), args))
+    }
+}
+
+/// Decodes `A`, calls the `fn(A) -> R` at `target`, encodes `R`.
+fn trampoline<A: DeserializeOwned, R: Serialize>(target: usize, args: &[u8]) -> Outcome {
+    // SAFETY: `target` is the address of an `fn(A) -> R` (see `Entry::call`:
+    // this trampoline is only reached through the entry made for that `f`).
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    let args: A = match codec::decode(args) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failed(format!("the target's arguments did not decode: {e}")),
+    };
+    run_caught(move || f(args))
+}
+
+/// Runs `f`, catching a panic, and encodes what it returns.
+pub(crate) fn run_caught<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => match codec::encode(&r) {
+            Ok(bytes) => Outcome::Returned(bytes),
+            Err(e) => Outcome::Failed(format!("the target's result did not encode: {e}")),
+        },
+        Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+    }
+}
+
+/// The message of a panic payload (`&str` or `String`), or a placeholder.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,111 @@
+//! How a handle travels to another process: as a reference to its segment.
+//!
+//! A handle serialises as [`Wire::Named`] (the segment's name: any process can
+//! open it) or, for an anonymous segment, as [`Wire::Fd`]: an index into the
+//! list of descriptors that the process layer hands to the child along with the
+//! encoded bytes (inherited across exec for spawn, sent with `SCM_RIGHTS` to the
+//! fork server). While the parent encodes, [`collect_fds`] gathers those
+//! descriptors; while the child decodes, [`provide_fds`] makes them available.
+//! Outside those two scopes an anonymous handle cannot be serialised (there is
+//! no descriptor to refer to) and decoding `Wire::Fd` fails.
+//!
+//! The child's handle maps the same segment and validates its header exactly as
+//! `open(name)` would (SPEC §3): the bytes and the descriptor are untrusted.
+//!
+//! **How a new type joins**: give its state `SharedState`, keep it in a
+//! `Shared<S>`, and implement `Serialize`/`Deserialize` for the handle by
+//! delegating to that `Shared<S>` (see `sync::passable!`). Nothing else.
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Expect, Segment, Shared, SharedState};
+
+#[derive(Serialize, Deserialize)]
+enum Wire {
+    /// A named segment.
+    Named(String),
+    /// The `n`-th descriptor handed to the child.
+    Fd(u32),
+}
+
+enum Passing {
+    /// Parent side: descriptors to hand over, in `Wire::Fd` order.
+    Collect(Vec<RawFd>),
+    /// Child side: the descriptors received.
+    Provide(Vec<OwnedFd>),
+}
+
+thread_local! {
+    static PASSING: RefCell<Option<Passing>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (which serialises handles) and returns what it returned together
+/// with the descriptors that anonymous handles referred to. The descriptors are
+/// borrowed from the handles: keep them alive until the child has its copies.
+pub(crate) fn collect_fds<T>(f: impl FnOnce() -> T) -> (T, Vec<RawFd>) {
+    let previous = PASSING.with(|p| p.replace(Some(Passing::Collect(Vec::new()))));
+    let out = f();
+    let fds = match PASSING.with(|p| p.replace(previous)) {
+        Some(Passing::Collect(fds)) => fds,
+        _ => Vec::new(),
+    };
+    (out, fds)
+}
+
+/// Runs `f` (which deserialises handles) with `fds` as the descriptors that
+/// `Wire::Fd` indices refer to.
+pub(crate) fn provide_fds<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> T {
+    let previous = PASSING.with(|p| p.replace(Some(Passing::Provide(fds))));
+    let out = f();
+    PASSING.with(|p| p.replace(previous));
+    out
+}
+
+impl<S: SharedState> Serialize for Shared<S> {
+    fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        use serde::ser::Error as _;
+        let Some(seg) = self.segment() else {
+            return Err(Z::Error::custom("a heap-backed object cannot leave its process"));
+        };
+        if let Some(name) = seg.name() {
+            return Wire::Named(name.to_owned()).serialize(s);
+        }
+        let raw = seg.fd().as_raw_fd();
+        let index = PASSING.with(|p| match &mut *p.borrow_mut() {
+            Some(Passing::Collect(fds)) => Some(fds.iter().position(|f| *f == raw).unwrap_or_else(|| {
+                fds.push(raw);
+                fds.len() - 1
+            })),
+            _ => None,
+        });
+        match index {
+            Some(i) => Wire::Fd(i as u32).serialize(s),
+            None => Err(Z::Error::custom(
+                "an anonymous shmproc object can only be passed to a shmproc process (or create it with a name)",
+            )),
+        }
+    }
+}
+
+impl<'de, S: SharedState> Deserialize<'de> for Shared<S> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match Wire::deserialize(d)? {
+            Wire::Named(name) => Shared::open(&name).map_err(D::Error::custom),
+            Wire::Fd(i) => {
+                let fd = PASSING
+                    .with(|p| match &*p.borrow() {
+                        Some(Passing::Provide(fds)) => fds.get(i as usize).map(crate::os::dup),
+                        _ => None,
+                    })
+                    .ok_or_else(|| D::Error::custom(format!("no descriptor #{i} was handed to this process")))?
+                    .map_err(D::Error::custom)?;
+                let expect = Expect { kind: S::KIND, type_fp: 0, payload_len: Some(size_of::<S>() as u64) };
+                Segment::open_fd(fd, None, &expect).and_then(Shared::from_segment).map_err(D::Error::custom)
+            }
+        }
+    }
+}
