@@ -8,7 +8,7 @@
 //! variable, runs the target and exits; `main` never runs. So spawning needs no
 //! set-up line in the user's program.
 
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicPtr;
 
@@ -21,7 +21,7 @@ use crate::loom::Ordering;
 use crate::os;
 use crate::segment::provide_fds;
 
-/// Names the inherited descriptor of a spawned child's [`Bootstrap`].
+/// Lists the inherited descriptors of a spawned child (`"boot,result,handles..."`).
 pub(crate) const SPAWN_ENV: &str = "SHMPROC_SPAWN_BOOTSTRAP";
 
 /// Largest bootstrap a child accepts (the arguments travel inside it).
@@ -32,14 +32,13 @@ pub(crate) const EXIT_PANIC: i32 = 1;
 /// Exit status of a child that could not run its target.
 pub(crate) const EXIT_FAILED: i32 = 2;
 
-/// Everything a spawned child needs, encoded into an inherited memfd.
+/// Everything a spawned child needs, encoded into a memfd that it inherits
+/// (spawn) or receives (fork server) together with its result cell and the
+/// descriptors its arguments' anonymous handles refer to, in that order.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Bootstrap {
     pub(crate) entry: Entry,
     pub(crate) args: Vec<u8>,
-    /// Inherited descriptors that the arguments' anonymous handles refer to.
-    pub(crate) fds: Vec<RawFd>,
-    pub(crate) result_fd: RawFd,
     pub(crate) identity: Identity,
 }
 
@@ -77,9 +76,9 @@ pub(crate) fn identity() -> Option<&'static Identity> {
 /// than `PR_SET_PDEATHSIG`, which fires when the parent *thread* that forked us
 /// exits (every test in `cargo test` runs on its own thread). If the parent is
 /// already gone (we were re-parented), we exit at once.
-pub(crate) fn watch_parent(parent: u32) {
+pub(crate) fn watch_parent(parent: u32, relation: Parent) {
     let pidfd = os::pidfd(parent);
-    if os::parent_pid() != parent {
+    if relation == Parent::Direct && os::parent_pid() != parent {
         die_with_parent();
     }
     let Ok(pidfd) = pidfd else { die_with_parent() };
@@ -112,55 +111,97 @@ pub(crate) fn report(cell: &mut ResultCell, outcome: Outcome) -> i32 {
 
 #[used]
 #[unsafe(link_section = ".init_array")]
-static SPAWN_HOOK: extern "C" fn() = spawn_hook;
+static STARTUP_HOOK: extern "C" fn() = startup_hook;
 
-/// Runs before `main`: a spawned child runs its target here and exits.
-extern "C" fn spawn_hook() {
-    let Some(value) = std::env::var_os(SPAWN_ENV) else { return };
-    // SAFETY: constructors run before `main`, while the process has one
-    // thread, so nothing can read the environment concurrently. Removing the
-    // variable keeps this child's own children from seeing it.
-    unsafe { std::env::remove_var(SPAWN_ENV) };
-    let code = match run_spawned(&value.to_string_lossy()) {
-        Ok(code) => code,
-        Err(msg) => {
-            eprintln!("shmproc: spawned child could not start: {msg}");
-            EXIT_FAILED
+/// Runs before `main`: a spawned child runs its target here and exits; a fork
+/// server serves here until its client goes away. Any other process returns at
+/// once (one environment look-up).
+extern "C" fn startup_hook() {
+    if let Some(value) = take_env(SPAWN_ENV) {
+        let code = match parse_fds(&value).and_then(|fds| run_child(fds, Parent::Direct)) {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("shmproc: spawned child could not start: {msg}");
+                EXIT_FAILED
+            }
+        };
+        os::exit_now(code);
+    }
+    if let Some(value) = take_env(super::forkserver::SERVER_ENV) {
+        let code = match parse_fds(&value) {
+            Ok(fds) if fds.len() == 1 => super::forkserver::serve(&fds[0]),
+            Ok(_) => Err("expected one descriptor".to_owned()),
+            Err(e) => Err(e),
+        };
+        if let Err(msg) = &code {
+            eprintln!("shmproc: fork server failed: {msg}");
         }
-    };
-    os::exit_now(code);
+        os::exit_now(i32::from(code.is_err()));
+    }
 }
 
-fn run_spawned(value: &str) -> Result<i32, String> {
-    let fd: RawFd = value.parse().map_err(|_| format!("{SPAWN_ENV}={value:?} is not a descriptor number"))?;
-    let file = std::fs::File::from(os::adopt_fd(fd).map_err(|e| format!("bootstrap descriptor {fd}: {e}"))?);
+/// Reads and removes the environment variable `name`.
+fn take_env(name: &str) -> Option<String> {
+    let value = std::env::var_os(name)?;
+    // SAFETY: constructors run before `main`, while the process has one
+    // thread, so nothing can read the environment concurrently. Removing the
+    // variable keeps this process's own children from seeing it.
+    unsafe { std::env::remove_var(name) };
+    Some(value.to_string_lossy().into_owned())
+}
+
+/// Takes ownership of the inherited descriptors listed as `"3,4,7"`.
+fn parse_fds(value: &str) -> Result<Vec<OwnedFd>, String> {
+    value
+        .split(',')
+        .map(|n| {
+            let fd: RawFd = n.parse().map_err(|_| format!("{n:?} is not a descriptor number"))?;
+            os::adopt_fd(fd).map_err(|e| format!("descriptor {fd} was not inherited: {e}"))
+        })
+        .collect()
+}
+
+/// How a child relates to the process that asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Parent {
+    /// Its OS parent (fork, spawn).
+    Direct,
+    /// Another process; the fork server is its OS parent.
+    ViaServer,
+}
+
+/// Runs a child from its descriptors: `[bootstrap, result cell, handles...]`.
+/// Returns the exit status; `Err` only when not even the result cell works.
+pub(crate) fn run_child(mut fds: Vec<OwnedFd>, parent: Parent) -> Result<i32, String> {
+    if fds.len() < 2 {
+        return Err(format!("{} descriptors handed over, at least 2 expected", fds.len()));
+    }
+    let handles = fds.split_off(2);
+    let result = fds.pop().ok_or("no result descriptor")?;
+    let boot = fds.pop().ok_or("no bootstrap descriptor")?;
+    let mut cell = ResultCell::from_fd(result).map_err(|e| e.to_string())?;
+    let boot = match read_bootstrap(boot) {
+        Ok(b) => b,
+        Err(msg) => return Ok(report(&mut cell, Outcome::Failed(msg))),
+    };
+    let daemon = boot.identity.daemon;
+    let parent_pid = boot.identity.parent_pid;
+    set_identity(boot.identity);
+    if daemon {
+        watch_parent(parent_pid, parent);
+    }
+    let outcome =
+        provide_fds(handles, || boot.entry.call(&boot.args)).unwrap_or_else(|e| Outcome::Failed(e.to_string()));
+    Ok(report(&mut cell, outcome))
+}
+
+fn read_bootstrap(fd: OwnedFd) -> Result<Bootstrap, String> {
+    let file = std::fs::File::from(fd);
     let len = os::file_len(&file).map_err(|e| format!("bootstrap size: {e}"))?;
     if len > MAX_BOOTSTRAP {
         return Err(format!("bootstrap of {len} bytes is larger than {MAX_BOOTSTRAP}"));
     }
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0).map_err(|e| format!("reading the bootstrap: {e}"))?;
-    let boot: Bootstrap = codec::decode(&bytes).map_err(|e| e.to_string())?;
-    let mut cell = ResultCell::from_fd(os::adopt_fd(boot.result_fd).map_err(|e| format!("result descriptor: {e}"))?)
-        .map_err(|e| e.to_string())?;
-    let mut fds = Vec::with_capacity(boot.fds.len());
-    for fd in &boot.fds {
-        match os::adopt_fd(*fd) {
-            Ok(owned) => fds.push(owned),
-            Err(e) => {
-                return Ok(report(
-                    &mut cell,
-                    Outcome::Failed(format!("handle descriptor {fd} was not inherited: {e}")),
-                ));
-            }
-        }
-    }
-    let daemon = boot.identity.daemon;
-    let parent = boot.identity.parent_pid;
-    set_identity(boot.identity);
-    if daemon {
-        watch_parent(parent);
-    }
-    let outcome = provide_fds(fds, || boot.entry.call(&boot.args)).unwrap_or_else(|e| Outcome::Failed(e.to_string()));
-    Ok(report(&mut cell, outcome))
+    codec::decode(&bytes).map_err(|e| e.to_string())
 }

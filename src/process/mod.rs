@@ -13,14 +13,18 @@
 //!   build-id, with `A` decoded from shared memory and shmproc handles inside it
 //!   re-opened from inherited descriptors. Safe in any parent; works in `cargo
 //!   test` binaries with no set-up (see `child.rs`).
+//! - [`StartMethod::ForkServer`]: as Spawn, but a single-threaded server
+//!   (exec'd once) forks the children (see `forkserver.rs`), so each child costs
+//!   a fork, not a program start, and no lock of the client's threads is copied.
 
 mod child;
+mod forkserver;
 mod result;
 mod target;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::sync::{Mutex, OnceLock};
@@ -45,6 +49,10 @@ pub enum StartMethod {
     Fork,
     /// Re-execute this program and run the named `fn(A) -> R` in it.
     Spawn,
+    /// Ask a single-threaded server process (this program, exec'd once on
+    /// first use) to fork the child: safe in multi-threaded programs, and
+    /// cheaper than Spawn after the first child.
+    ForkServer,
 }
 
 static DEFAULT_METHOD: OnceLock<StartMethod> = OnceLock::new();
@@ -152,7 +160,13 @@ pub fn active_children() -> Vec<ProcessInfo> {
         registry().iter().filter(|r| r.registrar == me && r.exitcode.is_none()).cloned().collect();
     entries
         .into_iter()
-        .filter(|r| matches!(reap(r.pid, false), Ok(None)))
+        .filter(|r| {
+            if r.via_server {
+                os::task_alive(os::TaskId { tid: r.pid, start: 0 })
+            } else {
+                matches!(reap(r.pid, false), Ok(None))
+            }
+        })
         .map(|r| ProcessInfo { pid: r.pid, name: r.name, daemon: r.daemon })
         .collect()
 }
@@ -182,6 +196,8 @@ struct Registered {
     name: String,
     daemon: bool,
     exitcode: Option<i32>,
+    /// Forked by the fork server (not our child: we cannot reap it).
+    via_server: bool,
 }
 
 static CHILDREN: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
@@ -363,7 +379,60 @@ struct Running {
     /// Readable once the child exits (for timed joins).
     pidfd: Option<OwnedFd>,
     exitcode: Option<i32>,
+    /// Forked by the fork server: it reaps the child and writes the exit code
+    /// into `cell`.
+    via_server: bool,
 }
+
+impl Running {
+    /// The exit code if the child has exited, without waiting.
+    fn poll(&mut self) -> Result<Option<i32>> {
+        if self.exitcode.is_none() {
+            self.exitcode = if self.via_server { self.cell.exit() } else { reap(self.pid, false)? };
+        }
+        Ok(self.exitcode)
+    }
+
+    /// Waits for the exit until `deadline`; `None` if it is still running then.
+    fn wait(&mut self, deadline: Option<Deadline>) -> Result<Option<i32>> {
+        loop {
+            if let Some(code) = self.poll()? {
+                return Ok(Some(code));
+            }
+            if deadline.is_some_and(Deadline::has_passed) {
+                return Ok(None);
+            }
+            if self.via_server {
+                // Sleep on the cell in slices: if the server itself died, no
+                // one will ever write the code; the child's pidfd says whether
+                // the child is gone too.
+                let slice = Deadline::after(Duration::from_millis(100));
+                if self.cell.wait_exit(Some(deadline.map_or(slice, |d| d.min(slice)))).is_none()
+                    && self
+                        .pidfd
+                        .as_ref()
+                        .is_some_and(|fd| os::wait_readable(fd, Some(Deadline::now())).unwrap_or(false))
+                    && self.cell.wait_exit(Some(Deadline::after(Duration::from_secs(1)))).is_none()
+                {
+                    self.exitcode = Some(UNKNOWN_EXIT);
+                }
+                continue;
+            }
+            match &self.pidfd {
+                Some(fd) => {
+                    if !os::wait_readable(fd, deadline).map_err(|e| Error::io("poll(pidfd)", e))? {
+                        return Ok(None);
+                    }
+                }
+                None if deadline.is_none() => self.exitcode = reap(self.pid, true)?,
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+}
+
+/// The exit code reported when a fork server died before recording a child's.
+const UNKNOWN_EXIT: i32 = i32::MIN;
 
 /// A child process running a target and returning its `R` (Python's
 /// `multiprocessing.Process`).
@@ -459,7 +528,9 @@ impl<R: DeserializeOwned> Process<R> {
         let cell = ResultCell::new()?;
         let launched = match self.method {
             StartMethod::Fork => fork_child(job, cell, identity),
-            StartMethod::Spawn => spawn_child(job.as_ref(), cell, identity),
+            StartMethod::Spawn | StartMethod::ForkServer => {
+                exec_child(job.as_ref(), cell, identity, self.method == StartMethod::ForkServer)
+            }
         };
         let (pid, cell) = match launched {
             Ok(x) => x,
@@ -474,8 +545,10 @@ impl<R: DeserializeOwned> Process<R> {
             name: self.name.clone(),
             daemon: self.daemon,
             exitcode: None,
+            via_server: self.method == StartMethod::ForkServer,
         });
-        self.child = Some(Running { pid, cell, pidfd: os::pidfd(pid).ok(), exitcode: None });
+        let via_server = self.method == StartMethod::ForkServer;
+        self.child = Some(Running { pid, cell, pidfd: os::pidfd(pid).ok(), exitcode: None, via_server });
         Ok(())
     }
 
@@ -514,11 +587,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// The exit code if the child has exited (reaping it), without waiting.
     fn poll_exit(&mut self) -> Result<Option<i32>> {
-        let child = self.running()?;
-        if child.exitcode.is_none() {
-            child.exitcode = reap(child.pid, false)?;
-        }
-        Ok(child.exitcode)
+        self.running()?.poll()
     }
 
     /// Waits until the child exits and returns what its target returned.
@@ -546,31 +615,7 @@ impl<R: DeserializeOwned> Process<R> {
             return Err(Error::InvalidArgument { what: "the result was already taken by an earlier join" });
         }
         let child = self.running()?;
-        let code = loop {
-            if let Some(code) = child.exitcode {
-                break code;
-            }
-            if let Some(code) = reap(child.pid, false)? {
-                child.exitcode = Some(code);
-                break code;
-            }
-            match &child.pidfd {
-                Some(fd) => {
-                    if !os::wait_readable(fd, deadline).map_err(|e| Error::io("poll(pidfd)", e))? {
-                        return Ok(None);
-                    }
-                }
-                None if deadline.is_none() => {
-                    child.exitcode = reap(child.pid, true)?;
-                }
-                None => {
-                    if deadline.is_some_and(Deadline::has_passed) {
-                        return Ok(None);
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        };
+        let Some(code) = child.wait(deadline)? else { return Ok(None) };
         let pid = child.pid;
         let outcome = child.cell.read();
         forget_child(pid);
@@ -593,7 +638,9 @@ impl<R: DeserializeOwned> Process<R> {
 
 /// Why a child that reported nothing ended.
 fn describe_exit(code: i32) -> String {
-    if code < 0 {
+    if code == UNKNOWN_EXIT {
+        "exited, but the fork server died before reporting its exit status".to_owned()
+    } else if code < 0 {
         let sig = -code;
         let name = match sig {
             libc::SIGKILL => " (SIGKILL)",
@@ -613,8 +660,8 @@ fn describe_exit(code: i32) -> String {
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         let Some(child) = self.child.take() else { return };
-        if child.exitcode.is_some() || self.taken {
-            forget_child(child.pid);
+        if child.exitcode.is_some() || self.taken || child.via_server {
+            forget_child(child.pid); // the fork server reaps its own children
             return;
         }
         let pid = child.pid;
@@ -643,7 +690,7 @@ fn fork_child(job: Box<dyn Job>, mut cell: ResultCell, identity: Identity) -> La
             let parent = identity.parent_pid;
             child::set_identity(identity);
             if daemon {
-                child::watch_parent(parent);
+                child::watch_parent(parent, child::Parent::Direct);
             }
             let outcome = job.run_here();
             let code = child::report(&mut cell, outcome);
@@ -653,23 +700,39 @@ fn fork_child(job: Box<dyn Job>, mut cell: ResultCell, identity: Identity) -> La
     }
 }
 
-/// Re-executes this program as a child that runs `job`'s entry.
-fn spawn_child(job: &dyn Job, cell: ResultCell, identity: Identity) -> Launch {
+/// Starts a child that runs `job`'s entry in a fresh copy of this program:
+/// exec'd directly (spawn) or forked by the fork server.
+fn exec_child(job: &dyn Job, cell: ResultCell, identity: Identity, via_server: bool) -> Launch {
     let fail = |e| (e, None);
-    let (entry, args, fds) = job.spawn_parts().map_err(fail)?;
-    let boot = Bootstrap { entry, args, fds: fds.clone(), result_fd: cell.fd().as_raw_fd(), identity };
-    let bytes = codec::encode(&boot).map_err(fail)?;
-    let boot_fd = os::memfd("shmproc-bootstrap", 0).map_err(|e| fail(Error::io("memfd_create", e)))?;
-    let file = std::fs::File::from(boot_fd);
-    file.write_all_at(&bytes, 0).map_err(|e| fail(Error::io("write bootstrap", e)))?;
-    let mut keep: Vec<RawFd> = fds;
-    keep.push(cell.fd().as_raw_fd());
-    keep.push(file.as_fd().as_raw_fd());
+    let (entry, args, handle_fds) = job.spawn_parts().map_err(fail)?;
+    let bytes = codec::encode(&Bootstrap { entry, args, identity }).map_err(fail)?;
+    let boot = std::fs::File::from(os::memfd("shmproc-bootstrap", 0).map_err(|e| fail(Error::io("memfd_create", e)))?);
+    boot.write_all_at(&bytes, 0).map_err(|e| fail(Error::io("write bootstrap", e)))?;
+    // The child gets [bootstrap, result cell, handles...], in this order.
+    let mut fds: Vec<RawFd> = vec![boot.as_fd().as_raw_fd(), cell.fd().as_raw_fd()];
+    fds.extend(handle_fds);
+    let pid = if via_server {
+        // SAFETY: every number in `fds` is an open descriptor owned by `boot`,
+        // `cell`, or a handle inside `job`'s arguments, all alive until the
+        // server has received its copies (the reply comes after that).
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|fd| unsafe { BorrowedFd::borrow_raw(*fd) }).collect();
+        forkserver::launch(&borrowed).map_err(fail)?
+    } else {
+        spawn_exec(&fds).map_err(fail)?
+    };
+    drop(boot);
+    Ok((pid, cell))
+}
+
+/// Re-executes this program with `fds` inherited and listed in the environment.
+fn spawn_exec(fds: &[RawFd]) -> Result<u32> {
+    let list = fds.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let keep = fds.to_vec();
     let mut cmd = std::process::Command::new("/proc/self/exe");
-    // If the bootstrap constructor did not run (it always does in a program
-    // linking shmproc), these arguments make a test harness run no test.
+    // If the startup hook did not run (it always does in a program linking
+    // shmproc), these arguments make a test harness run no test.
     cmd.args(["--exact", "__shmproc_spawned_child__", "--quiet"]);
-    cmd.env(child::SPAWN_ENV, file.as_fd().as_raw_fd().to_string());
+    cmd.env(child::SPAWN_ENV, list);
     // SAFETY: the hook runs between fork and exec in the child; it only calls
     // fcntl (async-signal-safe) on descriptor numbers, allocating nothing.
     unsafe {
@@ -682,7 +745,6 @@ fn spawn_child(job: &dyn Job, cell: ResultCell, identity: Identity) -> Launch {
     }
     // `spawn` returns once the child has exec'd (or failed to): by then it holds
     // its own copies of every descriptor, so ours may close.
-    let spawned = cmd.spawn().map_err(|e| fail(Error::io("spawn", e)))?;
-    drop(file);
-    Ok((spawned.id(), cell))
+    let spawned = cmd.spawn().map_err(|e| Error::io("spawn", e))?;
+    Ok(spawned.id())
 }

@@ -33,8 +33,13 @@ pub(crate) const FAILED: u32 = 3;
 #[repr(C)]
 struct Header {
     state: AtomicU32,
-    _pad: AtomicU32,
+    /// 1 once the fork server has reaped the child and stored `exitcode`
+    /// (`Release`); a futex word the requesting process sleeps on. Unused by
+    /// fork and spawn, whose parent reaps the child itself.
+    exited: AtomicU32,
     len: AtomicU64,
+    /// Python's exitcode (an `i32`), valid once `exited` is 1.
+    exitcode: AtomicU32,
 }
 
 /// One child's result cell (both sides hold one over the same memfd).
@@ -82,6 +87,31 @@ impl ResultCell {
     /// The state word (`Acquire`: pairs with the `Release` in `publish`).
     pub(crate) fn state(&self) -> u32 {
         self.header().state.load(Ordering::Acquire)
+    }
+
+    /// Fork-server side: records the reaped child's exit code and wakes the
+    /// requesting process.
+    pub(crate) fn set_exit(&self, code: i32) {
+        let h = self.header();
+        h.exitcode.store(code as u32, Ordering::Relaxed);
+        // Release: publishes `exitcode` to the Acquire load in `exit`.
+        h.exited.store(1, Ordering::Release);
+        os::futex_wake(&h.exited, i32::MAX as u32);
+    }
+
+    /// The exit code the fork server recorded, if it has.
+    pub(crate) fn exit(&self) -> Option<i32> {
+        let h = self.header();
+        (h.exited.load(Ordering::Acquire) == 1).then(|| h.exitcode.load(Ordering::Relaxed) as i32)
+    }
+
+    /// Sleeps until the fork server records the exit, or `until`.
+    pub(crate) fn wait_exit(&self, until: Option<os::Deadline>) -> Option<i32> {
+        let h = self.header();
+        if self.exit().is_none() {
+            os::futex_wait(&h.exited, 0, until);
+        }
+        self.exit()
     }
 
     /// Child side: stores `payload` and then `state`. Called once.
