@@ -115,3 +115,39 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "a panic with a non-string payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn an_entry_calls_its_function_through_offsets() {
+        let e = Entry::new(double);
+        match e.call(&codec::encode(&21u32).unwrap()).unwrap() {
+            Outcome::Returned(bytes) => assert_eq!(codec::decode::<u32>(&bytes).unwrap(), 42),
+            _ => panic!("expected a return value"),
+        }
+        match e.call(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap() {
+            Outcome::Failed(msg) => assert!(msg.contains("did not decode"), "{msg}"),
+            _ => panic!("garbage arguments must fail to decode"),
+        }
+    }
+
+    #[test]
+    fn an_entry_from_another_executable_is_refused_not_called() {
+        let mut e = Entry::new(double);
+        e.exe = b"some other build".to_vec();
+        e.target = u64::MAX; // would be garbage if it were ever used
+        let err = e.call(&[]).err().expect("a foreign entry must be refused");
+        assert!(err.to_string().contains("build-id mismatch"), "{err}");
+    }
+
+    #[test]
+    fn this_executable_has_an_identity() {
+        assert!(!os::exe_identity().is_empty());
+    }
+}
