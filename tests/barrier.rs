@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Child, assert_no_leftovers, atomic_u32, expect_success, fork_child, unique_name, wait_until};
-use shmproc::{Barrier, Error, Segment, WaitStrategy};
+use common::{Proc, assert_no_leftovers, atomic_u32, join_all_ok, join_ok, start, unique_name, wait_until};
+use shmproc::{Barrier, Error, Segment, StartMethod::Fork, WaitStrategy};
 
 #[test]
 fn zero_parties_is_invalid() {
@@ -47,11 +47,11 @@ fn rounds_across_processes() {
     let seg = Arc::new(Segment::anonymous(4 * (1 + ROUNDS * PARTIES)).unwrap());
     let barrier = Barrier::new(PARTIES as u32).unwrap();
     assert_eq!(barrier.parties(), PARTIES as u32);
-    let mut children: Vec<Child> = (0..PARTIES)
+    let mut children: Vec<Proc<()>> = (0..PARTIES)
         .map(|i| {
             let seg = seg.clone();
             let barrier = barrier.clone();
-            fork_child(move || {
+            start(Fork, move || {
                 // The action belongs to each process's handle; whichever party
                 // completes a round runs its own, once.
                 let s = seg.clone();
@@ -65,11 +65,10 @@ fn rounds_across_processes() {
                     assert!(atomic_u32(&seg, ACTIONS).load(Ordering::SeqCst) > round as u32);
                     atomic_u32(&seg, slot(round, i, PARTIES)).store(index + 1, Ordering::SeqCst);
                 }
-                0
             })
         })
         .collect();
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert_eq!(atomic_u32(&seg, ACTIONS).load(Ordering::SeqCst), ROUNDS as u32, "one action per round");
     for round in 0..ROUNDS {
         let mut indices: Vec<u32> =
@@ -84,29 +83,29 @@ fn rounds_across_processes() {
 
 /// Forks a child that waits on `b` without a timeout and expects its wait to
 /// fail with `BrokenBarrier`.
-fn spawn_expecting_broken(b: &Barrier) -> Child {
-    fork_child(|| {
+fn spawn_expecting_broken(b: &Barrier) -> Proc<()> {
+    let b = b.clone();
+    start(Fork, move || {
         let r = b.wait();
         assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
-        0
     })
 }
 
 /// Runs one full round of `b` with `b.parties() - 1` children and this thread.
 fn full_round(b: &Barrier) {
     let parties = b.parties() as usize;
-    let mut children: Vec<Child> = (1..parties)
+    let mut children: Vec<Proc<()>> = (1..parties)
         .map(|_| {
-            fork_child(|| {
+            let b = b.clone();
+            start(Fork, move || {
                 let index = b.wait_timeout(common::WATCHDOG).unwrap();
                 assert!(index < b.parties());
-                0
             })
         })
         .collect();
     let index = b.wait_timeout(common::WATCHDOG).unwrap();
     assert!(index < b.parties());
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert!(!b.broken());
 }
 
@@ -121,7 +120,7 @@ fn a_timeout_breaks_it_for_every_waiter_and_reset_repairs_it() {
     assert!(matches!(b.wait_timeout(timeout), Err(Error::BrokenBarrier)));
     assert!(start.elapsed() >= timeout, "timed out after {:?}", start.elapsed());
     assert!(b.broken());
-    expect_success(&mut waiters);
+    join_all_ok(&mut waiters);
     // Broken for later callers too, at once.
     assert!(matches!(b.wait_timeout(common::WATCHDOG), Err(Error::BrokenBarrier)));
     assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
@@ -152,7 +151,7 @@ fn abort_breaks_it_for_every_waiter() {
     wait_until("both children to wait", || b.n_waiting() == 2);
     b.abort().unwrap();
     assert!(b.broken());
-    expect_success(&mut waiters);
+    join_all_ok(&mut waiters);
     assert!(matches!(b.wait_timeout(common::WATCHDOG), Err(Error::BrokenBarrier)));
     b.reset().unwrap();
     assert!(!b.broken());
@@ -167,7 +166,7 @@ fn reset_while_parties_wait_breaks_their_wait_only() {
     b.reset().unwrap();
     // As in Python: the waiter's wait fails, but the barrier is not broken.
     assert!(!b.broken());
-    expect_success(&mut waiters);
+    join_all_ok(&mut waiters);
     assert!(!b.broken());
     full_round(&b);
 }
@@ -178,17 +177,16 @@ fn by_name() {
     let b = Barrier::create(&name, 2).unwrap();
     assert_eq!(b.name(), Some(name.as_str()));
     assert!(matches!(Barrier::create(&name, 2), Err(Error::AlreadyExists { .. })));
-    let seg = Segment::anonymous(4).unwrap();
-    let c = fork_child(|| {
-        let b = Barrier::open(&name).unwrap();
-        assert_eq!(b.parties(), 2);
-        let index = b.wait_timeout(common::WATCHDOG).unwrap();
-        atomic_u32(&seg, 0).store(index + 1, Ordering::SeqCst);
-        0
+    let mut c = start(Fork, {
+        let name = name.clone();
+        move || {
+            let b = Barrier::open(&name).unwrap();
+            assert_eq!(b.parties(), 2);
+            b.wait_timeout(common::WATCHDOG).unwrap()
+        }
     });
     let mine = b.wait_timeout(common::WATCHDOG).unwrap();
-    expect_success(&mut [c]);
-    let theirs = atomic_u32(&seg, 0).load(Ordering::SeqCst) - 1;
+    let theirs = join_ok(&mut c);
     let mut both = [mine, theirs];
     both.sort_unstable();
     assert_eq!(both, [0, 1]);

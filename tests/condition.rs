@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Child, assert_no_leftovers, expect_success, fork_child, read_u64, unique_name, wait_until, write_u64};
-use shmproc::{CondLock, Condition, Error, Event, Lock, LockError, RLock, Segment};
+use common::{Proc, assert_no_leftovers, join_all_ok, join_ok, read_u64, start, unique_name, wait_until, write_u64};
+use shmproc::{CondLock, Condition, Error, Event, Lock, LockError, RLock, Segment, StartMethod::Fork};
 
 /// Offsets in the shared counters segment.
 const WAITING: usize = 0;
@@ -15,16 +16,16 @@ const WOKEN: usize = 8;
 
 /// Forks `n` children that each, under the condition's lock, count themselves
 /// in `WAITING`, wait once (untimed), then count themselves in `WOKEN`.
-fn spawn_waiters(cond: &Condition, seg: &Segment, n: usize) -> Vec<Child> {
+fn spawn_waiters(cond: &Condition, seg: &Arc<Segment>, n: usize) -> Vec<Proc<()>> {
     (0..n)
         .map(|_| {
-            fork_child(|| {
+            let (cond, seg) = (cond.clone(), Arc::clone(seg));
+            start(Fork, move || {
                 let mut g = cond.lock().unwrap();
-                write_u64(seg, WAITING, read_u64(seg, WAITING) + 1);
+                write_u64(&seg, WAITING, read_u64(&seg, WAITING) + 1);
                 g.wait().unwrap();
-                write_u64(seg, WOKEN, read_u64(seg, WOKEN) + 1);
+                write_u64(&seg, WOKEN, read_u64(&seg, WOKEN) + 1);
                 drop(g);
-                0
             })
         })
         .collect()
@@ -49,7 +50,7 @@ fn locked_read(cond: &Condition, seg: &Segment, offset: usize) -> u64 {
 fn notify_one_wakes_exactly_one_process() {
     const N: usize = 3;
     let cond = Condition::new().unwrap();
-    let seg = Segment::anonymous(16).unwrap();
+    let seg = Arc::new(Segment::anonymous(16).unwrap());
     let mut children = spawn_waiters(&cond, &seg, N);
     wait_for_waiters(&cond, &seg, N as u64);
 
@@ -58,9 +59,12 @@ fn notify_one_wakes_exactly_one_process() {
         assert_eq!(g.notify(1).unwrap(), 1);
     }
     // Exactly one child comes back ...
-    wait_until("one waiter to return", || children.iter_mut().any(|c| !c.is_running()));
+    wait_until("one waiter to return", || children.iter_mut().any(|c| !c.is_alive()));
     std::thread::sleep(Duration::from_millis(200));
-    let finished: Vec<String> = children.iter_mut().filter_map(|c| (!c.is_running()).then(|| c.describe())).collect();
+    let finished: Vec<String> = children
+        .iter_mut()
+        .filter_map(|c| (!c.is_alive()).then(|| format!("{} (pid {:?})", c.name(), c.pid())))
+        .collect();
     assert_eq!(finished.len(), 1, "notify(1) let {finished:?} return");
     assert_eq!(locked_read(&cond, &seg, WOKEN), 1);
 
@@ -69,7 +73,7 @@ fn notify_one_wakes_exactly_one_process() {
         let g = cond.lock().unwrap();
         assert_eq!(g.notify_all().unwrap(), N - 1);
     }
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert_eq!(read_u64(&seg, WOKEN), N as u64);
     // Nobody waits any more.
     assert_eq!(cond.lock().unwrap().notify_all().unwrap(), 0);
@@ -79,7 +83,7 @@ fn notify_one_wakes_exactly_one_process() {
 fn notify_all_wakes_every_process() {
     const N: usize = 4;
     let cond = Condition::new().unwrap();
-    let seg = Segment::anonymous(16).unwrap();
+    let seg = Arc::new(Segment::anonymous(16).unwrap());
     let mut children = spawn_waiters(&cond, &seg, N);
     wait_for_waiters(&cond, &seg, N as u64);
     {
@@ -87,7 +91,7 @@ fn notify_all_wakes_every_process() {
         assert_eq!(g.notify_all().unwrap(), N);
         assert_eq!(g.notify(5).unwrap(), 0, "already notified waiters are not counted again");
     }
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert_eq!(read_u64(&seg, WOKEN), N as u64);
 }
 
@@ -95,7 +99,7 @@ fn notify_all_wakes_every_process() {
 fn notify_two_of_four_then_the_rest() {
     const N: usize = 4;
     let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
-    let seg = Segment::anonymous(16).unwrap();
+    let seg = Arc::new(Segment::anonymous(16).unwrap());
     let mut children = spawn_waiters(&cond, &seg, N);
     wait_for_waiters(&cond, &seg, N as u64);
     assert_eq!(cond.lock().unwrap().notify(2).unwrap(), 2);
@@ -103,20 +107,22 @@ fn notify_two_of_four_then_the_rest() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(locked_read(&cond, &seg, WOKEN), 2);
     assert_eq!(cond.lock().unwrap().notify(usize::MAX).unwrap(), 2);
-    expect_success(&mut children);
+    join_all_ok(&mut children);
 }
 
 #[test]
 fn wait_for_returns_with_the_predicate_true() {
     const TARGET: u64 = 5;
     let cond = Condition::new().unwrap();
-    let seg = Segment::anonymous(8).unwrap();
-    let c = fork_child(|| {
-        let mut g = cond.lock().unwrap();
-        let ok = g.wait_for(|| read_u64(&seg, 0) >= TARGET, None).unwrap();
-        assert!(ok);
-        assert!(read_u64(&seg, 0) >= TARGET);
-        0
+    let seg = Arc::new(Segment::anonymous(8).unwrap());
+    let mut c = start(Fork, {
+        let (cond, seg) = (cond.clone(), Arc::clone(&seg));
+        move || {
+            let mut g = cond.lock().unwrap();
+            let ok = g.wait_for(|| read_u64(&seg, 0) >= TARGET, None).unwrap();
+            assert!(ok);
+            assert!(read_u64(&seg, 0) >= TARGET);
+        }
     });
     for _ in 0..TARGET {
         std::thread::sleep(Duration::from_millis(5));
@@ -124,7 +130,7 @@ fn wait_for_returns_with_the_predicate_true() {
         write_u64(&seg, 0, read_u64(&seg, 0) + 1);
         g.notify_all().unwrap();
     }
-    expect_success(&mut [c]);
+    join_ok(&mut c);
 }
 
 #[test]
@@ -183,12 +189,13 @@ fn wait_timeout_holds_the_lock_again() {
 }
 
 /// Forks a child that keeps notifying one waiter until one was there.
-fn spawn_notifier(cond: &Condition) -> Child {
-    fork_child(|| {
+fn spawn_notifier(cond: &Condition) -> Proc<()> {
+    let cond = cond.clone();
+    start(Fork, move || {
         loop {
             let g = cond.lock().unwrap();
             if g.notify(1).unwrap() == 1 {
-                return 0;
+                return;
             }
             drop(g);
             std::thread::sleep(Duration::from_millis(1));
@@ -204,12 +211,12 @@ fn rlock_at_depth_two_is_fully_released_while_waiting() {
     let mut g = cond.lock().unwrap();
     assert_eq!(r.depth(), 2);
     // The notifier can only take the lock if wait released both levels.
-    let notifier = spawn_notifier(&cond);
+    let mut notifier = spawn_notifier(&cond);
     assert!(g.wait_timeout(common::WATCHDOG).unwrap(), "not notified");
     assert_eq!(r.depth(), 2);
     drop(g);
     drop(outer);
-    expect_success(&mut [notifier]);
+    join_ok(&mut notifier);
     assert!(!r.is_locked());
 }
 
@@ -218,11 +225,11 @@ fn plain_lock_is_released_while_waiting() {
     let lock = Lock::new().unwrap();
     let cond = Condition::with_lock(lock.clone()).unwrap();
     let mut g = cond.lock().unwrap();
-    let notifier = spawn_notifier(&cond);
+    let mut notifier = spawn_notifier(&cond);
     assert!(g.wait_timeout(common::WATCHDOG).unwrap(), "not notified");
     assert!(lock.is_owned_by_current_thread());
     drop(g);
-    expect_success(&mut [notifier]);
+    join_ok(&mut notifier);
     assert!(!lock.is_locked());
 }
 
@@ -234,21 +241,24 @@ fn create_and_open_by_name() {
     assert!(common::shm_path(&format!("{name}.lock")).exists(), "the bound RLock is named {name}.lock");
     assert!(matches!(Condition::create(&name), Err(Error::AlreadyExists { .. })));
     let mut g = cond.lock().unwrap();
-    let c = fork_child(|| {
-        let cond = Condition::open(&name).unwrap();
-        assert!(matches!(cond.bound_lock(), CondLock::RLock(_)));
-        loop {
-            let g = cond.lock().unwrap();
-            if g.notify_all().unwrap() == 1 {
-                return 0;
+    let mut c = start(Fork, {
+        let name = name.clone();
+        move || {
+            let cond = Condition::open(&name).unwrap();
+            assert!(matches!(cond.bound_lock(), CondLock::RLock(_)));
+            loop {
+                let g = cond.lock().unwrap();
+                if g.notify_all().unwrap() == 1 {
+                    return;
+                }
+                drop(g);
+                std::thread::sleep(Duration::from_millis(1));
             }
-            drop(g);
-            std::thread::sleep(Duration::from_millis(1));
         }
     });
     assert!(g.wait_timeout(common::WATCHDOG).unwrap());
     drop(g);
-    expect_success(&mut [c]);
+    join_ok(&mut c);
 
     // With an explicitly named Lock.
     let cname = unique_name("cond-byname");
@@ -256,20 +266,23 @@ fn create_and_open_by_name() {
     let lock = Lock::create(&lname).unwrap();
     let cond2 = Condition::create_with_lock(&cname, lock).unwrap();
     let mut g = cond2.lock().unwrap();
-    let c = fork_child(|| {
-        let cond = Condition::open_with_lock(&cname, Lock::open(&lname).unwrap()).unwrap();
-        loop {
-            let g = cond.lock().unwrap();
-            if g.notify(1).unwrap() == 1 {
-                return 0;
+    let mut c = start(Fork, {
+        let (cname, lname) = (cname.clone(), lname.clone());
+        move || {
+            let cond = Condition::open_with_lock(&cname, Lock::open(&lname).unwrap()).unwrap();
+            loop {
+                let g = cond.lock().unwrap();
+                if g.notify(1).unwrap() == 1 {
+                    return;
+                }
+                drop(g);
+                std::thread::sleep(Duration::from_millis(1));
             }
-            drop(g);
-            std::thread::sleep(Duration::from_millis(1));
         }
     });
     assert!(g.wait_timeout(common::WATCHDOG).unwrap());
     drop(g);
-    expect_success(&mut [c]);
+    join_ok(&mut c);
 
     drop((cond, cond2));
     assert!(matches!(Condition::open(&name), Err(Error::NotFound { .. })));
@@ -280,17 +293,20 @@ fn create_and_open_by_name() {
 fn bound_lock_owner_killed() {
     let cond = Condition::new().unwrap();
     let held = Event::new().unwrap();
-    let mut holder = fork_child(|| {
-        let g = cond.lock().unwrap();
-        held.set();
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-            std::hint::black_box(&g);
+    let mut holder: Proc<()> = start(Fork, {
+        let (cond, held) = (cond.clone(), held.clone());
+        move || {
+            let g = cond.lock().unwrap();
+            held.set();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+                std::hint::black_box(&g);
+            }
         }
     });
     assert!(held.wait_timeout(common::WATCHDOG).unwrap());
     assert!(matches!(cond.lock_timeout(Duration::from_millis(5)), Err(LockError::Failed(Error::Timeout))));
-    holder.kill();
+    common::kill_and_reap(&mut holder);
     let mut g = match cond.lock() {
         Err(LockError::OwnerDied(g)) => g,
         other => panic!("expected OwnerDied, got {other:?}"),

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Child, assert_no_leftovers, expect_success, fork_child, scribble, unique_name};
-use shmproc::{Error, Event, Semaphore, WaitStrategy};
+use common::{Proc, assert_no_leftovers, join_all_ok, join_ok, scribble, start, unique_name};
+use shmproc::{Error, Event, Semaphore, StartMethod::Fork, WaitStrategy};
 
 /// Byte offset of the event's flag in its `/dev/shm` file: the first `u32` of
 /// the payload, right after the 64-byte header.
@@ -34,17 +34,17 @@ fn set_wakes_every_waiting_process() {
     const WAITERS: usize = 4;
     let e = Event::new().unwrap();
     let ready = Semaphore::new(0).unwrap();
-    let mut children: Vec<Child> = (0..WAITERS)
+    let mut children: Vec<Proc<()>> = (0..WAITERS)
         .map(|i| {
-            fork_child(|| {
+            let (e, ready) = (e.clone(), ready.clone());
+            start(Fork, move || {
                 let strategy = [WaitStrategy::Adaptive, WaitStrategy::Block, WaitStrategy::Spin][i % 3];
-                let e = e.clone().with_wait_strategy(strategy);
+                let e = e.with_wait_strategy(strategy);
                 assert!(!e.is_set().unwrap(), "set too early");
                 ready.release().unwrap();
                 // Untimed: a lost wake-up shows up as the watchdog firing.
                 e.wait().unwrap();
                 assert!(e.is_set().unwrap());
-                0
             })
         })
         .collect();
@@ -54,10 +54,10 @@ fn set_wakes_every_waiting_process() {
     // Give them time to fall asleep (not needed for correctness).
     std::thread::sleep(Duration::from_millis(30));
     for c in &mut children {
-        assert!(c.is_running(), "a waiter returned before set: {}", c.describe());
+        assert!(c.is_alive(), "a waiter returned before set: {:?}", c.join_timeout(Duration::ZERO));
     }
     e.set();
-    expect_success(&mut children);
+    join_all_ok(&mut children);
 }
 
 #[test]
@@ -77,19 +77,21 @@ fn wait_timeout_is_false_after_at_least_the_timeout() {
 #[test]
 fn wait_timeout_true_when_set_by_another_process() {
     let e = Event::new().unwrap();
-    let c = fork_child(|| {
-        std::thread::sleep(Duration::from_millis(20));
-        e.set();
-        0
+    let mut c = start(Fork, {
+        let e = e.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(20));
+            e.set();
+        }
     });
     assert!(e.wait_timeout(common::WATCHDOG).unwrap());
-    expect_success(&mut [c]);
+    join_ok(&mut c);
     // Cleared by another process: waits time out again.
-    let c = fork_child(|| {
-        e.clear();
-        0
+    let mut c = start(Fork, {
+        let e = e.clone();
+        move || e.clear()
     });
-    expect_success(&mut [c]);
+    join_ok(&mut c);
     assert!(!e.wait_timeout(Duration::from_millis(5)).unwrap());
 }
 
@@ -99,14 +101,16 @@ fn by_name() {
     let e = Event::create(&name).unwrap();
     assert_eq!(e.name(), Some(name.as_str()));
     assert!(matches!(Event::create(&name), Err(Error::AlreadyExists { .. })));
-    let c = fork_child(|| {
-        let e = Event::open(&name).unwrap();
-        e.wait().unwrap();
-        e.clear();
-        0
+    let mut c = start(Fork, {
+        let name = name.clone();
+        move || {
+            let e = Event::open(&name).unwrap();
+            e.wait().unwrap();
+            e.clear();
+        }
     });
     e.set();
-    expect_success(&mut [c]);
+    join_ok(&mut c);
     assert!(!e.is_set().unwrap());
     drop(e);
     assert!(matches!(Event::open(&name), Err(Error::NotFound { .. })));
@@ -121,7 +125,9 @@ fn garbage_flag_is_corrupt_not_a_panic_or_a_hang() {
         let opened = Event::open(&name).unwrap();
         scribble(&name, FLAG_OFFSET, &garbage.to_le_bytes());
         // Run the checks in a child under the watchdog: a hang fails the test.
-        common::in_child(|| {
+        let (e2, opened2) = (e.clone(), opened.clone());
+        let mut checker = start(Fork, move || {
+            let (e, opened) = (e2, opened2);
             for ev in [&e, &opened] {
                 let r = ev.is_set();
                 assert!(matches!(r, Err(Error::Corrupt { .. })), "is_set on {garbage:#x}: {r:?}");
@@ -135,6 +141,7 @@ fn garbage_flag_is_corrupt_not_a_panic_or_a_hang() {
             }
             let _ = format!("{e:?}"); // Debug must not panic either
         });
+        join_ok(&mut checker);
         // set and clear repair it.
         e.set();
         assert!(opened.is_set().unwrap());

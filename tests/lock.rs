@@ -5,8 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Child, assert_no_leftovers, expect_success, fork_child, read_u64, unique_name, write_u64};
-use shmproc::{Error, Event, Lock, LockError, Segment, WaitStrategy};
+use std::sync::Arc;
+
+use common::{Proc, assert_no_leftovers, join_all_ok, join_ok, read_u64, start, unique_name, write_u64};
+use shmproc::{Error, Event, Lock, LockError, Segment, StartMethod::Fork, WaitStrategy};
 
 const PROCS: usize = 4;
 const INCREMENTS: u64 = 2000;
@@ -67,16 +69,14 @@ fn threads_exact_total() {
 #[test]
 fn processes_exact_total() {
     let lock = Lock::new().unwrap();
-    let seg = Segment::anonymous(8).unwrap();
-    let mut children: Vec<Child> = (0..PROCS)
+    let seg = Arc::new(Segment::anonymous(8).unwrap());
+    let mut children: Vec<Proc<()>> = (0..PROCS)
         .map(|_| {
-            fork_child(|| {
-                locked_increments(&lock, &seg, INCREMENTS);
-                0
-            })
+            let (lock, seg) = (lock.clone(), Arc::clone(&seg));
+            start(Fork, move || locked_increments(&lock, &seg, INCREMENTS))
         })
         .collect();
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert_eq!(read_u64(&seg, 0), PROCS as u64 * INCREMENTS);
     assert!(!lock.is_locked());
 }
@@ -88,20 +88,20 @@ fn processes_exact_total_by_name() {
     let lock = Lock::create(&lock_name).unwrap();
     assert_eq!(lock.name(), Some(lock_name.as_str()));
     let seg = Segment::create(&seg_name, 8).unwrap();
-    let mut children: Vec<Child> = (0..PROCS)
+    let mut children: Vec<Proc<()>> = (0..PROCS)
         .map(|_| {
-            fork_child(|| {
+            let (lock_name, seg_name) = (lock_name.clone(), seg_name.clone());
+            start(Fork, move || {
                 // Open both by name, as an unrelated process would.
                 let lock = Lock::open(&lock_name).unwrap();
                 let seg = Segment::open(&seg_name).unwrap();
                 locked_increments(&lock, &seg, INCREMENTS);
-                0
             })
         })
         .collect();
     // The parent competes too, through its own handles.
     locked_increments(&lock, &seg, INCREMENTS);
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert_eq!(read_u64(&seg, 0), (PROCS as u64 + 1) * INCREMENTS);
     drop((lock, seg));
     assert_no_leftovers("lock-byname");
@@ -112,18 +112,18 @@ fn every_wait_strategy_gives_the_exact_total() {
     for strategy in [WaitStrategy::Spin, WaitStrategy::Block, WaitStrategy::Adaptive] {
         let lock = Lock::new().unwrap().with_wait_strategy(strategy);
         assert_eq!(lock.wait_strategy(), strategy);
-        let seg = Segment::anonymous(8).unwrap();
-        let mut children: Vec<Child> = (0..PROCS)
+        let seg = Arc::new(Segment::anonymous(8).unwrap());
+        let mut children: Vec<Proc<()>> = (0..PROCS)
             .map(|_| {
-                fork_child(|| {
-                    // The strategy is per handle; the inherited one keeps it.
+                let (lock, seg) = (lock.clone(), Arc::clone(&seg));
+                start(Fork, move || {
+                    // The strategy is per handle; a clone keeps it.
                     assert_eq!(lock.wait_strategy(), strategy);
                     locked_increments(&lock, &seg, INCREMENTS / 2);
-                    0
                 })
             })
             .collect();
-        expect_success(&mut children);
+        join_all_ok(&mut children);
         assert_eq!(read_u64(&seg, 0), PROCS as u64 * (INCREMENTS / 2), "{strategy:?}");
     }
 }
@@ -133,11 +133,13 @@ fn lock_timeout_waits_at_least_the_timeout() {
     let lock = Lock::new().unwrap();
     let held = Event::new().unwrap();
     let done = Event::new().unwrap();
-    let holder = fork_child(|| {
-        let _g = lock.lock().unwrap();
-        held.set();
-        done.wait().unwrap();
-        0
+    let mut holder = start(Fork, {
+        let (lock, held, done) = (lock.clone(), held.clone(), done.clone());
+        move || {
+            let _g = lock.lock().unwrap();
+            held.set();
+            done.wait().unwrap();
+        }
     });
     held.wait_timeout(common::WATCHDOG).unwrap();
     for timeout in [Duration::ZERO, Duration::from_millis(1), Duration::from_millis(30), Duration::from_millis(120)] {
@@ -153,14 +155,15 @@ fn lock_timeout_waits_at_least_the_timeout() {
     assert!(blocking.lock_timeout(Duration::from_millis(50)).is_err());
     assert!(start.elapsed() >= Duration::from_millis(50));
     done.set();
-    expect_success(&mut [holder]);
+    join_ok(&mut holder);
     // Free again: a timed lock succeeds.
     drop(lock.lock_timeout(Duration::from_millis(50)).unwrap());
 }
 
 /// Forks a child that takes `lock`, sets `held`, and then blocks forever.
-fn spawn_holder(lock: &Lock, held: &Event) -> Child {
-    fork_child(|| {
+fn spawn_holder(lock: &Lock, held: &Event) -> Proc<()> {
+    let (lock, held) = (lock.clone(), held.clone());
+    start(Fork, move || {
         let g = lock.lock().unwrap();
         held.set();
         loop {
@@ -178,7 +181,7 @@ fn owner_killed_holding_the_lock() {
     assert!(held.wait_timeout(common::WATCHDOG).unwrap(), "holder never took the lock");
     assert!(lock.is_locked());
     assert!(matches!(lock.try_lock(), Err(LockError::Failed(Error::WouldBlock))));
-    assert_eq!(holder.kill(), -libc::SIGKILL);
+    assert_eq!(common::kill_and_reap(&mut holder), Some(-libc::SIGKILL));
 
     let start = Instant::now();
     match lock.lock() {
@@ -203,7 +206,7 @@ fn owner_killed_try_lock_takes_over() {
     let held = Event::new().unwrap();
     let mut holder = spawn_holder(&lock, &held);
     assert!(held.wait_timeout(common::WATCHDOG).unwrap());
-    holder.kill();
+    common::kill_and_reap(&mut holder);
     // try_lock probes the owner at once.
     match lock.try_lock() {
         Err(LockError::OwnerDied(g)) => drop(g),
@@ -222,23 +225,26 @@ fn owner_killed_while_others_wait() {
     assert!(held.wait_timeout(common::WATCHDOG).unwrap());
 
     let about_to_wait = Event::new().unwrap();
-    let waiter = fork_child(|| {
-        about_to_wait.set();
-        let r = lock.lock();
-        let code = match &r {
-            Ok(_) => CLEAN,
-            Err(LockError::OwnerDied(_)) => DIED,
-            Err(LockError::Failed(_)) => 1,
-        };
-        // Hold it a little so that the parent really has to wait for us.
-        std::thread::sleep(Duration::from_millis(20));
-        drop(r);
-        code
+    let mut waiter = start(Fork, {
+        let (lock, about_to_wait) = (lock.clone(), about_to_wait.clone());
+        move || {
+            about_to_wait.set();
+            let r = lock.lock();
+            let code = match &r {
+                Ok(_) => CLEAN,
+                Err(LockError::OwnerDied(_)) => DIED,
+                Err(LockError::Failed(_)) => 1,
+            };
+            // Hold it a little so that the parent really has to wait for us.
+            std::thread::sleep(Duration::from_millis(20));
+            drop(r);
+            code
+        }
     });
     assert!(about_to_wait.wait_timeout(common::WATCHDOG).unwrap());
 
     // Kill the holder while the child and this thread are both inside lock().
-    let holder_pid = holder.pid();
+    let holder_pid = holder.pid().unwrap() as libc::pid_t;
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(150));
         // SAFETY: the holder is our child, not reaped before this thread is
@@ -255,14 +261,13 @@ fn owner_killed_while_others_wait() {
     };
     drop(r);
     let killed_at = killer.join().unwrap();
-    assert_eq!(holder.wait_timeout(common::WATCHDOG), Some(-libc::SIGKILL));
+    assert!(common::join_within(&mut holder, common::WATCHDOG).is_err());
+    assert_eq!(holder.exitcode(), Some(-libc::SIGKILL));
     let took = got.saturating_duration_since(killed_at);
-    let mut waiters = [waiter];
-    let codes = common::join_all(&mut waiters, common::WATCHDOG);
-    let child_died = match codes[0] {
+    let child_died = match join_ok(&mut waiter) {
         DIED => true,
         CLEAN => false,
-        _ => panic!("waiter failed: {}", waiters[0].describe()),
+        code => panic!("waiter failed: its lock() gave {code}"),
     };
     eprintln!("both waiters served; the parent got the lock {took:?} after the kill");
     assert!(took < Duration::from_secs(5), "takeover took {took:?}");
@@ -318,11 +323,11 @@ fn create_open_errors_and_cleanup() {
         assert!(lock.is_locked());
     }
     // A child that opens it and drops its handle leaves the name alone.
-    let mut c = [fork_child(|| {
-        drop(Lock::open(&name).unwrap());
-        0
-    })];
-    expect_success(&mut c);
+    let mut c = start(Fork, {
+        let name = name.clone();
+        move || drop(Lock::open(&name).unwrap())
+    });
+    join_ok(&mut c);
     assert!(common::shm_path(&name).exists());
     drop(other);
     drop(lock);

@@ -3,10 +3,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Child, assert_no_leftovers, expect_success, fork_child, read_u64, unique_name, write_u64};
-use shmproc::{Error, Event, LockError, RLock, Segment};
+use common::{Proc, assert_no_leftovers, join_all_ok, join_ok, kill_and_reap, read_u64, unique_name, write_u64};
+use shmproc::{Error, Event, LockError, RLock, Segment, StartMethod::Fork};
 
 #[test]
 fn recursion_depth() {
@@ -66,15 +67,14 @@ fn python_style_acquire_release() {
 
     // Another process cannot take it, blocking or not, while we hold it.
     let r2 = r.clone();
-    let mut c = [fork_child(move || {
+    let mut c = common::start(Fork, move || {
         assert!(!r2.acquire(false, None).unwrap());
         let start = Instant::now();
         assert!(!r2.acquire(true, Some(Duration::from_millis(50))).unwrap());
         assert!(start.elapsed() >= Duration::from_millis(50));
         assert!(matches!(r2.release(), Err(Error::NotOwner)));
-        0
-    })];
-    expect_success(&mut c);
+    });
+    join_ok(&mut c);
 
     for depth in (0..3).rev() {
         r.release().unwrap();
@@ -83,16 +83,17 @@ fn python_style_acquire_release() {
     assert!(!r.is_locked());
 
     // Now the other process gets it, and hands it back.
-    let mut c = [fork_child(|| {
+    let r2 = r.clone();
+    let mut c = common::start(Fork, move || {
+        let r = r2;
         assert!(r.acquire(true, Some(Duration::from_secs(10))).unwrap());
         assert!(r.acquire(true, None).unwrap());
         assert_eq!(r.depth(), 2);
         r.release().unwrap();
         r.release().unwrap();
         assert!(r.release().is_err());
-        0
-    })];
-    expect_success(&mut c);
+    });
+    join_ok(&mut c);
     assert!(!r.is_locked());
 }
 
@@ -101,10 +102,11 @@ fn cross_process_exclusion_exact_total() {
     const PROCS: usize = 4;
     const ROUNDS: u64 = 1000;
     let r = RLock::new().unwrap();
-    let seg = Segment::anonymous(8).unwrap();
-    let mut children: Vec<Child> = (0..PROCS)
+    let seg = Arc::new(Segment::anonymous(8).unwrap());
+    let mut children: Vec<Proc<()>> = (0..PROCS)
         .map(|_| {
-            fork_child(|| {
+            let (r, seg) = (r.clone(), Arc::clone(&seg));
+            common::start(Fork, move || {
                 for _ in 0..ROUNDS {
                     // Two levels, each adding one: only the lock makes it exact.
                     let outer = r.lock().unwrap();
@@ -117,11 +119,10 @@ fn cross_process_exclusion_exact_total() {
                     drop(inner);
                     drop(outer);
                 }
-                0
             })
         })
         .collect();
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert_eq!(read_u64(&seg, 0), PROCS as u64 * ROUNDS * 2);
 }
 
@@ -132,14 +133,16 @@ fn by_name_across_processes() {
     assert_eq!(r.name(), Some(name.as_str()));
     assert!(matches!(RLock::create(&name), Err(Error::AlreadyExists { .. })));
     let g = r.lock().unwrap();
-    let mut c = [fork_child(|| {
-        let r = RLock::open(&name).unwrap();
-        assert!(r.is_locked());
-        assert!(r.try_lock().is_err());
-        assert_eq!(r.depth(), 0);
-        0
-    })];
-    expect_success(&mut c);
+    let mut c = common::start(Fork, {
+        let name = name.clone();
+        move || {
+            let r = RLock::open(&name).unwrap();
+            assert!(r.is_locked());
+            assert!(r.try_lock().is_err());
+            assert_eq!(r.depth(), 0);
+        }
+    });
+    join_ok(&mut c);
     drop(g);
     drop(r);
     assert!(matches!(RLock::open(&name), Err(Error::NotFound { .. })));
@@ -150,19 +153,22 @@ fn by_name_across_processes() {
 fn owner_killed_at_depth_three() {
     let r = RLock::new().unwrap();
     let held = Event::new().unwrap();
-    let mut holder = fork_child(|| {
-        let guards = [r.lock().unwrap(), r.lock().unwrap(), r.lock().unwrap()];
-        assert_eq!(r.depth(), 3);
-        held.set();
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-            std::hint::black_box(&guards);
+    let mut holder: Proc<()> = common::start(Fork, {
+        let (r, held) = (r.clone(), held.clone());
+        move || {
+            let guards = [r.lock().unwrap(), r.lock().unwrap(), r.lock().unwrap()];
+            assert_eq!(r.depth(), 3);
+            held.set();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+                std::hint::black_box(&guards);
+            }
         }
     });
     assert!(held.wait_timeout(common::WATCHDOG).unwrap(), "holder never took the lock");
     assert!(r.is_locked());
     assert_eq!(r.depth(), 0);
-    assert_eq!(holder.kill(), -libc::SIGKILL);
+    assert_eq!(kill_and_reap(&mut holder), Some(-libc::SIGKILL));
 
     let start = Instant::now();
     let g = match r.lock() {
@@ -189,15 +195,18 @@ fn owner_killed_at_depth_three() {
 fn owner_killed_python_style_acquire_reports_true() {
     let r = RLock::new().unwrap();
     let held = Event::new().unwrap();
-    let mut holder = fork_child(|| {
-        assert!(r.acquire(true, None).unwrap());
-        held.set();
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
+    let mut holder: Proc<()> = common::start(Fork, {
+        let (r, held) = (r.clone(), held.clone());
+        move || {
+            assert!(r.acquire(true, None).unwrap());
+            held.set();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
         }
     });
     assert!(held.wait_timeout(common::WATCHDOG).unwrap());
-    holder.kill();
+    kill_and_reap(&mut holder);
     assert!(r.acquire(true, Some(Duration::from_secs(10))).unwrap());
     assert_eq!(r.depth(), 1);
     r.release().unwrap();

@@ -3,11 +3,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Child, assert_no_leftovers, atomic_u32, expect_success, fork_child, unique_name};
-use shmproc::{BoundedSemaphore, Error, Segment, Semaphore, WaitStrategy};
+use common::{Proc, assert_no_leftovers, atomic_u32, join_all_ok, join_ok, start, unique_name};
+use shmproc::{BoundedSemaphore, Error, Segment, Semaphore, StartMethod::Fork, WaitStrategy};
 
 #[test]
 fn smoke() {
@@ -36,13 +37,13 @@ fn at_most_four_of_eight_processes_inside() {
     let sem = Semaphore::new(SLOTS).unwrap();
     // Word 0: processes inside now; word 1: most ever seen inside;
     // word 2: times a process saw more than SLOTS inside.
-    let seg = Segment::anonymous(64).unwrap();
-    let mut children: Vec<Child> = (0..PROCS)
+    let seg = Arc::new(Segment::anonymous(64).unwrap());
+    let mut children: Vec<Proc<()>> = (0..PROCS)
         .map(|i| {
             let sem = sem.clone();
-            let seg = &seg;
-            fork_child(move || {
-                let (inside, max, over) = (atomic_u32(seg, 0), atomic_u32(seg, 4), atomic_u32(seg, 8));
+            let seg = Arc::clone(&seg);
+            start(Fork, move || {
+                let (inside, max, over) = (atomic_u32(&seg, 0), atomic_u32(&seg, 4), atomic_u32(&seg, 8));
                 if i % 2 == 1 {
                     sem.set_wait_strategy(WaitStrategy::Block);
                 }
@@ -57,11 +58,10 @@ fn at_most_four_of_eight_processes_inside() {
                     inside.fetch_sub(1, Ordering::SeqCst);
                     sem.release().unwrap();
                 }
-                0
             })
         })
         .collect();
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert_eq!(atomic_u32(&seg, 8).load(Ordering::SeqCst), 0, "more than {SLOTS} inside at once");
     assert_eq!(atomic_u32(&seg, 4).load(Ordering::SeqCst), SLOTS, "the maximum inside should reach {SLOTS}");
     assert_eq!(atomic_u32(&seg, 0).load(Ordering::SeqCst), 0);
@@ -82,20 +82,20 @@ fn acquire_timeout_and_wake_up_by_another_process() {
     assert!(start.elapsed() >= Duration::from_millis(40));
 
     // Two processes wait; releases from the parent wake each exactly once.
-    let got = Segment::anonymous(8).unwrap();
-    let mut children: Vec<Child> = (0..2)
+    let got = Arc::new(Segment::anonymous(8).unwrap());
+    let mut children: Vec<Proc<()>> = (0..2)
         .map(|_| {
-            fork_child(|| {
+            let (sem, got) = (sem.clone(), Arc::clone(&got));
+            common::start(Fork, move || {
                 assert!(sem.acquire_timeout(common::WATCHDOG), "never released");
                 atomic_u32(&got, 0).fetch_add(1, Ordering::SeqCst);
-                0
             })
         })
         .collect();
     std::thread::sleep(Duration::from_millis(50));
     sem.release().unwrap();
     sem.release().unwrap();
-    expect_success(&mut children);
+    join_all_ok(&mut children);
     assert_eq!(atomic_u32(&got, 0).load(Ordering::SeqCst), 2);
     assert_eq!(sem.get_value(), 0);
 }
@@ -118,12 +118,14 @@ fn bounded_over_release() {
 
     // Across processes: a child's extra release is refused too.
     b.acquire();
-    let mut c = [fork_child(|| {
-        b.release().unwrap();
-        assert!(matches!(b.release(), Err(Error::OverRelease { bound: 2 })));
-        0
-    })];
-    expect_success(&mut c);
+    let mut c = start(Fork, {
+        let b = b.clone();
+        move || {
+            b.release().unwrap();
+            assert!(matches!(b.release(), Err(Error::OverRelease { bound: 2 })));
+        }
+    });
+    join_ok(&mut c);
     assert_eq!(b.get_value(), 2);
 }
 
@@ -135,16 +137,18 @@ fn open_by_name() {
     assert!(matches!(Semaphore::create(&name, 1), Err(Error::AlreadyExists { .. })));
     let bname = unique_name("sem-byname");
     let bounded = BoundedSemaphore::create(&bname, 1).unwrap();
-    let mut c = [fork_child(|| {
-        let s = Semaphore::open(&name).unwrap();
-        assert_eq!(s.get_value(), 3);
-        assert!(s.try_acquire());
-        let b = BoundedSemaphore::open(&bname).unwrap();
-        assert_eq!(b.bound(), 1);
-        assert!(b.try_acquire());
-        0
-    })];
-    expect_success(&mut c);
+    let mut c = start(Fork, {
+        let (name, bname) = (name.clone(), bname.clone());
+        move || {
+            let s = Semaphore::open(&name).unwrap();
+            assert_eq!(s.get_value(), 3);
+            assert!(s.try_acquire());
+            let b = BoundedSemaphore::open(&bname).unwrap();
+            assert_eq!(b.bound(), 1);
+            assert!(b.try_acquire());
+        }
+    });
+    join_ok(&mut c);
     assert_eq!(sem.get_value(), 2);
     assert_eq!(bounded.get_value(), 0);
     bounded.release().unwrap();

@@ -379,3 +379,160 @@ impl XorShift {
         (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+// ---------------------------------------------------------------------------
+// Children through the public `Process` API (the helpers above use raw fork).
+// ---------------------------------------------------------------------------
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub(crate) use process_helpers::*;
+
+mod process_helpers {
+    use std::time::{Duration, Instant};
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use shmproc::{Error, Process, StartMethod};
+
+    use super::WATCHDOG;
+
+    /// Every start method, for tests that run once per method.
+    pub(crate) const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
+
+    /// A started [`Process`] that is killed and reaped when dropped while still
+    /// running, so that a failing test leaves no child behind. Derefs to the
+    /// `Process`.
+    #[derive(Debug)]
+    pub(crate) struct Proc<R: DeserializeOwned>(pub(crate) Process<R>);
+
+    impl<R: DeserializeOwned> std::ops::Deref for Proc<R> {
+        type Target = Process<R>;
+        fn deref(&self) -> &Process<R> {
+            &self.0
+        }
+    }
+
+    impl<R: DeserializeOwned> std::ops::DerefMut for Proc<R> {
+        fn deref_mut(&mut self) -> &mut Process<R> {
+            &mut self.0
+        }
+    }
+
+    impl<R: DeserializeOwned> Drop for Proc<R> {
+        fn drop(&mut self) {
+            if self.0.pid().is_some() && self.0.is_alive() {
+                let _ = self.0.kill();
+                let _ = self.0.join_timeout(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Starts the closure `f` in a child with `method` (closures need
+    /// [`StartMethod::Fork`]; use [`start_fn`] for the others). Panics if the
+    /// child cannot start.
+    pub(crate) fn start<R, F>(method: StartMethod, f: F) -> Proc<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        assert_eq!(method, StartMethod::Fork, "a closure child needs the Fork start method; use start_fn");
+        let mut p = Process::builder().start_method(method).closure(f);
+        p.start().unwrap_or_else(|e| panic!("starting a {method:?} child: {e}"));
+        Proc(p)
+    }
+
+    /// Starts `f(args)` in a child with `method` (any method). Panics if the
+    /// child cannot start.
+    pub(crate) fn start_fn<A, R>(method: StartMethod, f: fn(A) -> R, args: A) -> Proc<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let mut p = Process::builder().start_method(method).target(f, args);
+        p.start().unwrap_or_else(|e| panic!("starting a {method:?} child: {e}"));
+        Proc(p)
+    }
+
+    /// Joins `p` under the watchdog: its result, or `Err` as `join` gave it. A
+    /// child still running after `timeout` is killed and the test fails.
+    pub(crate) fn join_within<R: DeserializeOwned>(p: &mut Process<R>, timeout: Duration) -> Result<R, Error> {
+        match p.join_timeout(timeout) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => {
+                let _ = p.kill();
+                let _ = p.join_timeout(Duration::from_secs(5));
+                panic!("watchdog: {} (pid {:?}) still running after {timeout:?}; killed", p.name(), p.pid());
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Joins `p` under [`WATCHDOG`] and returns its result; panics (naming the
+    /// child's failure) if it failed or hung.
+    pub(crate) fn join_ok<R: DeserializeOwned>(p: &mut Process<R>) -> R {
+        join_within(p, WATCHDOG).unwrap_or_else(|e| panic!("child {} (pid {:?}) failed: {e}", p.name(), p.pid()))
+    }
+
+    /// Joins `p` under [`WATCHDOG`] and returns the error it must end with.
+    pub(crate) fn join_err<R: DeserializeOwned + std::fmt::Debug>(p: &mut Process<R>) -> Error {
+        match join_within(p, WATCHDOG) {
+            Ok(r) => panic!("child {} was expected to fail but returned {r:?}", p.name()),
+            Err(e) => e,
+        }
+    }
+
+    /// Joins every child, at most [`WATCHDOG`] in all; returns their results in
+    /// order. Children still running then are killed, and the test fails naming
+    /// every child that failed or hung.
+    pub(crate) fn join_all_ok<R: DeserializeOwned>(procs: &mut [Proc<R>]) -> Vec<R> {
+        let start = Instant::now();
+        let mut results = Vec::new();
+        let mut failures = Vec::new();
+        for p in procs.iter_mut() {
+            let left = WATCHDOG.saturating_sub(start.elapsed());
+            match p.join_timeout(left) {
+                Ok(Some(r)) => results.push(r),
+                Ok(None) => failures.push(format!("{} (pid {:?}) still running after {WATCHDOG:?}", p.name(), p.pid())),
+                Err(e) => failures.push(format!("{} (pid {:?}): {e}", p.name(), p.pid())),
+            }
+        }
+        // `Proc`'s drop kills the ones that hung.
+        assert!(failures.is_empty(), "children failed: {failures:#?}");
+        results
+    }
+
+    /// Kills `p` and reaps it under the watchdog; returns its exit code.
+    pub(crate) fn kill_and_reap<R: DeserializeOwned>(p: &mut Process<R>) -> Option<i32> {
+        p.kill().expect("kill");
+        let _ = join_within(p, WATCHDOG);
+        p.exitcode()
+    }
+
+    /// The state letter of `/proc/<pid>/stat` (`'R'`, `'S'`, `'Z'`, ...), or
+    /// `None` if no such process exists.
+    pub(crate) fn proc_state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) S ...": the comm may contain spaces and parentheses.
+        let after = &stat[stat.rfind(')')? + 1..];
+        after.trim_start().chars().next()
+    }
+
+    /// Whether `pid` is gone or a zombie (it no longer runs).
+    pub(crate) fn is_dead(pid: u32) -> bool {
+        matches!(proc_state(pid), None | Some('Z' | 'X'))
+    }
+
+    /// Polls until `cond` holds, at most `timeout`; whether it did.
+    pub(crate) fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            if cond() {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Runs every example and checks the deterministic parts of its output.
+//!
+//! Nothing is built here: `cargo test` builds the examples into
+//! `target/<profile>/examples/` beside `target/<profile>/deps/`, where this
+//! test binary lives. Each example runs under a timeout (killed past it).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long one example may run.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The example binary `name`, next to this test's directory.
+fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/examples-<hash> → target/<profile>/examples/<name>
+    let profile_dir = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>");
+    profile_dir.join("examples").join(name)
+}
+
+/// Output of a finished example.
+struct Run {
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// The last line.
+    fn last(&self) -> Option<&str> {
+        self.stdout.lines().last()
+    }
+
+    /// Asserts that some line equals `line`.
+    fn has_line(&self, line: &str) {
+        assert!(self.lines().contains(&line), "no line {line:?} in:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+    }
+
+    /// How many lines satisfy `pred`.
+    fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines().into_iter().filter(|l| pred(l)).count()
+    }
+
+    /// The text after `prefix` on the first line that starts with it.
+    fn after(&self, prefix: &str) -> &str {
+        self.lines()
+            .into_iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{}", self.stdout))
+    }
+}
+
+/// Reads `r` to the end on a thread; the receiver gets the text.
+fn drain(mut r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+    });
+    rx
+}
+
+/// Runs example `name` under [`TIMEOUT`] and asserts it succeeded.
+fn run(name: &str) -> Run {
+    let path = example_path(name);
+    assert!(
+        path.exists(),
+        "{} not found: examples are built by a plain `cargo test` (or `cargo build --examples`)",
+        path.display()
+    );
+    let mut child = Command::new(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_BACKTRACE")
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    let out = drain(child.stdout.take().expect("piped"));
+    let err = drain(child.stderr.take().expect("piped"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let partial = out.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+            panic!("example {name} still running after {TIMEOUT:?}; killed. Output so far:\n{partial}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // A grandchild that outlived the example could hold the pipes open: do
+    // not wait for end-of-file forever.
+    let stdout = out.recv_timeout(Duration::from_secs(10)).expect("stdout still open 10 s after the example exited");
+    let stderr = err.recv_timeout(Duration::from_secs(10)).expect("stderr still open 10 s after the example exited");
+    eprintln!("example {name}: {:?}", start.elapsed());
+    assert!(status.success(), "example {name} failed ({status}):\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    Run { stdout, stderr }
+}
+
+#[test]
+fn process_args() {
+    let r = run("process_args");
+    r.has_line(r#"Process-1 returned "hello x1""#);
+    for i in 2..=4 {
+        r.has_line(&format!(r#"worker-{i} returned "hi x{i}" (exitcode Some(0))"#));
+        assert_eq!(r.count(|l| l.starts_with(&format!("child {i}: worker-{i} (pid "))), 1);
+    }
+    assert_eq!(r.count(|l| l.starts_with("child 1: Process-1 (pid ") && l.ends_with(r#"says "hello""#)), 1);
+    assert_eq!(r.last(), Some("all done"));
+}
+
+#[test]
+fn process_trait() {
+    let r = run("process_trait");
+    r.has_line("closure process returned 3");
+    r.has_line("spawned process returned 6");
+    // 3 + 4 counting lines, each "(child pid) child of (parent pid): i".
+    assert_eq!(r.count(|l| l.contains(") child of (")), 7);
+    assert_eq!(r.last(), Some("main process done"));
+}
+
+#[test]
+fn fork_basic() {
+    let r = run("fork_basic");
+    let parent: u32 = r.after("parent process (").trim_end_matches(") starting").parse().expect("parent pid");
+    let child: u32 = r.after("process entered: ").parse().expect("child pid");
+    r.has_line(&format!("I ({parent}) created a child process ({child})"));
+    r.has_line(&format!("child, its pid is ({child}), its parent's pid is ({parent})"));
+    r.has_line(&format!("child {child} reported parent {parent}: pid matches true"));
+    r.has_line("parent is me: true");
+    r.has_line(&format!("process ending: {child}"));
+    assert_eq!(r.last(), Some(format!("process ending: {parent}").as_str()));
+}
+
+#[test]
+fn spawn_queue() {
+    let r = run("spawn_queue");
+    r.has_line("start method: Spawn");
+    assert_eq!(r.count(|l| l == "Python"), 2, "{}", r.stdout);
+    assert_eq!(r.count(|l| l.starts_with("new process started: (")), 2);
+}
+
+#[test]
+fn get_context() {
+    let r = run("get_context");
+    r.has_line("Python");
+    r.has_line("Fork: Python via Fork");
+    r.has_line("Spawn: Python via Spawn");
+    r.has_line("ForkServer: Python via ForkServer");
+    assert_eq!(r.count(|l| l.starts_with("new process started: (")), 4);
+}
+
+#[test]
+fn bank_rlock() {
+    let r = run("bank_rlock");
+    r.has_line("account 1234567 opened with 900");
+    assert_eq!(r.count(|l| l.ends_with("withdrew successfully! cash out: 800")), 1, "{}", r.stdout);
+    assert_eq!(r.count(|l| l.ends_with("failed to withdraw! insufficient balance")), 2, "{}", r.stdout);
+    r.has_line("\tbalance: 100");
+    r.has_line("successful withdrawals: 1");
+    r.has_line("final balance: 100");
+    // Each of the three named processes spoke once.
+    for name in ["甲", "乙", "丙"] {
+        assert_eq!(r.count(|l| l.starts_with(name)), 1, "{name}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn semaphore_checkpoint() {
+    let r = run("semaphore_checkpoint");
+    for i in 0..10 {
+        assert_eq!(r.count(|l| l.starts_with(&format!("{i} walks into the inspection room ("))), 1, "{}", r.stdout);
+        r.has_line(&format!("{i} is checked and leaves"));
+    }
+    // Never more than four inside: every "(n inside)" has n <= 4.
+    for l in r.lines() {
+        if let Some((_, rest)) = l.split_once(" walks into the inspection room (") {
+            let n: u32 = rest.trim_end_matches(" inside)").parse().expect("count");
+            assert!((1..=4).contains(&n), "{l}");
+        }
+    }
+    let most: u32 = r.after("most inside at once: ").trim_end_matches(" (limit 4)").parse().expect("most");
+    assert!((1..=4).contains(&most), "{most}");
+    r.has_line("everyone checked: 10 people");
+    r.has_line("semaphore value at the end: 4");
+}
+
+#[test]
+fn event_traffic_light() {
+    let r = run("event_traffic_light");
+    for i in 0..10 {
+        assert_eq!(r.count(|l| l == format!("car {i} crosses the crossing")), 1, "car {i}: {}", r.stdout);
+        // A car that waited crossed after it waited.
+        let lines = r.lines();
+        if let Some(w) = lines.iter().position(|l| *l == format!("car {i} waits at the crossing")) {
+            let c = lines.iter().position(|l| *l == format!("car {i} crosses the crossing")).expect("crossed");
+            assert!(w < c, "car {i} crossed before it waited");
+        }
+    }
+    assert!(r.count(|l| l == "green light") >= 1);
+    r.has_line("all 10 cars crossed");
+}
+
+#[test]
+fn counter_race() {
+    let r = run("counter_race");
+    r.has_line("each child saw data = 99, 99, 99, 99, 99, 99, 99, 99, 99, 99");
+    r.has_line("plain global after 10 children: data = 100");
+    r.has_line("with a lock: 40000 (expected 40000)");
+    // Lost updates are likely but not certain: only the format is fixed.
+    let unlocked = r.after("without a lock: ");
+    let total: u64 = unlocked.split(' ').next().and_then(|n| n.parse().ok()).expect("total");
+    assert!(total <= 40000, "{unlocked}");
+}
+
+/// Every example file has a test above.
+#[test]
+fn every_example_is_tested() {
+    let tested = [
+        "process_args",
+        "process_trait",
+        "fork_basic",
+        "spawn_queue",
+        "get_context",
+        "bank_rlock",
+        "semaphore_checkpoint",
+        "event_traffic_light",
+        "counter_race",
+    ];
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".rs").map(str::to_owned))
+        .collect();
+    found.sort();
+    let mut want: Vec<String> = tested.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    assert_eq!(found, want, "examples/ and the tests in tests/examples.rs differ");
+}
