@@ -5,23 +5,47 @@
 //! Decoding is a trust boundary: bytes may come from any peer, and a malformed
 //! input gives [`Error::Codec`], never a panic.
 
+use std::cell::RefCell;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+thread_local! {
+    /// The message of the last custom (de)serialisation error raised by a
+    /// shmproc type: postcard's error type keeps no message.
+    static CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Records `msg` as the reason of the custom serde error about to be returned.
+pub(crate) fn note_custom(msg: &dyn std::fmt::Display) {
+    CUSTOM.with(|c| *c.borrow_mut() = Some(msg.to_string()));
+}
+
+/// Describes a postcard error, with the recorded reason of a custom one.
+fn describe(e: &postcard::Error) -> String {
+    let noted = CUSTOM.with(|c| c.borrow_mut().take());
+    match (e, noted) {
+        (postcard::Error::SerdeDeCustom | postcard::Error::SerdeSerCustom, Some(msg)) => msg,
+        _ => e.to_string(),
+    }
+}
+
 /// Encodes `value`.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| Error::Codec { detail: format!("encoding: {e}") })
+    CUSTOM.with(|c| c.borrow_mut().take());
+    postcard::to_stdvec(value).map_err(|e| Error::Codec { detail: format!("encoding: {}", describe(&e)) })
 }
 
 /// Decodes a `T` that must fill `bytes` exactly.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    CUSTOM.with(|c| c.borrow_mut().take());
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Codec { detail: format!("{} trailing bytes after the value", rest.len()) }),
         Err(e) => Err(Error::Codec {
-            detail: format!("decoding {} from {} bytes: {e}", std::any::type_name::<T>(), bytes.len()),
+            detail: format!("decoding {} from {} bytes: {}", std::any::type_name::<T>(), bytes.len(), describe(&e)),
         }),
     }
 }

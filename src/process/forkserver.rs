@@ -47,14 +47,29 @@ const MAX_FDS: usize = 250;
 struct Server {
     sock: OwnedFd,
     pid: u32,
+    /// The process that started it. A forked child inherits this state but
+    /// must not share the socket: replies would go to whichever process reads
+    /// first.
+    owner: u32,
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+/// Holds the server state's lock (across a `fork`, so that the child does not
+/// inherit it locked by a thread it does not have).
+pub(crate) fn hold() -> std::sync::MutexGuard<'static, Option<impl Sized>> {
+    SERVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Asks the fork server (started on first use, restarted if it died) to fork a
 /// child from `fds` = `[bootstrap, result cell, handles...]`; returns its pid.
 pub(crate) fn launch(fds: &[BorrowedFd<'_>]) -> Result<u32> {
     let mut server = SERVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if server.as_ref().is_some_and(|s| s.owner != os::pid()) {
+        // Inherited through fork: our parent's server. Close our copy of its
+        // socket (the parent keeps its own) and start one of our own.
+        *server = None;
+    }
     for attempt in 0..2 {
         if server.is_none() {
             *server = Some(start()?);
@@ -109,7 +124,7 @@ fn start() -> Result<Server> {
     }
     let child = cmd.spawn().map_err(|e| Error::io("spawn fork server", e))?;
     drop(theirs);
-    Ok(Server { sock: ours, pid: child.id() })
+    Ok(Server { sock: ours, pid: child.id(), owner: os::pid() })
 }
 
 /// A child the server forked and has not reaped yet.

@@ -382,6 +382,9 @@ struct Running {
     /// Forked by the fork server: it reaps the child and writes the exit code
     /// into `cell`.
     via_server: bool,
+    /// The arguments of a spawned child, kept until it has exited: a named
+    /// handle among them must keep its name until the child has opened it.
+    args: Option<Box<dyn Job>>,
 }
 
 impl Running {
@@ -526,16 +529,17 @@ impl<R: DeserializeOwned> Process<R> {
         };
         let identity = Identity { name: self.name.clone(), daemon: self.daemon, parent_pid: os::pid() };
         let cell = ResultCell::new()?;
-        let launched = match self.method {
-            StartMethod::Fork => fork_child(job, cell, identity),
+        let (launched, args) = match self.method {
+            StartMethod::Fork => (fork_child(job, cell, identity), None),
             StartMethod::Spawn | StartMethod::ForkServer => {
-                exec_child(job.as_ref(), cell, identity, self.method == StartMethod::ForkServer)
+                let launched = exec_child(job.as_ref(), cell, identity, self.method == StartMethod::ForkServer);
+                (launched, Some(job))
             }
         };
         let (pid, cell) = match launched {
             Ok(x) => x,
             Err((e, job)) => {
-                self.job = job;
+                self.job = job.or(args);
                 return Err(e);
             }
         };
@@ -548,7 +552,7 @@ impl<R: DeserializeOwned> Process<R> {
             via_server: self.method == StartMethod::ForkServer,
         });
         let via_server = self.method == StartMethod::ForkServer;
-        self.child = Some(Running { pid, cell, pidfd: os::pidfd(pid).ok(), exitcode: None, via_server });
+        self.child = Some(Running { pid, cell, pidfd: os::pidfd(pid).ok(), exitcode: None, via_server, args });
         Ok(())
     }
 
@@ -616,6 +620,7 @@ impl<R: DeserializeOwned> Process<R> {
         }
         let child = self.running()?;
         let Some(code) = child.wait(deadline)? else { return Ok(None) };
+        child.args = None; // the child has exited: its arguments may go
         let pid = child.pid;
         let outcome = child.cell.read();
         forget_child(pid);
@@ -659,16 +664,30 @@ fn describe_exit(code: i32) -> String {
 
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
-        let Some(child) = self.child.take() else { return };
-        if child.exitcode.is_some() || self.taken || child.via_server {
+        let Some(mut child) = self.child.take() else { return };
+        let args = child.args.take();
+        if child.exitcode.is_some() || self.taken {
+            forget_child(child.pid);
+            return;
+        }
+        if child.via_server {
             forget_child(child.pid); // the fork server reaps its own children
+            // Keep the arguments until the child has exited (its pidfd says so).
+            if let (Some(args), Some(pidfd)) = (args, child.pidfd) {
+                let _ = std::thread::Builder::new().name("shmproc-args".into()).spawn(move || {
+                    let _ = os::wait_readable(&pidfd, None);
+                    drop(args);
+                });
+            }
             return;
         }
         let pid = child.pid;
-        // Reap it when it exits, so that no zombie remains.
+        // Reap it when it exits, so that no zombie remains; its arguments stay
+        // alive until then.
         let reaper = std::thread::Builder::new().name("shmproc-reaper".into()).spawn(move || {
             let _ = reap(pid, true);
             forget_child(pid);
+            drop(args);
         });
         if reaper.is_err() {
             // No thread to be had: reap now if it has already exited.
@@ -683,7 +702,12 @@ type Launch = std::result::Result<(u32, ResultCell), (Error, Option<Box<dyn Job>
 
 /// Forks a child that runs `job` and reports into `cell`.
 fn fork_child(job: Box<dyn Job>, mut cell: ResultCell, identity: Identity) -> Launch {
-    match os::fork() {
+    // Fork with the registry's and the fork server's locks held by this thread,
+    // so that the child does not inherit them held by a thread it lacks.
+    let held = (registry(), forkserver::hold());
+    let forked = os::fork();
+    drop(held);
+    match forked {
         Err(e) => Err((Error::io("fork", e), Some(job))),
         Ok(os::Forked::Child) => {
             let daemon = identity.daemon;

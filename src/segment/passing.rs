@@ -67,8 +67,12 @@ pub(crate) fn provide_fds<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> T {
 impl<S: SharedState> Serialize for Shared<S> {
     fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
         use serde::ser::Error as _;
+        let custom = |msg: &str| {
+            crate::codec::note_custom(&msg);
+            Z::Error::custom(msg)
+        };
         let Some(seg) = self.segment() else {
-            return Err(Z::Error::custom("a heap-backed object cannot leave its process"));
+            return Err(custom("a heap-backed object cannot leave its process"));
         };
         if let Some(name) = seg.name() {
             return Wire::Named(name.to_owned()).serialize(s);
@@ -83,7 +87,7 @@ impl<S: SharedState> Serialize for Shared<S> {
         });
         match index {
             Some(i) => Wire::Fd(i as u32).serialize(s),
-            None => Err(Z::Error::custom(
+            None => Err(custom(
                 "an anonymous shmproc object can only be passed to a shmproc process (or create it with a name)",
             )),
         }
@@ -92,19 +96,22 @@ impl<S: SharedState> Serialize for Shared<S> {
 
 impl<'de, S: SharedState> Deserialize<'de> for Shared<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
+        fn custom<E: serde::de::Error>(msg: impl std::fmt::Display) -> E {
+            crate::codec::note_custom(&msg);
+            E::custom(msg)
+        }
         match Wire::deserialize(d)? {
-            Wire::Named(name) => Shared::open(&name).map_err(D::Error::custom),
+            Wire::Named(name) => Shared::open(&name).map_err(custom),
             Wire::Fd(i) => {
                 let fd = PASSING
                     .with(|p| match &*p.borrow() {
                         Some(Passing::Provide(fds)) => fds.get(i as usize).map(crate::os::dup),
                         _ => None,
                     })
-                    .ok_or_else(|| D::Error::custom(format!("no descriptor #{i} was handed to this process")))?
-                    .map_err(D::Error::custom)?;
+                    .ok_or_else(|| custom(format!("no descriptor #{i} was handed to this process")))?
+                    .map_err(custom)?;
                 let expect = Expect { kind: S::KIND, type_fp: 0, payload_len: Some(size_of::<S>() as u64) };
-                Segment::open_fd(fd, None, &expect).and_then(Shared::from_segment).map_err(D::Error::custom)
+                Segment::open_fd(fd, None, &expect).and_then(Shared::from_segment).map_err(custom)
             }
         }
     }

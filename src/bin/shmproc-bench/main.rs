@@ -13,7 +13,7 @@
 //!
 //! Layout: [`kit`] measures (forked ping-pong pairs with pinning and a
 //! watchdog, interleaving, spin-floor probes, in-process batches); each group
-//! of rows is a module ([`sync`]) that lists its [`Plan`]s; [`report`] renders
+//! of rows is a module ([`sync`], [`process`]) that lists its [`Plan`]s; [`report`] renders
 //! the rows as a table or JSON; [`args`] parses the command line.
 
 // Figures are statistics: a 52-bit mantissa holds any count or duration here
@@ -23,6 +23,7 @@
 mod args;
 mod kit;
 mod load;
+mod process;
 mod report;
 mod sync;
 
@@ -45,7 +46,7 @@ pub(crate) struct Group {
 }
 
 /// Every group, in table order.
-const GROUPS: [Group; 1] = [sync::GROUP];
+const GROUPS: [Group; 2] = [sync::GROUP, process::GROUP];
 
 /// What the columns mean (each group adds what its rows measure).
 const LEGEND: &str = "\
@@ -83,6 +84,10 @@ impl Plan {
 }
 
 fn main() -> ExitCode {
+    // The raw exec baseline of the process rows runs this binary to do nothing.
+    if std::env::args_os().nth(1).is_some_and(|a| a == process::RETURN_AT_ONCE) {
+        return ExitCode::SUCCESS;
+    }
     let opts = match args::parse(std::env::args().skip(1)) {
         Ok(Command::Run(opts)) => opts,
         Ok(Command::Help) => {

@@ -67,7 +67,13 @@ impl Row {
 
 /// Formats a ratio with two decimals (what `met` judges).
 pub(crate) fn ratio(r: f64) -> String {
-    if r < 0.005 { "<0.01×".to_owned() } else { format!("{r:.2}×") }
+    if !r.is_finite() {
+        "—".to_owned()
+    } else if r < 0.005 {
+        "<0.01×".to_owned()
+    } else {
+        format!("{r:.2}×")
+    }
 }
 
 /// Formats a time in ns with a fitting unit.

@@ -19,7 +19,7 @@ mod shm;
 
 use std::time::{Duration, Instant};
 
-pub(crate) use child::allowed_cpus;
+pub(crate) use child::{allowed_cpus, fork, wait_all};
 pub(crate) use pingpong::{Placement, Side};
 pub(crate) use shm::{LINE, SharedWords};
 
@@ -28,6 +28,8 @@ use pingpong::{Control, Run, Timing};
 /// How much to measure, and where.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
+    /// `--quick`: groups with their own run lengths pick the short ones.
+    pub(crate) quick: bool,
     /// Baseline/subject pairs per comparison.
     pub(crate) alternations: usize,
     /// One ping-pong run.
@@ -52,6 +54,7 @@ impl Settings {
         let ms = Duration::from_millis;
         if quick {
             Settings {
+                quick,
                 alternations: 3,
                 run: Timing { warmup: ms(10), measure: ms(60) },
                 floor: Timing { warmup: ms(5), measure: ms(20) },
@@ -63,6 +66,7 @@ impl Settings {
             }
         } else {
             Settings {
+                quick,
                 alternations: 5,
                 run: Timing { warmup: ms(30), measure: ms(300) },
                 floor: Timing { warmup: ms(10), measure: ms(50) },
@@ -197,6 +201,11 @@ impl Kit {
     pub(crate) fn new(settings: Settings) -> Result<Self, String> {
         let control = Control::new().map_err(|e| format!("cannot create the control segment: {e}"))?;
         Ok(Kit { settings, control })
+    }
+
+    /// The settings it measures with.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// `subject` against `baseline` in `placement`, interleaved; with
