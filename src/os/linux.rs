@@ -504,13 +504,6 @@ pub(crate) fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
     rustix::fs::ftruncate(fd, len).map_err(io_err)
 }
 
-/// Clears close-on-exec on `fd` so that an exec'd child inherits it.
-/// Async-signal-safe (one `fcntl`): callable between fork and exec.
-pub(crate) fn inherit_on_exec(fd: std::os::fd::RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
 /// Takes ownership of an inherited descriptor number after checking it is open.
 pub(crate) fn adopt_fd(fd: std::os::fd::RawFd) -> io::Result<OwnedFd> {
     use std::os::fd::{BorrowedFd, FromRawFd};
@@ -598,4 +591,174 @@ fn find_build_id(mut notes: &[u8]) -> Option<&[u8]> {
         notes = &notes[desc_end..];
     }
     None
+}
+
+/// Starts this executable again (`/proc/self/exe`) with `args`, the current
+/// environment plus `env` (replacing any variable of that name), and the
+/// descriptors `inherit` kept open at the same numbers. Uses `posix_spawn`
+/// (a vfork, no copy of our page tables); `adddup2(fd, fd)` clears
+/// close-on-exec in the child only. As std's `Command` does, the child starts
+/// with an empty signal mask and `SIGPIPE` at its default. Returns the pid.
+pub(crate) fn spawn_self(args: &[&str], env: (&str, &str), inherit: &[std::os::fd::RawFd]) -> io::Result<u32> {
+    use std::ffi::{CString, OsStr};
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |s: &[u8]| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"));
+    let path = cstr(b"/proc/self/exe")?;
+    let arg_strings: Vec<CString> = std::iter::once("/proc/self/exe")
+        .chain(args.iter().copied())
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let mut env_strings: Vec<CString> = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if k != OsStr::new(env.0) {
+            env_strings.push(cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
+        }
+    }
+    env_strings.push(cstr(format!("{}={}", env.0, env.1).as_bytes())?);
+    let arg_ptrs: Vec<*mut libc::c_char> =
+        arg_strings.iter().map(|a| a.as_ptr().cast_mut()).chain(std::iter::once(std::ptr::null_mut())).collect();
+    let envp: Vec<*mut libc::c_char> =
+        env_strings.iter().map(|e| e.as_ptr().cast_mut()).chain(std::iter::once(std::ptr::null_mut())).collect();
+    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) };
+    // SAFETY: the file actions and attributes are initialised before use and
+    // destroyed after; every pointer passed (path, argv, envp: NUL-terminated
+    // strings in null-terminated arrays) outlives the call.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&raw mut actions))?;
+        if let Err(e) = check(libc::posix_spawnattr_init(&raw mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&raw mut actions);
+            return Err(e);
+        }
+        let mut result = Ok(());
+        for &fd in inherit {
+            if result.is_ok() {
+                result = check(libc::posix_spawn_file_actions_adddup2(&raw mut actions, fd, fd));
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut empty);
+        libc::sigemptyset(&raw mut pipe);
+        libc::sigaddset(&raw mut pipe, libc::SIGPIPE);
+        if result.is_ok() {
+            result = check(libc::posix_spawnattr_setsigmask(&raw mut attr, &raw const empty))
+                .and_then(|()| check(libc::posix_spawnattr_setsigdefault(&raw mut attr, &raw const pipe)))
+                .and_then(|()| {
+                    let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
+                    check(libc::posix_spawnattr_setflags(&raw mut attr, flags))
+                });
+        }
+        let mut pid: libc::pid_t = 0;
+        if result.is_ok() {
+            // Returns once the child has exec'd (or failed to, reported here):
+            // by then it holds its own copies of every descriptor.
+            result = check(libc::posix_spawn(
+                &raw mut pid,
+                path.as_ptr(),
+                &raw const actions,
+                &raw const attr,
+                arg_ptrs.as_ptr(),
+                envp.as_ptr(),
+            ));
+        }
+        libc::posix_spawnattr_destroy(&raw mut attr);
+        libc::posix_spawn_file_actions_destroy(&raw mut actions);
+        result.map(|()| pid as u32)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Control sockets (the fork server's requests: descriptors and a pid, never
+// payload)
+// ---------------------------------------------------------------------------
+
+/// A connected pair of `SOCK_SEQPACKET` Unix sockets (close-on-exec).
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).map_err(io_err)
+}
+
+/// Sends the one-byte message `byte` with `fds` attached (`SCM_RIGHTS`).
+pub(crate) fn send_fds(sock: impl AsFd, byte: u8, fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut anc = SendAncillaryBuffer::new(&mut space);
+    if !anc.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors for one message"));
+    }
+    rustix::net::sendmsg(sock, &[io::IoSlice::new(&[byte])], &mut anc, SendFlags::NOSIGNAL).map_err(io_err)?;
+    Ok(())
+}
+
+/// Receives one message of at most one byte and up to `max_fds` descriptors.
+/// `None` at end of stream; an empty list if more descriptors were sent than
+/// fit (they are closed by the kernel's truncation).
+pub(crate) fn recv_fds(sock: impl AsFd, max_fds: usize) -> io::Result<Option<Vec<OwnedFd>>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    let mut byte = [0u8; 1];
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(max_fds))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let msg = loop {
+        match rustix::net::recvmsg(&sock, &mut [io::IoSliceMut::new(&mut byte)], &mut anc, RecvFlags::CMSG_CLOEXEC) {
+            Ok(m) => break m,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    };
+    if msg.bytes == 0 {
+        return Ok(None);
+    }
+    let mut fds = Vec::new();
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = m {
+            fds.extend(rights);
+        }
+    }
+    if msg.flags.contains(ReturnFlags::CTRUNC) {
+        return Ok(Some(Vec::new()));
+    }
+    Ok(Some(fds))
+}
+
+/// Writes all of `data` to `fd` (a short control message).
+pub(crate) fn write_all(fd: impl AsFd, data: &[u8]) -> io::Result<()> {
+    let n = rustix::io::write(fd, data).map_err(io_err)?;
+    if n == data.len() { Ok(()) } else { Err(io::Error::new(io::ErrorKind::WriteZero, "short write")) }
+}
+
+/// Reads exactly `buf.len()` bytes from a message socket; `false` at end of stream.
+pub(crate) fn read_message(fd: impl AsFd, buf: &mut [u8]) -> io::Result<bool> {
+    loop {
+        match rustix::io::read(&fd, &mut *buf) {
+            Ok(n) if n == buf.len() => return Ok(true),
+            Ok(_) => return Ok(false),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable; returns which are.
+pub(crate) fn poll_readable(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut polls: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+    loop {
+        match rustix::event::poll(&mut polls, None) {
+            Ok(_) => return Ok(polls.iter().map(|p| !p.revents().is_empty()).collect()),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+}
+
+/// Closes descriptor number `fd` in this process without an owner (a forked
+/// child dropping its copy of a descriptor that an object it will never use
+/// again owns).
+pub(crate) fn close_inherited_copy(fd: impl AsFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: closing a descriptor number has no memory-safety preconditions;
+    // the caller guarantees the owning object is never used afterwards.
+    unsafe { libc::close(fd.as_fd().as_raw_fd()) };
 }

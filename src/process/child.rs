@@ -97,12 +97,19 @@ fn die_with_parent() -> ! {
 }
 
 /// Stores `outcome` in the cell; returns the exit status the child should end with.
-pub(crate) fn report(cell: &mut ResultCell, outcome: Outcome) -> i32 {
+///
+/// `child` is the pid the cell was made for: a process that a target forked
+/// itself and that returned through the same code path must not write into the
+/// cell (its parent may already have recycled it for another child).
+pub(crate) fn report(cell: &mut ResultCell, outcome: Outcome, child: u32) -> i32 {
     let (state, payload, code) = match outcome {
         Outcome::Returned(bytes) => (RETURNED, bytes, 0),
         Outcome::Panicked(msg) => (PANICKED, msg.into_bytes(), EXIT_PANIC),
         Outcome::Failed(msg) => (FAILED, msg.into_bytes(), EXIT_FAILED),
     };
+    if os::pid() != child {
+        return code;
+    }
     match cell.publish(state, &payload) {
         Ok(()) => code,
         Err(_) => EXIT_FAILED,
@@ -173,6 +180,7 @@ pub(crate) enum Parent {
 /// Runs a child from its descriptors: `[bootstrap, result cell, handles...]`.
 /// Returns the exit status; `Err` only when not even the result cell works.
 pub(crate) fn run_child(mut fds: Vec<OwnedFd>, parent: Parent) -> Result<i32, String> {
+    let me = os::pid();
     if fds.len() < 2 {
         return Err(format!("{} descriptors handed over, at least 2 expected", fds.len()));
     }
@@ -182,7 +190,7 @@ pub(crate) fn run_child(mut fds: Vec<OwnedFd>, parent: Parent) -> Result<i32, St
     let mut cell = ResultCell::from_fd(result).map_err(|e| e.to_string())?;
     let boot = match read_bootstrap(boot) {
         Ok(b) => b,
-        Err(msg) => return Ok(report(&mut cell, Outcome::Failed(msg))),
+        Err(msg) => return Ok(report(&mut cell, Outcome::Failed(msg), me)),
     };
     let daemon = boot.identity.daemon;
     let parent_pid = boot.identity.parent_pid;
@@ -192,7 +200,7 @@ pub(crate) fn run_child(mut fds: Vec<OwnedFd>, parent: Parent) -> Result<i32, St
     }
     let outcome =
         provide_fds(handles, || boot.entry.call(&boot.args)).unwrap_or_else(|e| Outcome::Failed(e.to_string()));
-    Ok(report(&mut cell, outcome))
+    Ok(report(&mut cell, outcome, me))
 }
 
 fn read_bootstrap(fd: OwnedFd) -> Result<Bootstrap, String> {

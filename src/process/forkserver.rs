@@ -22,16 +22,8 @@
 //! one's exit code into its result cell, where the client waits for it. The
 //! server exits when its client exits (a pidfd on it) or closes the socket.
 
-use std::io::IoSliceMut;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::sync::Mutex;
-
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
-};
 
 use super::child::{self, Parent};
 use super::result::ResultCell;
@@ -93,16 +85,9 @@ pub(crate) fn launch(fds: &[BorrowedFd<'_>]) -> Result<u32> {
 }
 
 fn request(sock: &OwnedFd, fds: &[BorrowedFd<'_>]) -> std::io::Result<u32> {
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-    let mut anc = SendAncillaryBuffer::new(&mut space);
-    if !anc.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(std::io::Error::other("too many descriptors for one request"));
-    }
-    rustix::net::sendmsg(sock, &[std::io::IoSlice::new(b"R")], &mut anc, SendFlags::NOSIGNAL)
-        .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
+    os::send_fds(sock, b'R', fds)?;
     let mut reply = [0u8; 4];
-    let got = rustix::io::read(sock, &mut reply).map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
-    if got != 4 {
+    if !os::read_message(sock, &mut reply)? {
         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the fork server closed the socket"));
     }
     Ok(u32::from_le_bytes(reply))
@@ -111,20 +96,12 @@ fn request(sock: &OwnedFd, fds: &[BorrowedFd<'_>]) -> std::io::Result<u32> {
 /// Starts a server: this executable again, with [`SERVER_ENV`] naming its end
 /// of a fresh socket pair.
 fn start() -> Result<Server> {
-    let (ours, theirs) =
-        rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-            .map_err(|e| Error::io("socketpair", std::io::Error::from_raw_os_error(e.raw_os_error())))?;
+    let (ours, theirs) = os::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
     let fd = theirs.as_raw_fd();
-    let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.args(["--exact", "__shmproc_fork_server__", "--quiet"]);
-    cmd.env(SERVER_ENV, fd.to_string());
-    // SAFETY: runs between fork and exec; only an fcntl on a descriptor number.
-    unsafe {
-        cmd.pre_exec(move || os::inherit_on_exec(fd));
-    }
-    let child = cmd.spawn().map_err(|e| Error::io("spawn fork server", e))?;
+    let pid = os::spawn_self(&["--exact", "__shmproc_fork_server__", "--quiet"], (SERVER_ENV, &fd.to_string()), &[fd])
+        .map_err(|e| Error::io("spawn fork server", e))?;
     drop(theirs);
-    Ok(Server { sock: ours, pid: child.id(), owner: os::pid() })
+    Ok(Server { sock: ours, pid, owner: os::pid() })
 }
 
 /// A child the server forked and has not reaped yet.
@@ -137,21 +114,14 @@ struct Forked {
 /// The server's loop (in the server process, from the startup hook). Returns
 /// when the client is gone.
 pub(crate) fn serve(sock: &OwnedFd) -> std::result::Result<(), String> {
-    use rustix::event::{PollFd, PollFlags};
     let client = os::parent_pid();
     let client_fd = os::pidfd(client).map_err(|e| format!("pidfd of the client {client}: {e}"))?;
     let mut children: Vec<Forked> = Vec::new();
     loop {
-        let mut polls = Vec::with_capacity(children.len() + 2);
-        polls.push(PollFd::new(sock, PollFlags::IN));
-        polls.push(PollFd::new(&client_fd, PollFlags::IN));
-        polls.extend(children.iter().map(|c| PollFd::new(&c.pidfd, PollFlags::IN)));
-        match rustix::event::poll(&mut polls, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-        let ready: Vec<bool> = polls.iter().map(|p| !p.revents().is_empty()).collect();
-        drop(polls);
+        let mut watched = vec![sock.as_fd(), client_fd.as_fd()];
+        watched.extend(children.iter().map(|c| c.pidfd.as_fd()));
+        let ready = os::poll_readable(&watched).map_err(|e| format!("poll: {e}"))?;
+        drop(watched);
         if ready[1] {
             return Ok(()); // the client exited
         }
@@ -170,45 +140,18 @@ pub(crate) fn serve(sock: &OwnedFd) -> std::result::Result<(), String> {
             i += 1;
         }
         if ready[0] {
-            match receive(sock)? {
+            match os::recv_fds(sock, MAX_FDS).map_err(|e| format!("recvmsg: {e}"))? {
                 None => return Ok(()), // the client closed its end
                 Some(fds) => {
                     let (pid, forked) = fork_one(sock, fds);
                     if let Some(f) = forked {
                         children.push(f);
                     }
-                    let _ = rustix::io::write(sock, &pid.to_le_bytes());
+                    let _ = os::write_all(sock, &pid.to_le_bytes());
                 }
             }
         }
     }
-}
-
-/// Receives one request's descriptors; `None` at end of stream.
-fn receive(sock: &OwnedFd) -> std::result::Result<Option<Vec<OwnedFd>>, String> {
-    let mut byte = [0u8; 1];
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut anc = RecvAncillaryBuffer::new(&mut space);
-    let msg = loop {
-        match rustix::net::recvmsg(sock, &mut [IoSliceMut::new(&mut byte)], &mut anc, RecvFlags::CMSG_CLOEXEC) {
-            Ok(m) => break m,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(format!("recvmsg: {e}")),
-        }
-    };
-    if msg.bytes == 0 {
-        return Ok(None);
-    }
-    let mut fds = Vec::new();
-    for m in anc.drain() {
-        if let RecvAncillaryMessage::ScmRights(rights) = m {
-            fds.extend(rights);
-        }
-    }
-    if msg.flags.contains(ReturnFlags::CTRUNC) {
-        return Ok(Some(Vec::new())); // too many descriptors: refuse (fork_one fails it)
-    }
-    Ok(Some(fds))
 }
 
 /// Forks a child for one request. Returns the reply (pid, 0 on failure).
@@ -226,9 +169,8 @@ fn fork_one(sock: &OwnedFd, fds: Vec<OwnedFd>) -> (u32, Option<Forked>) {
         Ok(os::Forked::Child) => {
             // The child must not keep the server's socket: the client would
             // never see end-of-stream if the server died.
-            // SAFETY: closing our copy of the descriptor in the new process;
-            // the OwnedFd that owns the number is never used again here.
-            unsafe { libc::close(sock.as_fd().as_raw_fd()) };
+            // (The OwnedFd that owns it is never used again in this process.)
+            os::close_inherited_copy(sock);
             let code = child::run_child(fds, Parent::ViaServer).unwrap_or(child::EXIT_FAILED);
             os::exit_now(code)
         }

@@ -26,7 +26,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::process::CommandExt;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -421,6 +420,15 @@ impl Running {
                 }
                 continue;
             }
+            if deadline.is_none() {
+                // An untimed wait needs no pidfd: a blocking waitpid.
+                self.exitcode = reap(self.pid, true)?;
+                continue;
+            }
+            if self.pidfd.is_none() {
+                // Our unreaped child: its pid cannot have been reused.
+                self.pidfd = os::pidfd(self.pid).ok();
+            }
             match &self.pidfd {
                 Some(fd) => {
                     if !os::wait_readable(fd, deadline).map_err(|e| Error::io("poll(pidfd)", e))? {
@@ -552,7 +560,10 @@ impl<R: DeserializeOwned> Process<R> {
             via_server: self.method == StartMethod::ForkServer,
         });
         let via_server = self.method == StartMethod::ForkServer;
-        self.child = Some(Running { pid, cell, pidfd: os::pidfd(pid).ok(), exitcode: None, via_server, args });
+        // A direct child's pidfd is opened on the first timed wait; the fork
+        // server's children need one now (not ours: their pid may be reused).
+        let pidfd = if via_server { os::pidfd(pid).ok() } else { None };
+        self.child = Some(Running { pid, cell, pidfd, exitcode: None, via_server, args });
         Ok(())
     }
 
@@ -666,6 +677,12 @@ impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         let args = child.args.take();
+        if child.exitcode.is_some_and(|code| code != UNKNOWN_EXIT) {
+            // Reaped (by us or the fork server): nothing writes the cell any more.
+            forget_child(child.pid);
+            child.cell.recycle();
+            return;
+        }
         if child.exitcode.is_some() || self.taken {
             forget_child(child.pid);
             return;
@@ -716,8 +733,9 @@ fn fork_child(job: Box<dyn Job>, mut cell: ResultCell, identity: Identity) -> La
             if daemon {
                 child::watch_parent(parent, child::Parent::Direct);
             }
+            let me = os::pid();
             let outcome = job.run_here();
-            let code = child::report(&mut cell, outcome);
+            let code = child::report(&mut cell, outcome, me);
             os::exit_now(code)
         }
         Ok(os::Forked::Parent(pid)) => Ok((pid, cell)),
@@ -751,24 +769,8 @@ fn exec_child(job: &dyn Job, cell: ResultCell, identity: Identity, via_server: b
 /// Re-executes this program with `fds` inherited and listed in the environment.
 fn spawn_exec(fds: &[RawFd]) -> Result<u32> {
     let list = fds.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-    let keep = fds.to_vec();
-    let mut cmd = std::process::Command::new("/proc/self/exe");
     // If the startup hook did not run (it always does in a program linking
     // shmproc), these arguments make a test harness run no test.
-    cmd.args(["--exact", "__shmproc_spawned_child__", "--quiet"]);
-    cmd.env(child::SPAWN_ENV, list);
-    // SAFETY: the hook runs between fork and exec in the child; it only calls
-    // fcntl (async-signal-safe) on descriptor numbers, allocating nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &keep {
-                os::inherit_on_exec(*fd)?;
-            }
-            Ok(())
-        });
-    }
-    // `spawn` returns once the child has exec'd (or failed to): by then it holds
-    // its own copies of every descriptor, so ours may close.
-    let spawned = cmd.spawn().map_err(|e| Error::io("spawn", e))?;
-    Ok(spawned.id())
+    os::spawn_self(&["--exact", "__shmproc_spawned_child__", "--quiet"], (child::SPAWN_ENV, &list), fds)
+        .map_err(|e| Error::io("posix_spawn", e))
 }

@@ -55,8 +55,11 @@ impl std::fmt::Debug for ResultCell {
 }
 
 impl ResultCell {
-    /// A fresh cell (parent side).
+    /// A fresh cell (parent side): a recycled one if this process has one.
     pub(crate) fn new() -> Result<Self> {
+        if let Some(cell) = take_recycled() {
+            return Ok(cell);
+        }
         let fd = os::memfd("shmproc-result", INITIAL_LEN as u64).map_err(|e| Error::io("memfd_create", e))?;
         Self::from_fd(fd)
     }
@@ -70,6 +73,28 @@ impl ResultCell {
         let len = usize::try_from(len).map_err(|_| Error::corrupt("result cell", "too large"))?;
         let map = os::map_shared(&fd, len).map_err(|e| Error::io("mmap", e))?;
         Ok(ResultCell { fd, map })
+    }
+
+    /// Parent side, once the child has exited and been reaped and nothing
+    /// else can write the cell: clears it and keeps it for the next child
+    /// (saves `memfd_create`, `ftruncate`, `fcntl`, `fstat`, `mmap`, `munmap`, `close`).
+    pub(crate) fn recycle(self) {
+        let h = self.header();
+        h.state.store(RUNNING, Ordering::Relaxed);
+        h.exited.store(0, Ordering::Relaxed);
+        h.len.store(0, Ordering::Relaxed);
+        h.exitcode.store(0, Ordering::Relaxed);
+        // try_lock: a forked child of a multi-threaded parent may have
+        // inherited the lock held; then the cell is simply dropped.
+        if let Ok(mut pool) = RECYCLED.try_lock() {
+            let me = os::pid();
+            if pool.0 != me {
+                *pool = (me, Vec::new()); // inherited through fork: another process's cells
+            }
+            if pool.1.len() < RECYCLED_MAX {
+                pool.1.push(self);
+            }
+        }
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
@@ -142,6 +167,16 @@ impl ResultCell {
             return Err(Error::corrupt("result cell", format!("unknown state {state}")));
         }
         let len = self.header().len.load(Ordering::Relaxed);
+        let end = len.checked_add(HEADER as u64).and_then(|e| usize::try_from(e).ok());
+        // The common case: the payload lies within our own mapping (the file
+        // never shrinks, so the mapping stays valid): no system call.
+        if let Some(end) = end.filter(|end| *end <= self.map.len()) {
+            let mut out = vec![0u8; end - HEADER];
+            // SAFETY: our mapping holds `end` bytes; copying out forms no
+            // reference to shared memory.
+            unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(HEADER), out.as_mut_ptr(), out.len()) };
+            return Ok((state, out));
+        }
         let file_len = os::file_len(&self.fd).map_err(|e| Error::io("fstat", e))?;
         let end = len.checked_add(HEADER as u64).filter(|end| *end <= file_len);
         let Some(end) = end.and_then(|e| usize::try_from(e).ok()) else {
@@ -154,6 +189,19 @@ impl ResultCell {
         unsafe { std::ptr::copy_nonoverlapping(map.as_ptr().add(HEADER), out.as_mut_ptr(), out.len()) };
         Ok((state, out))
     }
+}
+
+/// Cleared cells of exited children, with the pid of the process they belong
+/// to (a forked child inherits the list and must not use its parent's cells).
+static RECYCLED: std::sync::Mutex<(u32, Vec<ResultCell>)> = std::sync::Mutex::new((0, Vec::new()));
+const RECYCLED_MAX: usize = 8;
+
+fn take_recycled() -> Option<ResultCell> {
+    let mut pool = RECYCLED.try_lock().ok()?;
+    if pool.0 != os::pid() {
+        return None;
+    }
+    pool.1.pop()
 }
 
 #[cfg(test)]
