@@ -8,11 +8,10 @@
 //! The seeds are made afresh through the public API by [`seeds`] (a valid
 //! object of every kind, and damaged variants of them), so they follow the
 //! real layout: [`fresh_seeds_open_as_expected`] runs them and checks what each
-//! opens as. The ignored test [`regenerate_seeds`] writes them as the `seed-*`
-//! files of the committed corpus (CI does so before fuzzing; do it by hand
-//! after a layout change):
-//! `cargo test --test fuzz_corpus -- --ignored regenerate_seeds`
-//! (`SHMPROC_SEED_DIR=dir` writes them elsewhere).
+//! opens as, and with `SHMPROC_SEED_DIR=dir` also writes them there as `seed-*`
+//! files (CI does so before fuzzing; after a layout change refresh the committed
+//! ones with `SHMPROC_SEED_DIR=fuzz/corpus/open_segment cargo test --test
+//! fuzz_corpus fresh_seeds_open_as_expected`).
 
 #[path = "../fuzz/harness/open_segment.rs"]
 mod harness;
@@ -114,25 +113,23 @@ fn regressions_replay_cleanly() {
 /// Every seed opens as exactly the kinds it is meant to: valid objects as
 /// their own kind only, damaged headers as nothing, damaged payloads still as
 /// their kind (garbage state is the primitives' problem, not the opener's).
+///
+/// With `SHMPROC_SEED_DIR=dir` set, the checked seeds are also written there as
+/// `seed-*` files (CI does so before fuzzing; after a layout change, run it with
+/// `SHMPROC_SEED_DIR=fuzz/corpus/open_segment` to refresh the committed ones).
 #[test]
 fn fresh_seeds_open_as_expected() {
+    let out = std::env::var_os("SHMPROC_SEED_DIR").map(PathBuf::from);
+    if let Some(dir) = &out {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    }
     for seed in seeds() {
+        if let Some(dir) = &out {
+            let path = dir.join(&seed.name);
+            std::fs::write(&path, &seed.bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
         let opened = replay_bytes(&seed.name, seed.bytes);
         assert_eq!(opened, seed.opens_as, "{}: opened as {opened:?}, expected {:?}", seed.name, seed.opens_as);
-    }
-}
-
-/// Writes [`seeds`] as the `seed-*` files of `fuzz/corpus/open_segment/` (or of
-/// `$SHMPROC_SEED_DIR`).
-#[test]
-#[ignore = "writes the seed corpus; run by hand after a layout change, and by CI before fuzzing"]
-fn regenerate_seeds() {
-    let dir = std::env::var_os("SHMPROC_SEED_DIR")
-        .map_or_else(|| fuzz_dir().join("corpus").join("open_segment"), PathBuf::from);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    for seed in seeds() {
-        let path = dir.join(&seed.name);
-        std::fs::write(&path, seed.bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
 }
 
