@@ -5,13 +5,15 @@
 //! `RUSTFLAGS="--cfg loom"`, atomics come from loom, and the futex, thread
 //! identity and owner liveness are modelled:
 //!
-//! - **futex**: one model-wide loom `Mutex` + `Condvar`. `wait` compares the word
-//!   under the mutex and sleeps on the condvar; `wake` takes the mutex and
-//!   notifies. Comparing and sleeping under one lock is exactly the atomicity the
-//!   kernel gives `FUTEX_WAIT`, so a lost wake-up shows up as a loom deadlock.
-//!   `wake(n)` wakes everyone (futex wake-ups may be spurious anyway). A wait with
-//!   a deadline never sleeps in the model: it reports a timeout at once, which is
-//!   one of the outcomes a real timed wait can have, and loom explores it.
+//! - **futex**: one model-wide loom `Mutex` + `Condvar` guarding a queue of
+//!   sleepers (word address, sleeper). `wait` compares the word under the mutex,
+//!   queues itself and sleeps until a wake dequeues it; `wake(word, n)` dequeues
+//!   the `n` oldest sleepers on that word. Comparing and sleeping under one lock
+//!   is exactly the atomicity the kernel gives `FUTEX_WAIT`, so a lost wake-up
+//!   shows up as a loom deadlock, and so does a wake of the wrong word or of too
+//!   few sleepers. A wait with a deadline never sleeps in the model: it reports
+//!   a timeout at once, which is one of the outcomes a real timed wait can have,
+//!   and loom explores it.
 //! - **identity**: loom threads run as coroutines on one OS thread, so `gettid`
 //!   cannot tell them apart; a loom thread-local counter does.
 //! - **liveness**: every modelled owner is alive.
@@ -39,6 +41,19 @@ pub(crate) fn spin_loop() {
     std::hint::spin_loop();
     #[cfg(loom)]
     loom::thread::yield_now();
+}
+
+/// A `SeqCst` fence in the loom model only. loom treats `SeqCst` accesses as
+/// `AcqRel` (its README, "Unsupported features"), so without this it reports
+/// the store-buffering outcome of the `sleep_counted` / `wake_counted`
+/// handshake, which the single total order of `SeqCst` operations rules out.
+/// Real builds need no fence: the handshake's `SeqCst` read-modify-writes
+/// already order it (a `lock`-prefixed instruction on x86), and the kernel puts
+/// a full barrier before its futex compare.
+#[inline]
+pub(crate) fn seqcst_fence() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
 }
 
 /// Gives the CPU away (`sched_yield`; a loom yield in the model).
@@ -82,30 +97,56 @@ mod model {
     use super::{AtomicU32, Deadline, FutexWait, Ordering, TaskId};
     use loom::sync::{Condvar, Mutex};
 
+    /// Sleepers: (address of the futex word, sleeper's id), oldest first.
+    type Queue = Vec<(usize, u32)>;
+
     loom::lazy_static! {
-        static ref FUTEX: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+        static ref FUTEX: (Mutex<Queue>, Condvar) = (Mutex::new(Vec::new()), Condvar::new());
         static ref NEXT_ID: AtomicU32 = AtomicU32::new(1);
+        static ref NEXT_SLEEP: AtomicU32 = AtomicU32::new(1);
     }
     loom::thread_local! {
         static ID: u32 = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn addr(word: &AtomicU32) -> usize {
+        std::ptr::from_ref(word) as usize
+    }
+
     pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> FutexWait {
-        let guard = FUTEX.0.lock().unwrap();
+        let mut queue = FUTEX.0.lock().unwrap();
         if word.load(Ordering::SeqCst) != expected {
             return FutexWait::Woken;
         }
         if deadline.is_some() {
             return FutexWait::TimedOut;
         }
-        drop(FUTEX.1.wait(guard).unwrap());
+        let me = NEXT_SLEEP.fetch_add(1, Ordering::Relaxed);
+        queue.push((addr(word), me));
+        // Sleep until a wake on this word dequeues us (the kernel's FUTEX_WAIT:
+        // a wake on another word, or of other sleepers, leaves us asleep).
+        while queue.iter().any(|&(_, id)| id == me) {
+            queue = FUTEX.1.wait(queue).unwrap();
+        }
         FutexWait::Woken
     }
 
-    pub(crate) fn futex_wake(_word: &AtomicU32, _n: u32) -> usize {
-        let _guard = FUTEX.0.lock().unwrap();
-        FUTEX.1.notify_all();
-        1
+    pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+        let mut queue = FUTEX.0.lock().unwrap();
+        let a = addr(word);
+        let mut woken = 0;
+        queue.retain(|&(w, _)| {
+            if w == a && woken < n as usize {
+                woken += 1;
+                false
+            } else {
+                true
+            }
+        });
+        if woken > 0 {
+            FUTEX.1.notify_all();
+        }
+        woken
     }
 
     pub(crate) fn current_task() -> TaskId {

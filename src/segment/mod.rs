@@ -32,10 +32,10 @@ use crate::os::{self, Deadline};
 pub const MAX_NAME_LEN: usize = 200;
 
 /// How long [`Segment::open`] waits for a live creator to finish initialising.
-const INIT_WAIT: Duration = Duration::from_secs(2);
+const INIT_WAIT: Duration = if cfg!(fuzzing) { Duration::from_millis(3) } else { Duration::from_secs(2) };
 /// How long it waits while the header does not even name its creator yet (the
 /// creator writes it microseconds after sizing the file).
-const INIT_WAIT_ANONYMOUS: Duration = Duration::from_millis(100);
+const INIT_WAIT_ANONYMOUS: Duration = if cfg!(fuzzing) { Duration::from_millis(2) } else { Duration::from_millis(100) };
 
 /// A mapped shared-memory segment: a shmproc header, then `len()` payload bytes.
 ///

@@ -181,7 +181,10 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
         let until =
             if W::PROBES && !cfg!(loom) { Some(deadline.map_or(next_probe, |d| d.min(next_probe))) } else { deadline };
         let slept = target.sleep(until);
-        let probe = W::PROBES && Deadline::now() >= next_probe;
+        // Under loom, probe after every sleep: a wall-clock test would make the
+        // model non-deterministic (loom replays schedules and must see the same
+        // operations each time), and probing every time explores the probe too.
+        let probe = W::PROBES && (cfg!(loom) || Deadline::now() >= next_probe);
         if probe {
             next_probe = Deadline::after(PROBE_SLICE);
         }
@@ -216,6 +219,7 @@ pub(crate) fn sleep_counted(
 ) -> FutexWait {
     use crate::loom::Ordering::SeqCst;
     sleepers.fetch_add(1, SeqCst);
+    loom::seqcst_fence();
     let r = loom::futex_wait(word, expected, until);
     sleepers.fetch_sub(1, SeqCst);
     r
@@ -224,6 +228,7 @@ pub(crate) fn sleep_counted(
 /// Wakes up to `n` sleepers of [`sleep_counted`] on `word`, if any is counted.
 /// Call after changing `word` with a `SeqCst` RMW.
 pub(crate) fn wake_counted(word: &crate::loom::AtomicU32, sleepers: &crate::loom::AtomicU32, n: u32) {
+    loom::seqcst_fence();
     if sleepers.load(crate::loom::Ordering::SeqCst) != 0 {
         loom::futex_wake(word, n);
     }
