@@ -7,8 +7,13 @@
 //!
 //! 1. **spin** on `attempt` with a CPU pause between tries, for a budget that
 //!    adapts (doubles when spinning pays, halves when it does not);
-//! 2. **yield** a few times: on a CPU shared with the peer this is what lets
-//!    the peer run at all, so a peer on the same CPU is served in one yield;
+//! 2. **yield** and re-check for an adaptive time (2–200 µs): on a CPU shared
+//!    with the peer this is what lets the peer run at all, so a peer on the same
+//!    CPU is served in one yield; on another CPU it keeps the waiter awake. The
+//!    time grows to twice a wait that a sleep ended quickly (had we stayed
+//!    awake, neither side would have paid a cross-CPU wake-up, ~50 µs here) and
+//!    halves after long sleeps, so two peers that both fell asleep climb back
+//!    out of that state instead of sustaining it;
 //! 3. **sleep** on the futex (shared, not private), until woken or the deadline.
 //!
 //! [`WaitStrategy::Spin`] stays in phases 1–2, [`WaitStrategy::Block`] goes
@@ -54,8 +59,13 @@ pub(crate) const PROBE_SLICE: Duration = Duration::from_millis(20);
 const MIN_SPINS: u32 = 16;
 const MAX_SPINS: u32 = 1 << 13;
 const START_SPINS: u32 = 256;
-/// Yields before sleeping (Adaptive).
-const YIELDS: u32 = 8;
+/// Adaptive yield phase: how long to keep yielding and re-checking before
+/// sleeping, in nanoseconds. It grows to cover waits that a futex sleep ended
+/// quickly (the peer answered within about a wake-up's latency, so staying
+/// awake would have caught it) and shrinks after long sleeps.
+const MIN_YIELD_NS: u32 = 2_000;
+const MAX_YIELD_NS: u32 = 200_000;
+const START_YIELD_NS: u32 = 20_000;
 /// In spin-only mode, iterations between clock reads.
 const CLOCK_EVERY: u32 = 64;
 
@@ -65,6 +75,8 @@ const CLOCK_EVERY: u32 = 64;
 pub(crate) struct WaitConfig {
     strategy: local::AtomicU8,
     spins: local::AtomicU32,
+    /// Length of the adaptive yield phase, `MIN_YIELD_NS..=MAX_YIELD_NS`.
+    yield_ns: local::AtomicU32,
 }
 
 impl Default for WaitConfig {
@@ -81,7 +93,11 @@ impl Clone for WaitConfig {
 
 impl WaitConfig {
     pub(crate) fn new(strategy: WaitStrategy) -> Self {
-        WaitConfig { strategy: local::AtomicU8::new(strategy as u8), spins: local::AtomicU32::new(START_SPINS) }
+        WaitConfig {
+            strategy: local::AtomicU8::new(strategy as u8),
+            spins: local::AtomicU32::new(START_SPINS),
+            yield_ns: local::AtomicU32::new(START_YIELD_NS),
+        }
     }
 
     pub(crate) fn strategy(&self) -> WaitStrategy {
@@ -99,6 +115,18 @@ impl WaitConfig {
     fn adapt(&self, f: impl Fn(u32) -> u32) {
         let s = self.spins.load(local::Ordering::Relaxed);
         self.spins.store(f(s).clamp(MIN_SPINS, MAX_SPINS), local::Ordering::Relaxed);
+    }
+
+    /// After a wait that had to sleep and took `waited` in all: a short one
+    /// means the peer answered within about a futex wake-up, so a yield phase
+    /// that long would have caught it (and kept both sides out of the
+    /// kernel); a long one means the peer was busy, and staying awake only
+    /// burns the CPU.
+    fn adapt_yield(&self, waited: Duration) {
+        let y = self.yield_ns.load(local::Ordering::Relaxed);
+        let waited = u32::try_from(waited.as_nanos()).unwrap_or(u32::MAX);
+        let next = if waited < MAX_YIELD_NS { y.max(waited.saturating_mul(2)) } else { y / 2 };
+        self.yield_ns.store(next.clamp(MIN_YIELD_NS, MAX_YIELD_NS), local::Ordering::Relaxed);
     }
 }
 
@@ -124,6 +152,8 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
     // Loom explores interleavings, not time: spinning only multiplies its states.
     let strategy = if cfg!(loom) { WaitStrategy::Block } else { cfg.strategy() };
     let mut next_probe = Deadline::after(PROBE_SLICE);
+    // When an adaptive wait goes to sleep: when its yield phase began.
+    let mut slept_from = None;
     match strategy {
         WaitStrategy::Block => {}
         WaitStrategy::Adaptive => {
@@ -135,20 +165,32 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
                     return Some(v);
                 }
             }
-            for i in 0..YIELDS {
+            // Yield and re-check: on a CPU shared with the peer this is what
+            // lets the peer run at all; on another CPU it keeps us awake (and
+            // the peer out of a futex wake) for `yield_ns`.
+            let started = Deadline::now();
+            let budget = Duration::from_nanos(u64::from(cfg.yield_ns.load(local::Ordering::Relaxed)));
+            let mut first = true;
+            loop {
                 loom::yield_now();
                 if let Some(v) = target.attempt(false) {
                     // Served after the first yield: the peer shares our CPU and
                     // spinning only delayed it. Later: it runs elsewhere, and a
                     // longer spin would have caught it.
-                    cfg.adapt(|s| if i == 0 { s / 2 } else { s.saturating_mul(2) });
+                    cfg.adapt(|s| if first { s / 2 } else { s.saturating_mul(2) });
                     return Some(v);
+                }
+                first = false;
+                let now = Deadline::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return None;
+                }
+                if now.since(started) >= budget {
+                    break;
                 }
             }
             cfg.adapt(|s| s / 2);
-            if deadline.is_some_and(Deadline::has_passed) {
-                return None;
-            }
+            slept_from = Some(started);
         }
         WaitStrategy::Spin => {
             let mut i = 0u32;
@@ -189,6 +231,9 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
             next_probe = Deadline::after(PROBE_SLICE);
         }
         if let Some(v) = target.attempt(probe) {
+            if let Some(started) = slept_from {
+                cfg.adapt_yield(Deadline::now().since(started));
+            }
             return Some(v);
         }
         let out_of_time = match deadline {
