@@ -11,46 +11,14 @@
 //! preemption bound each model picks.
 #![cfg(loom)]
 
+mod loom_common;
+
+use loom_common::{Cell, model};
+
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use loom::thread;
 use shmproc::{Condition, Error, Lock, LockError, RLock};
-
-/// Runs `f` under loom, exploring schedules with at most `bound` preemptions
-/// unless `LOOM_MAX_PREEMPTIONS` says otherwise.
-fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(bound);
-    builder.check(f);
-}
-
-/// Data guarded by a lock: loom reports any two accesses that are not ordered by
-/// happens-before, so the critical sections must really exclude each other and
-/// the lock must really publish what the previous owner wrote.
-#[derive(Debug)]
-struct Cell(loom::cell::UnsafeCell<u32>);
-
-// SAFETY: only accessed inside critical sections of the lock under test; loom
-// checks that claim on every access.
-unsafe impl Sync for Cell {}
-
-impl Cell {
-    fn new() -> Arc<Self> {
-        Arc::new(Cell(loom::cell::UnsafeCell::new(0)))
-    }
-
-    /// Increments the value (caller holds the lock).
-    fn bump(&self) {
-        // SAFETY: the caller holds the lock guarding this cell.
-        self.0.with_mut(|p| unsafe { *p += 1 });
-    }
-
-    /// The value (caller holds the lock, or every writer has been joined).
-    fn get(&self) -> u32 {
-        // SAFETY: as in `bump`.
-        self.0.with(|p| unsafe { *p })
-    }
-}
 
 /// Locks `lock` and bumps `cell` `times` times, each in its own critical section.
 fn bump_locked(lock: &Lock, cell: &Cell, times: u32) {

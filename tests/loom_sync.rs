@@ -12,43 +12,14 @@
 //! preemption bound each model picks.
 #![cfg(loom)]
 
+mod loom_common;
+
+use loom_common::{Cell, model};
+
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use loom::thread;
 use shmproc::{Barrier, BoundedSemaphore, Error, Event, Semaphore};
-
-/// Runs `f` under loom, exploring schedules with at most `bound` preemptions
-/// unless `LOOM_MAX_PREEMPTIONS` says otherwise.
-fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(bound);
-    builder.check(f);
-}
-
-/// Data a semaphore of value 1 guards: loom reports any two accesses not
-/// ordered by happens-before.
-#[derive(Debug)]
-struct Cell(loom::cell::UnsafeCell<u32>);
-
-// SAFETY: only accessed while holding the (value 1) semaphore under test, or
-// after joining every other thread; loom checks that claim on every access.
-unsafe impl Sync for Cell {}
-
-impl Cell {
-    fn new() -> Arc<Self> {
-        Arc::new(Cell(loom::cell::UnsafeCell::new(0)))
-    }
-
-    fn bump(&self) {
-        // SAFETY: the caller holds the only slot.
-        self.0.with_mut(|p| unsafe { *p += 1 });
-    }
-
-    fn get(&self) -> u32 {
-        // SAFETY: as in `bump`.
-        self.0.with(|p| unsafe { *p })
-    }
-}
 
 /// A semaphore of value 1 is a lock: two threads exclude each other, and the
 /// one that sleeps is woken by the other's release.
