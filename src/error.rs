@@ -109,6 +109,11 @@ pub enum Error {
         /// Python's `exitcode`: the exit status, or minus the signal number.
         exitcode: Option<i32>,
     },
+    /// A typecode that is none of Python's (`c b B h H i I l L q Q f d u`).
+    UnknownTypecode {
+        /// What was given.
+        found: String,
+    },
     /// An argument is out of its range.
     InvalidArgument {
         /// What is wrong.
@@ -154,6 +159,9 @@ impl fmt::Display for Error {
             }
             Error::Overflow { what } => write!(f, "{what} overflowed"),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::UnknownTypecode { found } => {
+                write!(f, "unknown typecode {found:?}: expected one of c b B h H i I l L q Q f d u")
+            }
             Error::Codec { detail } => write!(f, "encoding error: {detail}"),
             Error::ChildFailed { reason, .. } => write!(f, "child process failed: {reason}"),
         }

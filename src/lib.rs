@@ -25,6 +25,7 @@
 //!
 //! | layer | what it holds |
 //! |---|---|
+//! | `array` | [`Array`], [`Value`], [`DynArray`]: ctypes-typecoded shared arrays with atomic elements and a lock in the same segment (layout readable from Python) |
 //! | `sync` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], and the one wait loop ([`WaitStrategy`]) |
 //! | `segment` | [`Segment`]: mapped shared memory with a validated header; [`cleanup`] of dead creators' segments |
 //! | `os` | the only code that calls the kernel: futex, memfd, `shm_open`, `mmap`, thread identity and liveness |
@@ -45,6 +46,8 @@
 // and the helpers only it uses are left out there.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+#[cfg(not(loom))]
+pub mod array;
 mod codec;
 mod error;
 mod loom;
@@ -54,6 +57,10 @@ pub mod process;
 pub mod segment;
 pub mod sync;
 
+#[cfg(not(loom))]
+pub use array::{
+    Array, ArrayBuilder, ArrayGuard, DATA_OFFSET, DynArray, Element, Integer, Scalar, Typecode, Value, ValueGuard,
+};
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use process::{

@@ -31,6 +31,14 @@ pub(crate) mod local {
     pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 }
 
+/// Atomics made over raw shared memory with `from_ptr` (array elements of 1
+/// to 8 bytes): always `std`. Loom cannot model memory it did not allocate, so
+/// the array module that uses them is left out of the loom build.
+#[cfg(not(loom))]
+pub(crate) mod raw {
+    pub(crate) use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+}
+
 use crate::os::{Deadline, FutexWait, TaskId};
 
 /// A hint to the CPU that we are in a spin loop (a plain yield under loom, so the

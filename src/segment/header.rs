@@ -63,10 +63,13 @@ pub enum Kind {
     Barrier = 7,
     /// [`BoundedSemaphore`](crate::BoundedSemaphore).
     BoundedSemaphore = 8,
+    /// [`Array`](crate::Array), [`Value`](crate::Value) and
+    /// [`DynArray`](crate::DynArray) (the type fingerprint holds the typecode).
+    Array = 9,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 9] = [
         Kind::Raw,
         Kind::Lock,
         Kind::RLock,
@@ -75,6 +78,7 @@ impl Kind {
         Kind::Condition,
         Kind::Barrier,
         Kind::BoundedSemaphore,
+        Kind::Array,
     ];
 
     /// The kind with this code, if any.
@@ -126,8 +130,9 @@ const _: () = assert!(size_of::<Header>() == HEADER_LEN || cfg!(loom));
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Expect {
     pub(crate) kind: Kind,
-    /// Element type fingerprint (0 for untyped objects).
-    pub(crate) type_fp: u64,
+    /// Exact element type fingerprint, or `None` for "any" (the state's
+    /// `SharedState::check_layout` then judges it).
+    pub(crate) type_fp: Option<u64>,
     /// Exact payload length, or `None` for "any" (raw segments).
     pub(crate) payload_len: Option<u64>,
 }
@@ -193,10 +198,12 @@ impl HeaderSnapshot {
         if self.kind != expect.kind as u32 {
             return Err(Error::mismatch("kind", expect.kind, KindCode(self.kind)));
         }
-        if self.type_fp != expect.type_fp {
+        if let Some(fp) = expect.type_fp
+            && self.type_fp != fp
+        {
             return Err(Error::mismatch(
                 "element type",
-                format!("fingerprint {:#x}", expect.type_fp),
+                format!("fingerprint {fp:#x}"),
                 format!("fingerprint {:#x}", self.type_fp),
             ));
         }
@@ -272,7 +279,7 @@ mod tests {
             creator_start: 1,
         }
     }
-    const EXPECT: Expect = Expect { kind: Kind::Lock, type_fp: 0, payload_len: Some(64) };
+    const EXPECT: Expect = Expect { kind: Kind::Lock, type_fp: Some(0), payload_len: Some(64) };
 
     #[test]
     fn a_good_header_validates() {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use memmap2::MmapRaw;
 
 pub(crate) use header::{Expect, Header, INIT_PENDING, INIT_READY};
+
 pub use header::{HEADER_LEN, HeaderSnapshot, Kind};
 pub(crate) use passing::{collect_fds, provide_fds};
 
@@ -128,7 +129,7 @@ impl Segment {
 
     /// Opens the named raw segment `name` (one made by [`Segment::create`]).
     pub fn open(name: &str) -> Result<Segment> {
-        Self::open_object(name, &Expect { kind: Kind::Raw, type_fp: 0, payload_len: None })
+        Self::open_object(name, &Expect { kind: Kind::Raw, type_fp: Some(0), payload_len: None })
     }
 
     /// The segment's name, `None` for anonymous segments.
@@ -410,6 +411,11 @@ fn read_creator(name: &str) -> Option<os::TaskId> {
 
 /// State of a shmproc object that can live in a segment or on the heap.
 ///
+/// A state may be followed by a *tail*: bytes of a length fixed at creation
+/// (an array's elements, a ring's slots) that belong to the same object. The
+/// segment's payload is then the state, then the tail; its header's type
+/// fingerprint and payload length describe both (see [`SharedState::layout`]).
+///
 /// # Safety
 ///
 /// Implementors must be `#[repr(C)]`, consist only of atomics (and arrays and
@@ -426,12 +432,56 @@ pub(crate) unsafe trait SharedState: Send + Sync + Sized + 'static {
     fn zeroed() -> Self;
     /// Initialises a zeroed state; runs before the segment is published.
     fn init(&self, params: Self::Params);
+    /// The type fingerprint and tail length an object made with `params`
+    /// has. Fixed-size states keep the default: fingerprint 0, no tail.
+    fn layout(_params: &Self::Params) -> Result<Layout> {
+        Ok(Layout::FIXED)
+    }
+    /// Whether an opener accepts the layout a segment's header declares (read
+    /// from shared memory: untrusted). The default accepts only
+    /// [`Layout::FIXED`].
+    fn check_layout(found: Layout) -> Result<()> {
+        if found.type_fp != 0 {
+            return Err(Error::mismatch(
+                "element type",
+                "fingerprint 0x0",
+                format!("fingerprint {:#x}", found.type_fp),
+            ));
+        }
+        if found.tail_len != 0 {
+            let len = size_of::<Self>();
+            return Err(Error::mismatch("payload length", len, len.saturating_add(found.tail_len)));
+        }
+        Ok(())
+    }
+}
+
+/// What a segment's header says about its object beyond the kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// The header's `type_fp`.
+    pub(crate) type_fp: u64,
+    /// Payload bytes after the state.
+    pub(crate) tail_len: usize,
+}
+
+impl Layout {
+    /// A fixed-size, untyped state.
+    pub(crate) const FIXED: Layout = Layout { type_fp: 0, tail_len: 0 };
 }
 
 /// A handle to a [`SharedState`], in a segment or on the heap. Cloning shares.
 pub(crate) struct Shared<S: SharedState> {
     backing: Backing,
     ptr: NonNull<S>,
+    /// Bytes from the payload's start to the state: 0, except for a state
+    /// projected out of another object's (an array's lock, see [`Shared::project`]).
+    offset: usize,
+    /// The tail's first byte (dangling when `layout.tail_len` is 0).
+    tail: NonNull<u8>,
+    /// Checked by `S::check_layout` at open; fixed for the handle's life (a
+    /// peer changing the header later changes nothing here).
+    layout: Layout,
     _state: PhantomData<S>,
 }
 
@@ -442,16 +492,23 @@ enum Backing {
     Heap(Arc<dyn Send + Sync>),
 }
 
-// SAFETY: `ptr` points into memory kept alive by `backing` (an Arc), and S is
-// Send + Sync (all atomics), so the handle may move to and be shared with other
-// threads.
+// SAFETY: `ptr` and `tail` point into memory kept alive by `backing` (an Arc),
+// and S is Send + Sync (all atomics), so the handle may move to and be shared
+// with other threads.
 unsafe impl<S: SharedState> Send for Shared<S> {}
 // SAFETY: see Send.
 unsafe impl<S: SharedState> Sync for Shared<S> {}
 
 impl<S: SharedState> Clone for Shared<S> {
     fn clone(&self) -> Self {
-        Shared { backing: self.backing.clone(), ptr: self.ptr, _state: PhantomData }
+        Shared {
+            backing: self.backing.clone(),
+            ptr: self.ptr,
+            offset: self.offset,
+            tail: self.tail,
+            layout: self.layout,
+            _state: PhantomData,
+        }
     }
 }
 
@@ -468,58 +525,128 @@ impl<S: SharedState> Deref for Shared<S> {
     type Target = S;
     fn deref(&self) -> &S {
         // SAFETY: `ptr` is valid and aligned for S while `backing` lives (see
-        // `from_segment` and `heap`), and S's only contents are atomics.
+        // `from_segment_at` and `heap`), and S's only contents are atomics.
         unsafe { self.ptr.as_ref() }
     }
 }
+
+/// A cache line of zeroes: the unit of a heap-backed tail (64-aligned, as a
+/// tail in a segment is when the state's size is a multiple of 64).
+#[repr(C, align(64))]
+struct TailLine([u8; 64]);
 
 impl<S: SharedState> Shared<S> {
     /// A new state in an anonymous segment (or on the heap under loom, which
     /// cannot model memory shared between processes).
     pub(crate) fn anonymous(params: S::Params) -> Result<Self> {
         #[cfg(loom)]
-        return Ok(Self::heap(params));
+        return Self::heap(params);
         #[cfg(not(loom))]
-        Self::in_segment(None, params)
+        Self::in_segment(None, params, |_| {})
     }
 
     /// A new state in the named segment `name`.
     pub(crate) fn create(name: &str, params: S::Params) -> Result<Self> {
-        Self::in_segment(Some(name), params)
+        Self::in_segment(Some(name), params, |_| {})
+    }
+
+    /// A new state in an anonymous (`name` `None`) or named segment; `fill`
+    /// writes the zeroed tail (given as a pointer to its first byte) before
+    /// the segment is published.
+    pub(crate) fn create_filled(name: Option<&str>, params: S::Params, fill: impl FnOnce(*mut u8)) -> Result<Self> {
+        Self::in_segment(name, params, fill)
     }
 
     /// The state in the existing named segment `name`.
     pub(crate) fn open(name: &str) -> Result<Self> {
-        let expect = Expect { kind: S::KIND, type_fp: 0, payload_len: Some(size_of::<S>() as u64) };
-        Self::from_segment(Segment::open_object(name, &expect)?)
+        Self::from_segment(Segment::open_object(name, &Self::expect())?)
     }
 
-    /// A new state on the heap.
+    /// What the header of a segment holding S must say; the type fingerprint
+    /// and payload length are judged by `S::check_layout` in `from_segment`.
+    pub(crate) fn expect() -> Expect {
+        Expect { kind: S::KIND, type_fp: None, payload_len: None }
+    }
+
+    /// A new state on the heap, with a zeroed tail.
     #[allow(dead_code)] // used by the loom build
-    pub(crate) fn heap(params: S::Params) -> Self {
-        let state = Arc::new(S::zeroed());
-        state.init(params);
-        let ptr = NonNull::from(&*state);
-        Shared { backing: Backing::Heap(state), ptr, _state: PhantomData }
+    pub(crate) fn heap(params: S::Params) -> Result<Self> {
+        let layout = S::layout(&params)?;
+        let state =
+            Arc::new((S::zeroed(), (0..layout.tail_len.div_ceil(64)).map(|_| TailLine([0; 64])).collect::<Vec<_>>()));
+        state.0.init(params);
+        let ptr = NonNull::from(&state.0);
+        let tail = NonNull::new(state.1.as_ptr().cast_mut().cast::<u8>()).unwrap_or(NonNull::dangling());
+        Ok(Shared { backing: Backing::Heap(state), ptr, offset: 0, tail, layout, _state: PhantomData })
     }
 
-    fn in_segment(name: Option<&str>, params: S::Params) -> Result<Self> {
-        let seg = Segment::create_object(name, S::KIND, 0, size_of::<S>(), |p| {
+    fn in_segment(name: Option<&str>, params: S::Params, fill: impl FnOnce(*mut u8)) -> Result<Self> {
+        let layout = S::layout(&params)?;
+        let len = size_of::<S>()
+            .checked_add(layout.tail_len)
+            .ok_or(Error::InvalidArgument { what: "object too large for a segment" })?;
+        let seg = Segment::create_object(name, S::KIND, layout.type_fp, len, |p| {
             // SAFETY: `p` is the zeroed, 64-aligned payload of size_of::<S>()
-            // bytes; all-zero is a valid S (atomics only).
-            unsafe { &*p.cast::<S>() }.init(params);
+            // + tail_len bytes; all-zero is a valid S (atomics only), and the
+            // tail starts right after the state.
+            unsafe {
+                (*p.cast::<S>()).init(params);
+                fill(p.add(size_of::<S>()));
+            }
         })?;
         Self::from_segment(seg)
     }
 
-    fn from_segment(seg: Segment) -> Result<Self> {
-        if seg.len() < size_of::<S>() {
-            return Err(Error::mismatch("payload length", size_of::<S>(), seg.len()));
+    /// A handle on the state at the start of `seg`'s payload, after checking
+    /// the layout its header declares.
+    pub(crate) fn from_segment(seg: Segment) -> Result<Self> {
+        let tail_len = seg
+            .len()
+            .checked_sub(size_of::<S>())
+            .ok_or_else(|| Error::mismatch("payload length", format!("at least {}", size_of::<S>()), seg.len()))?;
+        let layout = Layout { type_fp: seg.header().snapshot().type_fp, tail_len };
+        S::check_layout(layout)?;
+        Self::from_segment_at(seg, 0, layout)
+    }
+
+    /// A handle on the S at `offset` bytes into `seg`'s payload (the offset
+    /// comes from another process: checked here).
+    pub(crate) fn from_segment_at(seg: Segment, offset: usize, layout: Layout) -> Result<Self> {
+        let end = offset.checked_add(size_of::<S>()).and_then(|e| e.checked_add(layout.tail_len));
+        if end.is_none_or(|e| e > seg.len()) || offset % align_of::<S>() != 0 {
+            return Err(Error::mismatch(
+                "payload length",
+                format!("room for a {}-byte state at offset {offset}", size_of::<S>()),
+                seg.len(),
+            ));
         }
-        let ptr = NonNull::new(seg.as_ptr().cast::<S>()).ok_or(Error::InvalidArgument { what: "null mapping" })?;
-        // The payload starts HEADER_LEN (64) bytes into a page-aligned mapping.
+        // SAFETY: offset + size_of::<S>() + tail_len <= seg.len() (checked above).
+        let (ptr, tail) = unsafe { (seg.as_ptr().add(offset), seg.as_ptr().add(offset + size_of::<S>())) };
+        let ptr = NonNull::new(ptr.cast::<S>()).ok_or(Error::InvalidArgument { what: "null mapping" })?;
+        let tail = NonNull::new(tail).ok_or(Error::InvalidArgument { what: "null mapping" })?;
+        // The payload starts HEADER_LEN (64) bytes into a page-aligned mapping
+        // and `offset` is a multiple of S's alignment.
         debug_assert!(align_of::<S>() <= HEADER_LEN && ptr.as_ptr() as usize % align_of::<S>() == 0);
-        Ok(Shared { backing: Backing::Segment(Arc::new(seg)), ptr, _state: PhantomData })
+        Ok(Shared { backing: Backing::Segment(Arc::new(seg)), ptr, offset, tail, layout, _state: PhantomData })
+    }
+
+    /// A handle on a state embedded in this one (an array's lock): it shares
+    /// the backing, and travels to other processes as "the T at this offset
+    /// in that segment".
+    pub(crate) fn project<T: SharedState>(&self, field: impl for<'a> FnOnce(&'a S) -> &'a T) -> Shared<T> {
+        let inner = NonNull::from(field(self));
+        let offset = (inner.as_ptr() as usize)
+            .checked_sub(self.ptr.as_ptr() as usize)
+            .filter(|o| o + size_of::<T>() <= size_of::<S>())
+            .expect("a projection stays inside its state");
+        Shared {
+            backing: self.backing.clone(),
+            ptr: inner,
+            offset: self.offset + offset,
+            tail: NonNull::dangling(),
+            layout: Layout::FIXED,
+            _state: PhantomData,
+        }
     }
 
     /// The segment holding the state; `None` when it is on the heap.
@@ -528,6 +655,22 @@ impl<S: SharedState> Shared<S> {
             Backing::Segment(seg) => Some(seg),
             Backing::Heap(_) => None,
         }
+    }
+
+    /// Bytes from the payload's start to the state (0 unless projected).
+    pub(crate) fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The layout checked at open (or made at creation).
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The tail's first byte; `layout().tail_len` bytes follow. Peers may
+    /// write them at any time: access them only atomically or by copies.
+    pub(crate) fn tail(&self) -> *mut u8 {
+        self.tail.as_ptr()
     }
 }
 

@@ -1,13 +1,16 @@
 //! How a handle travels to another process: as a reference to its segment.
 //!
-//! A handle serialises as [`Wire::Named`] (the segment's name: any process can
-//! open it) or, for an anonymous segment, as [`Wire::Fd`]: an index into the
+//! A handle serialises as [`Place::Named`] (the segment's name: any process can
+//! open it) or, for an anonymous segment, as [`Place::Fd`]: an index into the
 //! list of descriptors that the process layer hands to the child along with the
 //! encoded bytes (inherited across exec for spawn, sent with `SCM_RIGHTS` to the
 //! fork server). While the parent encodes, [`collect_fds`] gathers those
 //! descriptors; while the child decodes, [`provide_fds`] makes them available.
 //! Outside those two scopes an anonymous handle cannot be serialised (there is
-//! no descriptor to refer to) and decoding `Wire::Fd` fails.
+//! no descriptor to refer to) and decoding `Place::Fd` fails. A state embedded
+//! in another object's (an array's lock) travels with the outer segment's kind
+//! and its offset: the receiver checks the outer header and that the state lies
+//! inside the payload.
 //!
 //! The child's handle maps the same segment and validates its header exactly as
 //! `open(name)` would (SPEC §3): the bytes and the descriptor are untrusted.
@@ -21,10 +24,19 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Expect, Segment, Shared, SharedState};
+use super::{Expect, Kind, Layout, Segment, Shared, SharedState};
 
 #[derive(Serialize, Deserialize)]
-enum Wire {
+struct Wire {
+    /// The segment.
+    at: Place,
+    /// Set for a state projected out of another object's (an array's lock):
+    /// the segment's kind code, and the state's offset in its payload.
+    within: Option<(u32, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Place {
     /// A named segment.
     Named(String),
     /// The `n`-th descriptor handed to the child.
@@ -74,8 +86,9 @@ impl<S: SharedState> Serialize for Shared<S> {
         let Some(seg) = self.segment() else {
             return Err(custom("a heap-backed object cannot leave its process"));
         };
+        let within = (seg.kind() != S::KIND || self.offset() != 0).then(|| (seg.kind() as u32, self.offset() as u64));
         if let Some(name) = seg.name() {
-            return Wire::Named(name.to_owned()).serialize(s);
+            return Wire { at: Place::Named(name.to_owned()), within }.serialize(s);
         }
         let raw = seg.fd().as_raw_fd();
         let index = PASSING.with(|p| match &mut *p.borrow_mut() {
@@ -86,7 +99,7 @@ impl<S: SharedState> Serialize for Shared<S> {
             _ => None,
         });
         match index {
-            Some(i) => Wire::Fd(i as u32).serialize(s),
+            Some(i) => Wire { at: Place::Fd(i as u32), within }.serialize(s),
             None => Err(custom(
                 "an anonymous shmproc object can only be passed to a shmproc process (or create it with a name)",
             )),
@@ -100,9 +113,17 @@ impl<'de, S: SharedState> Deserialize<'de> for Shared<S> {
             crate::codec::note_custom(&msg);
             E::custom(msg)
         }
-        match Wire::deserialize(d)? {
-            Wire::Named(name) => Shared::open(&name).map_err(custom),
-            Wire::Fd(i) => {
+        let wire = Wire::deserialize(d)?;
+        let expect = match wire.within {
+            None => Shared::<S>::expect(),
+            Some((code, _)) => {
+                let kind = Kind::from_code(code).ok_or_else(|| custom(format!("unknown segment kind {code}")))?;
+                Expect { kind, type_fp: None, payload_len: None }
+            }
+        };
+        let seg = match wire.at {
+            Place::Named(name) => Segment::open_object(&name, &expect),
+            Place::Fd(i) => {
                 let fd = PASSING
                     .with(|p| match &*p.borrow() {
                         Some(Passing::Provide(fds)) => fds.get(i as usize).map(crate::os::dup),
@@ -110,9 +131,17 @@ impl<'de, S: SharedState> Deserialize<'de> for Shared<S> {
                     })
                     .ok_or_else(|| custom(format!("no descriptor #{i} was handed to this process")))?
                     .map_err(custom)?;
-                let expect = Expect { kind: S::KIND, type_fp: 0, payload_len: Some(size_of::<S>() as u64) };
-                Segment::open_fd(fd, None, &expect).and_then(Shared::from_segment).map_err(custom)
+                Segment::open_fd(fd, None, &expect)
             }
         }
+        .map_err(custom)?;
+        match wire.within {
+            None => Shared::from_segment(seg),
+            Some((_, offset)) => {
+                let offset = usize::try_from(offset).map_err(|_| custom("state offset out of range"))?;
+                Shared::from_segment_at(seg, offset, Layout::FIXED)
+            }
+        }
+        .map_err(custom)
     }
 }

@@ -29,6 +29,7 @@ pub use barrier::Barrier;
 pub use condition::{CondLock, Condition, ConditionGuard};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
+pub(crate) use rlock::RLockState;
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore};
 pub use wait::WaitStrategy;
@@ -68,6 +69,14 @@ pub enum LockError<G> {
 pub type LockResult<G> = Result<G, LockError<G>>;
 
 impl<G> LockError<G> {
+    /// Converts the guard an [`OwnerDied`](LockError::OwnerDied) carries.
+    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
+            LockError::Failed(e) => LockError::Failed(e),
+        }
+    }
+
     /// The guard, when the lock was acquired (owner died).
     pub fn into_guard(self) -> Option<G> {
         match self {

@@ -70,7 +70,7 @@ impl fmt::Debug for RLock {
 }
 
 impl RLock {
-    fn from_state(state: Shared<RLockState>) -> Self {
+    pub(crate) fn from_state(state: Shared<RLockState>) -> Self {
         RLock { state, wait: WaitConfig::default() }
     }
 
