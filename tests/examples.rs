@@ -248,3 +248,21 @@ fn every_example_is_tested() {
     want.sort();
     assert_eq!(found, want, "examples/ and the tests in tests/examples.rs differ");
 }
+
+#[test]
+fn array_share() {
+    let r = run("array_share");
+    for i in 0..10 {
+        assert_eq!(r.count(|l| l.starts_with(&format!("process {i}: first element after adding 100 -----> "))), 1);
+    }
+    assert_eq!(r.last(), Some("temp = [1001, 2, 3, 4]"));
+}
+
+#[test]
+fn array_rlock() {
+    let r = run("array_rlock");
+    let said: Vec<&str> = r.lines().into_iter().filter(|l| l.starts_with("say hi ")).collect();
+    let expected: Vec<String> = (0..10).rev().map(|n| format!("say hi {n}")).collect();
+    assert_eq!(said, expected, "{}", r.stdout);
+    assert_eq!(r.last(), Some("after three locked increments: 3"));
+}

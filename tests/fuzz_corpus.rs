@@ -1,20 +1,22 @@
 //! Replays the fuzz corpus as an ordinary test, so that stable CI exercises
 //! every input cargo-fuzz keeps (SPEC §7).
 //!
-//! Every file in `fuzz/corpus/open_segment/` and `fuzz/regressions/open_segment/`
-//! goes through the harness the fuzz target runs (`fuzz/harness/open_segment.rs`),
-//! each under a watchdog: a hang fails the test instead of stalling CI.
+//! Every file in `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` goes
+//! through the harness that fuzz target runs (`fuzz/harness/<target>.rs`), each
+//! under a watchdog: a hang fails the test instead of stalling CI.
 //!
 //! The seeds are made afresh through the public API by [`seeds`] (a valid
 //! object of every kind, and damaged variants of them), so they follow the
 //! real layout: [`fresh_seeds_open_as_expected`] runs them and checks what each
-//! opens as, and with `SHMPROC_SEED_DIR=dir` also writes them there as `seed-*`
-//! files (CI does so before fuzzing; after a layout change refresh the committed
-//! ones with `SHMPROC_SEED_DIR=fuzz/corpus/open_segment cargo test --test
-//! fuzz_corpus fresh_seeds_open_as_expected`).
+//! opens as, and with `SHMPROC_SEED_DIR=dir` also writes them there as
+//! `<target>/seed-*` files (CI does so before fuzzing; after a layout change
+//! refresh the committed ones with `SHMPROC_SEED_DIR=fuzz/corpus cargo test
+//! --test fuzz_corpus fresh_seeds_open_as_expected`).
 
+#[path = "../fuzz/harness/open_array.rs"]
+mod open_array;
 #[path = "../fuzz/harness/open_segment.rs"]
-mod harness;
+mod open_segment;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,18 +43,24 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Runs the harness on `path`'s bytes (see [`replay_bytes`]).
-fn replay(path: &Path) -> Vec<&'static str> {
+/// A harness: runs one input, returns what it opened as.
+type Harness = fn(&[u8]) -> Vec<&'static str>;
+
+/// Every fuzz target and its harness.
+const TARGETS: [(&str, Harness); 2] = [("open_segment", open_segment::exercise), ("open_array", open_array::exercise)];
+
+/// Runs `harness` on `path`'s bytes (see [`replay_bytes`]).
+fn replay(harness: Harness, path: &Path) -> Vec<&'static str> {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    replay_bytes(&path.display().to_string(), data)
+    replay_bytes(harness, &path.display().to_string(), data)
 }
 
-/// Runs the harness on `data` in a thread; panics naming the input (`what`) if
+/// Runs `harness` on `data` in a thread; panics naming the input (`what`) if
 /// the harness panics or takes longer than [`WATCHDOG`].
-fn replay_bytes(what: &str, data: Vec<u8>) -> Vec<&'static str> {
+fn replay_bytes(harness: Harness, what: &str, data: Vec<u8>) -> Vec<&'static str> {
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::spawn(move || {
-        let _ = tx.send(harness::exercise(&data));
+        let _ = tx.send(harness(&data));
     });
     match rx.recv_timeout(WATCHDOG) {
         Ok(opened) => {
@@ -78,7 +86,7 @@ fn replay_bytes(what: &str, data: Vec<u8>) -> Vec<&'static str> {
 
 /// Removes the files a hung harness run left under `/dev/shm`.
 fn remove_our_files() {
-    let ours = format!("{}{}-", harness::NAME_PREFIX, std::process::id());
+    let ours = format!("{}{}-", open_segment::NAME_PREFIX, std::process::id());
     for entry in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
         if entry.file_name().to_string_lossy().starts_with(&ours) {
             let _ = std::fs::remove_file(entry.path());
@@ -86,18 +94,33 @@ fn remove_our_files() {
     }
 }
 
-/// Replays every file of `fuzz/<sub>/open_segment/`, and says what they opened as.
+/// Replays every file of `fuzz/<sub>/<target>/` for every target, and says
+/// what they opened as.
 fn replay_dir(sub: &str) {
-    let dir = fuzz_dir().join(sub).join("open_segment");
-    let mut opened: BTreeMap<&str, usize> = BTreeMap::new();
-    let files = inputs(&dir);
-    let start = Instant::now();
-    for path in &files {
-        for kind in replay(path) {
-            *opened.entry(kind).or_default() += 1;
+    for (target, harness) in TARGETS {
+        let dir = fuzz_dir().join(sub).join(target);
+        let mut opened: BTreeMap<&str, usize> = BTreeMap::new();
+        let files = inputs(&dir);
+        let start = Instant::now();
+        for path in &files {
+            for kind in replay(harness, path) {
+                *opened.entry(kind).or_default() += 1;
+            }
         }
+        eprintln!("{sub}/{target}: {} inputs in {:?}; opened as {opened:?}", files.len(), start.elapsed());
     }
-    eprintln!("{sub}/open_segment: {} inputs in {:?}; opened as {opened:?}", files.len(), start.elapsed());
+}
+
+#[test]
+fn every_fuzz_target_has_a_harness_here() {
+    let listed: Vec<String> = inputs(&fuzz_dir().join("fuzz_targets"))
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let ours: Vec<&str> = TARGETS.iter().map(|(t, _)| *t).collect();
+    for target in &listed {
+        assert!(ours.contains(&target.as_str()), "fuzz target {target} is not replayed by tests/fuzz_corpus.rs");
+    }
 }
 
 #[test]
@@ -115,21 +138,32 @@ fn regressions_replay_cleanly() {
 /// their kind (garbage state is the primitives' problem, not the opener's).
 ///
 /// With `SHMPROC_SEED_DIR=dir` set, the checked seeds are also written there as
-/// `seed-*` files (CI does so before fuzzing; after a layout change, run it with
-/// `SHMPROC_SEED_DIR=fuzz/corpus/open_segment` to refresh the committed ones).
+/// `<target>/seed-*` files (CI does so before fuzzing; after a layout change,
+/// run it with `SHMPROC_SEED_DIR=fuzz/corpus` to refresh the committed ones).
 #[test]
 fn fresh_seeds_open_as_expected() {
     let out = std::env::var_os("SHMPROC_SEED_DIR").map(PathBuf::from);
     if let Some(dir) = &out {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     }
-    for seed in seeds() {
+    for (target, harness) in TARGETS {
+        let seeds = match target {
+            "open_segment" => seeds(),
+            "open_array" => array_seeds(),
+            other => panic!("no seeds for fuzz target {other}"),
+        };
         if let Some(dir) = &out {
-            let path = dir.join(&seed.name);
-            std::fs::write(&path, &seed.bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            std::fs::create_dir_all(dir.join(target)).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         }
-        let opened = replay_bytes(&seed.name, seed.bytes);
-        assert_eq!(opened, seed.opens_as, "{}: opened as {opened:?}, expected {:?}", seed.name, seed.opens_as);
+        for seed in seeds {
+            if let Some(dir) = &out {
+                let path = dir.join(target).join(&seed.name);
+                std::fs::write(&path, &seed.bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            }
+            let what = format!("{target}/{}", seed.name);
+            let opened = replay_bytes(harness, &what, seed.bytes);
+            assert_eq!(opened, seed.opens_as, "{what}: opened as {opened:?}, expected {:?}", seed.opens_as);
+        }
     }
 }
 
@@ -221,5 +255,63 @@ fn seeds() -> Vec<Seed> {
     // still return (bounded grace), not wait for it forever.
     seed("barrier-lock-owned-by-pid-1", patched(&barrier_bytes, hl, &1u32.to_le_bytes()), &["Barrier"]);
     // Every handle drops here, unlinking its name.
+    out
+}
+
+/// Typecode texts, valid arrays of every typecode, and damaged ones, for the
+/// `open_array` harness (its first byte picks the mode: see the harness).
+fn array_seeds() -> Vec<Seed> {
+    use shmproc::{ArrayBuilder, Typecode};
+    const TEXT: u8 = 0;
+    const FILE: u8 = 1;
+    const FORGED: u8 = 2;
+    const CLAIMED: u8 = 3;
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let base = format!("shmproc-seed-{}-a{}", std::process::id(), RUN.fetch_add(1, Ordering::Relaxed));
+    let mut out = Vec::new();
+    let mut seed = |name: &str, mode: u8, body: &[u8], opens: bool| {
+        let mut bytes = vec![mode];
+        bytes.extend_from_slice(body);
+        out.push(Seed { name: format!("seed-{name}"), bytes, opens_as: if opens { vec!["DynArray"] } else { vec![] } });
+    };
+    for text in ["d", "u", "z", "", "ii", "\u{e9}"] {
+        let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+        seed(&format!("text-{hex}"), TEXT, text.as_bytes(), false);
+    }
+    let mut arrays = Vec::new();
+    for (i, code) in Typecode::ALL.into_iter().enumerate() {
+        let name = format!("{base}-{}", code.c_type());
+        let array = ArrayBuilder::new().typecode(code).name(&name).dynamic(i % 4 + 1).unwrap();
+        let bytes = file_of(&name);
+        seed(&format!("valid-{}", code.c_type()), FILE, &bytes, true);
+        arrays.push((array, bytes));
+    }
+    let (_no_lock, no_lock) = {
+        let name = format!("{base}-nolock");
+        let a = ArrayBuilder::new().lock(false).name(&name).from_slice(&[1.5f64, -2.0]).unwrap();
+        (a, file_of(&name))
+    };
+    seed("valid-no-lock", FILE, &no_lock, true);
+    let empty_name = format!("{base}-empty");
+    let _empty = ArrayBuilder::new().name(&empty_name).zeroed::<i32>(0).unwrap();
+    seed("valid-empty", FILE, &file_of(&empty_name), true);
+
+    let ints = &arrays[5].1; // 'i', 2 elements
+    seed("unknown-typecode", FILE, &patched(ints, 16, &[b'z']), false);
+    seed("typecode-wrong-size", FILE, &patched(ints, 17, &[8]), false);
+    seed("payload-not-a-multiple", FILE, &patched(ints, 24, &(64u64 + 6).to_le_bytes()), false);
+    seed("payload-past-file", FILE, &patched(ints, 24, &(64u64 + 4096).to_le_bytes()), false);
+    seed("payload-shorter-than-state", FILE, &patched(ints, 24, &8u64.to_le_bytes()), false);
+    seed("lock-word-junk", FILE, &patched(ints, 64, &0x7fff_ffffu32.to_le_bytes()), true);
+    seed("flags-junk", FILE, &patched(ints, 88, &u32::MAX.to_le_bytes()), true);
+    let fp = |c: u8, size: u8| u64::from(c) | u64::from(size) << 8;
+    let forged = |fp: u64, payload: &[u8]| [&fp.to_le_bytes()[..], payload].concat();
+    seed("forged-int", FORGED, &forged(fp(b'i', 4), &[0u8; 64 + 12]), true);
+    seed("forged-char", FORGED, &forged(fp(b'c', 1), &[&[0u8; 64][..], b"hello\0"].concat()), true);
+    seed("forged-wchar-surrogate", FORGED, &forged(fp(b'u', 4), &[&[0u8; 64][..], &0xD800u32.to_le_bytes()].concat()), true);
+    seed("forged-no-state", FORGED, &forged(fp(b'd', 8), &[0u8; 8]), false);
+    let claimed = |fp: u64, len: u64, payload: &[u8]| [&fp.to_le_bytes()[..], &len.to_le_bytes(), payload].concat();
+    seed("claimed-huge", CLAIMED, &claimed(fp(b'Q', 8), u64::MAX - 8, &[0u8; 64 + 8]), false);
+    seed("claimed-exact", CLAIMED, &claimed(fp(b'h', 2), 64 + 4, &[0u8; 64 + 4]), true);
     out
 }

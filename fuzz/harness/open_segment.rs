@@ -10,7 +10,6 @@
 //! the corpus replay test (`tests/fuzz_corpus.rs`), both through `#[path]`.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shmproc::segment::{HEADER_LEN, HeaderSnapshot};
@@ -19,8 +18,10 @@ use shmproc::{Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, RLoc
 /// Every timed operation waits this long at most.
 const TICK: Duration = Duration::from_millis(1);
 
-/// Prefix of the names [`run`] writes under `/dev/shm` (then this process's pid).
-pub(crate) const NAME_PREFIX: &str = "shmproc-fuzz-";
+#[path = "shm_file.rs"]
+mod shm_file;
+pub(crate) use shm_file::NAME_PREFIX;
+use shm_file::ShmFile;
 
 /// Runs one input (the fuzz target's entry point).
 #[allow(dead_code, reason = "the replay test calls `exercise` to see what opened")]
@@ -31,25 +32,13 @@ pub(crate) fn run(data: &[u8]) {
 /// Runs one input; returns the kinds it opened as (for the replay test's
 /// report and its checks on the seed corpus).
 pub(crate) fn exercise(data: &[u8]) -> Vec<&'static str> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = format!("{NAME_PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let file = Removed(format!("/dev/shm/{name}"));
-    std::fs::write(&file.0, data).unwrap_or_else(|e| panic!("writing {}: {e}", file.0));
-    let opened = open_as_every_kind(&name, data);
+    let file = ShmFile::write(data);
+    let opened = open_as_every_kind(&file.name, data);
     if data.len() < HEADER_LEN {
         assert!(opened.is_empty(), "a {}-byte file opened as {opened:?}", data.len());
     }
     drop(file);
     opened
-}
-
-/// Removes the file on drop (also when an assertion fails).
-struct Removed(String);
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 fn open_as_every_kind(name: &str, data: &[u8]) -> Vec<&'static str> {

@@ -1,0 +1,8 @@
+//! Typecode text and arbitrary array segments (see `fuzz/harness/open_array.rs`,
+//! which `tests/fuzz_corpus.rs` also replays).
+#![no_main]
+
+#[path = "../harness/open_array.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));
