@@ -235,6 +235,8 @@ fn every_example_is_tested() {
         "semaphore_checkpoint",
         "event_traffic_light",
         "counter_race",
+        "array_share",
+        "array_rlock",
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)

@@ -17,6 +17,8 @@
 mod open_array;
 #[path = "../fuzz/harness/open_segment.rs"]
 mod open_segment;
+#[path = "../fuzz/harness/shm_file.rs"]
+mod shm_file;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,7 +88,7 @@ fn replay_bytes(harness: Harness, what: &str, data: Vec<u8>) -> Vec<&'static str
 
 /// Removes the files a hung harness run left under `/dev/shm`.
 fn remove_our_files() {
-    let ours = format!("{}{}-", open_segment::NAME_PREFIX, std::process::id());
+    let ours = format!("{}{}-", shm_file::NAME_PREFIX, std::process::id());
     for entry in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
         if entry.file_name().to_string_lossy().starts_with(&ours) {
             let _ = std::fs::remove_file(entry.path());
@@ -275,7 +277,11 @@ fn array_seeds() -> Vec<Seed> {
         out.push(Seed { name: format!("seed-{name}"), bytes, opens_as: if opens { vec!["DynArray"] } else { vec![] } });
     };
     for text in ["d", "u", "z", "", "ii", "\u{e9}"] {
-        let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+        let hex: String = text
+            .bytes()
+            .flat_map(|b| [b >> 4, b & 15])
+            .map(|d| char::from_digit(d.into(), 16).unwrap_or('?'))
+            .collect();
         seed(&format!("text-{hex}"), TEXT, text.as_bytes(), false);
     }
     let mut arrays = Vec::new();
@@ -297,7 +303,7 @@ fn array_seeds() -> Vec<Seed> {
     seed("valid-empty", FILE, &file_of(&empty_name), true);
 
     let ints = &arrays[5].1; // 'i', 2 elements
-    seed("unknown-typecode", FILE, &patched(ints, 16, &[b'z']), false);
+    seed("unknown-typecode", FILE, &patched(ints, 16, b"z"), false);
     seed("typecode-wrong-size", FILE, &patched(ints, 17, &[8]), false);
     seed("payload-not-a-multiple", FILE, &patched(ints, 24, &(64u64 + 6).to_le_bytes()), false);
     seed("payload-past-file", FILE, &patched(ints, 24, &(64u64 + 4096).to_le_bytes()), false);
@@ -308,7 +314,12 @@ fn array_seeds() -> Vec<Seed> {
     let forged = |fp: u64, payload: &[u8]| [&fp.to_le_bytes()[..], payload].concat();
     seed("forged-int", FORGED, &forged(fp(b'i', 4), &[0u8; 64 + 12]), true);
     seed("forged-char", FORGED, &forged(fp(b'c', 1), &[&[0u8; 64][..], b"hello\0"].concat()), true);
-    seed("forged-wchar-surrogate", FORGED, &forged(fp(b'u', 4), &[&[0u8; 64][..], &0xD800u32.to_le_bytes()].concat()), true);
+    seed(
+        "forged-wchar-surrogate",
+        FORGED,
+        &forged(fp(b'u', 4), &[&[0u8; 64][..], &0xD800u32.to_le_bytes()].concat()),
+        true,
+    );
     seed("forged-no-state", FORGED, &forged(fp(b'd', 8), &[0u8; 8]), false);
     let claimed = |fp: u64, len: u64, payload: &[u8]| [&fp.to_le_bytes()[..], &len.to_le_bytes(), payload].concat();
     seed("claimed-huge", CLAIMED, &claimed(fp(b'Q', 8), u64::MAX - 8, &[0u8; 64 + 8]), false);

@@ -4,5 +4,7 @@
 
 #[path = "../harness/open_array.rs"]
 mod harness;
+#[path = "../harness/shm_file.rs"]
+mod shm_file;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

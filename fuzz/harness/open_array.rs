@@ -14,7 +14,7 @@
 //! Whatever opens is exercised: every element read, a few written and read
 //! back, bulk copies, the lock with a 1 ms timeout, every typed view (which
 //! must open exactly when the element type fits the typecode). Nothing may
-//! crash, panic, read out of bounds (AddressSanitizer watches) or hang (SPEC §3).
+//! crash, panic, read out of bounds (`AddressSanitizer` watches) or hang (SPEC §3).
 //!
 //! Shared by the cargo-fuzz target (`fuzz/fuzz_targets/open_array.rs`) and the
 //! corpus replay test (`tests/fuzz_corpus.rs`).
@@ -24,9 +24,7 @@ use std::time::Duration;
 use shmproc::segment::HEADER_LEN;
 use shmproc::{Array, DATA_OFFSET, DynArray, Element, LockError, Scalar, Typecode, Value};
 
-#[path = "shm_file.rs"]
-mod shm_file;
-use shm_file::ShmFile;
+use crate::shm_file::ShmFile;
 
 /// Every timed operation waits this long at most.
 const TICK: Duration = Duration::from_millis(1);

@@ -18,10 +18,7 @@ use shmproc::{Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, RLoc
 /// Every timed operation waits this long at most.
 const TICK: Duration = Duration::from_millis(1);
 
-#[path = "shm_file.rs"]
-mod shm_file;
-pub(crate) use shm_file::NAME_PREFIX;
-use shm_file::ShmFile;
+use crate::shm_file::ShmFile;
 
 /// Runs one input (the fuzz target's entry point).
 #[allow(dead_code, reason = "the replay test calls `exercise` to see what opened")]

@@ -1,4 +1,5 @@
 //! What every harness shares: an input written as a named `/dev/shm` file.
+//! Each user (a fuzz target, the replay test) declares it once as `crate::shm_file`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

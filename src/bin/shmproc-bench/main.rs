@@ -13,8 +13,9 @@
 //!
 //! Layout: [`kit`] measures (forked ping-pong pairs with pinning and a
 //! watchdog, interleaving, spin-floor probes, in-process batches); each group
-//! of rows is a module ([`sync`], [`process`]) that lists its [`Plan`]s; [`report`] renders
-//! the rows as a table or JSON; [`args`] parses the command line.
+//! of rows is a module ([`sync`], [`process`], [`array`]) that lists its [`Plan`]s; [`report`]
+//! renders the rows as a table or JSON; [`stored`] reads `CPython`'s figures from the
+//! baselines runs; [`args`] parses the command line.
 // Under loom (which builds every bin for the loom tests) the process rows are left out.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 // Figures are statistics: a 52-bit mantissa holds any count or duration here
@@ -22,12 +23,17 @@
 #![allow(clippy::cast_precision_loss)]
 
 mod args;
+// Arrays and processes do not build under loom (which builds every bin for the loom tests).
+#[cfg(not(loom))]
+mod array;
 mod kit;
 mod load;
 // Processes do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod process;
 mod report;
+#[cfg(not(loom))]
+mod stored;
 mod sync;
 
 use std::process::ExitCode;
@@ -50,7 +56,7 @@ pub(crate) struct Group {
 
 /// Every group, in table order.
 #[cfg(not(loom))]
-const GROUPS: [Group; 2] = [sync::GROUP, process::GROUP];
+const GROUPS: [Group; 3] = [sync::GROUP, process::GROUP, array::GROUP];
 #[cfg(loom)]
 const GROUPS: [Group; 1] = [sync::GROUP];
 
@@ -59,10 +65,12 @@ const LEGEND: &str = "\
 Columns: p50/p99/p99.9 of single round trips (TSC-timed, hdrhistogram), each the median
 over the runs; the baseline's figures come from runs in the same placement interleaved
 with the subject's (B A B A …). ratio = median over those pairs of subject p50 / baseline
-p50; target = SPEC §6 (ref: none); met = ratio ≤ target; same CPU (unpinned rows) = share
-of probe round trips answered from the driver's CPU, subject / baseline (1: the scheduler
-packed the pair on one CPU, 0: spread); spin floor = raw spin p50 on the cross_core CPUs
-just before → just after a spinning row (the host moves it between ~70 and ~400 ns).
+p50, lower is faster (below 0.1 shown with two significant digits and as a speed-up:
+0.0073× (137× faster)); target = SPEC §6 (ref: none; ≥ 100× faster = ratio ≤ 0.01);
+met = ratio ≤ target; same CPU (unpinned rows) = share of probe round trips answered from
+the driver's CPU, subject / baseline (1: the scheduler packed the pair on one CPU, 0:
+spread); spin floor = raw spin p50 on the cross_core CPUs just before → just after a
+spinning row (the host moves it between ~70 and ~400 ns).
 Baselines: raw spin = two processes spinning on one shared cache line (no system call);
 raw futex = FUTEX_WAIT/FUTEX_WAKE on shared words, always waking, never spinning.
 ";

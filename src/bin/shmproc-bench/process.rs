@@ -10,7 +10,6 @@
 //! untimed ones, and reports every time through shared memory.
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +20,7 @@ use shmproc::{Process, StartMethod};
 
 use crate::kit::{self, Comparison, Figures, Kit, LINE, Placement, SharedWords};
 use crate::report::{RowSpec, Unit};
+use crate::stored::{self, Stored};
 use crate::{Group, Plan};
 
 /// The group as `main` lists it.
@@ -140,7 +140,7 @@ fn start_join(method: StartMethod, placement: Placement, keep: Option<Seen>) -> 
         name: format!("{} start+join", method_name(method)),
         placement: placement.name(),
         unit: Unit::Ns,
-        baseline: baseline.name(),
+        baseline: baseline.name().to_owned(),
         target: target(method),
     };
     Plan::new(spec, move |kit| {
@@ -181,7 +181,7 @@ fn vs_cpython(method: StartMethod, seen: Seen, cpython: Rc<Result<CPython, Strin
         name: format!("{name} start+join vs CPython{stamp}"),
         placement: Placement::Unpinned.name(),
         unit: Unit::Ns,
-        baseline,
+        baseline: baseline.to_owned(),
         target: None,
     };
     Plan::new(spec, move |kit| {
@@ -384,74 +384,24 @@ impl CPython {
     }
 }
 
-/// The folders that may hold the baselines' results: beside the crate's
-/// repository (as built), then beside the working directory's parent.
-fn results_dirs() -> Vec<PathBuf> {
-    vec![
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/baselines/results"),
-        PathBuf::from("../shared/baselines/results"),
-    ]
-}
-
-/// `CPython`'s figures from the newest `baselines-*.jsonl` that has
+/// `CPython`'s figures from the newest stored baselines run that has
 /// `py/process_start`; `Err` says where it looked.
 fn cpython_figures() -> Result<CPython, String> {
-    cpython_figures_in(&results_dirs())
+    stored::newest(PY_BENCH).map(CPython::from)
 }
 
-/// [`cpython_figures`] from the first of `dirs` that has them.
-fn cpython_figures_in(dirs: &[PathBuf]) -> Result<CPython, String> {
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        let mut files: Vec<(String, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let stamp = name.strip_prefix("baselines-")?.strip_suffix(".jsonl")?.to_owned();
-                Some((stamp, e.path()))
-            })
-            .collect();
-        // The stamps are UTC `YYYYMMDDTHHMMSSZ`: newest last by name.
-        files.sort();
-        for (stamp, path) in files.into_iter().rev() {
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let py = parse_cpython(&text, stamp);
-            if py.fork_ms.is_some() || py.spawn_ms.is_some() || py.forkserver_ms.is_some() {
-                return Ok(py);
-            }
-        }
-    }
-    let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    Err(format!("CPython figures not found (no baselines-*.jsonl with py/process_start in {})", looked.join(" or ")))
-}
+/// The stored benchmark of `CPython`'s start+join figures.
+const PY_BENCH: &str = "py/process_start";
 
-/// Picks the `py/process_start` figures out of a JSON-lines file of flat objects.
-fn parse_cpython(text: &str, stamp: String) -> CPython {
-    let mut py = CPython { stamp, fork_ms: None, spawn_ms: None, forkserver_ms: None };
-    for line in text.lines() {
-        if field(line, "bench") != Some("py/process_start") || field(line, "unit") != Some("ms") {
-            continue;
+impl From<Stored> for CPython {
+    fn from(run: Stored) -> Self {
+        let ms = |metric| run.value(PY_BENCH, metric, "ms");
+        CPython {
+            fork_ms: ms("fork_ms"),
+            spawn_ms: ms("spawn_ms"),
+            forkserver_ms: ms("forkserver_ms"),
+            stamp: run.stamp,
         }
-        let Some(value) = field(line, "value").and_then(|v| v.parse::<f64>().ok()) else { continue };
-        match field(line, "metric") {
-            Some("fork_ms") => py.fork_ms = Some(value),
-            Some("spawn_ms") => py.spawn_ms = Some(value),
-            Some("forkserver_ms") => py.forkserver_ms = Some(value),
-            _ => {}
-        }
-    }
-    py
-}
-
-/// The value of `"key"` in a one-line flat JSON object: a string's contents
-/// (these hold no escapes) or a number's text.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = line[at..].trim_start();
-    if let Some(s) = rest.strip_prefix('"') {
-        s.split('"').next()
-    } else {
-        rest.split([',', '}']).next().map(str::trim)
     }
 }
 
@@ -465,29 +415,11 @@ mod tests {
         let text = "{\"bench\": \"py/process_start\", \"metric\": \"fork_ms\", \"value\": 1.77938, \"unit\": \"ms\"}\n\
                     {\"bench\": \"py/process_start\", \"metric\": \"spawn_ms\", \"value\": 63.659, \"unit\": \"ms\"}\n\
                     {\"bench\": \"py/pool\", \"metric\": \"fork_ms\", \"value\": 9, \"unit\": \"ms\"}\n";
-        let py = parse_cpython(text, "T".into());
+        let py = CPython::from(stored::parse(text, "T".into()));
         assert_eq!(py.fork_ms, Some(1.779_38));
         assert_eq!(py.spawn_ms, Some(63.659));
         assert_eq!(py.forkserver_ms, None);
         assert_eq!(py.ns(StartMethod::Spawn), Some(63.659e6));
-    }
-
-    #[test]
-    fn the_newest_file_with_the_figures_wins() {
-        let dir = std::env::temp_dir().join(format!("shmproc-bench-cpython-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let line = |ms| {
-            format!("{{\"bench\": \"py/process_start\", \"metric\": \"fork_ms\", \"value\": {ms}, \"unit\": \"ms\"}}\n")
-        };
-        let missing = cpython_figures_in(std::slice::from_ref(&dir)).unwrap_err();
-        assert!(missing.contains("CPython figures not found"), "{missing}");
-        std::fs::write(dir.join("baselines-20260101T000000Z.jsonl"), line(1.5)).unwrap();
-        std::fs::write(dir.join("baselines-20270101T000000Z.jsonl"), line(2.5)).unwrap();
-        std::fs::write(dir.join("baselines-20280101T000000Z.jsonl"), "{\"bench\": \"os/pipe\"}\n").unwrap();
-        let py = cpython_figures_in(&[dir.join("absent"), dir.clone()]);
-        std::fs::remove_dir_all(&dir).unwrap();
-        let py = py.unwrap();
-        assert_eq!((py.stamp.as_str(), py.fork_ms), ("20270101T000000Z", Some(2.5)));
     }
 
     #[test]

@@ -34,9 +34,10 @@ pub(crate) struct RowSpec {
     /// Unit of the figures.
     pub(crate) unit: Unit,
     /// Name of the baseline it is compared with.
-    pub(crate) baseline: &'static str,
-    /// SPEC §6 goal: the largest acceptable subject/baseline ratio; `None`
-    /// for rows shown for reference only.
+    pub(crate) baseline: String,
+    /// SPEC §6 goal: the largest acceptable subject/baseline ratio (below 1
+    /// for "N× faster than" goals: 0.01 is "≥ 100× faster"); `None` for rows
+    /// shown for reference only.
     pub(crate) target: Option<f64>,
 }
 
@@ -57,22 +58,52 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    /// Whether the target was met: `None` without a target or figures. The
-    /// ratio is judged as shown (two decimals): finer digits are noise.
+    /// Whether the target was met: `None` without a target or a finite
+    /// ratio. The ratio is judged as shown (see [`ratio`]): finer digits are
+    /// noise.
     pub(crate) fn met(&self) -> Option<bool> {
-        let c = self.outcome.as_ref().ok()?;
-        Some((c.ratio * 100.0).round() / 100.0 <= self.spec.target?)
+        let c = self.outcome.as_ref().ok().filter(|c| c.ratio.is_finite())?;
+        Some(shown(c.ratio) <= self.spec.target?)
     }
 }
 
-/// Formats a ratio with two decimals (what `met` judges).
+/// Ratios below this are shown with two significant digits and as a speed-up.
+const SMALL: f64 = 0.1;
+
+/// Decimals shown of ratio `r`: two, or two significant digits below [`SMALL`].
+fn decimals(r: f64) -> usize {
+    if r >= SMALL || r <= 0.0 || !r.is_finite() {
+        2
+    } else {
+        // 0.0734 → log10 −1.13 → 3 decimals: 0.073.
+        (1.0 - r.log10().floor()).clamp(2.0, 12.0) as usize
+    }
+}
+
+/// `r` rounded as [`ratio`] shows it.
+fn shown(r: f64) -> f64 {
+    let scale = 10f64.powi(decimals(r) as i32);
+    (r * scale).round() / scale
+}
+
+/// Formats a ratio (subject / baseline, lower is faster) with two decimals,
+/// or below 0.1 with two significant digits and the speed-up it means:
+/// `0.0073× (137× faster)`. `met` judges the value as shown.
 pub(crate) fn ratio(r: f64) -> String {
     if !r.is_finite() {
-        "—".to_owned()
-    } else if r < 0.005 {
-        "<0.01×".to_owned()
-    } else {
-        format!("{r:.2}×")
+        return "—".to_owned();
+    }
+    let d = decimals(r);
+    if r < SMALL && r > 0.0 { format!("{r:.d$}× ({:.0}× faster)", 1.0 / r) } else { format!("{r:.d$}×") }
+}
+
+/// Formats a target: `≤ 1.5×`, or for targets below 1 the speed-up it asks
+/// for: `≥ 100× faster` (a ratio of at most 0.01).
+fn target(t: Option<f64>) -> String {
+    match t {
+        None => "ref".to_owned(),
+        Some(t) if t < 1.0 && t > 0.0 => format!("≥ {:.0}× faster", 1.0 / t),
+        Some(t) => format!("≤ {t}×"),
     }
 }
 
@@ -100,11 +131,11 @@ fn cells(row: &Row) -> Vec<String> {
     let spec = &row.spec;
     let mut out = vec![spec.name.clone(), spec.placement.to_owned()];
     let figures = |f: &Figures| vec![time(f.p50), opt_time(f.p99), opt_time(f.p999)];
-    let target = spec.target.map_or_else(|| "ref".to_owned(), |t| format!("≤ {t}×"));
+    let target = target(spec.target);
     match &row.outcome {
         Ok(c) => {
             out.extend(figures(&c.subject));
-            out.push(spec.baseline.to_owned());
+            out.push(spec.baseline.clone());
             out.extend(figures(&c.baseline));
             out.push(ratio(c.ratio));
             out.push(target);
@@ -118,7 +149,7 @@ fn cells(row: &Row) -> Vec<String> {
         }
         Err(e) => {
             out.extend(["—", "—", "—"].map(str::to_owned));
-            out.push(spec.baseline.to_owned());
+            out.push(spec.baseline.clone());
             out.extend(["—", "—", "—", "—"].map(str::to_owned));
             out.push(target);
             out.push("FAILED".to_owned());
@@ -241,7 +272,7 @@ pub(crate) fn json(rows: &[Row]) -> String {
             fig(|c| Some(c.subject.p50)),
             fig(|c| c.subject.p99),
             fig(|c| c.subject.p999),
-            json_str(spec.baseline),
+            json_str(&spec.baseline),
             fig(|c| Some(c.baseline.p50)),
             fig(|c| c.baseline.p99),
             fig(|c| c.baseline.p999),
@@ -272,7 +303,7 @@ mod tests {
             name: "Event \"ping\"".to_owned(),
             placement: "cross_core",
             unit: Unit::Ns,
-            baseline: "raw spin",
+            baseline: "raw spin".to_owned(),
             target: Some(2.0),
         };
         Row { spec, outcome }
@@ -290,6 +321,26 @@ mod tests {
         assert_eq!(row(Ok(comparison(2.5))).met(), Some(false));
         assert_eq!(row(Ok(comparison(2.004))).met(), Some(true));
         assert_eq!(row(Err("hung".into())).met(), None);
+        assert_eq!(row(Ok(comparison(f64::NAN))).met(), None);
+    }
+
+    #[test]
+    fn small_ratios_show_two_significant_digits_and_the_speed_up() {
+        assert_eq!(ratio(1.234), "1.23×");
+        assert_eq!(ratio(0.1), "0.10×");
+        assert_eq!(ratio(0.0734), "0.073× (14× faster)");
+        assert_eq!(ratio(0.00731), "0.0073× (137× faster)");
+        assert_eq!(ratio(f64::INFINITY), "—");
+        assert_eq!(target(Some(0.01)), "≥ 100× faster");
+        assert_eq!(target(Some(0.02)), "≥ 50× faster");
+        assert_eq!(target(Some(1.5)), "≤ 1.5×");
+        assert_eq!(target(None), "ref");
+        // Judged as shown: 0.0104 shows as 0.010 (meets ≥ 100× faster), 0.0106 as 0.011.
+        let mut r = row(Ok(comparison(0.0104)));
+        r.spec.target = Some(0.01);
+        assert_eq!(r.met(), Some(true));
+        r.outcome = Ok(comparison(0.0106));
+        assert_eq!(r.met(), Some(false));
     }
 
     #[test]

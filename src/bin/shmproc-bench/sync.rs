@@ -47,7 +47,7 @@ fn lock_uncontended() -> Plan {
         name: "Lock lock+unlock, uncontended".to_owned(),
         placement: "one_thread",
         unit: Unit::NsPerOp,
-        baseline: "std Mutex",
+        baseline: "std Mutex".to_owned(),
         target: Some(1.5),
     };
     Plan::new(spec, |kit| {
@@ -114,7 +114,7 @@ fn ping_pong(primitive: Primitive, strategy: WaitStrategy, placement: Placement)
         name: format!("{} ({strategy:?})", primitive.label()),
         placement: placement.name(),
         unit: Unit::Ns,
-        baseline: baseline.name(),
+        baseline: baseline.name().to_owned(),
         target,
     };
     // Spinning subjects get a spin-floor probe, where two CPUs are involved.

@@ -80,7 +80,7 @@ impl Settings {
     }
 
     /// The (driver, echo) CPUs of `placement`.
-    fn cpus(&self, placement: Placement) -> Result<(Option<usize>, Option<usize>), String> {
+    pub(crate) fn cpus(&self, placement: Placement) -> Result<(Option<usize>, Option<usize>), String> {
         match placement {
             Placement::SameCore => Ok((Some(self.first_cpu), Some(self.first_cpu))),
             Placement::CrossCore => match self.second_cpu {
@@ -290,7 +290,7 @@ impl Kit {
 }
 
 /// The median (mean of the middle two for an even count); NaN if empty.
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     match v.len() {
