@@ -24,6 +24,8 @@ fn lock_uncontended(c: &mut Criterion) {
     let mut group = c.benchmark_group("lock_uncontended");
     let lock = Lock::new().expect("Lock::new");
     group.bench_function("shmproc_lock", |b| b.iter(|| drop(black_box(&lock).lock())));
+    let rlock = shmproc::RLock::new().expect("an rlock");
+    group.bench_function("shmproc_rlock", |b| b.iter(|| drop(black_box(&rlock).lock())));
     let mutex = std::sync::Mutex::new(());
     group.bench_function("std_mutex", |b| b.iter(|| drop(black_box(&mutex).lock())));
     group.finish();

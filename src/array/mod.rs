@@ -273,10 +273,16 @@ impl Core {
     }
 
     /// The lock, or the error a locking call on a lockless array gets.
+    #[inline]
     fn lock_ref(&self) -> Result<&RLock> {
-        self.lock.as_ref().ok_or(Error::InvalidArgument { what: "the array was created without a lock (lock(false))" })
+        // A match, not `ok_or`: an eagerly built `Error` costs a drop on the fast path.
+        match &self.lock {
+            Some(lock) => Ok(lock),
+            None => Err(Error::InvalidArgument { what: "the array was created without a lock (lock(false))" }),
+        }
     }
 
+    #[inline]
     fn lock_until<'a, G>(
         &'a self,
         deadline: Option<Deadline>,
@@ -461,6 +467,7 @@ impl<T: Element> Array<T> {
     /// assert_eq!(arr.load(0), 9);
     /// # Ok::<(), shmproc::Error>(())
     /// ```
+    #[inline]
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         self.core.lock_until(None, |g| ArrayGuard::new(self, g))
     }
@@ -703,6 +710,7 @@ impl<'a, T: Element> ArrayGuard<'a, T> {
     ///
     /// # Panics
     /// If `i >= len`.
+    #[inline]
     #[track_caller]
     pub fn load(&self, i: usize) -> T {
         T::from_bits(self.array.core.load(i, Ordering::Relaxed))
@@ -712,6 +720,7 @@ impl<'a, T: Element> ArrayGuard<'a, T> {
     ///
     /// # Panics
     /// If `i >= len`.
+    #[inline]
     #[track_caller]
     pub fn store(&self, i: usize, value: T) {
         self.array.core.store(i, value.to_bits(), Ordering::Relaxed);

@@ -76,6 +76,7 @@ impl OwnerLock {
     }
 
     /// Whether `me` holds the lock.
+    #[inline]
     pub(crate) fn is_owned_by(&self, me: TaskId) -> bool {
         let w = self.word.load(Ordering::Relaxed);
         w & JUNK == 0 && w & TID_MASK == me.tid
@@ -112,12 +113,21 @@ impl OwnerLock {
     /// Acquires, waiting per `cfg` until `deadline`. `None`: timed out.
     #[inline]
     pub(crate) fn lock(&self, me: TaskId, cfg: &WaitConfig, deadline: Option<Deadline>) -> Option<Acquired> {
-        // Fast path: free and uncontended.
-        if self.word.compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            self.stamp.store(me.stamp(), Ordering::Relaxed);
+        if self.lock_fast(me) {
             return Some(Acquired::Clean);
         }
         self.lock_slow(me, cfg, deadline)
+    }
+
+    /// The fast path alone: takes the lock if it is free and uncontended.
+    #[inline]
+    pub(crate) fn lock_fast(&self, me: TaskId) -> bool {
+        // Acquire: pairs with the Release of the previous owner's unlock.
+        if self.word.compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            self.stamp.store(me.stamp(), Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     #[cold]

@@ -97,6 +97,7 @@ impl RLock {
     /// [`LockError::OwnerDied`] with the guard if the previous owner died
     /// holding it; `Failed(Corrupt)` if the depth read from the segment is
     /// impossible; `Failed(Overflow)` past `u32::MAX` levels.
+    #[inline]
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
         self.lock_until(None)
     }
@@ -111,7 +112,19 @@ impl RLock {
         self.lock_until(Some(Deadline::after(timeout)))
     }
 
+    #[inline]
     pub(crate) fn lock_until(&self, deadline: Option<Deadline>) -> LockResult<RLockGuard<'_>> {
+        // Fast path: free and uncontended (so not ours either: no recursion).
+        let me = loom::current_task();
+        if self.state.lock.lock_fast(me) {
+            self.state.depth.store(1, Ordering::Relaxed);
+            return Ok(RLockGuard { rlock: self, me, _not_send: PhantomData });
+        }
+        self.lock_until_slow(deadline)
+    }
+
+    #[cold]
+    fn lock_until_slow(&self, deadline: Option<Deadline>) -> LockResult<RLockGuard<'_>> {
         self.enter(|me| self.state.lock.lock(me, &self.wait, deadline).ok_or(Error::Timeout))
     }
 
@@ -164,21 +177,23 @@ impl RLock {
     /// # Errors
     /// [`Error::NotOwner`] if the calling thread does not hold the lock.
     pub fn release(&self) -> Result<()> {
-        self.leave(loom::current_task())
+        if self.leave(loom::current_task()) { Ok(()) } else { Err(Error::NotOwner) }
     }
 
-    fn leave(&self, me: TaskId) -> Result<()> {
+    /// Leaves one level; `false` if `me` does not hold the lock.
+    #[inline]
+    fn leave(&self, me: TaskId) -> bool {
         if !self.state.lock.is_owned_by(me) {
-            return Err(Error::NotOwner);
+            return false;
         }
         match self.state.depth.load(Ordering::Relaxed) {
             0 | 1 => {
                 self.state.depth.store(0, Ordering::Relaxed);
-                if self.state.lock.unlock(me) { Ok(()) } else { Err(Error::NotOwner) }
+                self.state.lock.unlock(me)
             }
             d => {
                 self.state.depth.store(d - 1, Ordering::Relaxed);
-                Ok(())
+                true
             }
         }
     }
@@ -235,7 +250,9 @@ impl fmt::Debug for RLockGuard<'_> {
 }
 
 impl Drop for RLockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
+        // `false` only if a peer scribbled over the word: nothing to release.
         let _ = self.rlock.leave(self.me);
     }
 }
