@@ -54,6 +54,7 @@ mod loom;
 mod os;
 #[cfg(not(loom))]
 pub mod process;
+mod ring;
 pub mod segment;
 pub mod sync;
 

@@ -28,7 +28,7 @@ pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// depends on (adaptive spin budgets): always `std`, never modelled, so loom
 /// does not explore their interleavings.
 pub(crate) mod local {
-    pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 }
 
 /// Atomics made over raw shared memory with `from_ptr` (array elements of 1
@@ -63,6 +63,59 @@ pub(crate) fn seqcst_fence() {
     #[cfg(loom)]
     loom::sync::atomic::fence(Ordering::SeqCst);
 }
+
+/// The cheap side of the asymmetric fence (see [`crate::os::light_fence`]);
+/// a `SeqCst` fence in the loom model, which checks the protocol with the
+/// symmetric pairing that membarrier stands in for.
+#[inline]
+pub(crate) fn light_fence() {
+    #[cfg(not(loom))]
+    crate::os::light_fence();
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// The expensive side (see [`crate::os::heavy_fence`]); a `SeqCst` fence
+/// under loom. `false`: no barrier could be forced on other processes.
+#[inline]
+pub(crate) fn heavy_fence() -> bool {
+    #[cfg(not(loom))]
+    return crate::os::heavy_fence();
+    #[cfg(loom)]
+    {
+        loom::sync::atomic::fence(Ordering::SeqCst);
+        true
+    }
+}
+
+/// `UnsafeCell` with loom's closure API (`with`, `with_mut`), so that loom can
+/// check the data hand-offs of the rings. Lives in shared memory: the std
+/// version is `repr(transparent)`, any bits of `T` valid if `T` allows it.
+#[cfg(not(loom))]
+pub(crate) mod cell {
+    /// See the module docs.
+    #[derive(Debug, Default)]
+    #[repr(transparent)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) const fn new(v: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(v))
+        }
+        /// Runs `f` with a pointer for reading.
+        #[inline]
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+        /// Runs `f` with a pointer for writing.
+        #[inline]
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+#[cfg(loom)]
+pub(crate) use loom::cell;
 
 /// Gives the CPU away (`sched_yield`; a loom yield in the model).
 #[inline]

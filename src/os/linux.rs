@@ -281,6 +281,55 @@ extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The fork generation in which this process registered for
+/// `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (0: not yet; [`MEMBARRIER_UNAVAILABLE`]:
+/// the kernel refused). Registration is per process and does not survive
+/// `fork`, hence the generation.
+static MEMBARRIER: AtomicU64 = AtomicU64::new(0);
+const MEMBARRIER_UNAVAILABLE: u64 = u64::MAX;
+
+/// The cheap side of an asymmetric fence, for a waker that publishes with a
+/// plain store and then reads a sleeper count: once this process is
+/// registered for global expedited membarriers, a compiler fence, because a
+/// sleeper's [`heavy_fence`] then forces a full barrier on every CPU running
+/// one of our threads; before that (or if the kernel refuses), a `SeqCst`
+/// fence. The pairing is the one userspace RCU uses (`sys_membarrier`).
+#[inline]
+pub(crate) fn light_fence() {
+    if MEMBARRIER.load(Ordering::Relaxed) == FORK_GENERATION.load(Ordering::Relaxed) {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    } else {
+        light_fence_slow();
+    }
+}
+
+#[cold]
+fn light_fence_slow() {
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    if MEMBARRIER.load(Ordering::Relaxed) != MEMBARRIER_UNAVAILABLE {
+        use rustix::thread::{MembarrierCommand, membarrier};
+        let outcome = match membarrier(MembarrierCommand::RegisterGlobalExpedited) {
+            Ok(()) => generation,
+            Err(_) => MEMBARRIER_UNAVAILABLE,
+        };
+        MEMBARRIER.store(outcome, Ordering::Relaxed);
+    }
+    // This call is not covered by the registration yet (another thread may
+    // still be registering): a real fence.
+    std::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// The expensive side of the asymmetric fence, for a waiter that announced
+/// itself and is about to re-check and sleep: a `SeqCst` fence here and a full
+/// barrier on every CPU that runs a thread of a registered process (an IPI,
+/// about a microsecond). `false` if the kernel refused: then a waker that
+/// relies on [`light_fence`] may not be ordered with us, and the caller must
+/// sleep in short slices instead of indefinitely.
+pub(crate) fn heavy_fence() -> bool {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_ok()
+}
+
 thread_local! {
     /// (fork generation it was read in, tid, start time); generation 0 = unset.
     static CURRENT: Cell<(u64, u32, u64)> = const { Cell::new((0, 0, 0)) };

@@ -18,7 +18,7 @@ mod barrier;
 mod condition;
 mod event;
 mod lock;
-mod owner;
+pub(crate) mod owner;
 mod rlock;
 mod semaphore;
 pub(crate) mod wait;

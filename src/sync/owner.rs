@@ -45,6 +45,18 @@ const WAITERS: u32 = 1 << 31;
 /// Bits no valid word has.
 const JUNK: u32 = !(WAITERS | TID_MASK);
 
+/// Whether the thread `tid` that a shared word names as its holder lives.
+/// `stamp` is the holder's [`TaskId::stamp`] as written right after it took
+/// hold (advisory, possibly stale or not yet written): if it names `tid`, the
+/// start time must match too (a tid reused by a later thread is not the
+/// holder); otherwise only the tid's existence is checked, which a stale read
+/// can only make look alive for one more probe.
+pub(crate) fn holder_alive(tid: u32, stamp: u64) -> bool {
+    let recorded = TaskId::from_stamp(stamp);
+    let task = if recorded.tid == tid { recorded } else { TaskId { tid, start: 0 } };
+    loom::task_alive(task)
+}
+
 /// How an acquisition went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Acquired {
@@ -105,9 +117,7 @@ impl OwnerLock {
     }
 
     fn owner_alive(&self, owner: u32) -> bool {
-        let recorded = TaskId::from_stamp(self.stamp.load(Ordering::Relaxed));
-        let task = if recorded.tid == owner { recorded } else { TaskId { tid: owner, start: 0 } };
-        loom::task_alive(task)
+        holder_alive(owner, self.stamp.load(Ordering::Relaxed))
     }
 
     /// Acquires, waiting per `cfg` until `deadline`. `None`: timed out.

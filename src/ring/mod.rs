@@ -1,0 +1,121 @@
+//! Lock-free rings: pure algorithms over a region of memory that may be a
+//! segment's tail or a heap allocation (how loom checks them).
+//!
+//! | ring | file | producers / consumers | element |
+//! |---|---|---|---|
+//! | [`spsc`] | `spsc.rs` | 1 / 1 | fixed (`T: Pod`) |
+//! | [`mpmc`] | `mpmc.rs` | any / any | fixed (`T: Pod`), stamped slots |
+//!
+//! A ring is a header (positions, on cache lines of their own) plus a slice of
+//! slots. It knows nothing about blocking or closing: the `channel` layer
+//! builds those from [`Side`] (below) and the rings' non-blocking `try_`
+//! operations. Everything a ring reads from shared memory (positions, stamps)
+//! is checked: a peer's garbage gives [`Error::Corrupt`] or in-bounds wrong
+//! data, never an out-of-bounds slot or an endless loop.
+
+pub(crate) mod mpmc;
+pub(crate) mod spsc;
+
+use crate::error::{Error, Result};
+use crate::loom::{self, AtomicU32, Ordering};
+use crate::os::{Deadline, FutexWait};
+
+/// A value on a cache line of its own (positions written by one side and read
+/// by the other must not share a line with anything else).
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+/// How many elements a ring of `capacity` holds: `capacity` rounded up to a
+/// power of two (so that a position maps to a slot with a mask), at least 1.
+pub(crate) fn slots_for(capacity: usize) -> Result<usize> {
+    if capacity == 0 {
+        return Err(Error::InvalidArgument { what: "a queue needs a capacity of at least 1" });
+    }
+    capacity.checked_next_power_of_two().ok_or(Error::InvalidArgument { what: "queue capacity too large" })
+}
+
+/// One side of a ring that threads wait on: consumers wait for "not empty",
+/// producers for "not full".
+///
+/// # The wake protocol (no lost wake-up, no system call when nobody sleeps)
+///
+/// A waker publishes with a plain store (the ring's position or stamp), then
+/// [`notify`](Side::notify)s: a [`light_fence`](loom::light_fence) and a
+/// `Relaxed` load of `sleepers`; only if that is non-zero does it bump `seq`
+/// and call `futex_wake`. A sleeper reads `seq`, increments `sleepers`, runs
+/// the [`heavy_fence`](loom::heavy_fence) (a membarrier: a full barrier on
+/// every CPU that runs a registered process's thread), re-checks its condition
+/// and sleeps on `seq` if it still does not hold. The two fences make a
+/// Dekker pair: either the waker's store precedes the sleeper's re-check (which
+/// then sees it), or the sleeper's increment precedes the waker's load (which
+/// then wakes it); a wake between the sleeper's read of `seq` and its futex
+/// call changes `seq`, so the kernel's compare fails and it does not sleep.
+/// loom checks this protocol with `SeqCst` fences on both sides.
+///
+/// If the kernel refuses membarrier, the sleeper sleeps in slices of
+/// [`UNFENCED_SLICE`] and re-checks, so a missed wake costs at most a slice.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Side {
+    /// Bumped by every wake; the futex word sleepers wait on. Any value is valid.
+    seq: AtomicU32,
+    /// Threads asleep, or about to be, on `seq`. Only a hint for wakers: a
+    /// garbage value costs a spurious wake or, if it reads 0 while someone
+    /// sleeps, a sleep until that waiter's next probe or deadline.
+    sleepers: AtomicU32,
+}
+
+/// How long a sleeper sleeps at a time when no heavy fence could be forced.
+pub(crate) const UNFENCED_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl Side {
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Side { seq: AtomicU32::new(0), sleepers: AtomicU32::new(0) }
+    }
+
+    /// Wakes up to `n` sleepers, if any; call after publishing.
+    #[inline]
+    pub(crate) fn notify(&self, n: u32) {
+        loom::light_fence();
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake(n);
+        }
+    }
+
+    #[cold]
+    fn wake(&self, n: u32) {
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        loom::futex_wake(&self.seq, n);
+    }
+
+    /// Sleeps until notified or `until`, unless `ready()` holds after the
+    /// announcement (checked between the announcement and the sleep).
+    pub(crate) fn sleep(&self, until: Option<Deadline>, ready: impl FnOnce() -> bool) -> FutexWait {
+        let seen = self.seq.load(Ordering::Relaxed);
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        let fenced = loom::heavy_fence();
+        let outcome = if ready() {
+            FutexWait::Woken
+        } else {
+            let until = if fenced {
+                until
+            } else {
+                let slice = Deadline::after(UNFENCED_SLICE);
+                Some(until.map_or(slice, |d| d.min(slice)))
+            };
+            loom::futex_wait(&self.seq, seen, until)
+        };
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+}
+
+/// The rings' positions are 64-bit counters that never wrap in practice (2^64
+/// messages); a peer can still write any value, so differences are computed
+/// wrapping and checked against the capacity.
+#[inline]
+pub(crate) fn distance(ahead: u64, behind: u64) -> u64 {
+    ahead.wrapping_sub(behind)
+}

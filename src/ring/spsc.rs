@@ -1,0 +1,211 @@
+//! The single-producer single-consumer ring of fixed-size elements.
+//!
+//! `tail` (the producer's position) and `head` (the consumer's) are 64-bit
+//! counters on cache lines of their own; element `p` lives in slot
+//! `p & (slots - 1)`. Each side also keeps, in its own process, a cached copy
+//! of the other side's position, refreshed only when the cached one says the
+//! ring is full (producer) or empty (consumer): in the common case a push or
+//! pop touches no cache line the other side writes.
+//!
+//! # Notes about memory ordering
+//! - The producer writes the slot, then stores `tail` with `Release`; the
+//!   consumer loads `tail` with `Acquire` (pairs with it) before reading the
+//!   slot: it sees the element whole.
+//! - The consumer reads the slot, then stores `head` with `Release`; the
+//!   producer loads `head` with `Acquire` (pairs with it) before overwriting
+//!   the slot: the consumer's read happened first.
+//! - Each side reads its own position `Relaxed`: only it writes it.
+//!
+//! # Trust
+//! `tail − head` read from shared memory must lie in `0..=slots`; anything else
+//! is [`Error::Corrupt`]. Slot indices are masked, so never out of bounds, and
+//! elements are `Pod` (any bytes are some value). A second producer or consumer
+//! (a contract violation) can lose or repeat elements, nothing worse.
+
+use std::mem::MaybeUninit;
+
+use bytemuck::Pod;
+
+use super::{Padded, distance};
+use crate::error::{Error, Result};
+use crate::loom::cell::UnsafeCell;
+use crate::loom::{AtomicU64, Ordering, local};
+
+/// The shared positions.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct SpscHeader {
+    /// Producer position: elements `head..tail` are in the ring.
+    tail: Padded<AtomicU64>,
+    /// Consumer position.
+    head: Padded<AtomicU64>,
+}
+
+impl SpscHeader {
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        SpscHeader { tail: Padded(AtomicU64::new(0)), head: Padded(AtomicU64::new(0)) }
+    }
+}
+
+/// One slot: an element, written by the producer and read by the consumer at
+/// times the positions keep apart.
+#[repr(transparent)]
+#[derive(Debug)]
+pub(crate) struct Slot<T>(UnsafeCell<MaybeUninit<T>>);
+
+impl<T> Slot<T> {
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Slot(UnsafeCell::new(MaybeUninit::uninit()))
+    }
+}
+
+/// What each handle keeps to itself: the other side's position as last seen.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    /// The consumer position as the producer last read it (never ahead of the
+    /// real one, which only grows).
+    head: local::AtomicU64,
+    /// The producer position as the consumer last read it.
+    tail: local::AtomicU64,
+}
+
+impl Clone for Cache {
+    fn clone(&self) -> Self {
+        Cache::default()
+    }
+}
+
+/// Why a push did not happen.
+#[derive(Debug)]
+pub(crate) enum Push<T> {
+    Full(T),
+    Corrupt(T, Error),
+}
+
+/// A view of a ring: its header and slots (a power-of-two count).
+#[derive(Debug)]
+pub(crate) struct Spsc<'a, T> {
+    pub(crate) header: &'a SpscHeader,
+    pub(crate) slots: &'a [Slot<T>],
+}
+
+impl<T: Pod> Spsc<'_, T> {
+    #[inline]
+    fn mask(&self) -> u64 {
+        self.slots.len() as u64 - 1
+    }
+
+    #[inline]
+    fn slot(&self, pos: u64) -> &Slot<T> {
+        // Masked: always in bounds (slots.len() is a power of two).
+        &self.slots[(pos & self.mask()) as usize]
+    }
+
+    fn corrupt(tail: u64, head: u64, slots: usize) -> Error {
+        Error::corrupt("SPSC ring", format!("tail {tail} − head {head} is not within 0..={slots}"))
+    }
+
+    /// Appends `v` if there is room (producer only).
+    #[inline]
+    pub(crate) fn try_push(&self, cache: &Cache, v: T) -> Result<(), Push<T>> {
+        let tail = self.header.tail.0.load(Ordering::Relaxed);
+        let cap = self.slots.len() as u64;
+        let mut head = cache.head.load(local::Ordering::Relaxed);
+        if distance(tail, head) >= cap {
+            // Acquire: pairs with the consumer's Release store of head.
+            head = self.header.head.0.load(Ordering::Acquire);
+            cache.head.store(head, local::Ordering::Relaxed);
+            match distance(tail, head) {
+                d if d == cap => return Err(Push::Full(v)),
+                d if d > cap => return Err(Push::Corrupt(v, Self::corrupt(tail, head, self.slots.len()))),
+                _ => {}
+            }
+        }
+        // SAFETY: the slot at `tail` is outside head..tail, so the consumer is
+        // done with it (head's Acquire above, or an earlier one, ordered its
+        // read before us) and will not read it before our Release below.
+        self.slot(tail).0.with_mut(|p| unsafe { p.write(MaybeUninit::new(v)) });
+        // Release: pairs with the consumer's Acquire load of tail.
+        self.header.tail.0.store(tail.wrapping_add(1), Ordering::Release);
+        Ok(())
+    }
+
+    /// Takes the oldest element, `Ok(None)` if empty (consumer only).
+    #[inline]
+    pub(crate) fn try_pop(&self, cache: &Cache) -> Result<Option<T>> {
+        let head = self.header.head.0.load(Ordering::Relaxed);
+        let mut tail = cache.tail.load(local::Ordering::Relaxed);
+        if tail == head || distance(tail, head) > self.slots.len() as u64 {
+            // Acquire: pairs with the producer's Release store of tail.
+            tail = self.header.tail.0.load(Ordering::Acquire);
+            cache.tail.store(tail, local::Ordering::Relaxed);
+            if tail == head {
+                return Ok(None);
+            }
+            if distance(tail, head) > self.slots.len() as u64 {
+                return Err(Self::corrupt(tail, head, self.slots.len()));
+            }
+        }
+        // SAFETY: head..tail holds published elements (tail's Acquire ordered
+        // the producer's write before us) and the producer will not overwrite
+        // this slot before our Release of head below; T is Pod, so whatever
+        // bytes a misbehaving peer left are some T.
+        let v = self.slot(head).0.with(|p| unsafe { p.read().assume_init() });
+        // Release: pairs with the producer's Acquire load of head.
+        self.header.head.0.store(head.wrapping_add(1), Ordering::Release);
+        Ok(Some(v))
+    }
+
+    /// Elements in the ring (a snapshot).
+    pub(crate) fn len(&self) -> Result<usize> {
+        let head = self.header.head.0.load(Ordering::Acquire);
+        let tail = self.header.tail.0.load(Ordering::Acquire);
+        match distance(tail, head) {
+            d if d <= self.slots.len() as u64 => Ok(d as usize),
+            _ => Err(Self::corrupt(tail, head, self.slots.len())),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn ring<T>(n: usize) -> (SpscHeader, Vec<Slot<T>>) {
+        (SpscHeader::default(), (0..n).map(|_| Slot(UnsafeCell::new(MaybeUninit::uninit()))).collect())
+    }
+
+    #[test]
+    fn fifo_full_empty_and_wrap() {
+        let (h, slots) = ring::<u64>(4);
+        let r = Spsc { header: &h, slots: &slots };
+        let (pc, cc) = (Cache::default(), Cache::default());
+        for round in 0..5u64 {
+            for i in 0..4 {
+                r.try_push(&pc, round * 10 + i).unwrap();
+            }
+            assert!(matches!(r.try_push(&pc, 99), Err(Push::Full(99))));
+            assert_eq!(r.len().unwrap(), 4);
+            for i in 0..4 {
+                assert_eq!(r.try_pop(&cc).unwrap(), Some(round * 10 + i));
+            }
+            assert_eq!(r.try_pop(&cc).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn garbage_positions_are_corrupt_not_out_of_bounds() {
+        let (h, slots) = ring::<u32>(4);
+        let r = Spsc { header: &h, slots: &slots };
+        h.tail.0.store(1000, Ordering::Relaxed);
+        assert!(r.try_pop(&Cache::default()).is_err());
+        assert!(r.len().is_err());
+        assert!(matches!(r.try_push(&Cache::default(), 1), Err(Push::Corrupt(1, _))));
+        // tail behind head: also impossible.
+        h.tail.0.store(5, Ordering::Relaxed);
+        h.head.0.store(7, Ordering::Relaxed);
+        assert!(r.try_pop(&Cache::default()).is_err());
+    }
+}
