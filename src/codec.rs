@@ -23,6 +23,13 @@ pub(crate) fn note_custom(msg: &dyn std::fmt::Display) {
     CUSTOM.with(|c| *c.borrow_mut() = Some(msg.to_string()));
 }
 
+/// A serde error carrying `e`, recorded so that the codec's message names it
+/// (for handles whose validation fails while they are decoded).
+pub(crate) fn custom_error<E: serde::de::Error>(e: Error) -> E {
+    note_custom(&e);
+    E::custom(e)
+}
+
 /// Describes a postcard error, with the recorded reason of a custom one.
 fn describe(e: &postcard::Error) -> String {
     let noted = CUSTOM.with(|c| c.borrow_mut().take());

@@ -109,6 +109,8 @@ pub enum Error {
         /// Python's `exitcode`: the exit status, or minus the signal number.
         exitcode: Option<i32>,
     },
+    /// The queue (or connection) is closed.
+    Closed,
     /// A typecode that is none of Python's (`c b B h H i I l L q Q f d u`).
     UnknownTypecode {
         /// What was given.
@@ -159,6 +161,7 @@ impl fmt::Display for Error {
             }
             Error::Overflow { what } => write!(f, "{what} overflowed"),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::Closed => f.write_str("closed"),
             Error::UnknownTypecode { found } => {
                 write!(f, "unknown typecode {found:?}: expected one of c b B h H i I l L q Q f d u")
             }

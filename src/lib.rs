@@ -25,6 +25,8 @@
 //!
 //! | layer | what it holds |
 //! |---|---|
+//! | `channel` | [`Queue`], [`SpscQueue`]: bounded queues between processes, blocking, timed and non-blocking, with `close` |
+//! | `ring` | the lock-free rings under the queues (SPSC; MPMC with stamped slots that survive a dying peer) |
 //! | `array` | [`Array`], [`Value`], [`DynArray`]: ctypes-typecoded shared arrays with atomic elements and a lock in the same segment (layout readable from Python) |
 //! | `sync` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], and the one wait loop ([`WaitStrategy`]) |
 //! | `segment` | [`Segment`]: mapped shared memory with a validated header; [`cleanup`] of dead creators' segments |
@@ -48,6 +50,8 @@
 
 #[cfg(not(loom))]
 pub mod array;
+#[cfg(not(loom))]
+pub mod channel;
 mod codec;
 mod error;
 mod loom;
@@ -62,6 +66,8 @@ pub mod sync;
 pub use array::{
     Array, ArrayBuilder, ArrayGuard, DATA_OFFSET, DynArray, Element, Integer, Scalar, Typecode, Value, ValueGuard,
 };
+#[cfg(not(loom))]
+pub use channel::{GetError, PutError, Queue, SpscQueue};
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use process::{

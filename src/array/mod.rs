@@ -309,11 +309,7 @@ impl<'de> Deserialize<'de> for Core {
     }
 }
 
-/// A serde error carrying `e` (recorded for the codec's message).
-fn custom_error<E: serde::de::Error>(e: Error) -> E {
-    crate::codec::note_custom(&e);
-    E::custom(e)
-}
+pub(crate) use crate::codec::custom_error;
 
 /// A shared array of `T` (Python's `multiprocessing.Array`).
 ///

@@ -26,6 +26,13 @@ use crate::os::{Deadline, FutexWait};
 #[derive(Debug, Default)]
 pub(crate) struct Padded<T>(pub(crate) T);
 
+/// Why a push did not happen; the element comes back.
+#[derive(Debug)]
+pub(crate) enum Push<T> {
+    Full(T),
+    Corrupt(T, Error),
+}
+
 /// How many elements a ring of `capacity` holds: `capacity` rounded up to a
 /// power of two (so that a position maps to a slot with a mask), at least 1.
 pub(crate) fn slots_for(capacity: usize) -> Result<usize> {

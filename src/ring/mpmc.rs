@@ -50,7 +50,7 @@ use std::mem::MaybeUninit;
 
 use bytemuck::Pod;
 
-use super::{Padded, distance};
+use super::{Padded, Push, distance};
 use crate::error::{Error, Result};
 use crate::loom::cell::UnsafeCell;
 use crate::loom::{AtomicU64, Ordering};
@@ -120,13 +120,6 @@ impl<T> Slot<T> {
     pub(crate) fn new() -> Self {
         Slot { state: AtomicU64::new(0), owner: AtomicU64::new(0), value: UnsafeCell::new(MaybeUninit::uninit()) }
     }
-}
-
-/// Why a push did not happen.
-#[derive(Debug)]
-pub(crate) enum Push<T> {
-    Full(T),
-    Corrupt(T, Error),
 }
 
 /// A view of a ring: its header and slots (a power-of-two count).
@@ -275,6 +268,21 @@ impl<T: Pod> Mpmc<'_, T> {
             }
         }
         Err(Error::corrupt("MPMC ring", "a get made no progress (the slots keep changing under it)"))
+    }
+
+    /// Whether a consumer would find nothing ready (a snapshot, for sleepers:
+    /// anything unexpected counts as "look again").
+    pub(crate) fn looks_empty(&self) -> bool {
+        let q = self.header.dequeue.0.load(Ordering::Relaxed);
+        let (l, kind, _) = decode(self.slot(q).state.load(Ordering::Acquire));
+        matches!((lap_diff(l, self.lap(q)), kind), (0, EMPTY | WRITING) | (-1, READING))
+    }
+
+    /// Whether a producer would find no room (a snapshot, for sleepers).
+    pub(crate) fn looks_full(&self) -> bool {
+        let p = self.header.enqueue.0.load(Ordering::Relaxed);
+        let (l, _, _) = decode(self.slot(p).state.load(Ordering::Acquire));
+        lap_diff(l, self.lap(p)) == -1
     }
 
     /// Elements in the ring, approximately (the hints may lag claims by a

@@ -26,7 +26,7 @@ use std::mem::MaybeUninit;
 
 use bytemuck::Pod;
 
-use super::{Padded, distance};
+use super::{Padded, Push, distance};
 use crate::error::{Error, Result};
 use crate::loom::cell::UnsafeCell;
 use crate::loom::{AtomicU64, Ordering, local};
@@ -75,13 +75,6 @@ impl Clone for Cache {
     fn clone(&self) -> Self {
         Cache::default()
     }
-}
-
-/// Why a push did not happen.
-#[derive(Debug)]
-pub(crate) enum Push<T> {
-    Full(T),
-    Corrupt(T, Error),
 }
 
 /// A view of a ring: its header and slots (a power-of-two count).
@@ -156,6 +149,17 @@ impl<T: Pod> Spsc<'_, T> {
         // Release: pairs with the producer's Acquire load of head.
         self.header.head.0.store(head.wrapping_add(1), Ordering::Release);
         Ok(Some(v))
+    }
+
+    /// Whether the consumer would find nothing (a snapshot, for sleepers).
+    pub(crate) fn looks_empty(&self) -> bool {
+        self.header.tail.0.load(Ordering::Acquire) == self.header.head.0.load(Ordering::Relaxed)
+    }
+
+    /// Whether the producer would find no room (a snapshot, for sleepers).
+    pub(crate) fn looks_full(&self) -> bool {
+        let head = self.header.head.0.load(Ordering::Acquire);
+        distance(self.header.tail.0.load(Ordering::Relaxed), head) == self.slots.len() as u64
     }
 
     /// Elements in the ring (a snapshot).

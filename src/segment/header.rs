@@ -66,10 +66,16 @@ pub enum Kind {
     /// [`Array`](crate::Array), [`Value`](crate::Value) and
     /// [`DynArray`](crate::DynArray) (the type fingerprint holds the typecode).
     Array = 9,
+    /// [`SpscQueue`](crate::SpscQueue).
+    SpscQueue = 10,
+    /// [`Queue`](crate::Queue).
+    Queue = 11,
+    /// [`ObjectQueue`](crate::ObjectQueue) and [`JoinableQueue`](crate::JoinableQueue).
+    ObjectQueue = 12,
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 12] = [
         Kind::Raw,
         Kind::Lock,
         Kind::RLock,
@@ -79,6 +85,9 @@ impl Kind {
         Kind::Barrier,
         Kind::BoundedSemaphore,
         Kind::Array,
+        Kind::SpscQueue,
+        Kind::Queue,
+        Kind::ObjectQueue,
     ];
 
     /// The kind with this code, if any.

@@ -1,0 +1,165 @@
+//! Queues between processes: Python's `Queue`, `SimpleQueue` and
+//! `JoinableQueue`, on the rings of `ring/`.
+//!
+//! | Python | here | ring | elements |
+//! |---|---|---|---|
+//! | `SimpleQueue` (one producer, one consumer) | [`SpscQueue<T>`] | SPSC | `T: Pod`, fixed size |
+//! | `Queue` | [`Queue<T>`] | MPMC, stamped slots | `T: Pod`, fixed size |
+//!
+//! Every queue has `new(capacity)`, `create(name, capacity)` and `open(name)`;
+//! blocking, timed and non-blocking `put`/`get`; `len`, `is_empty`, `is_full`,
+//! `capacity`; and `close`, which wakes every waiter: later puts fail with
+//! [`PutError::Closed`] (handing the value back), gets drain what is left and
+//! then fail with [`GetError::Closed`]. Order is FIFO per producer.
+//!
+//! Blocking follows SPEC §5 through the crate's one wait loop; the hand-off
+//! between a publisher and a sleeper is [`Side`](crate::ring)'s protocol: no
+//! lost wake-up, and no system call on the fast path when nobody sleeps.
+
+mod fixed;
+
+use std::fmt;
+
+pub use fixed::{Queue, SpscQueue};
+
+use crate::error::Error;
+use crate::loom::{AtomicU32, Ordering};
+use crate::ring::Side;
+
+/// Why a put did not happen. Every variant hands the value back.
+pub enum PutError<T> {
+    /// The queue is full (non-blocking put).
+    Full(T),
+    /// The queue stayed full until the deadline (timed put).
+    Timeout(T),
+    /// The queue is closed.
+    Closed(T),
+    /// The queue's shared state is corrupt, or the value could not be encoded.
+    Failed(T, Error),
+}
+
+impl<T> PutError<T> {
+    /// The value that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Full(v) | PutError::Timeout(v) | PutError::Closed(v) | PutError::Failed(v, _) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("Full(..)"),
+            PutError::Timeout(_) => f.write_str("Timeout(..)"),
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Failed(_, e) => f.debug_tuple("Failed").field(&"..").field(e).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("the queue is full"),
+            PutError::Timeout(_) => f.write_str("timed out waiting for room in the queue"),
+            PutError::Closed(_) => f.write_str("the queue is closed"),
+            PutError::Failed(_, e) => e.fmt(f),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}
+
+impl<T> From<PutError<T>> for Error {
+    fn from(e: PutError<T>) -> Error {
+        match e {
+            PutError::Full(_) => Error::WouldBlock,
+            PutError::Timeout(_) => Error::Timeout,
+            PutError::Closed(_) => Error::Closed,
+            PutError::Failed(_, e) => e,
+        }
+    }
+}
+
+/// Why a get returned nothing.
+#[derive(Debug)]
+pub enum GetError {
+    /// The queue is empty (non-blocking get).
+    Empty,
+    /// The queue stayed empty until the deadline (timed get).
+    Timeout,
+    /// The queue is closed and drained.
+    Closed,
+    /// The queue's shared state is corrupt, or a message could not be decoded.
+    Failed(Error),
+}
+
+impl fmt::Display for GetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GetError::Empty => f.write_str("the queue is empty"),
+            GetError::Timeout => f.write_str("timed out waiting for an item"),
+            GetError::Closed => f.write_str("the queue is closed and empty"),
+            GetError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for GetError {}
+
+impl From<GetError> for Error {
+    fn from(e: GetError) -> Error {
+        match e {
+            GetError::Empty => Error::WouldBlock,
+            GetError::Timeout => Error::Timeout,
+            GetError::Closed => Error::Closed,
+            GetError::Failed(e) => e,
+        }
+    }
+}
+
+/// What every queue shares beside its ring: the closed flag and the two sides
+/// that waiters sleep on. One cache line.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// 0 open; anything else closed (a peer's garbage closes the queue, which
+    /// every operation survives).
+    closed: AtomicU32,
+    /// Consumers wait here for an element.
+    not_empty: Side,
+    /// Producers wait here for room.
+    not_full: Side,
+}
+
+impl Control {
+    /// Whether the queue is closed. `Acquire`: pairs with `close`, so a get
+    /// that sees it also sees every put that finished before the close.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Closes the queue and wakes every waiter on both sides.
+    pub(crate) fn close(&self) {
+        self.closed.store(1, Ordering::Release);
+        self.not_empty.notify(u32::MAX);
+        self.not_full.notify(u32::MAX);
+    }
+}
+
+/// A fingerprint of the element type `T`, written in the header by the creator
+/// and checked by every opener: FNV-1a of the type's name, size and alignment.
+/// (The name is what `std::any::type_name` gives; programs built from the same
+/// source agree on it.)
+pub(crate) fn type_fingerprint<T>() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let name = std::any::type_name::<T>().as_bytes();
+    let sizes = [size_of::<T>() as u64, align_of::<T>() as u64];
+    for b in name.iter().copied().chain(sizes.iter().flat_map(|s| s.to_le_bytes())) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Never 0: fingerprint 0 means "untyped" in the header.
+    h | 1
+}
