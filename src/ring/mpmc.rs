@@ -177,7 +177,7 @@ impl<T: Pod> Mpmc<'_, T> {
                     }
                 }
                 // Position p is taken (or done): help the hint past it.
-                (0, _) | (1, _) => {
+                (0 | 1, _) => {
                     let _ = hint.compare_exchange(p, p.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
                 }
                 // The slot still holds the previous lap: full, unless the hint
