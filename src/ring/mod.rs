@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | [`spsc`] | `spsc.rs` | 1 / 1 | fixed (`T: Pod`) |
 //! | [`mpmc`] | `mpmc.rs` | any / any | fixed (`T: Pod`), stamped slots |
+//! | [`bytes`] | `bytes.rs` | 1 / 1 (callers serialise more) | variable-length records |
 //!
 //! A ring is a header (positions, on cache lines of their own) plus a slice of
 //! slots. It knows nothing about blocking or closing: the `channel` layer
@@ -13,6 +14,7 @@
 //! is checked: a peer's garbage gives [`Error::Corrupt`] or in-bounds wrong
 //! data, never an out-of-bounds slot or an endless loop.
 
+pub(crate) mod bytes;
 pub(crate) mod mpmc;
 pub(crate) mod spsc;
 

@@ -1,0 +1,382 @@
+//! The byte-record ring: variable-length messages, one writer and one reader
+//! at a time (the `ObjectQueue` serialises writers and readers with locks; a
+//! pipe has one of each per direction).
+//!
+//! # Records
+//!
+//! The data region is `capacity` bytes, a power of two and a multiple of 8.
+//! `tail` (writer) and `head` (reader) are byte positions, multiples of 8,
+//! with `0 <= tail − head <= capacity`. A record is an 8-byte header, `len`
+//! (low 32 bits) and a tag (high 32 bits), then `len` payload bytes padded to
+//! 8. A record never wraps: when it does not fit before the end of the region,
+//! the writer fills the rest with a `PAD` record (its `len` covers the rest of
+//! the region) and starts again at offset 0, and both are published together.
+//!
+//! # Notes about memory ordering
+//! As in the SPSC ring: the writer copies the record in, then stores `tail`
+//! with `Release`; the reader loads `tail` with `Acquire`, copies out, then
+//! stores `head` with `Release`, which the writer loads with `Acquire` before
+//! reusing the space.
+//!
+//! # Trust
+//! Positions, tags and lengths read from shared memory are checked before any
+//! copy: `tail − head` within the capacity, positions 8-aligned, a `PAD` that
+//! ends exactly at the end of the region, a message that lies inside the
+//! published bytes and the region. Anything else is [`Error::Corrupt`]; no
+//! copy ever leaves the region.
+
+use super::{Padded, distance};
+use crate::error::{Error, Result};
+use crate::loom::{AtomicU64, Ordering};
+
+/// Header bytes before each record's payload.
+pub(crate) const RECORD_HEADER: usize = 8;
+/// Tag of a message record.
+const MSG: u64 = 0x4d53_4721;
+/// Tag of a record that only fills the region up to its end.
+const PAD: u64 = 0x5041_4421;
+
+/// `n` rounded up to a multiple of 8.
+fn pad8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// Bytes a record with an `len`-byte payload occupies.
+pub(crate) fn record_len(len: usize) -> usize {
+    RECORD_HEADER + pad8(len)
+}
+
+/// The largest payload a region of `capacity` bytes can hold.
+pub(crate) fn max_payload(capacity: usize) -> usize {
+    capacity.saturating_sub(RECORD_HEADER).min(u32::MAX as usize)
+}
+
+/// The shared positions.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct BytesHeader {
+    tail: Padded<AtomicU64>,
+    head: Padded<AtomicU64>,
+}
+
+impl BytesHeader {
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        BytesHeader { tail: Padded(AtomicU64::new(0)), head: Padded(AtomicU64::new(0)) }
+    }
+}
+
+/// The data region, raw bytes in a segment (or, under loom, cells that loom
+/// watches for races).
+#[cfg(not(loom))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Region {
+    ptr: *mut u8,
+    len: usize,
+}
+
+#[cfg(not(loom))]
+impl Region {
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `len` bytes, aligned to 8,
+    /// for as long as the region is used, and accessed by others only under
+    /// this ring's protocol (or by a misbehaving peer, whose bytes are data).
+    pub(crate) unsafe fn new(ptr: *mut u8, len: usize) -> Self {
+        Region { ptr, len }
+    }
+
+    fn copy_in(self, at: usize, src: &[u8]) {
+        assert!(at <= self.len && src.len() <= self.len - at, "a record copy outside the ring");
+        // SAFETY: in bounds (checked above); the range is ours by the ring
+        // protocol (between tail and head + capacity), no reference is formed.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), src.len()) }
+    }
+
+    fn copy_out(self, at: usize, dst: &mut [u8]) {
+        assert!(at <= self.len && dst.len() <= self.len - at, "a record copy outside the ring");
+        // SAFETY: as in `copy_in`, for a published range.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(at), dst.as_mut_ptr(), dst.len()) }
+    }
+}
+
+#[cfg(loom)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Region<'a> {
+    cells: &'a [crate::loom::cell::UnsafeCell<u8>],
+}
+
+#[cfg(loom)]
+impl<'a> Region<'a> {
+    pub(crate) fn new(cells: &'a [crate::loom::cell::UnsafeCell<u8>]) -> Self {
+        Region { cells }
+    }
+
+    fn copy_in(self, at: usize, src: &[u8]) {
+        for (cell, b) in self.cells[at..at + src.len()].iter().zip(src) {
+            // SAFETY: loom checks that no other thread accesses the cell now.
+            cell.with_mut(|p| unsafe { *p = *b });
+        }
+    }
+
+    fn copy_out(self, at: usize, dst: &mut [u8]) {
+        for (cell, b) in self.cells[at..at + dst.len()].iter().zip(dst) {
+            // SAFETY: as in `copy_in`.
+            *b = cell.with(|p| unsafe { *p });
+        }
+    }
+}
+
+/// A view of a ring: its header and data region.
+#[derive(Debug)]
+pub(crate) struct Bytes<'a, R> {
+    pub(crate) header: &'a BytesHeader,
+    pub(crate) region: R,
+    /// Region length: a power of two, at least 16.
+    pub(crate) capacity: usize,
+}
+
+/// Why a write did not happen.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// No room now.
+    Full,
+    /// The message can never fit (payload bytes, largest possible).
+    TooLarge(usize, usize),
+}
+
+macro_rules! bytes_impl {
+    ($($lt:lifetime)?) => {
+        impl<'a> Bytes<'a, Region$(<$lt>)?> {
+            fn corrupt(&self, what: String) -> Error {
+                Error::corrupt("byte ring", what)
+            }
+
+            fn header_at(&self, off: usize) -> u64 {
+                let mut b = [0u8; 8];
+                self.region.copy_out(off, &mut b);
+                u64::from_le_bytes(b)
+            }
+
+            /// Checks `tail − head` and alignment; returns the bytes in the ring.
+            fn used(&self, tail: u64, head: u64) -> Result<usize> {
+                let used = distance(tail, head);
+                if used > self.capacity as u64 || tail % 8 != 0 || head % 8 != 0 {
+                    return Err(self.corrupt(format!(
+                        "tail {tail} and head {head} are not 8-aligned within {} bytes",
+                        self.capacity
+                    )));
+                }
+                Ok(used as usize)
+            }
+
+            /// Appends one record with `payload` (writer only).
+            pub(crate) fn try_write(&self, payload: &[u8]) -> Result<Result<(), Write>> {
+                let max = max_payload(self.capacity);
+                if payload.len() > max {
+                    return Ok(Err(Write::TooLarge(payload.len(), max)));
+                }
+                let tail = self.header.tail.0.load(Ordering::Relaxed);
+                // Acquire: pairs with the reader's Release store of head.
+                let head = self.header.head.0.load(Ordering::Acquire);
+                let used = self.used(tail, head)?;
+                let rec = record_len(payload.len());
+                let off = (tail % self.capacity as u64) as usize;
+                let to_end = self.capacity - off;
+                let need = self.need(tail, rec);
+                if used + need > self.capacity {
+                    return Ok(Err(Write::Full));
+                }
+                let mut at = off;
+                if rec > to_end {
+                    let pad = (to_end - RECORD_HEADER) as u64 | PAD << 32;
+                    self.region.copy_in(off, &pad.to_le_bytes());
+                    at = 0;
+                }
+                let header = payload.len() as u64 | MSG << 32;
+                self.region.copy_in(at, &header.to_le_bytes());
+                self.region.copy_in(at + RECORD_HEADER, payload);
+                // Release: pairs with the reader's Acquire load of tail.
+                self.header.tail.0.store(tail.wrapping_add(need as u64), Ordering::Release);
+                Ok(Ok(()))
+            }
+
+            /// Finds the next message: `(its header's position, payload length,
+            /// where the payload starts, the head after it)`, or `None` if the
+            /// ring is empty.
+            fn next(&self) -> Result<Option<(u64, usize, usize, u64)>> {
+                let mut head = self.header.head.0.load(Ordering::Relaxed);
+                // Acquire: pairs with the writer's Release store of tail.
+                let tail = self.header.tail.0.load(Ordering::Acquire);
+                let mut used = self.used(tail, head)?;
+                // At most one PAD precedes a message (two would mean a lap of padding).
+                for _ in 0..2 {
+                    if used == 0 {
+                        return Ok(None);
+                    }
+                    let off = (head % self.capacity as u64) as usize;
+                    if used < RECORD_HEADER {
+                        return Err(self.corrupt(format!("{used} bytes left at {head}: no room for a record header")));
+                    }
+                    let h = self.header_at(off);
+                    let len = (h & 0xffff_ffff) as usize;
+                    match h >> 32 {
+                        PAD => {
+                            if off + RECORD_HEADER + len != self.capacity || len + RECORD_HEADER > used {
+                                return Err(self.corrupt(format!("padding of {len} bytes at offset {off}")));
+                            }
+                            head = head.wrapping_add((len + RECORD_HEADER) as u64);
+                            used -= len + RECORD_HEADER;
+                        }
+                        MSG => {
+                            let rec = record_len(len);
+                            if off + rec > self.capacity || rec > used {
+                                return Err(self.corrupt(format!(
+                                    "a {len}-byte message at offset {off} with {used} bytes published"
+                                )));
+                            }
+                            return Ok(Some((head, len, off + RECORD_HEADER, head.wrapping_add(rec as u64))));
+                        }
+                        tag => return Err(self.corrupt(format!("record tag {tag:#x} at offset {off}"))),
+                    }
+                }
+                Err(self.corrupt(format!("padding twice in a row at {head}")))
+            }
+
+            /// The payload length of the next message, if any (reader only).
+            pub(crate) fn peek_len(&self) -> Result<Option<usize>> {
+                Ok(self.next()?.map(|(_, len, _, _)| len))
+            }
+
+            /// Takes the next message, appending its payload to `out` (reader
+            /// only); `false` if the ring is empty.
+            pub(crate) fn try_read(&self, out: &mut Vec<u8>) -> Result<bool> {
+                let Some((_, len, at, next)) = self.next()? else { return Ok(false) };
+                let start = out.len();
+                out.resize(start + len, 0);
+                self.region.copy_out(at, &mut out[start..]);
+                // Release: pairs with the writer's Acquire load of head.
+                self.header.head.0.store(next, Ordering::Release);
+                Ok(true)
+            }
+
+            /// Whether the reader would find nothing (a snapshot, for sleepers).
+            pub(crate) fn looks_empty(&self) -> bool {
+                self.header.tail.0.load(Ordering::Acquire) == self.header.head.0.load(Ordering::Relaxed)
+            }
+
+            /// Whether a record of `payload` bytes would not fit now (a
+            /// snapshot, for sleepers).
+            pub(crate) fn looks_full(&self, payload: usize) -> bool {
+                let tail = self.header.tail.0.load(Ordering::Relaxed);
+                let head = self.header.head.0.load(Ordering::Acquire);
+                let used = distance(tail, head) as usize;
+                used.saturating_add(self.need(tail, record_len(payload))) > self.capacity
+            }
+
+            /// Bytes a record of `rec` bytes takes at `tail`, padding included.
+            fn need(&self, tail: u64, rec: usize) -> usize {
+                let to_end = self.capacity - (tail % self.capacity as u64) as usize;
+                if rec <= to_end { rec } else { to_end + rec }
+            }
+
+            /// Bytes published and not yet read (a snapshot).
+            pub(crate) fn used_bytes(&self) -> Result<usize> {
+                let head = self.header.head.0.load(Ordering::Acquire);
+                let tail = self.header.tail.0.load(Ordering::Acquire);
+                self.used(tail, head)
+            }
+        }
+    };
+}
+
+#[cfg(not(loom))]
+bytes_impl!();
+#[cfg(loom)]
+bytes_impl!('a);
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct Ring {
+        header: BytesHeader,
+        data: Vec<u64>,
+    }
+
+    impl Ring {
+        fn new(capacity: usize) -> Self {
+            Ring { header: BytesHeader::default(), data: vec![0; capacity / 8] }
+        }
+        fn view(&mut self) -> Bytes<'_, Region> {
+            let capacity = self.data.len() * 8;
+            // SAFETY: the Vec outlives the view and is 8-aligned.
+            let region = unsafe { Region::new(self.data.as_mut_ptr().cast(), capacity) };
+            Bytes { header: &self.header, region, capacity }
+        }
+    }
+
+    #[test]
+    fn records_wrap_with_padding_and_come_back_whole() {
+        let mut ring = Ring::new(64);
+        let r = ring.view();
+        let mut out = Vec::new();
+        for round in 0..50u8 {
+            let msg: Vec<u8> = (0..(round as usize % 29)).map(|i| round.wrapping_add(i as u8)).collect();
+            r.try_write(&msg).unwrap().unwrap();
+            if round % 3 == 0 {
+                let again = vec![round; 5];
+                if r.try_write(&again).unwrap().is_ok() {
+                    out.clear();
+                    assert!(r.try_read(&mut out).unwrap());
+                    assert_eq!(out, msg);
+                    out.clear();
+                    assert!(r.try_read(&mut out).unwrap());
+                    assert_eq!(out, again);
+                    continue;
+                }
+            }
+            out.clear();
+            assert_eq!(r.peek_len().unwrap(), Some(msg.len()));
+            assert!(r.try_read(&mut out).unwrap());
+            assert_eq!(out, msg, "round {round}");
+            assert!(!r.try_read(&mut out).unwrap());
+        }
+    }
+
+    #[test]
+    fn full_too_large_and_empty_messages() {
+        let mut ring = Ring::new(32);
+        let r = ring.view();
+        assert_eq!(r.try_write(&[0; 25]).unwrap(), Err(Write::TooLarge(25, 24)));
+        r.try_write(&[1; 24]).unwrap().unwrap();
+        assert_eq!(r.try_write(&[]).unwrap(), Err(Write::Full));
+        let mut out = Vec::new();
+        assert!(r.try_read(&mut out).unwrap());
+        r.try_write(&[]).unwrap().unwrap();
+        out.clear();
+        assert!(r.try_read(&mut out).unwrap());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_corrupt_and_never_copies_outside() {
+        let mut ring = Ring::new(32);
+        {
+            let r = ring.view();
+            r.try_write(b"hello").unwrap().unwrap();
+        }
+        for (word, value) in [(0, u64::from(u32::MAX) | MSG << 32), (0, 7 | 0xdead << 32), (0, 3 | PAD << 32)] {
+            let mut ring2 = Ring::new(32);
+            ring2.view().try_write(b"hello").unwrap().unwrap();
+            ring2.data[word] = value;
+            let r = ring2.view();
+            assert!(r.try_read(&mut Vec::new()).is_err(), "{value:#x}");
+        }
+        let r = ring.view();
+        r.header.tail.0.store(1000, Ordering::Relaxed);
+        assert!(r.try_read(&mut Vec::new()).is_err());
+        assert!(r.try_write(b"x").is_err());
+        r.header.tail.0.store(12, Ordering::Relaxed);
+        assert!(r.try_read(&mut Vec::new()).is_err(), "unaligned");
+    }
+}
