@@ -8,6 +8,9 @@
 //!
 //! Run with `cargo run --example array_rlock`.
 
+// Process targets take their arguments by value (they arrive decoded).
+#![allow(clippy::needless_pass_by_value)]
+
 use std::time::Duration;
 
 use shmproc::{Array, Process, RLock};

@@ -8,6 +8,9 @@
 //!
 //! Run with `cargo run --example array_share`.
 
+// Process targets take their arguments by value (they arrive decoded).
+#![allow(clippy::needless_pass_by_value)]
+
 use shmproc::{Array, Process};
 
 /// The seed's `func(i, temp)`: adds 100 to `temp[0]` and reports what it saw.

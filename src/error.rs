@@ -111,6 +111,13 @@ pub enum Error {
     },
     /// The queue (or connection) is closed.
     Closed,
+    /// A message can never fit: its encoded size, and the most the queue takes.
+    TooLarge {
+        /// Encoded bytes of the message.
+        size: usize,
+        /// The largest message the queue can hold, in bytes.
+        limit: usize,
+    },
     /// A typecode that is none of Python's (`c b B h H i I l L q Q f d u`).
     UnknownTypecode {
         /// What was given.
@@ -162,6 +169,9 @@ impl fmt::Display for Error {
             Error::Overflow { what } => write!(f, "{what} overflowed"),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
             Error::Closed => f.write_str("closed"),
+            Error::TooLarge { size, limit } => {
+                write!(f, "a message of {size} bytes does not fit: the queue holds messages of at most {limit} bytes")
+            }
             Error::UnknownTypecode { found } => {
                 write!(f, "unknown typecode {found:?}: expected one of c b B h H i I l L q Q f d u")
             }

@@ -25,7 +25,7 @@
 //!
 //! | layer | what it holds |
 //! |---|---|
-//! | `channel` | [`Queue`], [`SpscQueue`]: bounded queues between processes, blocking, timed and non-blocking, with `close` |
+//! | `channel` | [`Queue`], [`SpscQueue`], [`ObjectQueue`], [`JoinableQueue`]: bounded queues between processes, blocking, timed and non-blocking, with `close` |
 //! | `ring` | the lock-free rings under the queues (SPSC; MPMC with stamped slots that survive a dying peer) |
 //! | `array` | [`Array`], [`Value`], [`DynArray`]: ctypes-typecoded shared arrays with atomic elements and a lock in the same segment (layout readable from Python) |
 //! | `sync` | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], and the one wait loop ([`WaitStrategy`]) |
@@ -58,6 +58,11 @@ mod loom;
 mod os;
 #[cfg(not(loom))]
 pub mod process;
+// Public under loom only, for the models in tests/loom_ring.rs.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod ring;
+#[cfg(not(loom))]
 mod ring;
 pub mod segment;
 pub mod sync;
@@ -67,7 +72,7 @@ pub use array::{
     Array, ArrayBuilder, ArrayGuard, DATA_OFFSET, DynArray, Element, Integer, Scalar, Typecode, Value, ValueGuard,
 };
 #[cfg(not(loom))]
-pub use channel::{GetError, PutError, Queue, SpscQueue};
+pub use channel::{GetError, JoinableQueue, ObjectQueue, PutError, Queue, SpscQueue};
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use process::{

@@ -237,6 +237,10 @@ fn every_example_is_tested() {
         "counter_race",
         "array_share",
         "array_rlock",
+        "queue_writer_reader",
+        "queue_token",
+        "queue_producer_consumer",
+        "queue_results",
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
@@ -267,4 +271,59 @@ fn array_rlock() {
     let expected: Vec<String> = (0..10).rev().map(|n| format!("say hi {n}")).collect();
     assert_eq!(said, expected, "{}", r.stdout);
     assert_eq!(r.last(), Some("after three locked increments: 3"));
+}
+
+#[test]
+fn queue_writer_reader() {
+    let r = run("queue_writer_reader");
+    for v in ["A", "B", "C"] {
+        r.has_line(&format!("Put {v} to queue..."));
+        r.has_line(&format!("Get {v} from queue."));
+    }
+    let gets: Vec<&str> = r.lines().into_iter().filter(|l| l.starts_with("Get ")).collect();
+    assert_eq!(gets, ["Get A from queue.", "Get B from queue.", "Get C from queue."]);
+    assert_eq!(r.last(), Some("reader terminated with exit code Some(-15)"));
+}
+
+#[test]
+fn queue_token() {
+    let r = run("queue_token");
+    // "process I took J from the queue, then put I into it": every process
+    // ran once, and the J's are the initial 0 plus every process's number but
+    // the last one's, which is left in the queue.
+    let (mut procs, mut taken) = (Vec::new(), Vec::new());
+    for l in r.lines() {
+        if let Some(rest) = l.strip_prefix("process ") {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            procs.push(words[0].parse::<u32>().unwrap());
+            taken.push(words[2].parse::<u32>().unwrap());
+        }
+    }
+    procs.sort_unstable();
+    assert_eq!(procs, (0..10).collect::<Vec<_>>(), "{}", r.stdout);
+    let last: u32 = r.after("the token ended with process ").parse().unwrap();
+    let mut expected: Vec<u32> = std::iter::once(0).chain((0..10).filter(|&i| i != last)).collect();
+    expected.sort_unstable();
+    taken.sort_unstable();
+    assert_eq!(taken, expected, "{}", r.stdout);
+}
+
+#[test]
+fn queue_producer_consumer() {
+    let r = run("queue_producer_consumer");
+    let consumed: Vec<&str> = r.lines().into_iter().filter(|l| l.starts_with("Consumer is consuming")).collect();
+    assert_eq!(consumed.len(), 4, "{}", r.stdout);
+    for (i, l) in consumed.iter().enumerate() {
+        assert_eq!(*l, format!("Consumer is consuming {} in the queue.", i + 1));
+    }
+    r.has_line("Producer finished!");
+    assert_eq!(r.last(), Some("All processes finished!"));
+}
+
+#[test]
+fn queue_results() {
+    let r = run("queue_results");
+    assert_eq!(r.count(|l| l.contains(" -> ")), 12, "{}", r.stdout);
+    r.has_line("10.0.2.10 -> 22");
+    assert_eq!(r.last(), Some("12 results collected"));
 }

@@ -5,6 +5,8 @@
 //! |---|---|---|---|
 //! | `SimpleQueue` (one producer, one consumer) | [`SpscQueue<T>`] | SPSC | `T: Pod`, fixed size |
 //! | `Queue` | [`Queue<T>`] | MPMC, stamped slots | `T: Pod`, fixed size |
+//! | `Queue` | [`ObjectQueue<T>`] | byte records, a producer lock and a consumer lock | any serde type, any size up to the ring |
+//! | `JoinableQueue` | [`JoinableQueue<T>`] | as `ObjectQueue`, plus a task count | any serde type |
 //!
 //! Every queue has `new(capacity)`, `create(name, capacity)` and `open(name)`;
 //! blocking, timed and non-blocking `put`/`get`; `len`, `is_empty`, `is_full`,
@@ -17,10 +19,12 @@
 //! lost wake-up, and no system call on the fast path when nobody sleeps.
 
 mod fixed;
+mod object;
 
 use std::fmt;
 
 pub use fixed::{Queue, SpscQueue};
+pub use object::{JoinableQueue, ObjectQueue};
 
 use crate::error::Error;
 use crate::loom::{AtomicU32, Ordering};

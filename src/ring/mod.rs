@@ -15,8 +15,11 @@
 //! data, never an out-of-bounds slot or an endless loop.
 
 pub(crate) mod bytes;
-pub(crate) mod mpmc;
-pub(crate) mod spsc;
+pub(crate) use bytes::BytesHeader;
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
+pub mod mpmc;
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
+pub mod spsc;
 
 use crate::error::{Error, Result};
 use crate::loom::{self, AtomicU32, Ordering};
@@ -30,7 +33,8 @@ pub(crate) struct Padded<T>(pub(crate) T);
 
 /// Why a push did not happen; the element comes back.
 #[derive(Debug)]
-pub(crate) enum Push<T> {
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
+pub enum Push<T> {
     Full(T),
     Corrupt(T, Error),
 }
@@ -66,7 +70,8 @@ pub(crate) fn slots_for(capacity: usize) -> Result<usize> {
 /// [`UNFENCED_SLICE`] and re-checks, so a missed wake costs at most a slice.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct Side {
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
+pub struct Side {
     /// Bumped by every wake; the futex word sleepers wait on. Any value is valid.
     seq: AtomicU32,
     /// Threads asleep, or about to be, on `seq`. Only a hint for wakers: a
@@ -78,15 +83,17 @@ pub(crate) struct Side {
 /// How long a sleeper sleeps at a time when no heavy fence could be forced.
 pub(crate) const UNFENCED_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
 impl Side {
+    /// An idle side, for the loom models.
     #[cfg(loom)]
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Side { seq: AtomicU32::new(0), sleepers: AtomicU32::new(0) }
     }
 
     /// Wakes up to `n` sleepers, if any; call after publishing.
     #[inline]
-    pub(crate) fn notify(&self, n: u32) {
+    pub fn notify(&self, n: u32) {
         loom::light_fence();
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake(n);
@@ -118,6 +125,13 @@ impl Side {
         };
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
         outcome
+    }
+
+    /// [`sleep`](Self::sleep) without a deadline, for the loom models (which
+    /// cannot name `Deadline` or `FutexWait`).
+    #[cfg(loom)]
+    pub fn sleep_untimed(&self, ready: impl FnOnce() -> bool) {
+        let _ = self.sleep(None, ready);
     }
 }
 

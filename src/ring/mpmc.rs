@@ -37,8 +37,12 @@
 //!   claimable (`EMPTY` by the last reader, `FULL` by the writer): the
 //!   previous side's access to the element happened before ours.
 //! - Publishing `FULL` / `EMPTY(l + 1)` is a `Release` store.
-//! - The hints are `Relaxed`: they only say where to look; the slot states
-//!   decide.
+//! - Hint loads are `Acquire` and successful hint CASes `Release`: a thread
+//!   that reads hint `p` also sees the slot states that let others advance it
+//!   to `p`, so it never finds its slot a lap behind (found by the loom model
+//!   `mpmc_preempted_pop_is_not_corrupt`). A slot more than a lap away from
+//!   `p` is corruption only if the hint still says `p` (a thread preempted
+//!   between its two reads finds the slot laps ahead, and the hint moved).
 //!
 //! # Trust
 //! A state whose lap is more than one lap from the position's, an `EMPTY` one
@@ -91,7 +95,7 @@ fn lap_diff(a: u64, b: u64) -> i64 {
 /// The shared hints.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct MpmcHeader {
+pub struct MpmcHeader {
     /// The next position producers try (a hint, never past an unclaimed one).
     enqueue: Padded<AtomicU64>,
     /// The next position consumers try.
@@ -100,7 +104,7 @@ pub(crate) struct MpmcHeader {
 
 impl MpmcHeader {
     #[cfg(loom)]
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         MpmcHeader { enqueue: Padded(AtomicU64::new(0)), dequeue: Padded(AtomicU64::new(0)) }
     }
 }
@@ -108,7 +112,7 @@ impl MpmcHeader {
 /// One slot: see the module docs.
 #[repr(C)]
 #[derive(Debug)]
-pub(crate) struct Slot<T> {
+pub struct Slot<T> {
     state: AtomicU64,
     /// The claimant's `TaskId::stamp`, written right after its claim.
     owner: AtomicU64,
@@ -117,16 +121,17 @@ pub(crate) struct Slot<T> {
 
 impl<T> Slot<T> {
     #[cfg(any(loom, test))]
-    pub(crate) fn new() -> Self {
+    #[allow(clippy::new_without_default, reason = "for the loom models; real slots are segment memory")]
+    pub fn new() -> Self {
         Slot { state: AtomicU64::new(0), owner: AtomicU64::new(0), value: UnsafeCell::new(MaybeUninit::uninit()) }
     }
 }
 
 /// A view of a ring: its header and slots (a power-of-two count).
 #[derive(Debug)]
-pub(crate) struct Mpmc<'a, T> {
-    pub(crate) header: &'a MpmcHeader,
-    pub(crate) slots: &'a [Slot<T>],
+pub struct Mpmc<'a, T> {
+    pub header: &'a MpmcHeader,
+    pub slots: &'a [Slot<T>],
 }
 
 impl<T: Pod> Mpmc<'_, T> {
@@ -156,7 +161,7 @@ impl<T: Pod> Mpmc<'_, T> {
     pub(crate) fn try_push(&self, me: TaskId, v: T, probe: bool) -> Result<(), Push<T>> {
         let hint = &self.header.enqueue.0;
         for _ in 0..MAX_RETRIES {
-            let p = hint.load(Ordering::Relaxed);
+            let p = hint.load(Ordering::Acquire);
             let slot = self.slot(p);
             let lap = self.lap(p);
             let st = slot.state.load(Ordering::Acquire);
@@ -167,7 +172,7 @@ impl<T: Pod> Mpmc<'_, T> {
                     let claim = state(lap, WRITING, me.tid);
                     if slot.state.compare_exchange(st, claim, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                         slot.owner.store(me.stamp(), Ordering::Relaxed);
-                        let _ = hint.compare_exchange(p, p.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+                        let _ = hint.compare_exchange(p, p.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                         // SAFETY: our claim excludes every other writer and
                         // reader until we publish FULL below.
                         slot.value.with_mut(|ptr| unsafe { ptr.write(MaybeUninit::new(v)) });
@@ -178,17 +183,17 @@ impl<T: Pod> Mpmc<'_, T> {
                 }
                 // Position p is taken (or done): help the hint past it.
                 (0 | 1, _) => {
-                    let _ = hint.compare_exchange(p, p.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = hint.compare_exchange(p, p.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                 }
                 // The slot still holds the previous lap: full, unless the hint
                 // moved meanwhile, or the holder is a dead reader.
                 (-1, FULL | WRITING) => {
-                    if hint.load(Ordering::Relaxed) == p {
+                    if hint.load(Ordering::Acquire) == p {
                         return Err(Push::Full(v));
                     }
                 }
                 (-1, READING) => {
-                    if hint.load(Ordering::Relaxed) != p {
+                    if hint.load(Ordering::Acquire) != p {
                         continue;
                     }
                     if probe && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
@@ -201,7 +206,7 @@ impl<T: Pod> Mpmc<'_, T> {
                             let _ = self.header.dequeue.0.compare_exchange(
                                 q,
                                 q.wrapping_add(1),
-                                Ordering::Relaxed,
+                                Ordering::Release,
                                 Ordering::Relaxed,
                             );
                         }
@@ -209,6 +214,8 @@ impl<T: Pod> Mpmc<'_, T> {
                     }
                     return Err(Push::Full(v));
                 }
+                // More than a lap from p: stale unless the hint still says p.
+                _ if hint.load(Ordering::Acquire) != p => {}
                 _ => return Err(Push::Corrupt(v, self.corrupt("put", p, st))),
             }
         }
@@ -220,7 +227,7 @@ impl<T: Pod> Mpmc<'_, T> {
     pub(crate) fn try_pop(&self, me: TaskId, probe: bool) -> Result<Option<T>> {
         let hint = &self.header.dequeue.0;
         for _ in 0..MAX_RETRIES {
-            let q = hint.load(Ordering::Relaxed);
+            let q = hint.load(Ordering::Acquire);
             let slot = self.slot(q);
             let lap = self.lap(q);
             let st = slot.state.load(Ordering::Acquire);
@@ -231,7 +238,7 @@ impl<T: Pod> Mpmc<'_, T> {
                     let claim = state(lap, READING, me.tid);
                     if slot.state.compare_exchange(st, claim, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                         slot.owner.store(me.stamp(), Ordering::Relaxed);
-                        let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+                        let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                         // SAFETY: our claim excludes every writer and other
                         // reader until we release the slot below; T is Pod.
                         let v = slot.value.with(|ptr| unsafe { ptr.read().assume_init() });
@@ -245,25 +252,26 @@ impl<T: Pod> Mpmc<'_, T> {
                         // Its writer died mid-put: skip the position.
                         let skipped = state(lap.wrapping_add(1), EMPTY, 0);
                         if slot.state.compare_exchange(st, skipped, Ordering::Release, Ordering::Relaxed).is_ok() {
-                            let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+                            let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                         }
                         continue;
                     }
-                    if hint.load(Ordering::Relaxed) == q {
+                    if hint.load(Ordering::Acquire) == q {
                         return Ok(None); // being written: not ready yet
                     }
                 }
                 // Not produced yet (the slot is free for this lap, or still
                 // being read from the previous one): empty if the hint agrees.
                 (0, EMPTY) | (-1, READING) => {
-                    if hint.load(Ordering::Relaxed) == q {
+                    if hint.load(Ordering::Acquire) == q {
                         return Ok(None);
                     }
                 }
                 // Position q is taken (or done): help the hint past it.
                 (0, READING) | (1, _) => {
-                    let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                 }
+                _ if hint.load(Ordering::Acquire) != q => {}
                 _ => return Err(self.corrupt("get", q, st)),
             }
         }
@@ -272,15 +280,15 @@ impl<T: Pod> Mpmc<'_, T> {
 
     /// Whether a consumer would find nothing ready (a snapshot, for sleepers:
     /// anything unexpected counts as "look again").
-    pub(crate) fn looks_empty(&self) -> bool {
-        let q = self.header.dequeue.0.load(Ordering::Relaxed);
+    pub fn looks_empty(&self) -> bool {
+        let q = self.header.dequeue.0.load(Ordering::Acquire);
         let (l, kind, _) = decode(self.slot(q).state.load(Ordering::Acquire));
         matches!((lap_diff(l, self.lap(q)), kind), (0, EMPTY | WRITING) | (-1, READING))
     }
 
     /// Whether a producer would find no room (a snapshot, for sleepers).
-    pub(crate) fn looks_full(&self) -> bool {
-        let p = self.header.enqueue.0.load(Ordering::Relaxed);
+    pub fn looks_full(&self) -> bool {
+        let p = self.header.enqueue.0.load(Ordering::Acquire);
         let (l, _, _) = decode(self.slot(p).state.load(Ordering::Acquire));
         lap_diff(l, self.lap(p)) == -1
     }
@@ -295,6 +303,21 @@ impl<T: Pod> Mpmc<'_, T> {
             d if d > u64::MAX / 2 => 0, // dequeue a little ahead of a lagging enqueue hint
             _ => self.slots.len(),
         }
+    }
+}
+
+/// The claiming operations as the calling thread, for the loom models (which
+/// cannot name `TaskId`).
+#[cfg(loom)]
+impl<T: Pod> Mpmc<'_, T> {
+    /// [`try_push`](Self::try_push) by the calling thread.
+    pub fn try_push_here(&self, v: T, probe: bool) -> Result<(), Push<T>> {
+        self.try_push(crate::loom::current_task(), v, probe)
+    }
+
+    /// [`try_pop`](Self::try_pop) by the calling thread.
+    pub fn try_pop_here(&self, probe: bool) -> Result<Option<T>> {
+        self.try_pop(crate::loom::current_task(), probe)
     }
 }
 

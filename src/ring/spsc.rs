@@ -34,7 +34,7 @@ use crate::loom::{AtomicU64, Ordering, local};
 /// The shared positions.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct SpscHeader {
+pub struct SpscHeader {
     /// Producer position: elements `head..tail` are in the ring.
     tail: Padded<AtomicU64>,
     /// Consumer position.
@@ -43,7 +43,7 @@ pub(crate) struct SpscHeader {
 
 impl SpscHeader {
     #[cfg(loom)]
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         SpscHeader { tail: Padded(AtomicU64::new(0)), head: Padded(AtomicU64::new(0)) }
     }
 }
@@ -52,18 +52,19 @@ impl SpscHeader {
 /// times the positions keep apart.
 #[repr(transparent)]
 #[derive(Debug)]
-pub(crate) struct Slot<T>(UnsafeCell<MaybeUninit<T>>);
+pub struct Slot<T>(UnsafeCell<MaybeUninit<T>>);
 
 impl<T> Slot<T> {
     #[cfg(loom)]
-    pub(crate) fn new() -> Self {
+    #[allow(clippy::new_without_default, reason = "for the loom models; real slots are segment memory")]
+    pub fn new() -> Self {
         Slot(UnsafeCell::new(MaybeUninit::uninit()))
     }
 }
 
 /// What each handle keeps to itself: the other side's position as last seen.
 #[derive(Debug, Default)]
-pub(crate) struct Cache {
+pub struct Cache {
     /// The consumer position as the producer last read it (never ahead of the
     /// real one, which only grows).
     head: local::AtomicU64,
@@ -79,9 +80,9 @@ impl Clone for Cache {
 
 /// A view of a ring: its header and slots (a power-of-two count).
 #[derive(Debug)]
-pub(crate) struct Spsc<'a, T> {
-    pub(crate) header: &'a SpscHeader,
-    pub(crate) slots: &'a [Slot<T>],
+pub struct Spsc<'a, T> {
+    pub header: &'a SpscHeader,
+    pub slots: &'a [Slot<T>],
 }
 
 impl<T: Pod> Spsc<'_, T> {
@@ -102,7 +103,7 @@ impl<T: Pod> Spsc<'_, T> {
 
     /// Appends `v` if there is room (producer only).
     #[inline]
-    pub(crate) fn try_push(&self, cache: &Cache, v: T) -> Result<(), Push<T>> {
+    pub fn try_push(&self, cache: &Cache, v: T) -> Result<(), Push<T>> {
         let tail = self.header.tail.0.load(Ordering::Relaxed);
         let cap = self.slots.len() as u64;
         let mut head = cache.head.load(local::Ordering::Relaxed);
@@ -127,7 +128,7 @@ impl<T: Pod> Spsc<'_, T> {
 
     /// Takes the oldest element, `Ok(None)` if empty (consumer only).
     #[inline]
-    pub(crate) fn try_pop(&self, cache: &Cache) -> Result<Option<T>> {
+    pub fn try_pop(&self, cache: &Cache) -> Result<Option<T>> {
         let head = self.header.head.0.load(Ordering::Relaxed);
         let mut tail = cache.tail.load(local::Ordering::Relaxed);
         if tail == head || distance(tail, head) > self.slots.len() as u64 {
@@ -152,12 +153,12 @@ impl<T: Pod> Spsc<'_, T> {
     }
 
     /// Whether the consumer would find nothing (a snapshot, for sleepers).
-    pub(crate) fn looks_empty(&self) -> bool {
+    pub fn looks_empty(&self) -> bool {
         self.header.tail.0.load(Ordering::Acquire) == self.header.head.0.load(Ordering::Relaxed)
     }
 
     /// Whether the producer would find no room (a snapshot, for sleepers).
-    pub(crate) fn looks_full(&self) -> bool {
+    pub fn looks_full(&self) -> bool {
         let head = self.header.head.0.load(Ordering::Acquire);
         distance(self.header.tail.0.load(Ordering::Relaxed), head) == self.slots.len() as u64
     }

@@ -15,6 +15,7 @@ pub(crate) fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
 /// 1): loom reports any two accesses that are not ordered by happens-before,
 /// so the critical sections must really exclude each other and the primitive
 /// must really publish what the previous holder wrote.
+#[allow(dead_code, reason = "not every model file uses it")]
 #[derive(Debug)]
 pub(crate) struct Cell(loom::cell::UnsafeCell<u32>);
 
@@ -22,6 +23,7 @@ pub(crate) struct Cell(loom::cell::UnsafeCell<u32>);
 // or after joining every other thread; loom checks that claim on every access.
 unsafe impl Sync for Cell {}
 
+#[allow(dead_code, reason = "not every model file uses it")]
 impl Cell {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Cell(loom::cell::UnsafeCell::new(0)))

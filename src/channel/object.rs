@@ -1,0 +1,647 @@
+//! [`ObjectQueue`] and [`JoinableQueue`]: queues of any serde type, of any
+//! number of producers and consumers, on the byte-record ring.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Control, GetError, PutError, type_fingerprint};
+use crate::codec::{self, custom_error};
+use crate::error::{Error, Result};
+use crate::loom::{self, AtomicU64, Ordering};
+use crate::os::{Deadline, FutexWait};
+use crate::ring::bytes::{self, Bytes, Region, Write};
+use crate::ring::{BytesHeader, Padded, Side};
+use crate::segment::{Kind, Layout, Shared, SharedState};
+use crate::sync::owner::OwnerLock;
+use crate::sync::wait::{self, WaitConfig, WaitTarget};
+
+/// The two locks that make the one-writer one-reader byte ring a queue of
+/// many producers and consumers.
+#[repr(C)]
+#[derive(Debug)]
+struct Locks {
+    /// Held by the producer writing a record. A producer killed holding it
+    /// never published its record (the tail moves last): the next producer
+    /// takes the lock over and writes over the remains.
+    producer: OwnerLock,
+    /// Held by the consumer reading a record. A consumer killed holding it
+    /// never moved the head: the next consumer takes over and reads the same
+    /// record again, so the message is delivered to a live consumer.
+    consumer: OwnerLock,
+}
+
+/// Counts beside the ring.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Counts {
+    /// Messages in the ring (incremented before a record is published,
+    /// decremented after one is taken: never below the real count). Only a
+    /// hint for `len`: a peer's garbage makes `len` wrong, nothing else.
+    items: AtomicU64,
+    /// `JoinableQueue`: messages put and not yet marked done. Incremented
+    /// before the record is published, so a `task_done` can never come first.
+    unfinished: AtomicU64,
+    /// Joiners wait here for `unfinished` to reach 0.
+    all_done: Side,
+}
+
+/// The state before the data region.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct ObjectState {
+    ring: BytesHeader,
+    ctl: Control,
+    locks: Padded<Locks>,
+    counts: Padded<Counts>,
+}
+
+const _: () = assert!(size_of::<ObjectState>() % 64 == 0, "the data region starts on a cache line");
+
+/// Creation parameters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ObjectParams {
+    fp: u64,
+    capacity: usize,
+}
+
+/// The smallest data region: messages of up to 24 encoded bytes.
+const MIN_CAPACITY: usize = 64;
+
+// SAFETY: repr(C), atomics only (BytesHeader, Control, OwnerLock, Side are
+// repr(C) atomics), size a multiple of 64, no pointers; the byte ring checks
+// every position, tag and length it reads.
+unsafe impl SharedState for ObjectState {
+    const KIND: Kind = Kind::ObjectQueue;
+    type Params = ObjectParams;
+
+    fn zeroed() -> Self {
+        ObjectState {
+            ring: BytesHeader::default(),
+            ctl: Control::default(),
+            locks: Padded(Locks { producer: OwnerLock::zeroed(), consumer: OwnerLock::zeroed() }),
+            counts: Padded(Counts::default()),
+        }
+    }
+
+    fn init(&self, _: ObjectParams) {}
+
+    fn layout(p: &ObjectParams) -> Result<Layout> {
+        Ok(Layout { type_fp: p.fp, tail_len: p.capacity })
+    }
+
+    fn check_layout(found: Layout) -> Result<()> {
+        if found.type_fp == 0 || found.tail_len < MIN_CAPACITY || !found.tail_len.is_power_of_two() {
+            return Err(Error::mismatch(
+                "queue layout",
+                format!("a typed queue with a power-of-two data region of at least {MIN_CAPACITY} bytes"),
+                format!("fingerprint {:#x}, {} bytes", found.type_fp, found.tail_len),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A bounded queue of any serde type between processes, for any number of
+/// producers and consumers (Python's `multiprocessing.Queue`).
+///
+/// Messages are encoded (postcard) into a ring of bytes, so they can have any
+/// size up to [`ObjectQueue::max_message`]: a larger one is refused with
+/// [`Error::TooLarge`], which names both sizes (create the queue bigger; a
+/// `Connection` streams messages of any size). The capacity is in bytes.
+/// Producers take turns through a lock in the segment, as do consumers; a
+/// producer killed in the middle of a put leaves nothing behind (its record
+/// was never published), and a consumer killed in the middle of a get leaves
+/// the message to the next consumer.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::ObjectQueue;
+///
+/// let q = ObjectQueue::<(String, Vec<u32>)>::new(4096)?;
+/// q.put(("primes".to_owned(), vec![2, 3, 5, 7]))?;
+/// let (name, values) = q.get()?;
+/// assert_eq!((name.as_str(), values.len()), ("primes", 4));
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+pub struct ObjectQueue<T> {
+    state: Shared<ObjectState>,
+    /// Data region bytes, checked at open.
+    capacity: usize,
+    wait: WaitConfig,
+    _messages: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for ObjectQueue<T> {
+    fn clone(&self) -> Self {
+        ObjectQueue {
+            state: self.state.clone(),
+            capacity: self.capacity,
+            wait: self.wait.clone(),
+            _messages: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ObjectQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectQueue")
+            .field("segment", &self.state)
+            .field("capacity", &self.capacity)
+            .field("len", &self.state.counts.0.items.load(Ordering::Relaxed))
+            .field("closed", &self.state.ctl.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
+    fn params(capacity: usize) -> Result<ObjectParams> {
+        let capacity = capacity
+            .max(MIN_CAPACITY)
+            .checked_next_power_of_two()
+            .filter(|c| isize::try_from(*c).is_ok())
+            .ok_or(Error::InvalidArgument { what: "queue capacity too large" })?;
+        Ok(ObjectParams { fp: type_fingerprint::<T>(), capacity })
+    }
+
+    fn from_state(state: Shared<ObjectState>) -> Result<Self> {
+        let layout = state.layout();
+        ObjectState::check_layout(layout)?;
+        if layout.type_fp != type_fingerprint::<T>() {
+            return Err(Error::mismatch(
+                "element type",
+                format!("{} (fingerprint {:#x})", std::any::type_name::<T>(), type_fingerprint::<T>()),
+                format!("fingerprint {:#x}", layout.type_fp),
+            ));
+        }
+        Ok(ObjectQueue { state, capacity: layout.tail_len, wait: WaitConfig::default(), _messages: PhantomData })
+    }
+
+    /// A new empty queue with a ring of at least `capacity` bytes (rounded up
+    /// to a power of two, at least 64), in an anonymous segment. Messages of
+    /// up to half of it fit ([`ObjectQueue::max_message`]).
+    pub fn new(capacity: usize) -> Result<Self> {
+        Shared::anonymous(Self::params(capacity)?).and_then(Self::from_state)
+    }
+
+    /// A new empty queue in the named segment `name`, which must not exist.
+    pub fn create(name: &str, capacity: usize) -> Result<Self> {
+        Shared::create(name, Self::params(capacity)?).and_then(Self::from_state)
+    }
+
+    /// Opens the queue in the named segment `name`.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if it holds messages of another type, and the
+    /// errors of [`Segment::open`](crate::Segment::open).
+    pub fn open(name: &str) -> Result<Self> {
+        Shared::open(name).and_then(Self::from_state)
+    }
+
+    crate::sync::wait_strategy_accessors!();
+
+    fn ring(&self) -> Bytes<'_, Region> {
+        // SAFETY: the tail is `capacity` bytes (checked at open), 64-aligned
+        // (the state's size is a multiple of 64), mapped while `state` lives,
+        // and accessed only through the byte ring's protocol.
+        let region = unsafe { Region::new(self.state.tail(), self.capacity) };
+        Bytes { header: &self.state.ring, region, capacity: self.capacity }
+    }
+
+    /// The ring's size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The largest encoded message the queue takes, in bytes.
+    pub fn max_message(&self) -> usize {
+        bytes::max_payload(self.capacity)
+    }
+
+    /// Messages in the queue (a snapshot; Python's `qsize`).
+    pub fn len(&self) -> usize {
+        usize::try_from(self.state.counts.0.items.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    /// Whether the queue holds no message (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.ring().looks_empty()
+    }
+
+    /// Whether not even an empty message fits now (a snapshot).
+    pub fn is_full(&self) -> bool {
+        self.ring().looks_full(0)
+    }
+
+    /// Closes the queue for every handle: waiters wake; puts fail with
+    /// [`PutError::Closed`]; gets drain what is left, then fail with
+    /// [`GetError::Closed`].
+    pub fn close(&self) {
+        self.state.ctl.close();
+        self.state.counts.0.all_done.notify(u32::MAX);
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        self.state.ctl.is_closed()
+    }
+
+    /// Appends `value`, waiting for room as long as it takes.
+    ///
+    /// # Errors
+    /// [`PutError::Closed`]; [`PutError::Failed`] with [`Error::TooLarge`] if
+    /// the encoded message exceeds [`ObjectQueue::max_message`], with
+    /// [`Error::Codec`] if it cannot be encoded. The value always comes back.
+    pub fn put(&self, value: T) -> Result<(), PutError<T>> {
+        self.put_until(value, None, true)
+    }
+
+    /// Appends `value`, waiting at most `timeout` (for the producers' lock and
+    /// for room together).
+    pub fn put_timeout(&self, value: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_until(value, Some(Deadline::after(timeout)), true)
+    }
+
+    /// Appends `value` if that needs no waiting ([`PutError::Full`] hands it
+    /// back; also when another producer is writing at this instant).
+    pub fn try_put(&self, value: T) -> Result<(), PutError<T>> {
+        self.put_until(value, None, false)
+    }
+
+    /// Takes the oldest message, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// [`GetError::Closed`] once closed and drained; [`GetError::Failed`] if
+    /// the ring is corrupt or a message does not decode as `T` (that message
+    /// is consumed).
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_until(None, true)
+    }
+
+    /// Takes the oldest message, waiting at most `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.get_until(Some(Deadline::after(timeout)), true)
+    }
+
+    /// Takes the oldest message if that needs no waiting ([`GetError::Empty`]).
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.get_until(None, false)
+    }
+
+    fn put_until(&self, value: T, deadline: Option<Deadline>, block: bool) -> Result<(), PutError<T>> {
+        if self.is_closed() {
+            return Err(PutError::Closed(value));
+        }
+        let encoded = match codec::encode(&value) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(PutError::Failed(value, e)),
+        };
+        if encoded.len() > self.max_message() {
+            let e = Error::TooLarge { size: encoded.len(), limit: self.max_message() };
+            return Err(PutError::Failed(value, e));
+        }
+        let me = loom::current_task();
+        let lock = &self.state.locks.0.producer;
+        let held = if block { lock.lock(me, &self.wait, deadline) } else { lock.try_lock(me) };
+        if held.is_none() {
+            return Err(if block { PutError::Timeout(value) } else { PutError::Full(value) });
+        }
+        // Counted before the record is published (see `Counts`), taken back
+        // if it is not.
+        let counts = &self.state.counts.0;
+        counts.items.fetch_add(1, Ordering::Relaxed);
+        counts.unfinished.fetch_add(1, Ordering::Relaxed);
+        let mut target = WriteTarget { q: self, bytes: &encoded };
+        let outcome = match target.attempt(false) {
+            Some(done) => done,
+            None if !block => Err(WriteOutcome::Full),
+            None => wait::wait(&self.wait, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout)),
+        };
+        lock.unlock(me);
+        match outcome {
+            Ok(()) => {
+                self.state.ctl.not_empty.notify(1);
+                Ok(())
+            }
+            Err(why) => {
+                counts.items.fetch_sub(1, Ordering::Relaxed);
+                counts.unfinished.fetch_sub(1, Ordering::Relaxed);
+                Err(match why {
+                    WriteOutcome::Full => PutError::Full(value),
+                    WriteOutcome::Timeout => PutError::Timeout(value),
+                    WriteOutcome::Closed => PutError::Closed(value),
+                    WriteOutcome::Failed(e) => PutError::Failed(value, e),
+                })
+            }
+        }
+    }
+
+    fn get_until(&self, deadline: Option<Deadline>, block: bool) -> Result<T, GetError> {
+        let me = loom::current_task();
+        let lock = &self.state.locks.0.consumer;
+        let held = if block { lock.lock(me, &self.wait, deadline) } else { lock.try_lock(me) };
+        if held.is_none() {
+            return Err(if block { GetError::Timeout } else { GetError::Empty });
+        }
+        let mut target = ReadTarget { q: self, buf: Vec::new() };
+        let outcome = match target.attempt(false) {
+            Some(done) => done,
+            None if !block => Err(GetError::Empty),
+            None => wait::wait(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout)),
+        };
+        lock.unlock(me);
+        outcome?;
+        self.state.counts.0.items.fetch_sub(1, Ordering::Relaxed);
+        self.state.ctl.not_full.notify(1);
+        codec::decode(&target.buf).map_err(GetError::Failed)
+    }
+
+    /// `JoinableQueue::task_done`.
+    fn task_done(&self) -> Result<()> {
+        let counts = &self.state.counts.0;
+        let mut n = counts.unfinished.load(Ordering::Relaxed);
+        loop {
+            if n == 0 {
+                return Err(Error::InvalidArgument { what: "task_done() called more times than items were put" });
+            }
+            match counts.unfinished.compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        if n == 1 {
+            counts.all_done.notify(u32::MAX);
+        }
+        Ok(())
+    }
+
+    /// `JoinableQueue::join` until `deadline`; `false` on timeout.
+    fn join_until(&self, deadline: Option<Deadline>) -> bool {
+        wait::wait(&self.wait, deadline, &mut JoinTarget { q: self }).is_some()
+    }
+}
+
+/// Why a write ended without a record.
+enum WriteOutcome {
+    Full,
+    Timeout,
+    Closed,
+    Failed(Error),
+}
+
+/// A producer waiting for room (holding the producers' lock).
+struct WriteTarget<'a, T> {
+    q: &'a ObjectQueue<T>,
+    bytes: &'a [u8],
+}
+
+impl<T: Serialize + DeserializeOwned> WaitTarget for WriteTarget<'_, T> {
+    type Output = Result<(), WriteOutcome>;
+
+    fn attempt(&mut self, _probe: bool) -> Option<Self::Output> {
+        if self.q.is_closed() {
+            return Some(Err(WriteOutcome::Closed));
+        }
+        match self.q.ring().try_write(self.bytes) {
+            Ok(Ok(())) => Some(Ok(())),
+            Ok(Err(Write::Full)) => None,
+            Ok(Err(Write::TooLarge(size, limit))) => Some(Err(WriteOutcome::Failed(Error::TooLarge { size, limit }))),
+            Err(e) => Some(Err(WriteOutcome::Failed(e))),
+        }
+    }
+
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+        let ctl = &self.q.state.ctl;
+        ctl.not_full.sleep(until, || ctl.is_closed() || !self.q.ring().looks_full(self.bytes.len()))
+    }
+}
+
+/// A consumer waiting for a message (holding the consumers' lock).
+struct ReadTarget<'a, T> {
+    q: &'a ObjectQueue<T>,
+    buf: Vec<u8>,
+}
+
+impl<T: Serialize + DeserializeOwned> WaitTarget for ReadTarget<'_, T> {
+    type Output = Result<(), GetError>;
+
+    fn attempt(&mut self, _probe: bool) -> Option<Self::Output> {
+        let ring = self.q.ring();
+        match ring.try_read(&mut self.buf) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) if self.q.is_closed() => match ring.try_read(&mut self.buf) {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => Some(Err(GetError::Closed)),
+                Err(e) => Some(Err(GetError::Failed(e))),
+            },
+            Ok(false) => None,
+            Err(e) => Some(Err(GetError::Failed(e))),
+        }
+    }
+
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+        let ctl = &self.q.state.ctl;
+        ctl.not_empty.sleep(until, || ctl.is_closed() || !self.q.ring().looks_empty())
+    }
+}
+
+/// A joiner waiting for every task to be done.
+struct JoinTarget<'a, T> {
+    q: &'a ObjectQueue<T>,
+}
+
+impl<T> WaitTarget for JoinTarget<'_, T> {
+    type Output = ();
+
+    fn attempt(&mut self, _probe: bool) -> Option<()> {
+        (self.q.state.counts.0.unfinished.load(Ordering::Acquire) == 0).then_some(())
+    }
+
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+        let counts = &self.q.state.counts.0;
+        counts.all_done.sleep(until, || counts.unfinished.load(Ordering::Acquire) == 0)
+    }
+}
+
+impl<T> Serialize for ObjectQueue<T> {
+    fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        self.state.serialize(s)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for ObjectQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::from_state(Shared::deserialize(d)?).map_err(custom_error::<D::Error>)
+    }
+}
+
+/// An [`ObjectQueue`] that counts unfinished tasks (Python's
+/// `multiprocessing.JoinableQueue`): every put adds one, [`task_done`]
+/// removes one, and [`join`] waits until none is left.
+///
+/// [`task_done`]: JoinableQueue::task_done
+/// [`join`]: JoinableQueue::join
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::JoinableQueue;
+///
+/// let q = JoinableQueue::<u32>::new(1024)?;
+/// q.put(7)?;
+/// let worker = { let q = q.clone(); std::thread::spawn(move || { let _job = q.get(); q.task_done() }) };
+/// q.join(); // returns once the worker called task_done
+/// worker.join().unwrap()?;
+/// assert!(q.task_done().is_err()); // more task_done calls than items
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+pub struct JoinableQueue<T>(ObjectQueue<T>);
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JoinableQueue").field(&self.0).finish()
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ObjectQueue::deserialize(d).map(JoinableQueue)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A new empty queue with a ring of at least `capacity` bytes.
+    pub fn new(capacity: usize) -> Result<Self> {
+        ObjectQueue::new(capacity).map(JoinableQueue)
+    }
+
+    /// A new empty queue in the named segment `name`.
+    pub fn create(name: &str, capacity: usize) -> Result<Self> {
+        ObjectQueue::create(name, capacity).map(JoinableQueue)
+    }
+
+    /// Opens the queue in the named segment `name` (an [`ObjectQueue`]'s
+    /// segment too: they share a layout).
+    pub fn open(name: &str) -> Result<Self> {
+        ObjectQueue::open(name).map(JoinableQueue)
+    }
+
+    /// The queue without the task methods (the same queue).
+    pub fn as_queue(&self) -> &ObjectQueue<T> {
+        &self.0
+    }
+
+    /// [`ObjectQueue::put`]; the task count goes up by one.
+    pub fn put(&self, value: T) -> Result<(), PutError<T>> {
+        self.0.put(value)
+    }
+
+    /// [`ObjectQueue::put_timeout`].
+    pub fn put_timeout(&self, value: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.0.put_timeout(value, timeout)
+    }
+
+    /// [`ObjectQueue::try_put`].
+    pub fn try_put(&self, value: T) -> Result<(), PutError<T>> {
+        self.0.try_put(value)
+    }
+
+    /// [`ObjectQueue::get`].
+    pub fn get(&self) -> Result<T, GetError> {
+        self.0.get()
+    }
+
+    /// [`ObjectQueue::get_timeout`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.0.get_timeout(timeout)
+    }
+
+    /// [`ObjectQueue::try_get`].
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.0.try_get()
+    }
+
+    /// Marks one task done.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if every put is already marked done
+    /// (Python's `ValueError`); the count is left at 0.
+    pub fn task_done(&self) -> Result<()> {
+        self.0.task_done()
+    }
+
+    /// Waits until every message put has been marked done.
+    pub fn join(&self) {
+        self.0.join_until(None);
+    }
+
+    /// Waits at most `timeout`; `true` if every task is done.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.0.join_until(Some(Deadline::after(timeout)))
+    }
+
+    /// Messages put and not yet marked done (a snapshot).
+    pub fn unfinished(&self) -> u64 {
+        self.0.state.counts.0.unfinished.load(Ordering::Relaxed)
+    }
+
+    /// Closes the queue ([`ObjectQueue::close`]).
+    pub fn close(&self) {
+        self.0.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_of_every_size_up_to_the_limit_and_too_large_refused() {
+        let q = ObjectQueue::<Vec<u8>>::new(256).unwrap();
+        for n in [0, 1, 7, 8, 100, q.max_message() - 2] {
+            q.put(vec![n as u8; n]).unwrap();
+            assert_eq!(q.get().unwrap(), vec![n as u8; n]);
+        }
+        assert_eq!(q.max_message(), 120);
+        match q.put(vec![0; 300]) {
+            Err(PutError::Failed(v, Error::TooLarge { size, limit })) => {
+                assert_eq!((v.len(), size, limit), (300, 302, 120));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(q.try_get(), Err(GetError::Empty)));
+    }
+
+    #[test]
+    fn close_drains_and_join_counts_tasks() {
+        let q = JoinableQueue::<String>::new(64).unwrap();
+        q.put("a".into()).unwrap();
+        q.put("b".into()).unwrap();
+        assert!(!q.join_timeout(Duration::from_millis(2)));
+        q.close();
+        assert!(matches!(q.put("c".into()), Err(PutError::Closed(c)) if c == "c"));
+        assert_eq!(q.get().unwrap(), "a");
+        assert_eq!(q.get().unwrap(), "b");
+        assert!(matches!(q.get(), Err(GetError::Closed)));
+        q.task_done().unwrap();
+        q.task_done().unwrap();
+        assert!(q.join_timeout(Duration::ZERO));
+        assert!(q.task_done().is_err());
+    }
+}

@@ -1,0 +1,491 @@
+//! Loom models of the rings under the queues: the SPSC ring, the MPMC ring
+//! with stamped slots, and [`Side`]'s wake protocol between them and sleepers.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test --release --target-dir target/loom --test 'loom_*'`.
+//! The ring module is public under `cfg(loom)` only (`#[doc(hidden)]`), so these
+//! models drive the rings directly, on heap-allocated headers and slots.
+//! Elements live in loom `UnsafeCell`s, so a write and a read of one slot that
+//! the positions or stamps do not order by happens-before is reported as a
+//! causality violation; the futex is modelled (see `src/loom.rs`), so a lost
+//! wake-up is reported as a deadlock.
+//!
+//! `LOOM_MAX_PREEMPTIONS` overrides the preemption bound each model picks.
+#![cfg(loom)]
+
+mod loom_common;
+
+use loom::sync::Arc;
+use loom::thread;
+use loom_common::model;
+use shmproc::ring::mpmc::{self, Mpmc, MpmcHeader};
+use shmproc::ring::spsc::{self, Cache, Spsc, SpscHeader};
+use shmproc::ring::{Push, Side};
+
+/// An SPSC ring of `u32` with the two sides a queue sleeps on.
+#[derive(Debug)]
+struct SpscRing {
+    header: SpscHeader,
+    slots: Vec<spsc::Slot<u32>>,
+    not_empty: Side,
+    not_full: Side,
+}
+
+// SAFETY: the slots are written and read only as the ring's positions allow;
+// loom checks that claim on every access (the slots are loom `UnsafeCell`s).
+unsafe impl Sync for SpscRing {}
+
+impl SpscRing {
+    fn new(slots: usize) -> Arc<Self> {
+        Arc::new(SpscRing {
+            header: SpscHeader::new(),
+            slots: (0..slots).map(|_| spsc::Slot::new()).collect(),
+            not_empty: Side::new(),
+            not_full: Side::new(),
+        })
+    }
+
+    fn ring(&self) -> Spsc<'_, u32> {
+        Spsc { header: &self.header, slots: &self.slots }
+    }
+
+    /// Pushes `v`, yielding while the ring is full.
+    fn push_spinning(&self, cache: &Cache, mut v: u32) {
+        loop {
+            match self.ring().try_push(cache, v) {
+                Ok(()) => return,
+                Err(Push::Full(back)) => v = back,
+                Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+            }
+            thread::yield_now();
+        }
+    }
+
+    /// Pops, yielding while the ring is empty.
+    fn pop_spinning(&self, cache: &Cache) -> u32 {
+        loop {
+            if let Some(v) = self.ring().try_pop(cache).expect("pop") {
+                return v;
+            }
+            thread::yield_now();
+        }
+    }
+
+    /// Pushes `v`, sleeping on `not_full` while the ring is full (as the
+    /// queue's blocking put does), then wakes a consumer.
+    fn push_blocking(&self, cache: &Cache, mut v: u32) {
+        loop {
+            match self.ring().try_push(cache, v) {
+                Ok(()) => break,
+                Err(Push::Full(back)) => v = back,
+                Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+            }
+            self.not_full.sleep_untimed(|| !self.ring().looks_full());
+        }
+        self.not_empty.notify(1);
+    }
+
+    /// Pops, sleeping on `not_empty` while the ring is empty (as the queue's
+    /// blocking get does), then wakes a producer.
+    fn pop_blocking(&self, cache: &Cache) -> u32 {
+        let v = loop {
+            if let Some(v) = self.ring().try_pop(cache).expect("pop") {
+                break v;
+            }
+            self.not_empty.sleep_untimed(|| !self.ring().looks_empty());
+        };
+        self.not_full.notify(1);
+        v
+    }
+}
+
+/// An MPMC ring of `u32` with the two sides a queue sleeps on.
+#[derive(Debug)]
+struct MpmcRing {
+    header: MpmcHeader,
+    slots: Vec<mpmc::Slot<u32>>,
+    not_empty: Side,
+    not_full: Side,
+}
+
+// SAFETY: a slot's element is accessed only by the thread whose claim its
+// stamp holds; loom checks that claim on every access.
+unsafe impl Sync for MpmcRing {}
+
+impl MpmcRing {
+    fn new(slots: usize) -> Arc<Self> {
+        Arc::new(MpmcRing {
+            header: MpmcHeader::new(),
+            slots: (0..slots).map(|_| mpmc::Slot::new()).collect(),
+            not_empty: Side::new(),
+            not_full: Side::new(),
+        })
+    }
+
+    fn ring(&self) -> Mpmc<'_, u32> {
+        Mpmc { header: &self.header, slots: &self.slots }
+    }
+
+    /// Pops until the ring is empty (after every other thread was joined).
+    fn drain(&self) -> Vec<u32> {
+        std::iter::from_fn(|| self.ring().try_pop_here(false).expect("pop")).collect()
+    }
+
+    /// As [`SpscRing::push_blocking`].
+    fn push_blocking(&self, mut v: u32) {
+        loop {
+            match self.ring().try_push_here(v, false) {
+                Ok(()) => break,
+                Err(Push::Full(back)) => v = back,
+                Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+            }
+            self.not_full.sleep_untimed(|| !self.ring().looks_full());
+        }
+        self.not_empty.notify(1);
+    }
+
+    /// As [`SpscRing::pop_blocking`].
+    fn pop_blocking(&self) -> u32 {
+        let v = loop {
+            if let Some(v) = self.ring().try_pop_here(false).expect("pop") {
+                break v;
+            }
+            self.not_empty.sleep_untimed(|| !self.ring().looks_empty());
+        };
+        self.not_full.notify(1);
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. SPSC ring
+
+/// Three values through two slots (so the producer reuses a slot the consumer
+/// just read): in order, each exactly once, and no data race on the slots.
+#[test]
+fn spsc_values_arrive_in_order_through_a_wrap() {
+    model(5, || {
+        let r = SpscRing::new(2);
+        let r2 = r.clone();
+        let producer = thread::spawn(move || {
+            let cache = Cache::default();
+            for v in 1..=3 {
+                r2.push_spinning(&cache, v);
+            }
+        });
+        let cache = Cache::default();
+        let got: Vec<u32> = (0..3).map(|_| r.pop_spinning(&cache)).collect();
+        producer.join().unwrap();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(r.ring().try_pop(&cache).unwrap(), None);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 2. MPMC ring
+//
+// Two threads that spin against each other (two consumers on an empty ring,
+// two producers on a full one) can yield to each other forever under loom,
+// which assumes no fairness, so these models make one attempt per operation
+// and drain the ring afterwards: what was pushed is what comes out, once.
+
+/// Two producers, one value each, and two consumers, one attempt each, on two
+/// slots: the concurrent claims hand every value to exactly one consumer (the
+/// drain after the joins finds the rest), and the slots are race-free.
+#[test]
+fn mpmc_two_producers_two_consumers() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        let producers: Vec<_> = [10, 20]
+            .into_iter()
+            .map(|v| {
+                let r = r.clone();
+                thread::spawn(move || r.ring().try_push_here(v, false).expect("two values fit in two slots"))
+            })
+            .collect();
+        let r2 = r.clone();
+        let consumer = thread::spawn(move || r2.ring().try_pop_here(false).expect("pop"));
+        let mine = r.ring().try_pop_here(false).expect("pop");
+        let theirs = consumer.join().unwrap();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut got: Vec<u32> = mine.into_iter().chain(theirs).chain(r.drain()).collect();
+        got.sort_unstable();
+        assert_eq!(got, [10, 20]);
+    });
+}
+
+/// A full ring of two, one consumer taking two and two producers trying one
+/// value each: a producer either gets a slot its last reader released (the
+/// next lap) or is told `Full` and gets its value back; the consumer sees the
+/// ring in FIFO order, and every value that went in comes out exactly once.
+#[test]
+fn mpmc_two_producers_reuse_released_slots() {
+    model(3, || {
+        let r = MpmcRing::new(2);
+        for v in [1, 2] {
+            r.ring().try_push_here(v, false).expect("an empty ring of two");
+        }
+        let producers: Vec<_> = [10, 20]
+            .into_iter()
+            .map(|v| {
+                let r = r.clone();
+                thread::spawn(move || match r.ring().try_push_here(v, false) {
+                    Ok(()) => Some(v),
+                    Err(Push::Full(back)) => {
+                        assert_eq!(back, v);
+                        None
+                    }
+                    Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+                })
+            })
+            .collect();
+        let mut got: Vec<u32> = (0..2).filter_map(|_| r.ring().try_pop_here(false).expect("pop")).collect();
+        let mut pushed: Vec<u32> = producers.into_iter().filter_map(|p| p.join().unwrap()).collect();
+        got.extend(r.drain());
+        assert_eq!(got[..2], [1, 2], "FIFO: got {got:?}");
+        let mut rest = got[2..].to_vec();
+        rest.sort_unstable();
+        pushed.sort_unstable();
+        assert_eq!(rest, pushed, "got {got:?}");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 3. The wake protocol
+
+/// A consumer that sleeps on an empty SPSC ring is woken by the producer's
+/// push (two values: it may sleep twice); a lost wake-up is a deadlock.
+#[test]
+fn spsc_sleeping_consumer_is_woken() {
+    model(4, || {
+        let r = SpscRing::new(2);
+        let r2 = r.clone();
+        let consumer = thread::spawn(move || {
+            let cache = Cache::default();
+            [r2.pop_blocking(&cache), r2.pop_blocking(&cache)]
+        });
+        let cache = Cache::default();
+        r.push_blocking(&cache, 1);
+        r.push_blocking(&cache, 2);
+        assert_eq!(consumer.join().unwrap(), [1, 2]);
+    });
+}
+
+/// A producer that sleeps on a full SPSC ring is woken by the consumer's pops
+/// (two values into a ring already full: it may sleep twice, and the consumer
+/// may sleep on the ring it emptied).
+#[test]
+fn spsc_sleeping_producer_is_woken() {
+    model(4, || {
+        let r = SpscRing::new(2);
+        let pc = Cache::default();
+        r.push_blocking(&pc, 1);
+        r.push_blocking(&pc, 2);
+        let r2 = r.clone();
+        let producer = thread::spawn(move || {
+            r2.push_blocking(&pc, 3);
+            r2.push_blocking(&pc, 4);
+        });
+        let cache = Cache::default();
+        let got: Vec<u32> = (0..4).map(|_| r.pop_blocking(&cache)).collect();
+        producer.join().unwrap();
+        assert_eq!(got, [1, 2, 3, 4]);
+    });
+}
+
+/// As [`spsc_sleeping_consumer_is_woken`], on the MPMC ring (whose
+/// "empty" also covers a slot still being written).
+#[test]
+fn mpmc_sleeping_consumer_is_woken() {
+    model(4, || {
+        let r = MpmcRing::new(2);
+        let r2 = r.clone();
+        let consumer = thread::spawn(move || [r2.pop_blocking(), r2.pop_blocking()]);
+        r.push_blocking(1);
+        r.push_blocking(2);
+        assert_eq!(consumer.join().unwrap(), [1, 2]);
+    });
+}
+
+/// As [`spsc_sleeping_producer_is_woken`], on the MPMC ring (whose "full"
+/// also covers a slot of the previous lap still being read).
+#[test]
+fn mpmc_sleeping_producer_is_woken() {
+    model(3, || {
+        let r = MpmcRing::new(2);
+        r.push_blocking(1);
+        r.push_blocking(2);
+        let r2 = r.clone();
+        let producer = thread::spawn(move || {
+            r2.push_blocking(3);
+            r2.push_blocking(4);
+        });
+        let got: Vec<u32> = (0..4).map(|_| r.pop_blocking()).collect();
+        producer.join().unwrap();
+        assert_eq!(got, [1, 2, 3, 4]);
+    });
+}
+
+/// Two consumers asleep (or about to be) on one side, and one `notify(1)` per
+/// pushed value: each value reaches a consumer, whichever the wake-up picks.
+#[test]
+fn mpmc_two_sleeping_consumers_one_wake_each() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let r = r.clone();
+                thread::spawn(move || r.pop_blocking())
+            })
+            .collect();
+        r.push_blocking(1);
+        r.push_blocking(2);
+        let mut got: Vec<u32> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+    });
+}
+
+/// The same with the roles reversed: two producers asleep (or about to be) on
+/// a full ring (of one slot, a queue of capacity 1), and one `notify(1)` per
+/// popped value.
+#[test]
+fn mpmc_two_sleeping_producers_one_wake_each() {
+    model(1, || {
+        let r = MpmcRing::new(1);
+        r.push_blocking(1);
+        let producers: Vec<_> = [10, 20]
+            .into_iter()
+            .map(|v| {
+                let r = r.clone();
+                thread::spawn(move || r.push_blocking(v))
+            })
+            .collect();
+        let got: Vec<u32> = (0..3).map(|_| r.pop_blocking()).collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(got[0], 1, "FIFO: got {got:?}");
+        let mut rest = got[1..].to_vec();
+        rest.sort_unstable();
+        assert_eq!(rest, [10, 20], "got {got:?}");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 4. Found by these models (and fixed): a healthy MPMC ring reported `Corrupt`
+//
+// `try_push` / `try_pop` read the position hint, then the state of the slot it
+// names, and called any lap difference outside -1..=1 corruption. Two healthy
+// schedules broke that: a thread preempted between the two reads while the
+// others take the ring round twice finds the slot two laps ahead; and with
+// `Relaxed` hints a thread could see a hint advanced by another and then a
+// slot state older than that advance (on a weakly ordered CPU), two laps
+// behind. The hints are now Acquire/Release, and a lap that is off is only
+// corruption if the hint still names the same position.
+
+/// A producer that tries once while the consumer side takes a one-slot ring
+/// round twice: `Full` or `Ok`, never `Corrupt`; every value out exactly once.
+#[test]
+fn mpmc_preempted_push_is_not_corrupt() {
+    model(2, || {
+        let r = MpmcRing::new(1);
+        let r2 = r.clone();
+        let producer = thread::spawn(move || match r2.ring().try_push_here(100, false) {
+            Ok(()) => Some(100),
+            Err(Push::Full(_)) => None,
+            Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+        });
+        let mut pushed = Vec::new();
+        let mut got = Vec::new();
+        for v in [1, 2] {
+            if r.ring().try_push_here(v, false).is_ok() {
+                pushed.push(v);
+            }
+            got.extend(r.ring().try_pop_here(false).expect("pop"));
+        }
+        pushed.extend(producer.join().unwrap());
+        got.extend(r.drain());
+        pushed.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, pushed);
+    });
+}
+
+/// A consumer that tries once while the other thread takes a one-slot ring
+/// round three times: a value or `None`, never `Corrupt`; every value out
+/// exactly once.
+#[test]
+fn mpmc_preempted_pop_is_not_corrupt() {
+    model(2, || {
+        let r = MpmcRing::new(1);
+        let r2 = r.clone();
+        let consumer = thread::spawn(move || r2.ring().try_pop_here(false).expect("pop"));
+        let mut pushed = Vec::new();
+        let mut got = Vec::new();
+        for v in [1, 2, 3] {
+            if r.ring().try_push_here(v, false).is_ok() {
+                pushed.push(v);
+            }
+            got.extend(r.ring().try_pop_here(false).expect("pop"));
+        }
+        got.extend(consumer.join().unwrap());
+        got.extend(r.drain());
+        got.sort_unstable();
+        assert_eq!(got, pushed);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 5. The negative check
+
+/// Set (to anything) in the child that runs [`lost_wake_up_model`].
+const NEGATIVE: &str = "SHMPROC_LOOM_NEGATIVE";
+
+/// The negative check: a sleeper that skips the re-check between its
+/// announcement and the futex wait can miss the producer's notify (which reads
+/// no sleeper yet) and sleep forever; loom must find that schedule and report
+/// the deadlock, which shows that the models above would catch a lost wake-up.
+///
+/// loom reports a deadlock by panicking from its scheduler, and the unwinding
+/// model panics again in a destructor (an abort), so the broken model runs in
+/// a child process: this test binary, running [`lost_wake_up_model`] alone.
+#[test]
+fn without_the_recheck_a_wake_up_is_lost() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "lost_wake_up_model", "--nocapture", "--test-threads=1"])
+        .env(NEGATIVE, "1")
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("LOOM_MAX_PREEMPTIONS")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "loom found no lost wake-up without the re-check:\n{text}");
+    assert!(text.contains("deadlock; threads"), "expected loom to report a deadlock, got {}:\n{text}", out.status);
+}
+
+/// The model [`without_the_recheck_a_wake_up_is_lost`] expects to deadlock:
+/// [`SpscRing::pop_blocking`] with a re-check that never holds. Does nothing
+/// unless run by that test.
+#[test]
+fn lost_wake_up_model() {
+    if std::env::var_os(NEGATIVE).is_none() {
+        return;
+    }
+    model(2, || {
+        let r = SpscRing::new(2);
+        let r2 = r.clone();
+        let consumer = thread::spawn(move || {
+            let cache = Cache::default();
+            loop {
+                if let Some(v) = r2.ring().try_pop(&cache).expect("pop") {
+                    return v;
+                }
+                r2.not_empty.sleep_untimed(|| false);
+            }
+        });
+        r.push_blocking(&Cache::default(), 1);
+        assert_eq!(consumer.join().unwrap(), 1);
+    });
+}
