@@ -33,7 +33,7 @@ fn main() -> shmproc::Result<()> {
         procs.push(p);
     }
     let mut collected: Vec<(String, u32)> = (0..ips.len()).map(|_| results.get()).collect::<Result<_, _>>()?;
-    let done: usize = procs.iter_mut().map(|p| p.join()).sum::<shmproc::Result<usize>>()?;
+    let done: usize = procs.iter_mut().map(Process::join).sum::<shmproc::Result<usize>>()?;
     collected.sort();
     for (ip, score) in &collected {
         println!("{ip} -> {score}");

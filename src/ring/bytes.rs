@@ -58,14 +58,15 @@ pub(crate) fn max_payload(capacity: usize) -> usize {
 /// The shared positions.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct BytesHeader {
+pub struct BytesHeader {
     tail: Padded<AtomicU64>,
     head: Padded<AtomicU64>,
 }
 
 impl BytesHeader {
+    /// An empty ring's positions (the loom models' heap rings).
     #[cfg(loom)]
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         BytesHeader { tail: Padded(AtomicU64::new(0)), head: Padded(AtomicU64::new(0)) }
     }
 }
@@ -105,13 +106,14 @@ impl Region {
 
 #[cfg(loom)]
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Region<'a> {
+pub struct Region<'a> {
     cells: &'a [crate::loom::cell::UnsafeCell<u8>],
 }
 
 #[cfg(loom)]
 impl<'a> Region<'a> {
-    pub(crate) fn new(cells: &'a [crate::loom::cell::UnsafeCell<u8>]) -> Self {
+    /// A region over loom cells.
+    pub fn new(cells: &'a [crate::loom::cell::UnsafeCell<u8>]) -> Self {
         Region { cells }
     }
 
@@ -132,16 +134,18 @@ impl<'a> Region<'a> {
 
 /// A view of a ring: its header and data region.
 #[derive(Debug)]
-pub(crate) struct Bytes<'a, R> {
-    pub(crate) header: &'a BytesHeader,
-    pub(crate) region: R,
+pub struct Bytes<'a, R> {
+    /// The positions.
+    pub header: &'a BytesHeader,
+    /// The data.
+    pub region: R,
     /// Region length: a power of two, at least 16.
-    pub(crate) capacity: usize,
+    pub capacity: usize,
 }
 
 /// Why a write did not happen.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Write {
+pub enum Write {
     /// No room now.
     Full,
     /// The message can never fit (payload bytes, largest possible).
@@ -174,7 +178,7 @@ macro_rules! bytes_impl {
             }
 
             /// Appends one record with `payload` (writer only).
-            pub(crate) fn try_write(&self, payload: &[u8]) -> Result<Result<(), Write>> {
+            pub fn try_write(&self, payload: &[u8]) -> Result<Result<(), Write>> {
                 let max = max_payload(self.capacity);
                 if payload.len() > max {
                     return Ok(Err(Write::TooLarge(payload.len(), max)));
@@ -254,7 +258,7 @@ macro_rules! bytes_impl {
 
             /// Takes the next message, appending its payload to `out` (reader
             /// only); `false` if the ring is empty.
-            pub(crate) fn try_read(&self, out: &mut Vec<u8>) -> Result<bool> {
+            pub fn try_read(&self, out: &mut Vec<u8>) -> Result<bool> {
                 let Some((_, len, at, next)) = self.next()? else { return Ok(false) };
                 let start = out.len();
                 out.resize(start + len, 0);
@@ -265,13 +269,13 @@ macro_rules! bytes_impl {
             }
 
             /// Whether the reader would find nothing (a snapshot, for sleepers).
-            pub(crate) fn looks_empty(&self) -> bool {
+            pub fn looks_empty(&self) -> bool {
                 self.header.tail.0.load(Ordering::Acquire) == self.header.head.0.load(Ordering::Relaxed)
             }
 
             /// Whether a record of `payload` bytes would not fit now (a
             /// snapshot, for sleepers).
-            pub(crate) fn looks_full(&self, payload: usize) -> bool {
+            pub fn looks_full(&self, payload: usize) -> bool {
                 let tail = self.header.tail.0.load(Ordering::Relaxed);
                 let head = self.header.head.0.load(Ordering::Acquire);
                 let used = distance(tail, head) as usize;

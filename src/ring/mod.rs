@@ -14,7 +14,8 @@
 //! is checked: a peer's garbage gives [`Error::Corrupt`] or in-bounds wrong
 //! data, never an out-of-bounds slot or an endless loop.
 
-pub(crate) mod bytes;
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
+pub mod bytes;
 pub(crate) use bytes::BytesHeader;
 #[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
 pub mod mpmc;
