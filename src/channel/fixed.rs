@@ -55,6 +55,8 @@ mod flavor {
         ) -> Result<Option<T>>;
         fn looks_empty<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
         fn looks_full<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
+        /// Whether a put is half-way at the head (claimed, not published).
+        fn head_in_flight<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
         fn len<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> Result<usize>;
     }
 
@@ -90,6 +92,9 @@ mod flavor {
         }
         fn looks_full<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
             spsc::Spsc { header: h, slots: s }.looks_full()
+        }
+        fn head_in_flight<T: bytemuck::Pod>(_: &Self::Header, _: &[Self::Slot<T>]) -> bool {
+            false // an SPSC put publishes with one store
         }
         fn len<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> Result<usize> {
             spsc::Spsc { header: h, slots: s }.len()
@@ -128,6 +133,9 @@ mod flavor {
         }
         fn looks_full<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
             mpmc::Mpmc { header: h, slots: s }.looks_full()
+        }
+        fn head_in_flight<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
+            mpmc::Mpmc { header: h, slots: s }.head_in_flight()
         }
         fn len<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> Result<usize> {
             Ok(mpmc::Mpmc { header: h, slots: s }.len())
@@ -449,6 +457,10 @@ impl<F: Flavor, T: Pod> WaitTarget for GetTarget<'_, F, T> {
                 // close (the close's Release and our Acquire order them).
                 match pop() {
                     Ok(Some(v)) => Some(Ok(v)),
+                    // A put is half-way at the head: if its producer lives, it
+                    // (and any finished behind it) will be published; if it
+                    // died, the next probing attempt skips it. Not drained yet.
+                    Ok(None) if F::head_in_flight(h, s) => None,
                     Ok(None) => Some(Err(GetError::Closed)),
                     Err(e) => Some(Err(GetError::Failed(e))),
                 }
@@ -461,7 +473,7 @@ impl<F: Flavor, T: Pod> WaitTarget for GetTarget<'_, F, T> {
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let (h, s) = self.q.ring();
         let ctl = &self.q.state.ctl;
-        ctl.not_empty.sleep(until, || ctl.is_closed() || !F::looks_empty(h, s))
+        ctl.not_empty.sleep(until, || (ctl.is_closed() && !F::head_in_flight(h, s)) || !F::looks_empty(h, s))
     }
 }
 

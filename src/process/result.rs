@@ -143,7 +143,13 @@ impl ResultCell {
     pub(crate) fn publish(&mut self, state: u32, payload: &[u8]) -> Result<()> {
         let needed = HEADER.checked_add(payload.len()).ok_or(Error::Overflow { what: "result size" })?;
         if needed > self.map.len() {
-            os::set_len(&self.fd, needed as u64).map_err(|e| Error::io("ftruncate", e))?;
+            // A recycled cell may be longer than our mapping already (an
+            // earlier child grew it): grow only; the memfd is sealed
+            // against shrinking.
+            let file_len = os::file_len(&self.fd).map_err(|e| Error::io("fstat", e))?;
+            if needed as u64 > file_len {
+                os::set_len(&self.fd, needed as u64).map_err(|e| Error::io("ftruncate", e))?;
+            }
             self.map = os::map_shared(&self.fd, needed).map_err(|e| Error::io("mmap", e))?;
         }
         // SAFETY: the mapping holds HEADER + payload.len() bytes (grown above);

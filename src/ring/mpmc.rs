@@ -286,6 +286,15 @@ impl<T: Pod> Mpmc<'_, T> {
         matches!((lap_diff(l, self.lap(q)), kind), (0, EMPTY | WRITING) | (-1, READING))
     }
 
+    /// Whether the oldest position is claimed by a producer that has not
+    /// published yet (a snapshot): a closed queue is not drained until that
+    /// put finishes or its producer is found dead.
+    pub(crate) fn head_in_flight(&self) -> bool {
+        let q = self.header.dequeue.0.load(Ordering::Acquire);
+        let (l, kind, _) = decode(self.slot(q).state.load(Ordering::Acquire));
+        lap_diff(l, self.lap(q)) == 0 && kind == WRITING
+    }
+
     /// Whether a producer would find no room (a snapshot, for sleepers).
     pub fn looks_full(&self) -> bool {
         let p = self.header.enqueue.0.load(Ordering::Acquire);

@@ -357,6 +357,49 @@ pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A second mapping of a named segment's whole file (header included), for
+/// tests that play a peer writing the shared state with atomics while the
+/// library operates on it (`scribble` writes through the file instead, which
+/// is not atomic with respect to the library's loads). Offsets are file
+/// offsets: the payload starts at 64.
+#[derive(Debug)]
+pub(crate) struct ShmMap {
+    map: memmap2::MmapRaw,
+}
+
+impl ShmMap {
+    /// Maps the file of the named segment `name`, read-write and shared.
+    pub(crate) fn open(name: &str) -> ShmMap {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(shm_path(name)).expect("open segment file");
+        ShmMap { map: memmap2::MmapOptions::new().map_raw(&file).expect("map segment file") }
+    }
+
+    /// Bytes mapped (the file's length).
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The `u64` at file offset `offset`, as an atomic.
+    // The mapping is page-aligned and the offset is checked to be 8-aligned.
+    #[allow(clippy::cast_ptr_alignment)]
+    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len(), "u64 at {offset} outside the file");
+        // SAFETY: in bounds and 8-aligned (checked; the mapping is
+        // page-aligned), alive as long as `self`; every process accesses the
+        // shared state only atomically.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u64>()) }
+    }
+
+    /// The `u32` at file offset `offset`, as an atomic.
+    // Aligned as in `u64_at`, with 4-alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len(), "u32 at {offset} outside the file");
+        // SAFETY: as in `u64_at`, with 4-alignment.
+        unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u32>()) }
+    }
+}
+
 /// A small deterministic generator (xorshift64*) for garbage bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct XorShift(u64);
