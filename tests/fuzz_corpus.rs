@@ -15,8 +15,12 @@
 
 #[path = "../fuzz/harness/open_array.rs"]
 mod open_array;
+#[path = "../fuzz/harness/open_queue.rs"]
+mod open_queue;
 #[path = "../fuzz/harness/open_segment.rs"]
 mod open_segment;
+#[path = "../fuzz/harness/queue_model.rs"]
+mod queue_model;
 #[path = "../fuzz/harness/shm_file.rs"]
 mod shm_file;
 
@@ -49,7 +53,12 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 type Harness = fn(&[u8]) -> Vec<&'static str>;
 
 /// Every fuzz target and its harness.
-const TARGETS: [(&str, Harness); 2] = [("open_segment", open_segment::exercise), ("open_array", open_array::exercise)];
+const TARGETS: [(&str, Harness); 4] = [
+    ("open_segment", open_segment::exercise),
+    ("open_array", open_array::exercise),
+    ("queue_model", queue_model::exercise),
+    ("open_queue", open_queue::exercise),
+];
 
 /// Runs `harness` on `path`'s bytes (see [`replay_bytes`]).
 fn replay(harness: Harness, path: &Path) -> Vec<&'static str> {
@@ -152,6 +161,8 @@ fn fresh_seeds_open_as_expected() {
         let seeds = match target {
             "open_segment" => seeds(),
             "open_array" => array_seeds(),
+            "queue_model" => model_seeds(),
+            "open_queue" => queue_seeds(),
             other => panic!("no seeds for fuzz target {other}"),
         };
         if let Some(dir) = &out {
@@ -324,5 +335,345 @@ fn array_seeds() -> Vec<Seed> {
     let claimed = |fp: u64, len: u64, payload: &[u8]| [&fp.to_le_bytes()[..], &len.to_le_bytes(), payload].concat();
     seed("claimed-huge", CLAIMED, &claimed(fp(b'Q', 8), u64::MAX - 8, &[0u8; 64 + 8]), false);
     seed("claimed-exact", CLAIMED, &claimed(fp(b'h', 2), 64 + 4, &[0u8; 64 + 4]), true);
+    out
+}
+
+/// A `queue_model` operation: (op code, handle, arg).
+type Step = (u8, u8, u8);
+
+/// `queue_model` scenarios, run on every queue type.
+mod scenario {
+    use super::Step;
+    use super::queue_model::op::*;
+
+    pub(super) const FILL_DRAIN: &[Step] = &[
+        (FILL, 0, 40),
+        (TRY_PUT, 0, 40),
+        (CHECK, 0, 0),
+        (PUT_BURST, 0, 3),
+        (GET_BURST, 0, 7),
+        (GET_BURST, 0, 7),
+        (TRY_GET, 0, 0),
+        (CHECK, 0, 0),
+    ];
+    /// Repeated: positions run many laps.
+    pub(super) const WRAP: &[Step] =
+        &[(TRY_PUT, 0, 90), (PUT, 0, 20), (GET, 0, 0), (TRY_PUT, 0, 200), (GET_BURST, 0, 1)];
+    pub(super) const TIMED: &[Step] = &[
+        (GET_TIMEOUT, 0, 1),
+        (GET_TIMEOUT, 0, 0),
+        (FILL, 0, 60),
+        (PUT_TIMEOUT, 0, 121),
+        (PUT_TIMEOUT, 0, 120),
+        (GET_TIMEOUT, 0, 1),
+        (PUT_TIMEOUT, 0, 1),
+        (STRATEGY, 0, 0),
+        (GET_TIMEOUT, 0, 1),
+        (STRATEGY, 0, 1),
+        (GET_BURST, 0, 7),
+        (GET_TIMEOUT, 0, 1),
+    ];
+    pub(super) const CLONES: &[Step] = &[
+        (CLONE, 0, 0),
+        (CLONE, 1, 0),
+        (TRY_PUT, 1, 10),
+        (TRY_PUT, 2, 11),
+        (TRY_GET, 0, 0),
+        (DROP, 0, 0),
+        (FILL, 1, 12),
+        (GET, 2, 0),
+        (TRY_PUT, 0, 13),
+        (GET_BURST, 1, 7),
+        (CHECK, 2, 0),
+    ];
+    pub(super) const CLOSE_DRAIN: &[Step] = &[
+        (TRY_PUT, 0, 5),
+        (TRY_PUT, 0, 6),
+        (CLOSE, 0, 1), // arg % 8 != 0: no close
+        (TRY_PUT, 0, 7),
+        (CLOSE, 0, 8),
+        (TRY_PUT, 0, 8),
+        (PUT, 0, 9),
+        (PUT_TIMEOUT, 0, 1),
+        (GET, 0, 0),
+        (GET_TIMEOUT, 0, 1),
+        (GET_BURST, 0, 7),
+        (GET, 0, 0),
+        (CHECK, 0, 0),
+    ];
+    pub(super) const TASKS: &[Step] = &[
+        (JOIN, 0, 1),
+        (TASK_DONE, 0, 0),
+        (TRY_PUT, 0, 1),
+        (TRY_PUT, 0, 2),
+        (JOIN, 0, 0),
+        (JOIN, 0, 1),
+        (GET, 0, 0),
+        (TASK_DONE, 0, 0),
+        (GET, 0, 0),
+        (TASK_DONE, 0, 0),
+        (JOIN, 0, 1),
+        (TASK_DONE, 0, 0),
+        (CLOSE, 0, 0),
+        (JOIN, 0, 0),
+    ];
+    /// Every size, up to past the largest message and a huge one (arg 255).
+    pub(super) fn sizes() -> Vec<Step> {
+        (0..=255u8)
+            .step_by(17)
+            .chain([253, 254, 255])
+            .flat_map(|a| [(TRY_PUT, 0, a), (PUT, 0, a), (GET_BURST, 0, 1)])
+            .collect()
+    }
+}
+
+/// The `queue_model` scenarios, by name.
+fn model_scenarios() -> Vec<(&'static str, Vec<Step>)> {
+    let wrap = scenario::WRAP.iter().copied().cycle().take(scenario::WRAP.len() * 24).collect();
+    vec![
+        ("fill-drain", scenario::FILL_DRAIN.to_vec()),
+        ("wrap", wrap),
+        ("timed", scenario::TIMED.to_vec()),
+        ("clones", scenario::CLONES.to_vec()),
+        ("close", scenario::CLOSE_DRAIN.to_vec()),
+        ("sizes", scenario::sizes()),
+        ("tasks", scenario::TASKS.to_vec()),
+    ]
+}
+
+/// Operation streams for the `queue_model` harness: every scenario on every
+/// queue type (its first byte picks the type and capacity, then `[op, arg]`
+/// pairs: see the harness).
+fn model_seeds() -> Vec<Seed> {
+    use queue_model::{kind, op};
+    let stream = |steps: &[Step]| -> Vec<u8> { steps.iter().flat_map(|&(o, h, a)| [o | h << 4, a]).collect() };
+    let scenarios = model_scenarios();
+    // (type, name, capacity index, what it opens as)
+    let types = [
+        (kind::QUEUE, "queue", 4, "Queue"),
+        (kind::SPSC, "spsc", 2, "SpscQueue"),
+        (kind::OBJECT, "object", 5, "ObjectQueue"),
+        (kind::JOINABLE, "joinable", 2, "JoinableQueue"),
+    ];
+    let mut out = Vec::new();
+    for (ty, name, cap, opens) in types {
+        for (scenario, steps) in &scenarios {
+            let mut bytes = vec![ty + 4 * cap];
+            bytes.extend(stream(steps));
+            out.push(Seed { name: format!("seed-{name}-{scenario}"), bytes, opens_as: vec![opens] });
+        }
+        // Every capacity, briefly (index 0 is capacity 0: refused by the
+        // fixed-size queues, 64 bytes for the object ones).
+        for cap in 0..10u8 {
+            let mut bytes = vec![ty + 4 * cap];
+            bytes.extend(stream(&[
+                (op::FILL, 0, 100),
+                (op::TRY_PUT, 0, 255),
+                (op::GET_BURST, 0, 7),
+                (op::CHECK, 0, 0),
+            ]));
+            let refused = cap == 0 && (ty == kind::QUEUE || ty == kind::SPSC);
+            out.push(Seed {
+                name: format!("seed-{name}-capacity-{cap}"),
+                bytes,
+                opens_as: if refused { vec![] } else { vec![opens] },
+            });
+        }
+    }
+    out.push(Seed { name: "seed-empty".into(), bytes: Vec::new(), opens_as: vec![] });
+    out
+}
+
+/// An `open_queue` seed: the first byte (type and mode), then `body`.
+fn queue_seed(name: &str, first: u8, body: &[u8], opens_as: Vec<&'static str>) -> Seed {
+    Seed { name: format!("seed-{name}"), bytes: [&[first][..], body].concat(), opens_as }
+}
+
+/// What an `open_queue` input of queue type `ty` opens as when it fits.
+fn queue_opens(ty: u8) -> Vec<&'static str> {
+    match ty {
+        open_queue::kind::SPSC => vec!["SpscQueue"],
+        open_queue::kind::QUEUE => vec!["Queue"],
+        _ => vec!["ObjectQueue", "JoinableQueue"],
+    }
+}
+
+/// `bytes` with the little-endian `v` at `at`.
+fn u64_at(bytes: &[u8], at: usize, v: u64) -> Vec<u8> {
+    patched(bytes, at, &v.to_le_bytes())
+}
+
+/// `bytes` with the little-endian `v` at `at`.
+fn u32_at(bytes: &[u8], at: usize, v: u32) -> Vec<u8> {
+    patched(bytes, at, &v.to_le_bytes())
+}
+
+/// Queue payloads for the `open_queue` harness: copied from real queues (whose
+/// headers must match the harness's forged ones), shaped ones, payloads of the
+/// wrong length, and garbage in every part of the state.
+fn queue_seeds() -> Vec<Seed> {
+    use open_queue::{FIXED_STATE, MPMC_SLOT, OBJECT_STATE, SHAPED, SPSC_SLOT, kind};
+    use shmproc::{JoinableQueue, ObjectQueue, Queue, SpscQueue};
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let base = format!("shmproc-seed-{}-q{}", std::process::id(), RUN.fetch_add(1, Ordering::Relaxed));
+    let hl = shmproc::segment::HEADER_LEN;
+    let mut out = Vec::new();
+    let opens = queue_opens;
+    let mut seed = |name: &str, first: u8, body: &[u8], opens_as| out.push(queue_seed(name, first, body, opens_as));
+    // A real queue's payload, after checking its header against the harness's.
+    let payload_of = |ty: u8, name: &str| -> Vec<u8> {
+        let file = file_of(name);
+        let payload = file[hl..].to_vec();
+        let forged = open_queue::header(ty, payload.len());
+        // Creator pid and start time (32..36, 40..48) differ; the rest must not.
+        assert_eq!(file[..32], forged[..32], "{name}: the harness forges another header than a real queue's");
+        assert_eq!(file[36..40], forged[36..40], "{name}: init state");
+        assert!(open_queue::fits(ty, payload.len()), "{name}: the harness's layout sizes are wrong");
+        payload
+    };
+
+    // SpscQueue<u64>: positions moved (3 put, 1 taken: 2 queued), 4 slots.
+    let spsc_name = format!("{base}-spsc");
+    let spsc = SpscQueue::<u64>::create(&spsc_name, 4).unwrap();
+    for v in [11, 12, 13] {
+        spsc.try_put(v).unwrap();
+    }
+    assert_eq!(spsc.try_get().unwrap(), 11);
+    let sp = payload_of(kind::SPSC, &spsc_name);
+    assert_eq!(sp.len(), FIXED_STATE + 4 * SPSC_SLOT);
+    // Queue<u64>: the same, 8 slots, after a lap.
+    let mpmc_name = format!("{base}-mpmc");
+    let mpmc = Queue::<u64>::create(&mpmc_name, 8).unwrap();
+    for v in 0..10 {
+        mpmc.try_put(v).unwrap();
+        if v % 3 != 2 {
+            mpmc.try_get().unwrap();
+        }
+    }
+    let mp = payload_of(kind::QUEUE, &mpmc_name);
+    assert_eq!(mp.len(), FIXED_STATE + 8 * MPMC_SLOT);
+    // ObjectQueue<Vec<u8>>, 64-byte ring: a message wrapped after padding.
+    let object_name = format!("{base}-object");
+    let object = ObjectQueue::<Vec<u8>>::create(&object_name, 64).unwrap();
+    object.put(vec![1; 20]).unwrap(); // 32-byte record at 0
+    object.get().unwrap();
+    object.put(vec![2; 14]).unwrap(); // 24-byte record at 32
+    object.get().unwrap();
+    object.put(vec![3; 20]).unwrap(); // at 56: 8 bytes of padding, then at 0
+    let ob = payload_of(kind::OBJECT, &object_name);
+    assert_eq!(ob.len(), OBJECT_STATE + 64);
+    // A JoinableQueue's segment is an ObjectQueue's: a bigger one, with tasks.
+    let joinable_name = format!("{base}-joinable");
+    let joinable = JoinableQueue::<Vec<u8>>::create(&joinable_name, 256).unwrap();
+    for n in [0, 5, 100, 7] {
+        joinable.put(vec![n as u8; n]).unwrap();
+    }
+    joinable.get().unwrap();
+    joinable.task_done().unwrap();
+    let jo = payload_of(kind::OBJECT, &joinable_name);
+    assert_eq!(jo.len(), OBJECT_STATE + 256);
+
+    for (ty, name, p) in [(kind::SPSC, "spsc", &sp), (kind::QUEUE, "mpmc", &mp), (kind::OBJECT, "object", &ob)] {
+        seed(&format!("{name}-valid"), ty, p, opens(ty));
+        seed(&format!("{name}-shaped-valid"), ty + SHAPED, &[&[2u8][..], p].concat(), opens(ty));
+        for size in 0..6u8 {
+            seed(&format!("{name}-shaped-zero-{size}"), ty + SHAPED, &[size], opens(ty));
+        }
+        seed(&format!("{name}-shaped-nothing"), ty + SHAPED, &[], opens(ty));
+        seed(&format!("{name}-truncated"), ty, &p[..p.len() - 1], vec![]);
+        let state = if ty == kind::OBJECT { OBJECT_STATE } else { FIXED_STATE };
+        seed(&format!("{name}-state-only"), ty, &p[..state], vec![]);
+        seed(&format!("{name}-empty"), ty, &[], vec![]);
+        seed(&format!("{name}-closed"), ty, &u32_at(p, 128, 1), opens(ty));
+        seed(&format!("{name}-closed-junk"), ty, &u32_at(p, 128, 0xdead_beef), opens(ty));
+        // Sides with sleepers that are not there: spurious wakes only.
+        seed(&format!("{name}-sleepers-junk"), ty, &u64_at(p, 132, u64::MAX), opens(ty));
+        seed(&format!("{name}-tail-far-ahead"), ty, &u64_at(p, 0, 1000), opens(ty));
+        seed(&format!("{name}-head-ahead-of-tail"), ty, &u64_at(p, 64, u64::MAX - 3), opens(ty));
+    }
+    seed("spsc-three-slots", kind::SPSC, &sp[..FIXED_STATE + 3 * SPSC_SLOT], vec![]);
+    seed("spsc-half-slot", kind::SPSC, &sp[..sp.len() - 4], vec![]);
+    seed("mpmc-three-slots", kind::QUEUE, &mp[..FIXED_STATE + 3 * MPMC_SLOT], vec![]);
+    seed("mpmc-one-slot", kind::QUEUE, &mp[..FIXED_STATE + MPMC_SLOT], opens(kind::QUEUE));
+    seed("object-region-32", kind::OBJECT, &ob[..OBJECT_STATE + 32], vec![]);
+    seed("object-region-96", kind::OBJECT, &[&ob[..], &[0u8; 32][..]].concat(), vec![]);
+    seed("joinable-valid", kind::OBJECT, &jo, opens(kind::OBJECT));
+
+    out.extend(mpmc_seeds());
+    out.extend(object_seeds(&ob, &jo));
+    drop((spsc, mpmc, object, joinable)); // unlinks their names
+    out
+}
+
+/// `open_queue` seeds: garbage slot states and hints in a `Queue<u64>`.
+fn mpmc_seeds() -> Vec<Seed> {
+    use open_queue::{FIXED_STATE, MPMC_SLOT, kind};
+    let opens = queue_opens(kind::QUEUE);
+    let seed = |name: &str, body: &[u8]| queue_seed(name, kind::QUEUE, body, opens.clone());
+    let mut out = Vec::new();
+    // Slot states: (lap << 24) | (kind << 22) | tid, kinds EMPTY 0,
+    // WRITING 1, FULL 2, READING 3. The hints (enqueue, dequeue) at 0 and 64.
+    let st = |lap: u64, k: u64, tid: u64| lap << 24 | k << 22 | tid;
+    let ghost = (1u64 << 22) - 1; // a tid at pid_max: no such thread
+    let slot = |i: usize| FIXED_STATE + i * MPMC_SLOT;
+    let fresh = vec![0u8; FIXED_STATE + 4 * MPMC_SLOT];
+    out.push(seed("mpmc-slot-lap-far-ahead", &u64_at(&fresh, slot(0), st(9, 2, 0))));
+    out.push(seed("mpmc-slot-lap-behind", &u64_at(&u64_at(&fresh, 0, 4), slot(0), st(0, 2, 0))));
+    // A writer that died mid-put at the head (enqueue hint past it).
+    let dead_writer = u64_at(&u64_at(&fresh, 0, 1), slot(0), st(0, 1, ghost));
+    out.push(seed("mpmc-dead-writer", &dead_writer));
+    // A writer that lives (pid 1, init) at the head.
+    out.push(seed("mpmc-live-writer", &u64_at(&u64_at(&fresh, 0, 1), slot(0), st(0, 1, 1))));
+    // Full, with a dead reader holding the slot of the next put.
+    let mut full = u64_at(&fresh, 0, 4);
+    for i in 0..4 {
+        full = u64_at(&full, slot(i), st(0, 2, 0));
+    }
+    out.push(seed("mpmc-full", &full));
+    out.push(seed("mpmc-full-dead-reader", &u64_at(&u64_at(&full, 64, 1), slot(0), st(0, 3, ghost))));
+    out.push(seed("mpmc-hints-far-apart", &u64_at(&u64_at(&fresh, 0, u64::MAX), 64, 7)));
+    out.push(seed("mpmc-slot-all-ones", &u64_at(&fresh, slot(1), u64::MAX)));
+    out
+}
+
+/// `open_queue` seeds: garbage records, locks and counts in an
+/// `ObjectQueue<Vec<u8>>` (`ob`, a real one's payload; `jo`, a
+/// `JoinableQueue`'s).
+fn object_seeds(ob: &[u8], jo: &[u8]) -> Vec<Seed> {
+    use open_queue::{OBJECT_STATE, kind};
+    const MSG: u64 = 0x4d53_4721;
+    const PAD: u64 = 0x5041_4421;
+    let opens = queue_opens(kind::OBJECT);
+    let seed = |name: &str, body: &[u8]| queue_seed(name, kind::OBJECT, body, opens.clone());
+    let mut out = Vec::new();
+    // ObjectQueue records: an 8-byte header, `len | tag << 32` (MSG
+    // 0x4d534721, PAD 0x50414421), the payload padded to 8. The region
+    // starts at OBJECT_STATE; the producer lock's word at 192, the
+    // consumer's at 208; the counts (items, unfinished) at 256 and 264.
+    let region = OBJECT_STATE;
+    // One published 16-byte record at offset 0 holding `bytes`.
+    let one_record = |len: u64, tag: u64, bytes: &[u8]| {
+        let mut p = vec![0u8; OBJECT_STATE + 64];
+        p = u64_at(&p, 0, 16); // tail
+        p = u64_at(&p, region, len | tag << 32);
+        p[region + 8..region + 8 + bytes.len()].copy_from_slice(bytes);
+        p
+    };
+    out.push(seed("object-record", &one_record(3, MSG, &[2, 0xab, 0xcd])));
+    // The postcard length says more bytes than the record holds.
+    out.push(seed("object-record-lying-length", &one_record(3, MSG, &[0xff, 0xff, 0x7f])));
+    out.push(seed("object-record-huge-len", &one_record(u64::from(u32::MAX), MSG, &[])));
+    out.push(seed("object-record-past-tail", &one_record(9, MSG, &[1; 8])));
+    out.push(seed("object-record-junk-tag", &one_record(3, 0xdead, &[2, 1, 1])));
+    out.push(seed("object-pad-short", &one_record(8, PAD, &[])));
+    // Padding over the whole region and nothing after it (writers publish
+    // padding only together with the message that follows).
+    out.push(seed("object-pad-alone", &u64_at(&one_record(56, PAD, &[]), 0, 64)));
+    out.push(seed("object-tail-unaligned", &u64_at(ob, 0, 12)));
+    out.push(seed("object-producer-lock-held-by-pid-1", &u32_at(ob, 192, 1)));
+    out.push(seed("object-consumer-lock-held-by-pid-1", &u32_at(ob, 208, 1)));
+    out.push(seed("object-locks-junk", &u32_at(&u32_at(ob, 192, 0x7fff_ffff), 208, 0x4000_0000)));
+    out.push(seed("object-counts-max", &u64_at(&u64_at(ob, 256, u64::MAX), 264, u64::MAX)));
+    out.push(seed("object-unfinished-zero", &u64_at(jo, 264, 0)));
     out
 }

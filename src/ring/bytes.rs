@@ -232,6 +232,12 @@ macro_rules! bytes_impl {
                             if off + RECORD_HEADER + len != self.capacity || len + RECORD_HEADER > used {
                                 return Err(self.corrupt(format!("padding of {len} bytes at offset {off}")));
                             }
+                            // Padding is only ever published with the message
+                            // after it: alone, a waiter would spin on a ring
+                            // that is neither empty nor readable.
+                            if len + RECORD_HEADER == used {
+                                return Err(self.corrupt(format!("padding of {len} bytes at offset {off} and no message")));
+                            }
                             head = head.wrapping_add((len + RECORD_HEADER) as u64);
                             used -= len + RECORD_HEADER;
                         }
@@ -382,13 +388,23 @@ mod tests {
             let r = ring.view();
             r.try_write(b"hello").unwrap().unwrap();
         }
-        for (word, value) in [(0, u64::from(u32::MAX) | MSG << 32), (0, 7 | 0xdead << 32), (0, 3 | PAD << 32)] {
+        for (word, value) in
+            [(0, u64::from(u32::MAX) | MSG << 32), (0, 7 | 0xdead << 32), (0, 3 | PAD << 32), (0, 8 | PAD << 32)]
+        {
             let mut ring2 = Ring::new(32);
             ring2.view().try_write(b"hello").unwrap().unwrap();
             ring2.data[word] = value;
             let r = ring2.view();
             assert!(r.try_read(&mut Vec::new()).is_err(), "{value:#x}");
         }
+        // Padding to the end with nothing after it: corrupt, not "not empty
+        // yet nothing to read" (a sleeper would spin on that).
+        let mut alone = Ring::new(32);
+        alone.data[2] = 8 | PAD << 32;
+        alone.header.head.0.store(16, Ordering::Relaxed);
+        alone.header.tail.0.store(32, Ordering::Relaxed);
+        let err = alone.view().try_read(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("no message"), "{err}");
         let r = ring.view();
         r.header.tail.0.store(1000, Ordering::Relaxed);
         assert!(r.try_read(&mut Vec::new()).is_err());
