@@ -16,7 +16,7 @@ use crate::os::{Deadline, FutexWait};
 use crate::ring::bytes::{self, Bytes, Region, Write};
 use crate::ring::{BytesHeader, Padded, Side};
 use crate::segment::{Kind, Layout, Shared, SharedState};
-use crate::sync::owner::OwnerLock;
+use crate::sync::owner::{Acquired, OwnerLock};
 use crate::sync::wait::{self, WaitConfig, WaitTarget};
 
 /// The two locks that make the one-writer one-reader byte ring a queue of
@@ -32,6 +32,11 @@ struct Locks {
     /// never moved the head: the next consumer takes over and reads the same
     /// record again, so the message is delivered to a live consumer.
     consumer: OwnerLock,
+    /// While the producer lock is held: 1 + the ring's tail when the holder
+    /// counted its put (0: no put counted). A producer that takes the lock
+    /// over from a dead one and finds the tail unmoved takes the dead put's
+    /// counts back; if the tail moved, the record was published and counts.
+    pending: AtomicU64,
 }
 
 /// Counts beside the ring.
@@ -82,7 +87,11 @@ unsafe impl SharedState for ObjectState {
         ObjectState {
             ring: BytesHeader::default(),
             ctl: Control::default(),
-            locks: Padded(Locks { producer: OwnerLock::zeroed(), consumer: OwnerLock::zeroed() }),
+            locks: Padded(Locks {
+                producer: OwnerLock::zeroed(),
+                consumer: OwnerLock::zeroed(),
+                pending: AtomicU64::new(0),
+            }),
             counts: Padded(Counts::default()),
         }
     }
@@ -307,20 +316,35 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         let me = loom::current_task();
         let lock = &self.state.locks.0.producer;
         let held = if block { lock.lock(me, &self.wait, deadline) } else { lock.try_lock(me) };
-        if held.is_none() {
+        let Some(acquired) = held else {
             return Err(if block { PutError::Timeout(value) } else { PutError::Full(value) });
+        };
+        let counts = &self.state.counts.0;
+        let pending = &self.state.locks.0.pending;
+        let tail = self.ring().tail();
+        if acquired == Acquired::OwnerDied {
+            // The previous producer died holding the lock: if it had counted a
+            // put whose record it never published, take those counts back.
+            if pending.load(Ordering::Relaxed) == tail.wrapping_add(1) {
+                counts.items.fetch_sub(1, Ordering::Relaxed);
+                self.finish_task();
+            }
         }
         // Counted before the record is published (see `Counts`), taken back
-        // if it is not.
-        let counts = &self.state.counts.0;
+        // if it is not (by us, or by whoever takes the lock over if we die).
+        // `pending` goes last: a death between the two leaks one count (a
+        // `len` one too high, a `join` that waits), never takes back a count
+        // that was not added.
         counts.items.fetch_add(1, Ordering::Relaxed);
         counts.unfinished.fetch_add(1, Ordering::Relaxed);
+        pending.store(tail.wrapping_add(1), Ordering::Relaxed);
         let mut target = WriteTarget { q: self, bytes: &encoded };
         let outcome = match target.attempt(false) {
             Some(done) => done,
             None if !block => Err(WriteOutcome::Full),
             None => wait::wait(&self.wait, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout)),
         };
+        pending.store(0, Ordering::Relaxed);
         lock.unlock(me);
         match outcome {
             Ok(()) => {
@@ -329,7 +353,10 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
             }
             Err(why) => {
                 counts.items.fetch_sub(1, Ordering::Relaxed);
-                counts.unfinished.fetch_sub(1, Ordering::Relaxed);
+                // Taken back as a task_done would: never below 0 (a task_done
+                // may have taken this count meanwhile), and a joiner that saw
+                // it and went to sleep is woken at 0.
+                self.finish_task();
                 Err(match why {
                     WriteOutcome::Full => PutError::Full(value),
                     WriteOutcome::Timeout => PutError::Timeout(value),
@@ -362,11 +389,21 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
 
     /// `JoinableQueue::task_done`.
     fn task_done(&self) -> Result<()> {
+        if self.finish_task() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument { what: "task_done() called more times than items were put" })
+        }
+    }
+
+    /// Takes one from the task count unless it is 0 (`false` then), and wakes
+    /// the joiners when it reaches 0.
+    fn finish_task(&self) -> bool {
         let counts = &self.state.counts.0;
         let mut n = counts.unfinished.load(Ordering::Relaxed);
         loop {
             if n == 0 {
-                return Err(Error::InvalidArgument { what: "task_done() called more times than items were put" });
+                return false;
             }
             match counts.unfinished.compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => break,
@@ -376,7 +413,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         if n == 1 {
             counts.all_done.notify(u32::MAX);
         }
-        Ok(())
+        true
     }
 
     /// `JoinableQueue::join` until `deadline`; `false` on timeout.
@@ -586,7 +623,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.0.task_done()
     }
 
-    /// Waits until every message put has been marked done.
+    /// Waits until every message put has been marked done. Closing the queue
+    /// finishes no task: `join` still waits for the last `task_done` (as in
+    /// Python). A consumer killed before its `task_done` leaves its task
+    /// unfinished for ever. A producer killed in the middle of a put leaves
+    /// no count behind once the next producer takes its lock over.
     pub fn join(&self) {
         self.0.join_until(None);
     }
@@ -601,7 +642,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.0.state.counts.0.unfinished.load(Ordering::Relaxed)
     }
 
-    /// Closes the queue ([`ObjectQueue::close`]).
+    /// Closes the queue ([`ObjectQueue::close`]); finishes no task.
     pub fn close(&self) {
         self.0.close();
     }

@@ -274,6 +274,11 @@ macro_rules! bytes_impl {
                 Ok(true)
             }
 
+            /// The writer's position (the writer's own view).
+            pub(crate) fn tail(&self) -> u64 {
+                self.header.tail.0.load(Ordering::Relaxed)
+            }
+
             /// Whether the reader would find nothing (a snapshot, for sleepers).
             pub fn looks_empty(&self) -> bool {
                 self.header.tail.0.load(Ordering::Acquire) == self.header.head.0.load(Ordering::Relaxed)
