@@ -4,13 +4,11 @@
 //! for `with arr.get_lock(): arr[0] += 1` (`baselines/python/shared_array.py`),
 //! timed the same way: increments of all processes / (last finish − first start).
 
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustix::time::{ClockId, clock_gettime};
 use shmproc::{Array, Value};
 
-use crate::kit::{self, Comparison, Figures, Kit, LINE, Placement, SharedWords};
+use crate::kit::{self, Comparison, Figures, Kit, Placement};
 use crate::report::{RowSpec, Unit};
 use crate::stored::{self, Stored};
 use crate::{Group, Plan};
@@ -197,13 +195,6 @@ fn run_once(kit: &Kit, subject: Subject, cpus: &[Option<usize>], n: u64) -> Resu
     Ok(elapsed / total as f64)
 }
 
-/// Byte offsets in a run's control block: how many processes are ready and
-/// the go flag on the first line, then a line per process with its start and
-/// finish times (ns, `CLOCK_MONOTONIC`, comparable across processes).
-const READY: usize = 0;
-const GO: usize = 4;
-const TIMES: usize = LINE;
-
 /// A generous bound on one increment, for the watchdog: `CPython` takes 1–3 µs
 /// (an increment this slow has failed its purpose anyway), shmproc 3–60 ns.
 const INCREMENT_LIMIT_NS: u64 = 5_000;
@@ -212,56 +203,12 @@ const INCREMENT_LIMIT_NS: u64 = 5_000;
 /// the go flag and runs `work` (`n` increments); ns from the first start to the
 /// last finish.
 fn race(kit: &Kit, cpus: &[Option<usize>], n: u64, work: impl Fn() -> shmproc::Result<()>) -> Result<f64, String> {
-    let procs = cpus.len();
-    let words = SharedWords::new(TIMES + procs * LINE).map_err(|e| format!("control block: {e}"))?;
-    let (words, work) = (&words, &work);
-    let mut children = Vec::with_capacity(procs);
-    for (i, &cpu) in cpus.iter().enumerate() {
-        let child = kit::fork("incrementing", cpu, move || {
-            words.u32_at(READY).fetch_add(1, Ordering::Release);
-            // Acquire: pairs with the parent's Release of the flag.
-            while words.u32_at(GO).load(Ordering::Acquire) == 0 {
-                std::thread::yield_now();
-            }
-            let start = monotonic_ns();
-            work()?;
-            let finish = monotonic_ns();
-            words.u64_at(TIMES + i * LINE).store(start, Ordering::Relaxed);
-            words.u64_at(TIMES + i * LINE + 8).store(finish, Ordering::Relaxed);
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-        children.push(child);
-    }
-    let grace = kit.settings().grace;
-    // A child that could not pin itself exits without getting ready: give up
-    // after the grace period (dropping `children` kills and reaps them).
-    let ready_by = Instant::now() + grace;
-    while words.u32_at(READY).load(Ordering::Acquire) < procs as u32 {
-        if Instant::now() > ready_by {
-            return Err("the incrementing processes did not get ready (could they pin themselves?)".to_owned());
-        }
-        std::thread::yield_now();
-    }
-    let deadline = Instant::now() + grace + Duration::from_nanos(procs as u64 * n * INCREMENT_LIMIT_NS);
-    words.u32_at(GO).store(1, Ordering::Release);
-    kit::wait_all(children, deadline).map_err(|e| e.to_string())?;
-    // Every child exited cleanly after storing its times (its exit and our
-    // wait order them before these loads).
-    let times = |field: usize| (0..procs).map(move |i| words.u64_at(TIMES + i * LINE + field).load(Ordering::Relaxed));
-    let first_start = times(0).min().unwrap_or(0);
-    let last_finish = times(8).max().unwrap_or(0);
-    if first_start == 0 || last_finish <= first_start {
-        return Err(format!("bad times: start {first_start} ns, finish {last_finish} ns"));
-    }
-    Ok((last_finish - first_start) as f64)
-}
-
-/// `CLOCK_MONOTONIC` in ns: one clock for every process (unlike `Instant`,
-/// whose values cannot be handed to another process).
-fn monotonic_ns() -> u64 {
-    let t = clock_gettime(ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    let work = &work;
+    let workers = cpus
+        .iter()
+        .map(|&cpu| kit::Worker::process("incrementing", cpu, move || work().map_err(|e| e.to_string())))
+        .collect();
+    kit::processes(kit, workers, Duration::from_nanos(cpus.len() as u64 * n * INCREMENT_LIMIT_NS))
 }
 
 #[cfg(test)]

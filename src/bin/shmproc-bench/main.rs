@@ -13,9 +13,10 @@
 //!
 //! Layout: [`kit`] measures (forked ping-pong pairs with pinning and a
 //! watchdog, interleaving, spin-floor probes, in-process batches); each group
-//! of rows is a module ([`sync`], [`process`], [`array`]) that lists its [`Plan`]s; [`report`]
-//! renders the rows as a table or JSON; [`stored`] reads `CPython`'s figures from the
-//! baselines runs; [`args`] parses the command line.
+//! of rows is a module ([`sync`], [`process`], [`array`], [`queue`]) that lists its [`Plan`]s;
+//! [`report`] renders the rows as a table or JSON; [`stored`] reads `CPython`'s figures from
+//! the baselines runs, [`cpython`] runs a baselines script now; [`args`] parses the command
+//! line.
 // Under loom (which builds every bin for the loom tests) the process rows are left out.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 // Figures are statistics: a 52-bit mantissa holds any count or duration here
@@ -26,11 +27,17 @@ mod args;
 // Arrays and processes do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod array;
+// The live CPython runs serve the queue rows, which do not build under loom.
+#[cfg(not(loom))]
+mod cpython;
 mod kit;
 mod load;
 // Processes do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod process;
+// Queues do not build under loom (which builds every bin for the loom tests).
+#[cfg(not(loom))]
+mod queue;
 mod report;
 #[cfg(not(loom))]
 mod stored;
@@ -56,7 +63,7 @@ pub(crate) struct Group {
 
 /// Every group, in table order.
 #[cfg(not(loom))]
-const GROUPS: [Group; 3] = [sync::GROUP, process::GROUP, array::GROUP];
+const GROUPS: [Group; 4] = [sync::GROUP, process::GROUP, array::GROUP, queue::GROUP];
 #[cfg(loom)]
 const GROUPS: [Group; 1] = [sync::GROUP];
 

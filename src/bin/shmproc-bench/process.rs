@@ -12,7 +12,7 @@
 use std::cell::Cell;
 use std::process::Command;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -297,30 +297,12 @@ fn measure(
 
 /// Stores `msg` (cut to [`MESSAGE_CAP`] bytes) in the shared block.
 fn put_message(words: &SharedWords, msg: &str) {
-    let mut end = msg.len().min(MESSAGE_CAP);
-    while !msg.is_char_boundary(end) {
-        end -= 1;
-    }
-    let bytes = &msg.as_bytes()[..end];
-    let slots = words.u32_slice(MESSAGE + 4, MESSAGE_CAP / 4);
-    for (slot, chunk) in slots.iter().zip(bytes.chunks(4)) {
-        let mut word = [0u8; 4];
-        word[..chunk.len()].copy_from_slice(chunk);
-        slot.store(u32::from_le_bytes(word), Ordering::Relaxed);
-    }
-    words.u32_at(MESSAGE).store(end as u32, Ordering::Relaxed);
+    words.put_str(MESSAGE, MESSAGE_CAP, msg);
 }
 
 /// The message [`put_message`] stored.
 fn get_message(words: &SharedWords) -> String {
-    let len = (words.u32_at(MESSAGE).load(Ordering::Relaxed) as usize).min(MESSAGE_CAP);
-    let bytes: Vec<u8> = words
-        .u32_slice(MESSAGE + 4, MESSAGE_CAP / 4)
-        .iter()
-        .flat_map(|w: &AtomicU32| w.load(Ordering::Relaxed).to_le_bytes())
-        .take(len)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    words.get_str(MESSAGE, MESSAGE_CAP)
 }
 
 /// The subject: one process of `method` running [`trivial`], started and joined.

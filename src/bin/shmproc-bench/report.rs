@@ -11,6 +11,9 @@ pub(crate) enum Unit {
     Ns,
     /// Nanoseconds per operation (batch mean).
     NsPerOp,
+    /// Nanoseconds per message of a stream (run time / messages); the table
+    /// also shows the rate, messages per second.
+    NsPerMsg,
 }
 
 impl Unit {
@@ -18,6 +21,7 @@ impl Unit {
         match self {
             Unit::Ns => "ns",
             Unit::NsPerOp => "ns/op",
+            Unit::NsPerMsg => "ns/msg",
         }
     }
 }
@@ -98,11 +102,14 @@ pub(crate) fn ratio(r: f64) -> String {
 }
 
 /// Formats a target: `≤ 1.5×`, or for targets below 1 the speed-up it asks
-/// for: `≥ 100× faster` (a ratio of at most 0.01).
-fn target(t: Option<f64>) -> String {
+/// for: `≥ 100× faster` (a ratio of at most 0.01). Throughput rows (`unit`
+/// [`Unit::NsPerMsg`]) also say what a bound on the time per message means for
+/// the rate: `≤ 1.25× (≥ 0.8× msg/s)`.
+fn target(t: Option<f64>, unit: Unit) -> String {
     match t {
         None => "ref".to_owned(),
         Some(t) if t < 1.0 && t > 0.0 => format!("≥ {:.0}× faster", 1.0 / t),
+        Some(t) if unit == Unit::NsPerMsg => format!("≤ {t}× (≥ {}× msg/s)", 1.0 / t),
         Some(t) => format!("≤ {t}×"),
     }
 }
@@ -122,6 +129,20 @@ fn time(ns: f64) -> String {
     }
 }
 
+/// Formats the rate of a stream whose messages take `ns` each: `102.3 M/s`.
+fn rate(ns: f64) -> String {
+    let r = 1e9 / ns;
+    if !r.is_finite() || r <= 0.0 {
+        "?".to_owned()
+    } else if r >= 1e6 {
+        format!("{:.1} M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k/s", r / 1e3)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
 fn opt_time(ns: Option<f64>) -> String {
     ns.map_or_else(|| "—".to_owned(), time)
 }
@@ -130,8 +151,9 @@ fn opt_time(ns: Option<f64>) -> String {
 fn cells(row: &Row) -> Vec<String> {
     let spec = &row.spec;
     let mut out = vec![spec.name.clone(), spec.placement.to_owned()];
-    let figures = |f: &Figures| vec![time(f.p50), opt_time(f.p99), opt_time(f.p999)];
-    let target = target(spec.target);
+    let p50 = |ns: f64| if spec.unit == Unit::NsPerMsg { format!("{} = {}", time(ns), rate(ns)) } else { time(ns) };
+    let figures = |f: &Figures| vec![p50(f.p50), opt_time(f.p99), opt_time(f.p999)];
+    let target = target(spec.target, spec.unit);
     match &row.outcome {
         Ok(c) => {
             out.extend(figures(&c.subject));
@@ -331,10 +353,11 @@ mod tests {
         assert_eq!(ratio(0.0734), "0.073× (14× faster)");
         assert_eq!(ratio(0.00731), "0.0073× (137× faster)");
         assert_eq!(ratio(f64::INFINITY), "—");
-        assert_eq!(target(Some(0.01)), "≥ 100× faster");
-        assert_eq!(target(Some(0.02)), "≥ 50× faster");
-        assert_eq!(target(Some(1.5)), "≤ 1.5×");
-        assert_eq!(target(None), "ref");
+        assert_eq!(target(Some(0.01), Unit::Ns), "≥ 100× faster");
+        assert_eq!(target(Some(0.02), Unit::NsPerMsg), "≥ 50× faster");
+        assert_eq!(target(Some(1.5), Unit::Ns), "≤ 1.5×");
+        assert_eq!(target(Some(1.25), Unit::NsPerMsg), "≤ 1.25× (≥ 0.8× msg/s)");
+        assert_eq!(target(None, Unit::Ns), "ref");
         // Judged as shown: 0.0104 shows as 0.010 (meets ≥ 100× faster), 0.0106 as 0.011.
         let mut r = row(Ok(comparison(0.0104)));
         r.spec.target = Some(0.01);
@@ -361,5 +384,8 @@ mod tests {
         assert_eq!(time(4870.0), "4870 ns");
         assert_eq!(time(52_345.0), "52.3 µs");
         assert_eq!(time(4_000_000.0), "4.00 ms");
+        assert_eq!(rate(9.81), "101.9 M/s");
+        assert_eq!(rate(6900.0), "144.9 k/s");
+        assert_eq!(rate(f64::NAN), "?");
     }
 }

@@ -31,8 +31,9 @@ pub(crate) fn allowed_cpus() -> Vec<usize> {
     (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
 }
 
-/// Restricts the calling process to `cpu`; `false` if the kernel refused.
-fn pin_self(cpu: usize) -> bool {
+/// Restricts the calling thread (of a single-threaded process: the process)
+/// to `cpu`; `false` if the kernel refused.
+pub(crate) fn pin_self(cpu: usize) -> bool {
     if cpu >= libc::CPU_SETSIZE as usize {
         return false;
     }

@@ -7,6 +7,9 @@
 //!   probes when the subject spins.
 //! - [`Kit::ns_per_op`]: the same interleaving for an in-process operation
 //!   timed in batches.
+//! - [`processes`] and [`threads`]: workers (forked processes, or threads of
+//!   one forked process for in-process baselines) released together by one go
+//!   flag and timed from the first start to the last finish: streams.
 //!
 //! Figures are medians over the alternations; the ratio is the median of the
 //! per-alternation ratios (each from two adjacent runs).
@@ -14,6 +17,7 @@
 mod child;
 mod clock;
 mod pingpong;
+mod race;
 mod raw;
 mod shm;
 
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use child::{allowed_cpus, fork, wait_all};
 pub(crate) use pingpong::{Placement, Side};
+pub(crate) use race::{Worker, processes, threads};
 pub(crate) use shm::{LINE, SharedWords};
 
 use pingpong::{Control, Run, Timing};
@@ -208,6 +213,20 @@ impl Kit {
         &self.settings
     }
 
+    /// The spin floor now: the raw spin ping-pong's p50 on the two
+    /// `cross_core` CPUs (`None` with one CPU).
+    ///
+    /// # Errors
+    /// If the probe run failed.
+    pub(crate) fn spin_floor(&self) -> Result<Option<f64>, String> {
+        if self.settings.second_cpu.is_none() {
+            return Ok(None);
+        }
+        let run = (Contender::raw_spin().run)(self, Placement::CrossCore, self.settings.floor)
+            .map_err(|e| format!("spin-floor probe: {e}"))?;
+        Ok(Some(run.p50))
+    }
+
     /// `subject` against `baseline` in `placement`, interleaved; with
     /// `floor`, a spin-floor probe before and after.
     ///
@@ -220,14 +239,7 @@ impl Kit {
         placement: Placement,
         floor: bool,
     ) -> Result<Comparison, String> {
-        let probe = || -> Result<Option<f64>, String> {
-            if !floor || self.settings.second_cpu.is_none() {
-                return Ok(None);
-            }
-            let run = (Contender::raw_spin().run)(self, Placement::CrossCore, self.settings.floor)
-                .map_err(|e| format!("spin-floor probe: {e}"))?;
-            Ok(Some(run.p50))
-        };
+        let probe = || if floor { self.spin_floor() } else { Ok(None) };
         let before = probe()?;
         let mut pairs = Vec::with_capacity(self.settings.alternations);
         for _ in 0..self.settings.alternations {
