@@ -325,7 +325,10 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         if acquired == Acquired::OwnerDied {
             // The previous producer died holding the lock: if it had counted a
             // put whose record it never published, take those counts back.
-            if pending.load(Ordering::Relaxed) == tail.wrapping_add(1) {
+            // `pending` is cleared first: a taker killed right after must not
+            // leave the same record for the next taker to undo again (a death
+            // between the clear and the subtractions leaks one count instead).
+            if pending.swap(0, Ordering::Relaxed) == tail.wrapping_add(1) {
                 counts.items.fetch_sub(1, Ordering::Relaxed);
                 self.finish_task();
             }
