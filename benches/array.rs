@@ -12,10 +12,11 @@
 //! a second each). The cross-process figures against `CPython` and the SPEC
 //! target are `cargo run --release --bin shmproc-bench -- --filter array`.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use shmproc::Array;
@@ -39,16 +40,9 @@ fn array_increment(c: &mut Criterion) {
     group.finish();
 }
 
-fn quick() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-}
-
 criterion_group! {
     name = benches;
-    config = quick();
+    config = common::quick();
     targets = array_increment
 }
 criterion_main!(benches);

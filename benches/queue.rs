@@ -16,8 +16,9 @@
 //! `CPython` and the SPEC targets are
 //! `cargo run --release --bin shmproc-bench -- --filter queue`.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
@@ -101,16 +102,9 @@ fn queue_put_get(c: &mut Criterion) {
     group.finish();
 }
 
-fn quick() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-}
-
 criterion_group! {
     name = benches;
-    config = quick();
+    config = common::quick();
     targets = queue_put_get
 }
 criterion_main!(benches);

@@ -10,6 +10,8 @@
 //! a second each). The side-by-side table against baselines and the SPEC
 //! targets is `cargo run --release --bin shmproc-bench`.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -127,16 +129,9 @@ fn pin(set: &libc::cpu_set_t) -> bool {
     unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) == 0 }
 }
 
-fn quick() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-}
-
 criterion_group! {
     name = benches;
-    config = quick();
+    config = common::quick();
     targets = lock_uncontended, event_ping_pong
 }
 criterion_main!(benches);

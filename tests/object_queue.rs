@@ -39,14 +39,12 @@ mod common;
 
 use std::collections::VecDeque;
 use std::fmt::{self, Debug};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    Proc, ShmMap, WATCHDOG, XorShift, assert_no_leftovers, in_child, is_dead, join_all_ok, join_ok, kill_and_reap,
-    poll_until, proc_state, read_shm, scribble, start, start_fn, unique_name, wait_until,
+    Proc, ShmMap, WATCHDOG, Watchdog, XorShift, assert_no_leftovers, in_child, is_dead, join_all_ok, join_ok,
+    join_thread, kill_and_reap, poll_until, proc_state, read_shm, scribble, start, start_fn, unique_name, wait_until,
 };
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
@@ -364,59 +362,12 @@ fn strategy_of(code: u8) -> WaitStrategy {
     STRATEGIES[usize::from(code) % STRATEGIES.len()]
 }
 
-/// Runs `on_expiry` (typically: close the queue the test thread blocks in)
-/// if it is not dropped within [`WATCHDOG`], so that a blocked call returns
-/// and the test fails instead of hanging; [`Watchdog::fired`] tells the
-/// test, which must then fail.
-#[derive(Debug)]
-struct Watchdog {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-    fired: Arc<AtomicBool>,
-}
-
 impl Watchdog {
-    fn new(on_expiry: impl FnOnce() + Send + 'static) -> Watchdog {
-        let (stop, rx) = std::sync::mpsc::channel::<()>();
-        let fired = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&fired);
-        let thread = std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
-                flag.store(true, Ordering::SeqCst);
-                on_expiry();
-            }
-        });
-        Watchdog { stop: Some(stop), thread: Some(thread), fired }
-    }
-
+    /// A watchdog that closes `q`.
     fn closing<T: Serialize + DeserializeOwned + 'static>(q: &ObjectQueue<T>) -> Watchdog {
         let q = q.clone();
         Watchdog::new(move || q.close())
     }
-
-    fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Joins a thread, failing the test if it runs longer than [`WATCHDOG`]
-/// (the thread is then left behind, blocked).
-fn join_thread<R>(h: JoinHandle<R>) -> R {
-    let start = Instant::now();
-    while !h.is_finished() {
-        assert!(start.elapsed() < WATCHDOG, "watchdog: a thread still runs after {WATCHDOG:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    h.join().expect("thread panicked")
 }
 
 fn gettid() -> u32 {

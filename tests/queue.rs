@@ -33,13 +33,12 @@ mod common;
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use common::{
-    Proc, ShmMap, WATCHDOG, XorShift, assert_no_leftovers, in_child, join_all_ok, join_ok, kill_and_reap, read_shm,
-    scribble, shm_path, start, start_fn, unique_name,
+    Proc, ShmMap, WATCHDOG, Watchdog, XorShift, assert_no_leftovers, in_child, join_all_ok, join_ok, join_thread,
+    kill_and_reap, read_shm, scribble, shm_path, start, start_fn, unique_name,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -161,60 +160,12 @@ fn strategy_of(code: u8) -> WaitStrategy {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// Runs `on_expiry` (typically: close the queue the test thread blocks in)
-/// if it is not dropped within [`WATCHDOG`]: a blocked call then returns and
-/// the test fails with a message instead of hanging. [`Watchdog::fired`]
-/// tells a failing assertion why.
-#[derive(Debug)]
-struct Watchdog {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
 impl Watchdog {
-    fn new(on_expiry: impl FnOnce() + Send + 'static) -> Watchdog {
-        let (stop, rx) = std::sync::mpsc::channel::<()>();
-        let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&fired);
-        let thread = std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
-                flag.store(true, Ordering::SeqCst);
-                on_expiry();
-            }
-        });
-        Watchdog { stop: Some(stop), thread: Some(thread), fired }
-    }
-
     /// A watchdog that closes `q`.
     fn closing<T: Pod, Q: AnyQueue<T>>(q: &Q) -> Watchdog {
         let q = q.clone();
         Watchdog::new(move || q.close())
     }
-
-    fn fired(&self) -> &'static str {
-        if self.fired.load(Ordering::SeqCst) { " (the watchdog fired: the queue hung)" } else { "" }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Joins a thread, failing the test if it runs longer than [`WATCHDOG`] (the
-/// thread is then left behind, blocked).
-fn join_thread<R>(h: JoinHandle<R>) -> R {
-    let start = Instant::now();
-    while !h.is_finished() {
-        assert!(start.elapsed() < WATCHDOG, "watchdog: a thread still runs after {WATCHDOG:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    h.join().expect("thread panicked")
 }
 
 /// Messages per second, for the report.
@@ -677,7 +628,7 @@ fn a_close_in_a_child_wakes_the_parent() {
         });
         let dog = Watchdog::closing(&q);
         let r = q.get();
-        assert!(matches!(r, Err(GetError::Closed)), "{strategy:?}: {r:?}{}", dog.fired());
+        assert!(matches!(r, Err(GetError::Closed)), "{strategy:?}: {r:?}{}", dog.hung_note());
         join_ok(&mut child);
     }
 }
@@ -722,7 +673,7 @@ fn receive_in_order<Q: AnyQueue<u64>>(q: &Q, n: u64) -> Duration {
     for i in 0..n {
         match q.get() {
             Ok(v) if v == i => {}
-            other => panic!("{}: get {i} of {n}: {other:?}{}", Q::FLAVOR, dog.fired()),
+            other => panic!("{}: get {i} of {n}: {other:?}{}", Q::FLAVOR, dog.hung_note()),
         }
     }
     let took = start.elapsed();
@@ -745,7 +696,7 @@ fn spsc_both_directions<Q: AnyQueue<u64>>(method: StartMethod, n: u64, capacity:
     let start = Instant::now();
     for i in 0..n {
         if let Err(e) = q.put(i) {
-            panic!("{what}: put {i}: {e:?}{}", dog.fired());
+            panic!("{what}: put {i}: {e:?}{}", dog.hung_note());
         }
     }
     assert_eq!(join_ok(&mut consumer), (n, checksum(n)), "{what}");
@@ -879,7 +830,7 @@ fn mpmc_threads_deliver_exactly_once() {
         }
         q.close();
         let got: u64 = consumers.into_iter().map(|c| c.join().unwrap()).sum();
-        assert_eq!(got, THREADS * N, "{}", dog.fired());
+        assert_eq!(got, THREADS * N, "{}", dog.hung_note());
     });
     assert!(counts.to_vec().unwrap().iter().all(|c| *c == 1));
 }
@@ -1122,10 +1073,10 @@ fn ping_pong<Q: AnyQueue<u64>>(strategy: WaitStrategy, n: u64) {
     });
     let start = Instant::now();
     for i in 0..n {
-        requests.put(i).unwrap_or_else(|e| panic!("round {i}: {e:?}{}", dog.fired()));
+        requests.put(i).unwrap_or_else(|e| panic!("round {i}: {e:?}{}", dog.hung_note()));
         match replies.get() {
             Ok(v) if v == i + 1 => {}
-            other => panic!("{} {strategy:?} round {i}: {other:?}{}", Q::FLAVOR, dog.fired()),
+            other => panic!("{} {strategy:?} round {i}: {other:?}{}", Q::FLAVOR, dog.hung_note()),
         }
     }
     let took = start.elapsed();
@@ -1616,12 +1567,12 @@ fn a_dead_writers_slot_is_skipped_by_every_kind_of_get() {
         q.put(42).unwrap();
         let start = Instant::now();
         let r = q.get();
-        assert!(matches!(r, Ok(42)), "{strategy:?}: {r:?}{}", dog.fired());
+        assert!(matches!(r, Ok(42)), "{strategy:?}: {r:?}{}", dog.hung_note());
         eprintln!("{strategy:?}: a dead writer's slot skipped by get() after {:?}", start.elapsed());
         // A timed get.
         forge_writer(&map, 4, GHOST, 0);
         q.put(43).unwrap();
-        assert!(matches!(q.get_timeout(WATCHDOG), Ok(43)), "{strategy:?}{}", dog.fired());
+        assert!(matches!(q.get_timeout(WATCHDOG), Ok(43)), "{strategy:?}{}", dog.hung_note());
         // try_get probes at once.
         forge_writer(&map, 4, GHOST, 0);
         q.put(44).unwrap();
@@ -1630,7 +1581,7 @@ fn a_dead_writers_slot_is_skipped_by_every_kind_of_get() {
         // state's tid decides.
         forge_writer(&map, 4, GHOST, u64::from(std::process::id()));
         q.put(45).unwrap();
-        assert!(matches!(q.get_timeout(WATCHDOG), Ok(45)), "{strategy:?}{}", dog.fired());
+        assert!(matches!(q.get_timeout(WATCHDOG), Ok(45)), "{strategy:?}{}", dog.hung_note());
         // The ring works normally afterwards, for many laps.
         for i in 0..40 {
             q.put(i).unwrap();
@@ -1659,7 +1610,7 @@ fn a_live_writers_slot_is_waited_for_not_skipped() {
     // Dead now (a zombie counts as dead too): skipped.
     let dog = Watchdog::closing(&q);
     let r = q.get();
-    assert!(matches!(r, Ok(42)), "{r:?}{}", dog.fired());
+    assert!(matches!(r, Ok(42)), "{r:?}{}", dog.hung_note());
     drop((q, map, dog));
     assert_no_leftovers(TAG);
 }
@@ -1679,7 +1630,7 @@ fn a_dead_readers_slot_is_released_to_producers() {
         assert!(q.is_full());
         let start = Instant::now();
         let r = q.put(4); // needs the held slot
-        assert!(r.is_ok(), "{strategy:?}: {r:?}{}", dog.fired());
+        assert!(r.is_ok(), "{strategy:?}: {r:?}{}", dog.hung_note());
         eprintln!("{strategy:?}: a dead reader's slot released to put() after {:?}", start.elapsed());
         for v in 1..=4 {
             assert_eq!(q.get().unwrap(), v, "{strategy:?}");
@@ -1704,7 +1655,7 @@ fn a_dead_readers_slot_is_released_to_producers() {
         assert!(matches!(q.put_timeout(9, t), Err(PutError::Timeout(9))), "{strategy:?}");
         assert!(matches!(q.try_put(9), Err(PutError::Full(9))));
         kill_and_reap(&mut *reader);
-        assert!(q.put(4).is_ok(), "{strategy:?}{}", dog.fired());
+        assert!(q.put(4).is_ok(), "{strategy:?}{}", dog.hung_note());
         for v in 1..=4 {
             assert_eq!(q.get().unwrap(), v);
         }
@@ -1807,7 +1758,7 @@ fn spsc_peers_killed_mid_stream() {
         let total = 1000 + rng.next_u64() % 2000;
         let dog = Watchdog::closing(&q);
         for i in 0..rng.next_u64() % total {
-            q.put(msg(i)).unwrap_or_else(|e| panic!("run {run}: {e:?}{}", dog.fired()));
+            q.put(msg(i)).unwrap_or_else(|e| panic!("run {run}: {e:?}{}", dog.hung_note()));
         }
         kill_and_reap(&mut *consumer);
         let got = progress.load(0);

@@ -36,7 +36,8 @@ mod flavor {
         /// What a handle keeps to itself.
         type Cache: Default + Send + Sync + std::fmt::Debug;
         const KIND: Kind;
-        /// Whether waits must probe claimants' liveness (MPMC slots name them).
+        /// Whether slots name their claimants (MPMC): waits must then probe the
+        /// claimants' liveness, and operations need the caller's identity.
         const PROBES: bool;
         fn try_push<T: bytemuck::Pod>(
             h: &Self::Header,
@@ -369,9 +370,16 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
         self.get_until(None, false)
     }
 
+    /// The caller's identity, which MPMC slots record in their claims; the
+    /// SPSC ring names nobody, so its hot path skips the thread-local lookup.
+    #[inline]
+    fn me() -> TaskId {
+        if F::PROBES { loom::current_task() } else { TaskId { tid: 0, start: 0 } }
+    }
+
     #[inline]
     fn put_until(&self, v: T, deadline: Option<Deadline>, block: bool) -> Result<(), PutError<T>> {
-        let me = loom::current_task();
+        let me = Self::me();
         let mut target = PutTarget { q: self, me, v: Some(v) };
         let outcome = match target.attempt(!block) {
             Some(done) => done,
@@ -387,7 +395,7 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
 
     #[inline]
     fn get_until(&self, deadline: Option<Deadline>, block: bool) -> Result<T, GetError> {
-        let me = loom::current_task();
+        let me = Self::me();
         let mut target = GetTarget { q: self, me };
         let outcome = match target.attempt(!block) {
             Some(done) => done,

@@ -140,6 +140,7 @@ pub(crate) struct Control {
 impl Control {
     /// Whether the queue is closed. `Acquire`: pairs with `close`, so a get
     /// that sees it also sees every put that finished before the close.
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) != 0
     }

@@ -178,8 +178,8 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     }
 
     fn from_state(state: Shared<ObjectState>) -> Result<Self> {
+        // `ObjectState::check_layout` passed when the handle was made.
         let layout = state.layout();
-        ObjectState::check_layout(layout)?;
         if layout.type_fp != type_fingerprint::<T>() {
             return Err(Error::mismatch(
                 "element type",

@@ -138,6 +138,9 @@ impl<'de, S: SharedState> Deserialize<'de> for Shared<S> {
         match wire.within {
             None => Shared::from_segment(seg),
             Some((_, offset)) => {
+                // Only fixed-size states are embedded in others (an array's
+                // lock): a state with a tail must travel as itself.
+                S::check_layout(Layout::FIXED).map_err(custom)?;
                 let offset = usize::try_from(offset).map_err(|_| custom("state offset out of range"))?;
                 Shared::from_segment_at(seg, offset, Layout::FIXED)
             }

@@ -579,3 +579,57 @@ mod process_helpers {
         }
     }
 }
+
+/// Runs `on_expiry` (e.g. closing the queue a test blocks on) if the test is
+/// still going after [`WATCHDOG`], so that a hang fails with a message
+/// instead of stalling; stopped on drop.
+pub(crate) struct Watchdog {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    fired: std::sync::Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    pub(crate) fn new(on_expiry: impl FnOnce() + Send + 'static) -> Watchdog {
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let fired = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&fired);
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
+                flag.store(true, Ordering::SeqCst);
+                on_expiry();
+            }
+        });
+        Watchdog { stop: Some(stop), thread: Some(thread), fired }
+    }
+
+    /// Whether the watchdog ran its `on_expiry`.
+    pub(crate) fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    /// A note for assertion messages: empty, or why the operation failed.
+    pub(crate) fn hung_note(&self) -> &'static str {
+        if self.fired() { " (the watchdog fired: the queue hung)" } else { "" }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Joins a thread, failing the test if it runs longer than [`WATCHDOG`] (the
+/// thread is then left behind, blocked).
+pub(crate) fn join_thread<R>(h: std::thread::JoinHandle<R>) -> R {
+    let start = Instant::now();
+    while !h.is_finished() {
+        assert!(start.elapsed() < WATCHDOG, "watchdog: a thread still runs after {WATCHDOG:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    h.join().expect("thread panicked")
+}
