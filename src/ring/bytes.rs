@@ -208,10 +208,9 @@ macro_rules! bytes_impl {
                 Ok(Ok(()))
             }
 
-            /// Finds the next message: `(its header's position, payload length,
-            /// where the payload starts, the head after it)`, or `None` if the
-            /// ring is empty.
-            fn next(&self) -> Result<Option<(u64, usize, usize, u64)>> {
+            /// Finds the next message: `(payload length, where the payload
+            /// starts, the head after it)`, or `None` if the ring is empty.
+            fn next(&self) -> Result<Option<(usize, usize, u64)>> {
                 let mut head = self.header.head.0.load(Ordering::Relaxed);
                 // Acquire: pairs with the writer's Release store of tail.
                 let tail = self.header.tail.0.load(Ordering::Acquire);
@@ -248,7 +247,7 @@ macro_rules! bytes_impl {
                                     "a {len}-byte message at offset {off} with {used} bytes published"
                                 )));
                             }
-                            return Ok(Some((head, len, off + RECORD_HEADER, head.wrapping_add(rec as u64))));
+                            return Ok(Some((len, off + RECORD_HEADER, head.wrapping_add(rec as u64))));
                         }
                         tag => return Err(self.corrupt(format!("record tag {tag:#x} at offset {off}"))),
                     }
@@ -256,16 +255,10 @@ macro_rules! bytes_impl {
                 Err(self.corrupt(format!("padding twice in a row at {head}")))
             }
 
-            /// The payload length of the next message, if any (reader only).
-            #[allow(dead_code, reason = "for readers that size their buffer first (a pipe's recv_bytes_into)")]
-            pub(crate) fn peek_len(&self) -> Result<Option<usize>> {
-                Ok(self.next()?.map(|(_, len, _, _)| len))
-            }
-
             /// Takes the next message, appending its payload to `out` (reader
             /// only); `false` if the ring is empty.
             pub fn try_read(&self, out: &mut Vec<u8>) -> Result<bool> {
-                let Some((_, len, at, next)) = self.next()? else { return Ok(false) };
+                let Some((len, at, next)) = self.next()? else { return Ok(false) };
                 let start = out.len();
                 out.resize(start + len, 0);
                 self.region.copy_out(at, &mut out[start..]);
@@ -349,7 +342,6 @@ mod tests {
                 }
             }
             out.clear();
-            assert_eq!(r.peek_len().unwrap(), Some(msg.len()));
             assert!(r.try_read(&mut out).unwrap());
             assert_eq!(out, msg, "round {round}");
             assert!(!r.try_read(&mut out).unwrap());
