@@ -512,7 +512,7 @@ fn u32_at(bytes: &[u8], at: usize, v: u32) -> Vec<u8> {
 /// headers must match the harness's forged ones), shaped ones, payloads of the
 /// wrong length, and garbage in every part of the state.
 fn queue_seeds() -> Vec<Seed> {
-    use open_queue::{FIXED_STATE, MPMC_SLOT, OBJECT_STATE, SHAPED, SPSC_SLOT, kind};
+    use open_queue::{MPMC_SLOT, MPMC_STATE, OBJECT_STATE, SHAPED, SPSC_SLOT, SPSC_STATE, control_at, kind};
     use shmproc::{JoinableQueue, ObjectQueue, Queue, SpscQueue};
     static RUN: AtomicU32 = AtomicU32::new(0);
     let base = format!("shmproc-seed-{}-q{}", std::process::id(), RUN.fetch_add(1, Ordering::Relaxed));
@@ -540,7 +540,7 @@ fn queue_seeds() -> Vec<Seed> {
     }
     assert_eq!(spsc.try_get().unwrap(), 11);
     let sp = payload_of(kind::SPSC, &spsc_name);
-    assert_eq!(sp.len(), FIXED_STATE + 4 * SPSC_SLOT);
+    assert_eq!(sp.len(), SPSC_STATE + 4 * SPSC_SLOT);
     // Queue<u64>: the same, 8 slots, after a lap.
     let mpmc_name = format!("{base}-mpmc");
     let mpmc = Queue::<u64>::create(&mpmc_name, 8).unwrap();
@@ -551,7 +551,7 @@ fn queue_seeds() -> Vec<Seed> {
         }
     }
     let mp = payload_of(kind::QUEUE, &mpmc_name);
-    assert_eq!(mp.len(), FIXED_STATE + 8 * MPMC_SLOT);
+    assert_eq!(mp.len(), MPMC_STATE + 8 * MPMC_SLOT);
     // ObjectQueue<Vec<u8>>, 64-byte ring: a message wrapped after padding.
     let object_name = format!("{base}-object");
     let object = ObjectQueue::<Vec<u8>>::create(&object_name, 64).unwrap();
@@ -581,20 +581,21 @@ fn queue_seeds() -> Vec<Seed> {
         }
         seed(&format!("{name}-shaped-nothing"), ty + SHAPED, &[], opens(ty));
         seed(&format!("{name}-truncated"), ty, &p[..p.len() - 1], vec![]);
-        let state = if ty == kind::OBJECT { OBJECT_STATE } else { FIXED_STATE };
+        let state = [SPSC_STATE, MPMC_STATE, OBJECT_STATE][usize::from(ty)];
         seed(&format!("{name}-state-only"), ty, &p[..state], vec![]);
         seed(&format!("{name}-empty"), ty, &[], vec![]);
-        seed(&format!("{name}-closed"), ty, &u32_at(p, 128, 1), opens(ty));
-        seed(&format!("{name}-closed-junk"), ty, &u32_at(p, 128, 0xdead_beef), opens(ty));
+        let ctl = control_at(ty);
+        seed(&format!("{name}-closed"), ty, &u32_at(p, ctl, 1), opens(ty));
+        seed(&format!("{name}-closed-junk"), ty, &u32_at(p, ctl, 0xdead_beef), opens(ty));
         // Sides with sleepers that are not there: spurious wakes only.
-        seed(&format!("{name}-sleepers-junk"), ty, &u64_at(p, 132, u64::MAX), opens(ty));
+        seed(&format!("{name}-sleepers-junk"), ty, &u64_at(p, ctl + 4, u64::MAX), opens(ty));
         seed(&format!("{name}-tail-far-ahead"), ty, &u64_at(p, 0, 1000), opens(ty));
         seed(&format!("{name}-head-ahead-of-tail"), ty, &u64_at(p, 64, u64::MAX - 3), opens(ty));
     }
-    seed("spsc-three-slots", kind::SPSC, &sp[..FIXED_STATE + 3 * SPSC_SLOT], vec![]);
+    seed("spsc-three-slots", kind::SPSC, &sp[..SPSC_STATE + 3 * SPSC_SLOT], vec![]);
     seed("spsc-half-slot", kind::SPSC, &sp[..sp.len() - 4], vec![]);
-    seed("mpmc-three-slots", kind::QUEUE, &mp[..FIXED_STATE + 3 * MPMC_SLOT], vec![]);
-    seed("mpmc-one-slot", kind::QUEUE, &mp[..FIXED_STATE + MPMC_SLOT], opens(kind::QUEUE));
+    seed("mpmc-three-slots", kind::QUEUE, &mp[..MPMC_STATE + 3 * MPMC_SLOT], vec![]);
+    seed("mpmc-one-slot", kind::QUEUE, &mp[..MPMC_STATE + MPMC_SLOT], opens(kind::QUEUE));
     seed("object-region-32", kind::OBJECT, &ob[..OBJECT_STATE + 32], vec![]);
     seed("object-region-96", kind::OBJECT, &[&ob[..], &[0u8; 32][..]].concat(), vec![]);
     seed("joinable-valid", kind::OBJECT, &jo, opens(kind::OBJECT));
@@ -607,7 +608,7 @@ fn queue_seeds() -> Vec<Seed> {
 
 /// `open_queue` seeds: garbage slot states and hints in a `Queue<u64>`.
 fn mpmc_seeds() -> Vec<Seed> {
-    use open_queue::{FIXED_STATE, MPMC_SLOT, kind};
+    use open_queue::{MPMC_SLOT, MPMC_STATE, kind};
     let opens = queue_opens(kind::QUEUE);
     let seed = |name: &str, body: &[u8]| queue_seed(name, kind::QUEUE, body, opens.clone());
     let mut out = Vec::new();
@@ -615,8 +616,8 @@ fn mpmc_seeds() -> Vec<Seed> {
     // WRITING 1, FULL 2, READING 3. The hints (enqueue, dequeue) at 0 and 64.
     let st = |lap: u64, k: u64, tid: u64| lap << 24 | k << 22 | tid;
     let ghost = (1u64 << 22) - 1; // a tid at pid_max: no such thread
-    let slot = |i: usize| FIXED_STATE + i * MPMC_SLOT;
-    let fresh = vec![0u8; FIXED_STATE + 4 * MPMC_SLOT];
+    let slot = |i: usize| MPMC_STATE + i * MPMC_SLOT;
+    let fresh = vec![0u8; MPMC_STATE + 4 * MPMC_SLOT];
     out.push(seed("mpmc-slot-lap-far-ahead", &u64_at(&fresh, slot(0), st(9, 2, 0))));
     out.push(seed("mpmc-slot-lap-behind", &u64_at(&u64_at(&fresh, 0, 4), slot(0), st(0, 2, 0))));
     // A writer that died mid-put at the head (enqueue hint past it).

@@ -192,6 +192,11 @@ const CLOSED_AT: usize = 192;
 const SLOTS_AT: usize = 256;
 /// Bytes of the state before the slots (ring header + control line).
 const STATE_LEN: usize = SLOTS_AT - 64;
+/// SPSC only: the producer's private copy of its position (the consumer's
+/// copy follows at +64), then the control line.
+const SPSC_OWN_TAIL_AT: usize = 192;
+const SPSC_CLOSED_AT: usize = 320;
+const SPSC_SLOTS_AT: usize = 384;
 
 /// An MPMC slot of a `u64`: state, owner stamp, value.
 const MPMC_SLOT: usize = 24;
@@ -451,7 +456,7 @@ fn error_types_convert_and_display() {
     for e in [GetError::Empty, GetError::Timeout, GetError::Closed] {
         assert!(!e.to_string().is_empty());
     }
-    let failed = PutError::Failed(5u8, Error::Closed);
+    let failed = PutError::Failed(5u8, Box::new(Error::Closed));
     assert!(format!("{failed:?}").contains("Failed"));
     assert_eq!(failed.into_inner(), 5);
 }
@@ -933,8 +938,8 @@ fn opening_with_the_wrong_type_or_flavor_is_a_mismatch() {
 /// Opens `name` as both flavors and the right element type; every open must
 /// be an error or a handle whose every operation stays in bounds.
 fn open_scribbled(what: &str, name: &str) -> (usize, usize) {
-    fn exercise<Q: AnyQueue<u64>>(q: Q, slot: usize, file_len: usize) -> usize {
-        assert!(SLOTS_AT + q.capacity() * slot <= file_len, "slots beyond the file");
+    fn exercise<Q: AnyQueue<u64>>(q: Q, (slots_at, slot): (usize, usize), file_len: usize) -> usize {
+        assert!(slots_at + q.capacity() * slot <= file_len, "slots beyond the file");
         let _ = q.try_put(1);
         let _ = q.try_get();
         let _ = (q.len(), q.is_empty(), q.is_full(), format!("{q:?}"));
@@ -957,12 +962,13 @@ fn open_scribbled(what: &str, name: &str) -> (usize, usize) {
         }
     };
     check(
-        Queue::<u64>::open(name)
-            .map(|q| -> Box<dyn Fn() -> usize> { Box::new(move || exercise(q.clone(), MPMC_SLOT, file_len)) }),
+        Queue::<u64>::open(name).map(|q| -> Box<dyn Fn() -> usize> {
+            Box::new(move || exercise(q.clone(), (SLOTS_AT, MPMC_SLOT), file_len))
+        }),
     );
     check(
         SpscQueue::<u64>::open(name)
-            .map(|q| -> Box<dyn Fn() -> usize> { Box::new(move || exercise(q.clone(), 8, file_len)) }),
+            .map(|q| -> Box<dyn Fn() -> usize> { Box::new(move || exercise(q.clone(), (SPSC_SLOTS_AT, 8), file_len)) }),
     );
     (opened, refused)
 }
@@ -1021,8 +1027,8 @@ fn header_garbage_is_an_error_never_a_panic() {
             // flavor's size (0 to 8: inside the file or past its end).
             0 => {
                 junk[16..24].copy_from_slice(&header[16..24]);
-                let slot = if rng.next_u64() % 2 == 0 { MPMC_SLOT } else { 8 };
-                let len = STATE_LEN + slot * (rng.next_u64() % 9) as usize;
+                let (slots_at, slot) = if rng.next_u64() % 2 == 0 { (SLOTS_AT, MPMC_SLOT) } else { (SPSC_SLOTS_AT, 8) };
+                let len = slots_at - 64 + slot * (rng.next_u64() % 9) as usize;
                 junk[24..32].copy_from_slice(&(len as u64).to_le_bytes());
             }
             // The right fingerprint, any length.
@@ -1782,25 +1788,25 @@ fn with_garbage<Q: AnyQueue<u64>>(tag: &str, f: impl FnOnce(&Q, &ShmMap)) {
 }
 
 fn is_corrupt_get(r: &Result<u64, GetError>) -> bool {
-    matches!(r, Err(GetError::Failed(Error::Corrupt { .. })))
+    matches!(r, Err(GetError::Failed(e)) if matches!(**e, Error::Corrupt { .. }))
 }
 
 fn is_corrupt_put(r: &Result<(), PutError<u64>>, v: u64) -> bool {
-    matches!(r, Err(PutError::Failed(x, Error::Corrupt { .. })) if *x == v)
+    matches!(r, Err(PutError::Failed(x, e)) if *x == v && matches!(**e, Error::Corrupt { .. }))
 }
 
 #[test]
 fn impossible_ring_states_are_corrupt_errors_not_hangs() {
     const TAG: &str = "queue-garbage-state";
-    fn control_junk<Q: AnyQueue<u64>>() {
+    fn control_junk<Q: AnyQueue<u64>>(closed_at: usize) {
         with_garbage::<Q>(TAG, |q, map| {
-            for at in [CLOSED_AT + 4, CLOSED_AT + 8, CLOSED_AT + 12, CLOSED_AT + 16] {
+            for at in [closed_at + 4, closed_at + 8, closed_at + 12, closed_at + 16] {
                 map.u32_at(at).store(u32::MAX, Ordering::SeqCst);
             }
             q.put(1).unwrap();
             assert_eq!(q.get().unwrap(), 1);
             assert!(matches!(q.get_timeout(Duration::from_millis(5)), Err(GetError::Timeout)));
-            map.u32_at(CLOSED_AT).store(0xDEAD_BEEF, Ordering::SeqCst);
+            map.u32_at(closed_at).store(0xDEAD_BEEF, Ordering::SeqCst);
             assert!(q.is_closed());
             assert!(matches!(q.put(2), Err(PutError::Closed(2))));
             assert!(matches!(q.get(), Err(GetError::Closed)));
@@ -1838,6 +1844,8 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
         map.u64_at(ENQUEUE_AT).store(1000, Ordering::SeqCst);
         assert!(is_corrupt_get(&q.try_get()));
         assert!(is_corrupt_get(&q.get()));
+        // The producer reads its position from its own copy.
+        map.u64_at(SPSC_OWN_TAIL_AT).store(1000, Ordering::SeqCst);
         assert!(is_corrupt_put(&q.put(1), 1));
         assert!(q.len() <= q.capacity());
         map.u64_at(ENQUEUE_AT).store(5, Ordering::SeqCst);
@@ -1855,8 +1863,8 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
         assert!(matches!(q.try_get(), Err(GetError::Empty)));
     });
     // Both: a junk closed word closes; junk sleeper counts only cost wakes.
-    control_junk::<Queue<u64>>();
-    control_junk::<SpscQueue<u64>>();
+    control_junk::<Queue<u64>>(CLOSED_AT);
+    control_junk::<SpscQueue<u64>>(SPSC_CLOSED_AT);
     assert_no_leftovers(TAG);
 }
 

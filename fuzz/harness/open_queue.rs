@@ -50,9 +50,17 @@ pub(crate) mod kind {
 /// Raw payload (mode 0) or shaped (mode 1): `byte0 = type + 3 * mode`.
 pub(crate) const SHAPED: u8 = 3;
 
-/// Bytes before the slots of a `SpscQueue` or `Queue`: the ring's two
-/// positions on cache lines of their own, then the control line.
-pub(crate) const FIXED_STATE: usize = 192;
+/// Bytes before the slots of a `Queue`: the ring's two positions on cache
+/// lines of their own, then the control line.
+pub(crate) const MPMC_STATE: usize = 192;
+/// Bytes before the slots of a `SpscQueue`: the two published positions,
+/// each side's private copy of its own, then the control line.
+pub(crate) const SPSC_STATE: usize = 320;
+/// Payload offset of the control line (`closed`, then the sleepers' sides).
+pub(crate) fn control_at(ty: u8) -> usize {
+    if ty % 3 == kind::SPSC { SPSC_STATE - 64 } else { MPMC_STATE - 64 }
+}
+
 /// Bytes before an `ObjectQueue`'s data region: ring positions, control line,
 /// the producer and consumer locks, the counts.
 pub(crate) const OBJECT_STATE: usize = 320;
@@ -94,8 +102,8 @@ pub(crate) fn fingerprint(ty: u8) -> u64 {
 pub(crate) fn shaped_len(ty: u8, size: u8) -> usize {
     let e = u32::from(size % 6);
     match ty % 3 {
-        kind::SPSC => FIXED_STATE + SPSC_SLOT * (1 << e),
-        kind::QUEUE => FIXED_STATE + MPMC_SLOT * (1 << e),
+        kind::SPSC => SPSC_STATE + SPSC_SLOT * (1 << e),
+        kind::QUEUE => MPMC_STATE + MPMC_SLOT * (1 << e),
         _ => OBJECT_STATE + (MIN_REGION << e),
     }
 }
@@ -108,8 +116,8 @@ pub(crate) fn fits(ty: u8, len: usize) -> bool {
         len.checked_sub(state).is_some_and(|tail| tail % slot == 0 && (tail / slot).is_power_of_two())
     };
     match ty % 3 {
-        kind::SPSC => slots(FIXED_STATE, SPSC_SLOT),
-        kind::QUEUE => slots(FIXED_STATE, MPMC_SLOT),
+        kind::SPSC => slots(SPSC_STATE, SPSC_SLOT),
+        kind::QUEUE => slots(MPMC_STATE, MPMC_SLOT),
         _ => len.checked_sub(OBJECT_STATE).is_some_and(|r| r >= MIN_REGION && r.is_power_of_two()),
     }
 }
@@ -214,13 +222,13 @@ fn open_as_every_queue(name: &str, ty: u8, len: usize) -> Vec<&'static str> {
     expect(kind::SPSC, "SpscQueue<u64>", spsc.as_ref().map(drop).map_err(clone_error));
     if let Ok(q) = spsc {
         opened.push("SpscQueue");
-        fixed!(q, len, FIXED_STATE, SPSC_SLOT, true);
+        fixed!(q, len, SPSC_STATE, SPSC_SLOT, true);
     }
     let mpmc = Queue::<u64>::open(name);
     expect(kind::QUEUE, "Queue<u64>", mpmc.as_ref().map(drop).map_err(clone_error));
     if let Ok(q) = mpmc {
         opened.push("Queue");
-        fixed!(q, len, FIXED_STATE, MPMC_SLOT, false);
+        fixed!(q, len, MPMC_STATE, MPMC_SLOT, false);
     }
     let object = ObjectQueue::<Vec<u8>>::open(name);
     expect(kind::OBJECT, "ObjectQueue<Vec<u8>>", object.as_ref().map(drop).map_err(clone_error));
@@ -293,7 +301,8 @@ fn object(q: &ObjectQueue<Vec<u8>>, len: usize) {
         let big = vec![n; q.capacity()];
         match q.try_put(big.clone()) {
             Err(PutError::Closed(b)) if closed => assert_eq!(b, big),
-            Err(PutError::Failed(b, Error::TooLarge { size, limit })) if !closed => {
+            Err(PutError::Failed(b, e)) if !closed && matches!(*e, Error::TooLarge { .. }) => {
+                let Error::TooLarge { size, limit } = *e else { unreachable!() };
                 assert_eq!(b, big);
                 assert!(size > limit && limit == q.max_message(), "TooLarge {{ size: {size}, limit: {limit} }}");
             }

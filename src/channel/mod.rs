@@ -39,7 +39,7 @@ pub enum PutError<T> {
     /// The queue is closed.
     Closed(T),
     /// The queue's shared state is corrupt, or the value could not be encoded.
-    Failed(T, Error),
+    Failed(T, Box<Error>),
 }
 
 impl<T> PutError<T> {
@@ -81,7 +81,7 @@ impl<T> From<PutError<T>> for Error {
             PutError::Full(_) => Error::WouldBlock,
             PutError::Timeout(_) => Error::Timeout,
             PutError::Closed(_) => Error::Closed,
-            PutError::Failed(_, e) => e,
+            PutError::Failed(_, e) => *e,
         }
     }
 }
@@ -96,7 +96,7 @@ pub enum GetError {
     /// The queue is closed and drained.
     Closed,
     /// The queue's shared state is corrupt, or a message could not be decoded.
-    Failed(Error),
+    Failed(Box<Error>),
 }
 
 impl fmt::Display for GetError {
@@ -118,7 +118,7 @@ impl From<GetError> for Error {
             GetError::Empty => Error::WouldBlock,
             GetError::Timeout => Error::Timeout,
             GetError::Closed => Error::Closed,
-            GetError::Failed(e) => e,
+            GetError::Failed(e) => *e,
         }
     }
 }

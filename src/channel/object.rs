@@ -307,11 +307,11 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         }
         let encoded = match codec::encode(&value) {
             Ok(bytes) => bytes,
-            Err(e) => return Err(PutError::Failed(value, e)),
+            Err(e) => return Err(PutError::Failed(value, Box::new(e))),
         };
         if encoded.len() > self.max_message() {
             let e = Error::TooLarge { size: encoded.len(), limit: self.max_message() };
-            return Err(PutError::Failed(value, e));
+            return Err(PutError::Failed(value, Box::new(e)));
         }
         let me = loom::current_task();
         let lock = &self.state.locks.0.producer;
@@ -345,7 +345,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         let outcome = match target.attempt(false) {
             Some(done) => done,
             None if !block => Err(WriteOutcome::Full),
-            None => wait::wait(&self.wait, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout)),
+            None => wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout)),
         };
         pending.store(0, Ordering::Relaxed);
         lock.unlock(me);
@@ -364,7 +364,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
                     WriteOutcome::Full => PutError::Full(value),
                     WriteOutcome::Timeout => PutError::Timeout(value),
                     WriteOutcome::Closed => PutError::Closed(value),
-                    WriteOutcome::Failed(e) => PutError::Failed(value, e),
+                    WriteOutcome::Failed(e) => PutError::Failed(value, Box::new(e)),
                 })
             }
         }
@@ -381,13 +381,13 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         let outcome = match target.attempt(false) {
             Some(done) => done,
             None if !block => Err(GetError::Empty),
-            None => wait::wait(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout)),
+            None => wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout)),
         };
         lock.unlock(me);
         outcome?;
         self.state.counts.0.items.fetch_sub(1, Ordering::Relaxed);
         self.state.ctl.not_full.notify(1);
-        codec::decode(&target.buf).map_err(GetError::Failed)
+        codec::decode(&target.buf).map_err(|e| GetError::Failed(Box::new(e)))
     }
 
     /// `JoinableQueue::task_done`.
@@ -476,10 +476,10 @@ impl<T: Serialize + DeserializeOwned> WaitTarget for ReadTarget<'_, T> {
             Ok(false) if self.q.is_closed() => match ring.try_read(&mut self.buf) {
                 Ok(true) => Some(Ok(())),
                 Ok(false) => Some(Err(GetError::Closed)),
-                Err(e) => Some(Err(GetError::Failed(e))),
+                Err(e) => Some(Err(GetError::Failed(Box::new(e)))),
             },
             Ok(false) => None,
-            Err(e) => Some(Err(GetError::Failed(e))),
+            Err(e) => Some(Err(GetError::Failed(Box::new(e)))),
         }
     }
 
@@ -664,7 +664,8 @@ mod tests {
         }
         assert_eq!(q.max_message(), 120);
         match q.put(vec![0; 300]) {
-            Err(PutError::Failed(v, Error::TooLarge { size, limit })) => {
+            Err(PutError::Failed(v, e)) => {
+                let Error::TooLarge { size, limit } = *e else { panic!("{e:?}") };
                 assert_eq!((v.len(), size, limit), (300, 302, 120));
             }
             other => panic!("{other:?}"),

@@ -34,8 +34,12 @@ impl Deadline {
 
     /// `timeout` from now. A timeout too large to represent saturates.
     pub(crate) fn after(timeout: Duration) -> Self {
-        let now = Self::now();
-        Deadline(now.0.checked_add(timeout).unwrap_or(Duration::MAX))
+        Self::now().later(timeout)
+    }
+
+    /// `by` after this point (saturating).
+    pub(crate) fn later(self, by: Duration) -> Self {
+        Deadline(self.0.checked_add(by).unwrap_or(Duration::MAX))
     }
 
     /// `Some(now + timeout)`, or `None` (wait forever) when `timeout` is `None`.

@@ -7,6 +7,14 @@
 //! ring is full (producer) or empty (consumer): in the common case a push or
 //! pop touches no cache line the other side writes.
 //!
+//! Each side reads its own position from a private copy (`own_tail`,
+//! `own_head`) on a line the other side never touches, and publishes by
+//! storing both. The published line is read by the peer all the time, so it
+//! is usually in the peer's cache: reading our own position from it would
+//! miss on every operation across CPUs. The copy is in the segment, not in
+//! the process, because the single producer (or consumer) may be a different
+//! handle, in a different process, from one operation to the next.
+//!
 //! # Notes about memory ordering
 //! - The producer writes the slot, then stores `tail` with `Release`; the
 //!   consumer loads `tail` with `Acquire` (pairs with it) before reading the
@@ -14,7 +22,11 @@
 //! - The consumer reads the slot, then stores `head` with `Release`; the
 //!   producer loads `head` with `Acquire` (pairs with it) before overwriting
 //!   the slot: the consumer's read happened first.
-//! - Each side reads its own position `Relaxed`: only it writes it.
+//! - Each side reads its own position `Relaxed` from its private copy: only
+//!   it writes it. Between operations the copy equals the published position
+//!   (a side killed between the two stores leaves the copy one ahead, which
+//!   the next handle on that side reads: the element was written, the peer
+//!   simply never sees it published).
 //!
 //! # Trust
 //! `tail − head` read from shared memory must lie in `0..=slots`; anything else
@@ -39,12 +51,17 @@ pub struct SpscHeader {
     tail: Padded<AtomicU64>,
     /// Consumer position.
     head: Padded<AtomicU64>,
+    /// The producer's own copy of `tail`, on a line the consumer never reads.
+    own_tail: Padded<AtomicU64>,
+    /// The consumer's own copy of `head`.
+    own_head: Padded<AtomicU64>,
 }
 
 impl SpscHeader {
     #[cfg(loom)]
     pub fn new() -> Self {
-        SpscHeader { tail: Padded(AtomicU64::new(0)), head: Padded(AtomicU64::new(0)) }
+        let zero = || Padded(AtomicU64::new(0));
+        SpscHeader { tail: zero(), head: zero(), own_tail: zero(), own_head: zero() }
     }
 }
 
@@ -104,7 +121,7 @@ impl<T: Pod> Spsc<'_, T> {
     /// Appends `v` if there is room (producer only).
     #[inline]
     pub fn try_push(&self, cache: &Cache, v: T) -> Result<(), Push<T>> {
-        let tail = self.header.tail.0.load(Ordering::Relaxed);
+        let tail = self.header.own_tail.0.load(Ordering::Relaxed);
         let cap = self.slots.len() as u64;
         let mut head = cache.head.load(local::Ordering::Relaxed);
         if distance(tail, head) >= cap {
@@ -121,6 +138,7 @@ impl<T: Pod> Spsc<'_, T> {
         // done with it (head's Acquire above, or an earlier one, ordered its
         // read before us) and will not read it before our Release below.
         self.slot(tail).0.with_mut(|p| unsafe { p.write(MaybeUninit::new(v)) });
+        self.header.own_tail.0.store(tail.wrapping_add(1), Ordering::Relaxed);
         // Release: pairs with the consumer's Acquire load of tail.
         self.header.tail.0.store(tail.wrapping_add(1), Ordering::Release);
         Ok(())
@@ -129,7 +147,7 @@ impl<T: Pod> Spsc<'_, T> {
     /// Takes the oldest element, `Ok(None)` if empty (consumer only).
     #[inline]
     pub fn try_pop(&self, cache: &Cache) -> Result<Option<T>> {
-        let head = self.header.head.0.load(Ordering::Relaxed);
+        let head = self.header.own_head.0.load(Ordering::Relaxed);
         let mut tail = cache.tail.load(local::Ordering::Relaxed);
         if tail == head || distance(tail, head) > self.slots.len() as u64 {
             // Acquire: pairs with the producer's Release store of tail.
@@ -147,6 +165,7 @@ impl<T: Pod> Spsc<'_, T> {
         // this slot before our Release of head below; T is Pod, so whatever
         // bytes a misbehaving peer left are some T.
         let v = self.slot(head).0.with(|p| unsafe { p.read().assume_init() });
+        self.header.own_head.0.store(head.wrapping_add(1), Ordering::Relaxed);
         // Release: pairs with the producer's Acquire load of head.
         self.header.head.0.store(head.wrapping_add(1), Ordering::Release);
         Ok(Some(v))
@@ -207,6 +226,8 @@ mod tests {
         h.tail.0.store(1000, Ordering::Relaxed);
         assert!(r.try_pop(&Cache::default()).is_err());
         assert!(r.len().is_err());
+        // The producer reads its own copy: garbage there is caught too.
+        h.own_tail.0.store(1000, Ordering::Relaxed);
         assert!(matches!(r.try_push(&Cache::default(), 1), Err(Push::Corrupt(1, _))));
         // tail behind head: also impossible.
         h.tail.0.store(5, Ordering::Relaxed);

@@ -149,17 +149,46 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
     if let Some(v) = target.attempt(false) {
         return Some(v);
     }
+    wait_after_attempt(cfg, deadline, target)
+}
+
+/// [`wait`] for a caller whose own attempt just failed: the first retry comes
+/// after a pause. (Retrying at once only pulls the line the peer is about to
+/// write away from it: in a stream of messages across CPUs, that second look
+/// cost the SPSC queue a third of its throughput.)
+#[inline(never)]
+pub(crate) fn wait_after_attempt<W: WaitTarget>(
+    cfg: &WaitConfig,
+    deadline: Option<Deadline>,
+    target: &mut W,
+) -> Option<W::Output> {
     // Loom explores interleavings, not time: spinning only multiplies its states.
     let strategy = if cfg!(loom) { WaitStrategy::Block } else { cfg.strategy() };
-    let mut next_probe = Deadline::after(PROBE_SLICE);
+    // When the next probing attempt is due. Read the clock only once it
+    // matters (a probing target about to yield or sleep): most waits end in
+    // the spin phase, and a clock read is a good part of a short wait's cost.
+    let mut next_probe = None;
+    let probe_due = |next_probe: &mut Option<Deadline>, now: Deadline| {
+        let due = *next_probe.get_or_insert_with(|| now.later(PROBE_SLICE));
+        if W::PROBES && now >= due {
+            *next_probe = Some(now.later(PROBE_SLICE));
+            true
+        } else {
+            false
+        }
+    };
     // When an adaptive wait goes to sleep: when its yield phase began.
     let mut slept_from = None;
     match strategy {
         WaitStrategy::Block => {}
         WaitStrategy::Adaptive => {
             let spins = cfg.spins.load(local::Ordering::Relaxed);
-            for _ in 0..spins {
-                loom::spin_loop();
+            for i in 1..=spins {
+                if i % CLOCK_EVERY == 0 {
+                    loom::yield_now();
+                } else {
+                    loom::spin_loop();
+                }
                 if let Some(v) = target.attempt(false) {
                     cfg.adapt(|s| s.saturating_mul(2));
                     return Some(v);
@@ -200,10 +229,7 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
                     // Never monopolise a CPU that a peer may need.
                     loom::yield_now();
                     let now = Deadline::now();
-                    let probe = W::PROBES && now >= next_probe;
-                    if probe {
-                        next_probe = Deadline::after(PROBE_SLICE);
-                    }
+                    let probe = probe_due(&mut next_probe, now);
                     if let Some(v) = target.attempt(probe) {
                         return Some(v);
                     }
@@ -220,16 +246,17 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
         }
     }
     loop {
-        let until =
-            if W::PROBES && !cfg!(loom) { Some(deadline.map_or(next_probe, |d| d.min(next_probe))) } else { deadline };
+        let until = if W::PROBES && !cfg!(loom) {
+            let next = *next_probe.get_or_insert_with(|| Deadline::after(PROBE_SLICE));
+            Some(deadline.map_or(next, |d| d.min(next)))
+        } else {
+            deadline
+        };
         let slept = target.sleep(until);
         // Under loom, probe after every sleep: a wall-clock test would make the
         // model non-deterministic (loom replays schedules and must see the same
         // operations each time), and probing every time explores the probe too.
-        let probe = W::PROBES && (cfg!(loom) || Deadline::now() >= next_probe);
-        if probe {
-            next_probe = Deadline::after(PROBE_SLICE);
-        }
+        let probe = W::PROBES && (cfg!(loom) || probe_due(&mut next_probe, Deadline::now()));
         if let Some(v) = target.attempt(probe) {
             if let Some(started) = slept_from {
                 cfg.adapt_yield(Deadline::now().since(started));
