@@ -436,12 +436,12 @@ impl<F: Flavor, T: Pod> PutTarget<'_, F, T> {
     /// One try: `Err(v)` hands the value back if the ring is full.
     #[allow(clippy::inline_always, reason = "measured: see RingQueue::put_until")]
     #[inline(always)]
-    fn attempt_once(q: &RingQueue<F, T>, me: TaskId, v: T, probe: bool) -> Result<Result<(), PutError<T>>, T> {
-        if q.state.ctl.is_closed() {
-            return Ok(Err(PutError::Closed(v)));
+    fn attempt_once(queue: &RingQueue<F, T>, me: TaskId, value: T, probe: bool) -> Result<Result<(), PutError<T>>, T> {
+        if queue.state.ctl.is_closed() {
+            return Ok(Err(PutError::Closed(value)));
         }
-        let (h, s) = q.ring();
-        match F::try_push(h, s, &q.cache, me, v, probe) {
+        let (header, slots) = queue.ring();
+        match F::try_push(header, slots, &queue.cache, me, value, probe) {
             Ok(()) => Ok(Ok(())),
             Err(Push::Full(v)) => Err(v),
             Err(Push::Corrupt(v, e)) => Ok(Err(PutError::Failed(v, Box::new(e)))),
