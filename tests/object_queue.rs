@@ -806,7 +806,7 @@ fn values_that_do_not_encode_or_decode_and_the_error_types() {
     q.put(Picky(14)).unwrap();
     match q.get() {
         Err(GetError::Failed(e)) if matches!(*e, Error::Codec { .. }) => {
-            assert!(e.to_string().contains("Picky"), "{e}")
+            assert!(e.to_string().contains("Picky"), "{e}");
         }
         other => panic!("{other:?}"),
     }
@@ -2342,8 +2342,10 @@ fn operate((name, ops, seed): (String, u32, u64)) -> Fire {
             5 => j.task_done().map_err(Some),
             6 => j.join_timeout(t).then_some(()).ok_or(None),
             7 => match q.try_put(vec![0; max + 1]) {
-                Err(PutError::Failed(v, e)) if v.len() == max + 1 && matches!(*e, Error::TooLarge { .. }) => Ok(()),
-                Err(PutError::Closed(v)) if v.len() == max + 1 => Ok(()),
+                Err(PutError::Failed(back, err)) if back.len() == max + 1 && matches!(*err, Error::TooLarge { .. }) => {
+                    Ok(())
+                }
+                Err(PutError::Closed(back)) if back.len() == max + 1 => Ok(()),
                 other => panic!("a too-large put under garbage: {other:?}"),
             },
             8 => q.clone().try_get().map(drop).map_err(|e| Some(e.into())),
