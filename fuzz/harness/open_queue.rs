@@ -57,6 +57,7 @@ pub(crate) const MPMC_STATE: usize = 192;
 /// each side's private copy of its own, then the control line.
 pub(crate) const SPSC_STATE: usize = 320;
 /// Payload offset of the control line (`closed`, then the sleepers' sides).
+#[allow(dead_code, reason = "for tests/fuzz_corpus.rs, which writes the seeds")]
 pub(crate) fn control_at(ty: u8) -> usize {
     if ty % 3 == kind::SPSC { SPSC_STATE - 64 } else { MPMC_STATE - 64 }
 }
@@ -301,8 +302,8 @@ fn object(q: &ObjectQueue<Vec<u8>>, len: usize) {
         let big = vec![n; q.capacity()];
         match q.try_put(big.clone()) {
             Err(PutError::Closed(b)) if closed => assert_eq!(b, big),
-            Err(PutError::Failed(b, e)) if !closed && matches!(*e, Error::TooLarge { .. }) => {
-                let Error::TooLarge { size, limit } = *e else { unreachable!() };
+            Err(PutError::Failed(b, err)) if !closed && matches!(*err, Error::TooLarge { .. }) => {
+                let Error::TooLarge { size, limit } = *err else { unreachable!() };
                 assert_eq!(b, big);
                 assert!(size > limit && limit == q.max_message(), "TooLarge {{ size: {size}, limit: {limit} }}");
             }

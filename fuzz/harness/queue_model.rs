@@ -586,8 +586,8 @@ where
                 return true;
             }
             Err(PutError::Closed(_)) if m.closed => {}
-            Err(PutError::Failed(_, e)) if !m.closed && size > max && matches!(*e, Error::TooLarge { .. }) => {
-                let Error::TooLarge { size: s, limit } = *e else { unreachable!() };
+            Err(PutError::Failed(_, err)) if !m.closed && size > max && matches!(*err, Error::TooLarge { .. }) => {
+                let Error::TooLarge { size: s, limit } = *err else { unreachable!() };
                 assert_eq!((s, limit), (size, max), "TooLarge's sizes");
                 let text = Error::TooLarge { size: s, limit }.to_string();
                 assert!(text.contains(&s.to_string()) && text.contains(&limit.to_string()), "{text}");
