@@ -18,6 +18,29 @@ thread_local! {
     static CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// A scratch buffer per thread for messages on their way into or out of
+    /// shared memory, kept between calls so that a stream of messages
+    /// allocates nothing (see [`with_scratch`]).
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The most scratch capacity kept between calls: one huge message does not
+/// pin its buffer for the rest of the thread's life.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Runs `f` with this thread's scratch buffer (empty, with whatever capacity
+/// earlier calls left). Re-entrant: a nested call gets a fresh buffer.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    buf.clear();
+    let r = f(&mut buf);
+    if buf.capacity() <= SCRATCH_KEEP {
+        SCRATCH.set(buf);
+    }
+    r
+}
+
 /// Records `msg` as the reason of the custom serde error about to be returned.
 pub(crate) fn note_custom(msg: &dyn std::fmt::Display) {
     CUSTOM.with(|c| *c.borrow_mut() = Some(msg.to_string()));
@@ -45,6 +68,22 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::Codec { detail: format!("encoding: {}", describe(&e)) })
 }
 
+/// Encodes `value` into `out`, which is cleared first and keeps its
+/// allocation: callers that encode one message after another reuse one
+/// buffer instead of growing a new one each time.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    CUSTOM.with(|c| c.borrow_mut().take());
+    out.clear();
+    let taken = std::mem::take(out);
+    match postcard::to_extend(value, taken) {
+        Ok(bytes) => {
+            *out = bytes;
+            Ok(())
+        }
+        Err(e) => Err(Error::Codec { detail: format!("encoding: {}", describe(&e)) }),
+    }
+}
+
 /// Decodes a `T` that must fill `bytes` exactly.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     CUSTOM.with(|c| c.borrow_mut().take());
@@ -67,5 +106,16 @@ mod tests {
         assert_eq!(decode::<(u32, String, Vec<f64>)>(&encode(&v).unwrap()).unwrap(), v);
         assert!(matches!(decode::<String>(&[200, 200, 200]), Err(Error::Codec { .. })));
         assert!(matches!(decode::<u8>(&[1, 2]), Err(Error::Codec { .. })));
+    }
+
+    #[test]
+    fn encode_into_reuses_the_buffer_and_matches_encode() {
+        let mut buf = Vec::with_capacity(256);
+        let at = buf.as_ptr();
+        for v in [vec![1u8; 100], vec![], vec![7; 3]] {
+            encode_into(&v, &mut buf).unwrap();
+            assert_eq!(buf, encode(&v).unwrap());
+            assert_eq!(buf.as_ptr(), at, "no new allocation");
+        }
     }
 }

@@ -73,15 +73,17 @@ const HEAD_AT: usize = 128;
 /// The control line: `closed` (u32), then the `not_empty` and `not_full`
 /// sides (seq u32, sleepers u32 each).
 const CLOSED_AT: usize = 192;
-/// The locks line: two `OwnerLock`s (word u32, pad u32, owner stamp u64).
+/// The producers' line: their `OwnerLock` (word u32, pad u32, owner stamp
+/// u64), then `pending`; the consumers' line: their `OwnerLock`.
 const PRODUCER_LOCK_AT: usize = 256;
-const CONSUMER_LOCK_AT: usize = 272;
+const PENDING_AT: usize = 272;
+const CONSUMER_LOCK_AT: usize = 320;
 /// The counts line: `items` u64, `unfinished` u64, the `all_done` side.
-const ITEMS_AT: usize = 320;
-const UNFINISHED_AT: usize = 328;
-const ALL_DONE_AT: usize = 336;
+const ITEMS_AT: usize = 384;
+const UNFINISHED_AT: usize = 392;
+const ALL_DONE_AT: usize = 400;
 /// The data region.
-const DATA_AT: usize = 384;
+const DATA_AT: usize = 448;
 /// Payload bytes before the data region.
 const STATE_LEN: usize = DATA_AT - 64;
 /// Record tags: a record header is `len | tag << 32`.
@@ -2020,8 +2022,8 @@ fn a_dead_lock_owner_is_taken_over_and_a_live_one_waited_for() {
             map.u64_at(ITEMS_AT).fetch_add(1, Ordering::SeqCst);
             map.u64_at(UNFINISHED_AT).fetch_add(1, Ordering::SeqCst);
             // Its put was in flight at tail 0 (`pending` = 1 + tail, after
-            // the two locks on the locks line).
-            map.u64_at(PRODUCER_LOCK_AT + 32).store(1, Ordering::SeqCst);
+            // the lock on the producers' line).
+            map.u64_at(PENDING_AT).store(1, Ordering::SeqCst);
             store64(&map, DATA_AT, record_header(u64::from(u32::MAX), MSG));
             store64(&map, DATA_AT + 8, u64::MAX);
             let t = Instant::now();

@@ -63,8 +63,8 @@ pub(crate) fn control_at(ty: u8) -> usize {
 }
 
 /// Bytes before an `ObjectQueue`'s data region: ring positions, control line,
-/// the producer and consumer locks, the counts.
-pub(crate) const OBJECT_STATE: usize = 320;
+/// the producers' and the consumers' lines, the counts.
+pub(crate) const OBJECT_STATE: usize = 384;
 /// A `SpscQueue<u64>` slot: the element.
 pub(crate) const SPSC_SLOT: usize = 8;
 /// A `Queue<u64>` slot: state, claimant stamp, element.

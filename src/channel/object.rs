@@ -19,24 +19,32 @@ use crate::segment::{Kind, Layout, Shared, SharedState};
 use crate::sync::owner::{Acquired, OwnerLock};
 use crate::sync::wait::{self, WaitConfig, WaitTarget};
 
-/// The two locks that make the one-writer one-reader byte ring a queue of
-/// many producers and consumers.
+/// The producers' line: the lock that makes the one-writer byte ring a
+/// ring of many producers, and the record of the put in flight.
 #[repr(C)]
 #[derive(Debug)]
-struct Locks {
+struct Producers {
     /// Held by the producer writing a record. A producer killed holding it
     /// never published its record (the tail moves last): the next producer
     /// takes the lock over and writes over the remains.
-    producer: OwnerLock,
+    lock: OwnerLock,
+    /// While the lock is held: 1 + the ring's tail when the holder counted
+    /// its put (0: no put counted). A producer that takes the lock over from
+    /// a dead one and finds the tail unmoved takes the dead put's counts
+    /// back; if the tail moved, the record was published and counts.
+    pending: AtomicU64,
+}
+
+/// The consumers' line. (Apart from the producers' line: a producer and a
+/// consumer taking their locks at the same time do not steal each other's
+/// cache line.)
+#[repr(C)]
+#[derive(Debug)]
+struct Consumers {
     /// Held by the consumer reading a record. A consumer killed holding it
     /// never moved the head: the next consumer takes over and reads the same
     /// record again, so the message is delivered to a live consumer.
-    consumer: OwnerLock,
-    /// While the producer lock is held: 1 + the ring's tail when the holder
-    /// counted its put (0: no put counted). A producer that takes the lock
-    /// over from a dead one and finds the tail unmoved takes the dead put's
-    /// counts back; if the tail moved, the record was published and counts.
-    pending: AtomicU64,
+    lock: OwnerLock,
 }
 
 /// Counts beside the ring.
@@ -60,7 +68,8 @@ struct Counts {
 pub(crate) struct ObjectState {
     ring: BytesHeader,
     ctl: Control,
-    locks: Padded<Locks>,
+    producers: Padded<Producers>,
+    consumers: Padded<Consumers>,
     counts: Padded<Counts>,
 }
 
@@ -87,11 +96,8 @@ unsafe impl SharedState for ObjectState {
         ObjectState {
             ring: BytesHeader::default(),
             ctl: Control::default(),
-            locks: Padded(Locks {
-                producer: OwnerLock::zeroed(),
-                consumer: OwnerLock::zeroed(),
-                pending: AtomicU64::new(0),
-            }),
+            producers: Padded(Producers { lock: OwnerLock::zeroed(), pending: AtomicU64::new(0) }),
+            consumers: Padded(Consumers { lock: OwnerLock::zeroed() }),
             counts: Padded(Counts::default()),
         }
     }
@@ -305,22 +311,32 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         if self.is_closed() {
             return Err(PutError::Closed(value));
         }
-        let encoded = match codec::encode(&value) {
-            Ok(bytes) => bytes,
-            Err(e) => return Err(PutError::Failed(value, Box::new(e))),
-        };
+        codec::with_scratch(|encoded| match codec::encode_into(&value, encoded) {
+            Ok(()) => self.put_encoded(value, encoded, deadline, block),
+            Err(e) => Err(PutError::Failed(value, Box::new(e))),
+        })
+    }
+
+    /// The rest of a put, once `value` is `encoded`.
+    fn put_encoded(
+        &self,
+        value: T,
+        encoded: &[u8],
+        deadline: Option<Deadline>,
+        block: bool,
+    ) -> Result<(), PutError<T>> {
         if encoded.len() > self.max_message() {
             let e = Error::TooLarge { size: encoded.len(), limit: self.max_message() };
             return Err(PutError::Failed(value, Box::new(e)));
         }
         let me = loom::current_task();
-        let lock = &self.state.locks.0.producer;
+        let lock = &self.state.producers.0.lock;
         let held = if block { lock.lock(me, &self.wait, deadline) } else { lock.try_lock(me) };
         let Some(acquired) = held else {
             return Err(if block { PutError::Timeout(value) } else { PutError::Full(value) });
         };
         let counts = &self.state.counts.0;
-        let pending = &self.state.locks.0.pending;
+        let pending = &self.state.producers.0.pending;
         let tail = self.ring().tail();
         if acquired == Acquired::OwnerDied {
             // The previous producer died holding the lock: if it had counted a
@@ -341,7 +357,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         counts.items.fetch_add(1, Ordering::Relaxed);
         counts.unfinished.fetch_add(1, Ordering::Relaxed);
         pending.store(tail.wrapping_add(1), Ordering::Relaxed);
-        let mut target = WriteTarget { q: self, bytes: &encoded };
+        let mut target = WriteTarget { q: self, bytes: encoded };
         let outcome = match target.attempt(false) {
             Some(done) => done,
             None if !block => Err(WriteOutcome::Full),
@@ -372,22 +388,24 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
 
     fn get_until(&self, deadline: Option<Deadline>, block: bool) -> Result<T, GetError> {
         let me = loom::current_task();
-        let lock = &self.state.locks.0.consumer;
+        let lock = &self.state.consumers.0.lock;
         let held = if block { lock.lock(me, &self.wait, deadline) } else { lock.try_lock(me) };
         if held.is_none() {
             return Err(if block { GetError::Timeout } else { GetError::Empty });
         }
-        let mut target = ReadTarget { q: self, buf: Vec::new() };
-        let outcome = match target.attempt(false) {
-            Some(done) => done,
-            None if !block => Err(GetError::Empty),
-            None => wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout)),
-        };
-        lock.unlock(me);
-        outcome?;
-        self.state.counts.0.items.fetch_sub(1, Ordering::Relaxed);
-        self.state.ctl.not_full.notify(1);
-        codec::decode(&target.buf).map_err(|e| GetError::Failed(Box::new(e)))
+        codec::with_scratch(|buf| {
+            let mut target = ReadTarget { q: self, buf };
+            let outcome = match target.attempt(false) {
+                Some(done) => done,
+                None if !block => Err(GetError::Empty),
+                None => wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout)),
+            };
+            lock.unlock(me);
+            outcome?;
+            self.state.counts.0.items.fetch_sub(1, Ordering::Relaxed);
+            self.state.ctl.not_full.notify(1);
+            codec::decode(target.buf).map_err(|e| GetError::Failed(Box::new(e)))
+        })
     }
 
     /// `JoinableQueue::task_done`.
@@ -463,7 +481,7 @@ impl<T: Serialize + DeserializeOwned> WaitTarget for WriteTarget<'_, T> {
 /// A consumer waiting for a message (holding the consumers' lock).
 struct ReadTarget<'a, T> {
     q: &'a ObjectQueue<T>,
-    buf: Vec<u8>,
+    buf: &'a mut Vec<u8>,
 }
 
 impl<T: Serialize + DeserializeOwned> WaitTarget for ReadTarget<'_, T> {
@@ -471,9 +489,9 @@ impl<T: Serialize + DeserializeOwned> WaitTarget for ReadTarget<'_, T> {
 
     fn attempt(&mut self, _probe: bool) -> Option<Self::Output> {
         let ring = self.q.ring();
-        match ring.try_read(&mut self.buf) {
+        match ring.try_read(self.buf) {
             Ok(true) => Some(Ok(())),
-            Ok(false) if self.q.is_closed() => match ring.try_read(&mut self.buf) {
+            Ok(false) if self.q.is_closed() => match ring.try_read(self.buf) {
                 Ok(true) => Some(Ok(())),
                 Ok(false) => Some(Err(GetError::Closed)),
                 Err(e) => Some(Err(GetError::Failed(Box::new(e)))),
