@@ -73,6 +73,7 @@ pub use array::{
 };
 #[cfg(not(loom))]
 pub use channel::{GetError, JoinableQueue, ObjectQueue, PutError, Queue, SpscQueue};
+pub use codec::Bytes;
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use process::{

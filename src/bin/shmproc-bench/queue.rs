@@ -1,6 +1,6 @@
 //! The `queue` group: one-way throughput of `SpscQueue<u64>` (against rtrb),
 //! `Queue<u64>` with 2 producers and 2 consumers (against crossbeam's
-//! `ArrayQueue`) and `ObjectQueue<Vec<u8>>` with 64-byte messages (against
+//! `ArrayQueue`) and `ObjectQueue<Bytes>` (and `<Vec<u8>>`) with 64-byte messages (against
 //! `CPython`'s `multiprocessing.Queue`, run now), and the ping-pong latency of
 //! a pair of `SpscQueue<u64>`s against the raw baselines and `CPython`.
 //!
@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-use shmproc::{GetError, ObjectQueue, PutError, Queue, SpscQueue, WaitStrategy};
+use shmproc::{Bytes, GetError, ObjectQueue, PutError, Queue, SpscQueue, WaitStrategy};
 
 use crate::cpython;
 use crate::kit::{self, Comparison, Contender, Figures, Floor, Kit, LINE, Placement, SharedWords, Side, Worker};
@@ -50,11 +50,15 @@ queue rows (throughput: producers and consumers released at once by one go flag,
                           for like; consumers check per-producer order, the parent counts and
                           sums per producer (SPEC: ≥ 0.8× crossbeam ArrayQueue<u64> of the same
                           capacity, 2+2 threads of one forked process pinned the same way).
-  ObjectQueue<Vec<u8>>    a producer process puts N fresh 64-byte Vecs (sequence number in the
-    64 B                  first 8 bytes), a consumer process gets and checks them, blocking
+  ObjectQueue<Bytes>      a producer process puts N fresh 64-byte messages (sequence number in
+    64 B                  the first 8 bytes), a consumer process gets and checks them, blocking
                           put/get with default waiting; 64 KiB ring; N = 1,000,000, 250,000 with
                           --quick (SPEC: ≥ 100× CPython). same_core: both on the first --pin
                           CPU; cross_core: consumer on the first, producer on the second.
+                          shmproc::Bytes encodes as one byte string, as pickle does Python's
+                          bytes (the counterpart of b'x' * 64).
+  ObjectQueue<Vec<u8>>    the same with Vec<u8> messages, which serde encodes and decodes one
+    64 B                  element at a time (reference: what a plain Vec costs).
     baseline CPython      ../shared/baselines/python/queue_throughput.py run now (python3 on
                           the PATH; ANCHORS_SCALE=0.2 with --quick: 5,000 messages × 5
                           repetitions, else 25,000 × 5; stopped once it has printed its three
@@ -94,7 +98,10 @@ fn plan() -> Vec<Plan> {
     let mut plans = vec![spsc_throughput(Waiting::Blocking), spsc_throughput(Waiting::Spinning), mpmc_throughput()];
     let cpython = Rc::new(PyThroughput::new());
     for placement in Placement::ALL {
-        plans.push(object_throughput(placement, Rc::clone(&cpython)));
+        plans.push(object_throughput::<Bytes>(placement, Rc::clone(&cpython), Some(0.01)));
+    }
+    for placement in Placement::ALL {
+        plans.push(object_throughput::<Vec<u8>>(placement, Rc::clone(&cpython), None));
     }
     let stored_pingpong = stored::newest("py/queue_pingpong");
     let mut seen = Vec::new();
@@ -520,16 +527,31 @@ impl PyThroughput {
     }
 }
 
-/// `ObjectQueue<Vec<u8>>` of 64-byte messages across two processes in
+/// A message type of the `ObjectQueue` rows: Python's `bytes` as
+/// [`Bytes`] (encoded as one byte string: the row with the target) or as a
+/// plain `Vec<u8>` (encoded element by element by serde: for reference).
+trait Message: serde::Serialize + serde::de::DeserializeOwned + From<Vec<u8>> + AsRef<[u8]> + 'static {
+    const NAME: &'static str;
+}
+
+impl Message for Bytes {
+    const NAME: &'static str = "Bytes";
+}
+
+impl Message for Vec<u8> {
+    const NAME: &'static str = "Vec<u8>";
+}
+
+/// `ObjectQueue<M>` of 64-byte messages across two processes in
 /// `placement`, against `CPython`.
-fn object_throughput(placement: Placement, cpython: Rc<PyThroughput>) -> Plan {
+fn object_throughput<M: Message>(placement: Placement, cpython: Rc<PyThroughput>, target: Option<f64>) -> Plan {
     let spec = RowSpec {
         group: GROUP.name,
-        name: "ObjectQueue<Vec<u8>> 64 B one-way, put/get".to_owned(),
+        name: format!("ObjectQueue<{}> 64 B one-way, put/get", M::NAME),
         placement: placement.name(),
         unit: Unit::NsPerMsg,
         baseline: cpython.label.clone(),
-        target: Some(0.01),
+        target,
     };
     Plan::new(spec, move |kit| {
         let py = cpython.ns(kit, placement)?;
@@ -537,19 +559,20 @@ fn object_throughput(placement: Placement, cpython: Rc<PyThroughput>) -> Plan {
         let (consumer_cpu, producer_cpu) = consumer_producer(kit, placement)?;
         let limit = MESSAGE_LIMIT * n as u32;
         let run = || {
-            let q = ObjectQueue::<Vec<u8>>::new(OBJECT_CAPACITY).map_err(|e| format!("ObjectQueue::new: {e}"))?;
+            let q = ObjectQueue::<M>::new(OBJECT_CAPACITY).map_err(|e| format!("ObjectQueue::new: {e}"))?;
             let (qp, qc) = (&q, &q);
             let producer = move || {
                 for i in 0..n {
                     let mut m = vec![0x78u8; MESSAGE_BYTES];
                     m[..8].copy_from_slice(&i.to_le_bytes());
-                    qp.put(m).map_err(|e| format!("put {i}: {e}"))?;
+                    qp.put(M::from(m)).map_err(|e| format!("put {i}: {e}"))?;
                 }
                 Ok(())
             };
             let consumer = move || {
                 for i in 0..n {
                     let m = qc.get().map_err(|e| format!("get {i}: {e}"))?;
+                    let m = m.as_ref();
                     let seq = m.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
                     if m.len() != MESSAGE_BYTES || seq != Some(i) {
                         return Err(format!("message {i}: got {} bytes, sequence {seq:?}", m.len()));
@@ -712,7 +735,8 @@ mod tests {
         };
         assert_eq!(targeted("SpscQueue<u64> one-way"), [Some(1.25), None]);
         assert_eq!(targeted("Queue<u64> 2→2"), [Some(1.25)]);
-        assert_eq!(targeted("ObjectQueue"), [Some(0.01); 3]);
+        assert_eq!(targeted("ObjectQueue<Bytes>"), [Some(0.01); 3]);
+        assert_eq!(targeted("ObjectQueue<Vec<u8>>"), [None; 3]);
         assert_eq!(targeted("(Block)"), [Some(1.2); 3]);
         assert_eq!(targeted("ping-pong (Adaptive)").len(), 6);
         assert!(
