@@ -67,23 +67,27 @@ const PAYLOAD_LEN_AT: usize = 24;
 /// `Kind::ObjectQueue`.
 const OBJECT_QUEUE_KIND: u32 = 12;
 /// The ring header: `tail` (the producers' byte position) and `head` (the
-/// consumers'), each on a cache line of its own.
+/// consumers'), each on a cache line of its own; then the writer's line (its
+/// own tail, the head as it last read it) and the reader's (its own head, the
+/// tail as it last read it).
 const TAIL_AT: usize = 64;
 const HEAD_AT: usize = 128;
+const WRITER_AT: usize = 192;
+const READER_AT: usize = 256;
 /// The control line: `closed` (u32), then the `not_empty` and `not_full`
 /// sides (seq u32, sleepers u32 each).
-const CLOSED_AT: usize = 192;
+const CLOSED_AT: usize = 320;
 /// The producers' line: their `OwnerLock` (word u32, pad u32, owner stamp
 /// u64), then `pending`; the consumers' line: their `OwnerLock`.
-const PRODUCER_LOCK_AT: usize = 256;
-const PENDING_AT: usize = 272;
-const CONSUMER_LOCK_AT: usize = 320;
+const PRODUCER_LOCK_AT: usize = 384;
+const PENDING_AT: usize = 400;
+const CONSUMER_LOCK_AT: usize = 448;
 /// The counts line: `items` u64, `unfinished` u64, the `all_done` side.
-const ITEMS_AT: usize = 384;
-const UNFINISHED_AT: usize = 392;
-const ALL_DONE_AT: usize = 400;
+const ITEMS_AT: usize = 512;
+const UNFINISHED_AT: usize = 520;
+const ALL_DONE_AT: usize = 528;
 /// The data region.
-const DATA_AT: usize = 448;
+const DATA_AT: usize = 576;
 /// Payload bytes before the data region.
 const STATE_LEN: usize = DATA_AT - 64;
 /// Record tags: a record header is `len | tag << 32`.
@@ -107,6 +111,17 @@ fn load64(map: &ShmMap, at: usize) -> u64 {
 
 fn store64(map: &ShmMap, at: usize, v: u64) {
     map.u64_at(at).store(v, Ordering::SeqCst);
+}
+
+/// Forges the ring's positions as a ring at rest has them: the published
+/// ones and each side's copies (its own position, the other's as last read).
+fn set_positions(map: &ShmMap, head: u64, tail: u64) {
+    for at in [HEAD_AT, READER_AT, WRITER_AT + 8] {
+        store64(map, at, head);
+    }
+    for at in [TAIL_AT, WRITER_AT, READER_AT + 8] {
+        store64(map, at, tail);
+    }
 }
 
 fn word(map: &ShmMap, at: usize) -> u32 {
@@ -2130,8 +2145,7 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
     // Positions more than the capacity apart, either way; unaligned.
     for (tail, head) in [(CAP as u64 + 8, 0), (0, 8), (12, 0), (16, 4), (u64::MAX - 7, 16)] {
         with_garbage::<Vec<u8>>(CAP, |q, map| {
-            store64(map, TAIL_AT, tail);
-            store64(map, HEAD_AT, head);
+            set_positions(map, head, tail);
             all_corrupt(&format!("tail {tail}, head {head}"), q);
         });
     }
@@ -2148,8 +2162,7 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
     ];
     for (what, at, header, published) in records {
         with_garbage::<Vec<u8>>(CAP, |q, map| {
-            store64(map, HEAD_AT, at as u64);
-            store64(map, TAIL_AT, at as u64 + published);
+            set_positions(map, at as u64, at as u64 + published);
             store64(map, DATA_AT + at, header);
             store64(map, DATA_AT, if at == 0 { header } else { record_header(1, 0x1234) });
             gets_corrupt(what, q);
@@ -2162,7 +2175,7 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
     with_garbage::<String>(CAP, |q, map| {
         store64(map, DATA_AT, record_header(3, MSG));
         store64(map, DATA_AT + 8, u64::from_le_bytes([2, 0xff, 0xfe, 0, 0, 0, 0, 0]));
-        store64(map, TAIL_AT, 16);
+        set_positions(map, 0, 16);
         q.try_put("next".into()).unwrap();
         assert!(matches!(q.get(), Err(GetError::Failed(e)) if matches!(*e, Error::Codec { .. })));
         assert_eq!(q.get().unwrap(), "next");
@@ -2171,7 +2184,7 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
     with_garbage::<Vec<u8>>(CAP, |q, map| {
         store64(map, DATA_AT, record_header(3, MSG));
         store64(map, DATA_AT + 8, u64::from_le_bytes([2, 7, 8, 0, 0, 0, 0, 0]));
-        store64(map, TAIL_AT, 16);
+        set_positions(map, 0, 16);
         assert_eq!(q.get().unwrap(), vec![7, 8]);
         assert!(matches!(q.try_get(), Err(GetError::Empty)));
     });
@@ -2251,13 +2264,16 @@ fn scribbler((name, victim, capacity, seed): (String, u32, usize, u64)) {
         let (tail, head) = (load64(&map, TAIL_AT), load64(&map, HEAD_AT));
         match r % 12 {
             0 | 1 => {
-                let (at, base) = if r & 16 == 0 { (TAIL_AT, tail) } else { (HEAD_AT, head) };
+                // A published position or one of the sides' copies.
+                let at = [TAIL_AT, HEAD_AT, WRITER_AT, WRITER_AT + 8, READER_AT, READER_AT + 8][(r >> 4) as usize % 6];
+                let tail_like = matches!(at, TAIL_AT | WRITER_AT) || at == READER_AT + 8;
+                let base = if tail_like { tail } else { head };
                 let v = match (r >> 8) % 5 {
                     0 => base.wrapping_add((r >> 16) % 9 * 8).wrapping_sub(32),
                     1 => base.wrapping_add((r >> 16) % 7 + 1),
                     2 => rng.next_u64(),
                     3 => {
-                        if at == TAIL_AT {
+                        if tail_like {
                             head
                         } else {
                             tail

@@ -59,12 +59,14 @@ pub(crate) const SPSC_STATE: usize = 320;
 /// Payload offset of the control line (`closed`, then the sleepers' sides).
 #[allow(dead_code, reason = "for tests/fuzz_corpus.rs, which writes the seeds")]
 pub(crate) fn control_at(ty: u8) -> usize {
-    if ty % 3 == kind::SPSC { SPSC_STATE - 64 } else { MPMC_STATE - 64 }
+    // SPSC and byte rings: two published positions and two private lines.
+    if ty % 3 == kind::QUEUE { MPMC_STATE - 64 } else { SPSC_STATE - 64 }
 }
 
-/// Bytes before an `ObjectQueue`'s data region: ring positions, control line,
-/// the producers' and the consumers' lines, the counts.
-pub(crate) const OBJECT_STATE: usize = 384;
+/// Bytes before an `ObjectQueue`'s data region: ring positions and each
+/// side's copies, control line, the producers' and the consumers' lines, the
+/// counts.
+pub(crate) const OBJECT_STATE: usize = 512;
 /// A `SpscQueue<u64>` slot: the element.
 pub(crate) const SPSC_SLOT: usize = 8;
 /// A `Queue<u64>` slot: state, claimant stamp, element.

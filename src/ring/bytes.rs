@@ -59,15 +59,34 @@ pub(crate) fn max_payload(capacity: usize) -> usize {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct BytesHeader {
+    /// The published writer position.
     tail: Padded<AtomicU64>,
+    /// The published reader position.
     head: Padded<AtomicU64>,
+    /// The writer's line: its own position and the head as it last read it.
+    writer: Padded<Own>,
+    /// The reader's line: its own position and the tail as it last read it.
+    reader: Padded<Own>,
+}
+
+/// One side's private line: the side's own position (equal to the published
+/// one between operations, or one record ahead if the side died between the
+/// two stores) and the other side's position as last read (never ahead of
+/// it). Only the side that holds the ring's turn touches it, so in the common
+/// case a write or read touches no line the other side writes.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Own {
+    own: AtomicU64,
+    seen: AtomicU64,
 }
 
 impl BytesHeader {
     /// An empty ring's positions (the loom models' heap rings).
     #[cfg(loom)]
     pub fn new() -> Self {
-        BytesHeader { tail: Padded(AtomicU64::new(0)), head: Padded(AtomicU64::new(0)) }
+        let own = || Padded(Own { own: AtomicU64::new(0), seen: AtomicU64::new(0) });
+        BytesHeader { tail: Padded(AtomicU64::new(0)), head: Padded(AtomicU64::new(0)), writer: own(), reader: own() }
     }
 }
 
@@ -183,16 +202,21 @@ macro_rules! bytes_impl {
                 if payload.len() > max {
                     return Ok(Err(Write::TooLarge(payload.len(), max)));
                 }
-                let tail = self.header.tail.0.load(Ordering::Relaxed);
-                // Acquire: pairs with the reader's Release store of head.
-                let head = self.header.head.0.load(Ordering::Acquire);
-                let used = self.used(tail, head)?;
+                let writer = &self.header.writer.0;
+                let tail = writer.own.load(Ordering::Relaxed);
                 let rec = record_len(payload.len());
                 let off = (tail % self.capacity as u64) as usize;
                 let to_end = self.capacity - off;
                 let need = self.need(tail, rec);
-                if used + need > self.capacity {
-                    return Ok(Err(Write::Full));
+                // The head as last read is never ahead of the real one: if
+                // the record fits by it, it fits. Otherwise read the real one.
+                if self.used(tail, writer.seen.load(Ordering::Relaxed))? + need > self.capacity {
+                    // Acquire: pairs with the reader's Release store of head.
+                    let head = self.header.head.0.load(Ordering::Acquire);
+                    writer.seen.store(head, Ordering::Relaxed);
+                    if self.used(tail, head)? + need > self.capacity {
+                        return Ok(Err(Write::Full));
+                    }
                 }
                 let mut at = off;
                 if rec > to_end {
@@ -203,6 +227,10 @@ macro_rules! bytes_impl {
                 let header = payload.len() as u64 | MSG << 32;
                 self.region.copy_in(at, &header.to_le_bytes());
                 self.region.copy_in(at + RECORD_HEADER, payload);
+                // Our own copy first: a writer killed between the two stores
+                // leaves a whole record that the next write publishes with its
+                // own (the other order would let it overwrite a published one).
+                writer.own.store(tail.wrapping_add(need as u64), Ordering::Relaxed);
                 // Release: pairs with the reader's Acquire load of tail.
                 self.header.tail.0.store(tail.wrapping_add(need as u64), Ordering::Release);
                 Ok(Ok(()))
@@ -211,9 +239,18 @@ macro_rules! bytes_impl {
             /// Finds the next message: `(payload length, where the payload
             /// starts, the head after it)`, or `None` if the ring is empty.
             fn next(&self) -> Result<Option<(usize, usize, u64)>> {
-                let mut head = self.header.head.0.load(Ordering::Relaxed);
-                // Acquire: pairs with the writer's Release store of tail.
-                let tail = self.header.tail.0.load(Ordering::Acquire);
+                let reader = &self.header.reader.0;
+                let mut head = reader.own.load(Ordering::Relaxed);
+                // The tail as last read: every byte before it is a whole,
+                // published record (tails only move by whole records, a PAD
+                // together with the message after it). Read the real one only
+                // when those are used up.
+                let mut tail = reader.seen.load(Ordering::Relaxed);
+                if tail == head {
+                    // Acquire: pairs with the writer's Release store of tail.
+                    tail = self.header.tail.0.load(Ordering::Acquire);
+                    reader.seen.store(tail, Ordering::Relaxed);
+                }
                 let mut used = self.used(tail, head)?;
                 // At most one PAD precedes a message (two would mean a lap of padding).
                 for _ in 0..2 {
@@ -262,14 +299,18 @@ macro_rules! bytes_impl {
                 let start = out.len();
                 out.resize(start + len, 0);
                 self.region.copy_out(at, &mut out[start..]);
+                // Our own copy first: a reader killed between the two stores
+                // has taken the message (lost, at most that one) and the
+                // writer sees less room than there is until the next read.
+                self.header.reader.0.own.store(next, Ordering::Relaxed);
                 // Release: pairs with the writer's Acquire load of head.
                 self.header.head.0.store(next, Ordering::Release);
                 Ok(true)
             }
 
-            /// The writer's position (the writer's own view).
+            /// The writer's position (the writer's own copy).
             pub(crate) fn tail(&self) -> u64 {
-                self.header.tail.0.load(Ordering::Relaxed)
+                self.header.writer.0.own.load(Ordering::Relaxed)
             }
 
             /// Whether the reader would find nothing (a snapshot, for sleepers).
@@ -398,15 +439,57 @@ mod tests {
         // yet nothing to read" (a sleeper would spin on that).
         let mut alone = Ring::new(32);
         alone.data[2] = 8 | PAD << 32;
-        alone.header.head.0.store(16, Ordering::Relaxed);
-        alone.header.tail.0.store(32, Ordering::Relaxed);
+        set_positions(&alone.header, 16, 32);
         let err = alone.view().try_read(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("no message"), "{err}");
         let r = ring.view();
-        r.header.tail.0.store(1000, Ordering::Relaxed);
+        set_positions(r.header, 0, 1000);
         assert!(r.try_read(&mut Vec::new()).is_err());
         assert!(r.try_write(b"x").is_err());
-        r.header.tail.0.store(12, Ordering::Relaxed);
+        set_positions(r.header, 0, 12);
         assert!(r.try_read(&mut Vec::new()).is_err(), "unaligned");
+        // Garbage in a side's own copies alone is caught the same way.
+        set_positions(r.header, 0, 16);
+        r.header.writer.0.seen.store(24, Ordering::Relaxed);
+        assert!(r.try_write(b"x").is_err(), "the writer's copy of head past its tail");
+        r.header.reader.0.seen.store(4, Ordering::Relaxed);
+        assert!(r.try_read(&mut Vec::new()).is_err(), "the reader's copy of tail unaligned");
+    }
+
+    #[test]
+    fn each_side_reads_the_other_position_only_when_its_copy_runs_out() {
+        let mut ring = Ring::new(64);
+        let r = ring.view();
+        for i in 0..3u8 {
+            r.try_write(&[i; 8]).unwrap().unwrap();
+        }
+        let mut out = Vec::new();
+        assert!(r.try_read(&mut out).unwrap());
+        // The reader saw the tail once: all three records.
+        assert_eq!(r.header.reader.0.seen.load(Ordering::Relaxed), 48);
+        // A tail moved behind its back is not looked at until those are read.
+        r.header.tail.0.store(1 << 40, Ordering::Relaxed);
+        assert!(r.try_read(&mut out).unwrap() && r.try_read(&mut out).unwrap());
+        assert_eq!(out, [[0u8; 8], [1; 8], [2; 8]].concat());
+        assert!(r.try_read(&mut out).is_err(), "then it is, and it is garbage");
+        // The writer's copy of head trails the real one until it needs room.
+        set_positions(r.header, 48, 48);
+        r.header.writer.0.seen.store(0, Ordering::Relaxed);
+        r.try_write(&[3; 8]).unwrap().unwrap();
+        assert_eq!(r.header.writer.0.seen.load(Ordering::Relaxed), 0, "16 more bytes fit by the old copy");
+        // 16 payload bytes at offset 0 need 24; by the old copy 64 are used.
+        r.try_write(&[4; 16]).unwrap().unwrap();
+        assert_eq!(r.header.writer.0.seen.load(Ordering::Relaxed), 48, "refreshed");
+    }
+
+    /// Sets both published positions and each side's copies, as a ring at
+    /// rest with those positions would have them.
+    fn set_positions(h: &BytesHeader, head: u64, tail: u64) {
+        for (at, v) in [(&h.head.0, head), (&h.reader.0.own, head), (&h.writer.0.seen, head)] {
+            at.store(v, Ordering::Relaxed);
+        }
+        for (at, v) in [(&h.tail.0, tail), (&h.writer.0.own, tail), (&h.reader.0.seen, tail)] {
+            at.store(v, Ordering::Relaxed);
+        }
     }
 }
