@@ -82,10 +82,13 @@ const CLOSED_AT: usize = 320;
 const PRODUCER_LOCK_AT: usize = 384;
 const PENDING_AT: usize = 400;
 const CONSUMER_LOCK_AT: usize = 448;
-/// The counts line: `items` u64, `unfinished` u64, the `all_done` side.
-const ITEMS_AT: usize = 512;
-const UNFINISHED_AT: usize = 520;
-const ALL_DONE_AT: usize = 528;
+/// Messages put (on the producers' line, after `pending`) and taken (on the
+/// consumers' line, after their lock): `len` is the difference.
+const PUTS_AT: usize = 408;
+const GETS_AT: usize = 464;
+/// The counts line: `unfinished` u64, the `all_done` side.
+const UNFINISHED_AT: usize = 512;
+const ALL_DONE_AT: usize = 520;
 /// The data region.
 const DATA_AT: usize = 576;
 /// Payload bytes before the data region.
@@ -115,6 +118,11 @@ fn store64(map: &ShmMap, at: usize, v: u64) {
 
 /// Forges the ring's positions as a ring at rest has them: the published
 /// ones and each side's copies (its own position, the other's as last read).
+/// Messages in the ring by the counts in the segment: puts − gets.
+fn items(map: &ShmMap) -> u64 {
+    load64(map, PUTS_AT).wrapping_sub(load64(map, GETS_AT))
+}
+
 fn set_positions(map: &ShmMap, head: u64, tail: u64) {
     for at in [HEAD_AT, READER_AT, WRITER_AT + 8] {
         store64(map, at, head);
@@ -431,7 +439,7 @@ fn the_segment_layout_is_the_one_these_tests_poke_at() {
     let o = q.as_queue();
     assert_eq!((o.capacity(), o.max_message()), (256, 120));
     let map = map_checked(&name, 256);
-    for at in [TAIL_AT, HEAD_AT, ITEMS_AT, UNFINISHED_AT] {
+    for at in [TAIL_AT, HEAD_AT, PUTS_AT, GETS_AT, UNFINISHED_AT] {
         assert_eq!(load64(&map, at), 0, "offset {at} of a new queue");
     }
     for at in [CLOSED_AT, PRODUCER_LOCK_AT, CONSUMER_LOCK_AT, ALL_DONE_AT] {
@@ -443,9 +451,9 @@ fn the_segment_layout_is_the_one_these_tests_poke_at() {
     assert_eq!((load64(&map, TAIL_AT), load64(&map, HEAD_AT)), (16, 0));
     assert_eq!(load64(&map, DATA_AT), record_header(5, MSG));
     assert_eq!(read_bytes(&map, DATA_AT + 8, 5), b"hello");
-    assert_eq!((load64(&map, ITEMS_AT), load64(&map, UNFINISHED_AT)), (1, 1));
+    assert_eq!((items(&map), load64(&map, UNFINISHED_AT)), (1, 1));
     assert_eq!(q.get().unwrap(), raw(b"hello"));
-    assert_eq!((load64(&map, HEAD_AT), load64(&map, ITEMS_AT), load64(&map, UNFINISHED_AT)), (16, 0, 1));
+    assert_eq!((load64(&map, HEAD_AT), load64(&map, GETS_AT), items(&map), load64(&map, UNFINISHED_AT)), (16, 1, 0, 1));
     q.task_done().unwrap();
     assert_eq!(load64(&map, UNFINISHED_AT), 0);
 
@@ -495,7 +503,7 @@ fn the_segment_layout_is_the_one_these_tests_poke_at() {
     assert_eq!(q.get().unwrap(), RawBytes(vec![4; 120]));
     join_thread(putter).unwrap();
     assert_eq!(word(&map, PRODUCER_LOCK_AT), 0);
-    assert_eq!((load64(&map, ITEMS_AT), load64(&map, UNFINISHED_AT)), (2, 4));
+    assert_eq!((items(&map), load64(&map, UNFINISHED_AT)), (2, 4));
     q.close();
     assert_ne!(word(&map, CLOSED_AT), 0);
     drop((q, map));
@@ -2034,7 +2042,7 @@ fn a_dead_lock_owner_is_taken_over_and_a_live_one_waited_for() {
             let q = JoinableQueue::<RawBytes>::create(&name, 256).unwrap();
             let map = map_checked(&name, 256);
             map.u32_at(PRODUCER_LOCK_AT).store(forged, Ordering::SeqCst);
-            map.u64_at(ITEMS_AT).fetch_add(1, Ordering::SeqCst);
+            map.u64_at(PUTS_AT).fetch_add(1, Ordering::SeqCst);
             map.u64_at(UNFINISHED_AT).fetch_add(1, Ordering::SeqCst);
             // Its put was in flight at tail 0 (`pending` = 1 + tail, after
             // the lock on the producers' line).
@@ -2193,7 +2201,8 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
         for at in [CLOSED_AT + 4, CLOSED_AT + 8, CLOSED_AT + 12, CLOSED_AT + 16, ALL_DONE_AT, ALL_DONE_AT + 4] {
             map.u32_at(at).store(u32::MAX, Ordering::SeqCst);
         }
-        store64(map, ITEMS_AT, u64::MAX);
+        store64(map, PUTS_AT, u64::MAX);
+        store64(map, GETS_AT, 1 << 40);
         q.put(vec![1]).unwrap();
         assert_eq!(q.get().unwrap(), vec![1]);
         assert!(q.is_empty(), "emptiness comes from the positions");
@@ -2306,7 +2315,7 @@ fn scribbler((name, victim, capacity, seed): (String, u32, usize, u64)) {
                 }
             }
             8 => {
-                let at = [ITEMS_AT, UNFINISHED_AT][((r >> 8) % 2) as usize];
+                let at = [PUTS_AT, GETS_AT, UNFINISHED_AT][((r >> 8) % 3) as usize];
                 store64(&map, at, [0, 1, u64::MAX, rng.next_u64()][((r >> 16) % 4) as usize]);
             }
             9 => map.u32_at(CLOSED_AT).store(u32::from(r % 7 == 0), Ordering::SeqCst),

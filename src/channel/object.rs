@@ -33,6 +33,12 @@ struct Producers {
     /// a dead one and finds the tail unmoved takes the dead put's counts
     /// back; if the tail moved, the record was published and counts.
     pending: AtomicU64,
+    /// Messages put: raised by the lock holder before it publishes its
+    /// record (so never below the records published), taken back if the put
+    /// fails or its producer dies before publishing. `len` is `puts − gets`.
+    /// Only the lock holder writes it: a load and a store, no atomic RMW on a
+    /// line the consumers write.
+    puts: AtomicU64,
 }
 
 /// The consumers' line. (Apart from the producers' line: a producer and a
@@ -45,16 +51,14 @@ struct Consumers {
     /// never moved the head: the next consumer takes over and reads the same
     /// record again, so the message is delivered to a live consumer.
     lock: OwnerLock,
+    /// Messages taken: raised by the lock holder after it moved the head.
+    gets: AtomicU64,
 }
 
 /// Counts beside the ring.
 #[repr(C)]
 #[derive(Debug, Default)]
 struct Counts {
-    /// Messages in the ring (incremented before a record is published,
-    /// decremented after one is taken: never below the real count). Only a
-    /// hint for `len`: a peer's garbage makes `len` wrong, nothing else.
-    items: AtomicU64,
     /// `JoinableQueue`: messages put and not yet marked done. Incremented
     /// before the record is published, so a `task_done` can never come first.
     unfinished: AtomicU64,
@@ -71,6 +75,21 @@ pub(crate) struct ObjectState {
     producers: Padded<Producers>,
     consumers: Padded<Consumers>,
     counts: Padded<Counts>,
+}
+
+impl ObjectState {
+    /// Messages in the ring: `puts − gets` (a snapshot).
+    fn len(&self) -> usize {
+        // `gets` first: `puts` is raised before a record is published and
+        // `gets` after it is taken, so a later `puts` is never below it
+        // (garbage aside, which only makes `len` wrong).
+        let gets = self.consumers.0.gets.load(Ordering::Acquire);
+        let puts = self.producers.0.puts.load(Ordering::Acquire);
+        match puts.wrapping_sub(gets) {
+            n if n > u64::MAX / 2 => 0,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 const _: () = assert!(size_of::<ObjectState>() % 64 == 0, "the data region starts on a cache line");
@@ -96,8 +115,12 @@ unsafe impl SharedState for ObjectState {
         ObjectState {
             ring: BytesHeader::default(),
             ctl: Control::default(),
-            producers: Padded(Producers { lock: OwnerLock::zeroed(), pending: AtomicU64::new(0) }),
-            consumers: Padded(Consumers { lock: OwnerLock::zeroed() }),
+            producers: Padded(Producers {
+                lock: OwnerLock::zeroed(),
+                pending: AtomicU64::new(0),
+                puts: AtomicU64::new(0),
+            }),
+            consumers: Padded(Consumers { lock: OwnerLock::zeroed(), gets: AtomicU64::new(0) }),
             counts: Padded(Counts::default()),
         }
     }
@@ -167,7 +190,7 @@ impl<T> fmt::Debug for ObjectQueue<T> {
         f.debug_struct("ObjectQueue")
             .field("segment", &self.state)
             .field("capacity", &self.capacity)
-            .field("len", &self.state.counts.0.items.load(Ordering::Relaxed))
+            .field("len", &self.state.len())
             .field("closed", &self.state.ctl.is_closed())
             .finish_non_exhaustive()
     }
@@ -239,7 +262,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
 
     /// Messages in the queue (a snapshot; Python's `qsize`).
     pub fn len(&self) -> usize {
-        usize::try_from(self.state.counts.0.items.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+        self.state.len()
     }
 
     /// Whether the queue holds no message (a snapshot).
@@ -336,7 +359,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
             return Err(if block { PutError::Timeout(value) } else { PutError::Full(value) });
         };
         let counts = &self.state.counts.0;
-        let pending = &self.state.producers.0.pending;
+        let Producers { pending, puts, .. } = &self.state.producers.0;
         let tail = self.ring().tail();
         if acquired == Acquired::OwnerDied {
             // The previous producer died holding the lock: if it had counted a
@@ -345,7 +368,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
             // leave the same record for the next taker to undo again (a death
             // between the clear and the subtractions leaks one count instead).
             if pending.swap(0, Ordering::Relaxed) == tail.wrapping_add(1) {
-                counts.items.fetch_sub(1, Ordering::Relaxed);
+                puts.store(puts.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
                 self.finish_task();
             }
         }
@@ -354,7 +377,8 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         // `pending` goes last: a death between the two leaks one count (a
         // `len` one too high, a `join` that waits), never takes back a count
         // that was not added.
-        counts.items.fetch_add(1, Ordering::Relaxed);
+        // (`puts` is ours alone while we hold the lock: no RMW needed.)
+        puts.store(puts.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         counts.unfinished.fetch_add(1, Ordering::Relaxed);
         pending.store(tail.wrapping_add(1), Ordering::Relaxed);
         let mut target = WriteTarget { q: self, bytes: encoded };
@@ -363,6 +387,9 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
             None if !block => Err(WriteOutcome::Full),
             None => wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout)),
         };
+        if outcome.is_err() {
+            puts.store(puts.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+        }
         pending.store(0, Ordering::Relaxed);
         lock.unlock(me);
         match outcome {
@@ -371,7 +398,6 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
                 Ok(())
             }
             Err(why) => {
-                counts.items.fetch_sub(1, Ordering::Relaxed);
                 // Taken back as a task_done would: never below 0 (a task_done
                 // may have taken this count meanwhile), and a joiner that saw
                 // it and went to sleep is woken at 0.
@@ -400,9 +426,14 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
                 None if !block => Err(GetError::Empty),
                 None => wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout)),
             };
+            if outcome.is_ok() {
+                // Ours alone while we hold the lock. A consumer killed between
+                // moving the head and this store leaves `len` one too high.
+                let gets = &self.state.consumers.0.gets;
+                gets.store(gets.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            }
             lock.unlock(me);
             outcome?;
-            self.state.counts.0.items.fetch_sub(1, Ordering::Relaxed);
             self.state.ctl.not_full.notify(1);
             codec::decode(target.buf).map_err(|e| GetError::Failed(Box::new(e)))
         })
