@@ -154,8 +154,7 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
 
 /// [`wait`] for a caller whose own attempt just failed: the first retry comes
 /// after a pause. (Retrying at once only pulls the line the peer is about to
-/// write away from it: in a stream of messages across CPUs, that second look
-/// cost the SPSC queue a third of its throughput.)
+/// write away from it again.)
 #[inline(never)]
 pub(crate) fn wait_after_attempt<W: WaitTarget>(
     cfg: &WaitConfig,
