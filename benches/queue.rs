@@ -22,7 +22,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
-use shmproc::{ObjectQueue, Queue, SpscQueue};
+use shmproc::{Bytes, ObjectQueue, Queue, SpscQueue};
 
 /// Slots, as in the table's rows.
 const CAPACITY: usize = 1024;
@@ -62,6 +62,13 @@ fn queue_put_get(c: &mut Criterion) {
         b.iter(|| {
             object.put(black_box(vec![0x78; 64])).expect("put");
             black_box(object.get().expect("get"))
+        });
+    });
+    let bytes = ObjectQueue::<Bytes>::new(1 << 16).expect("ObjectQueue::new");
+    group.bench_function("object_64B_bytes", |b| {
+        b.iter(|| {
+            bytes.put(black_box(Bytes(vec![0x78; 64]))).expect("put");
+            black_box(bytes.get().expect("get"))
         });
     });
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);

@@ -184,6 +184,13 @@ macro_rules! bytes_impl {
                 u64::from_le_bytes(b)
             }
 
+            /// Where position `pos` falls in the region (the capacity is a
+            /// power of two: a mask, not a division).
+            #[inline]
+            fn offset(&self, pos: u64) -> usize {
+                (pos & (self.capacity as u64 - 1)) as usize
+            }
+
             /// Checks `tail − head` and alignment; returns the bytes in the ring.
             fn used(&self, tail: u64, head: u64) -> Result<usize> {
                 let used = distance(tail, head);
@@ -205,7 +212,7 @@ macro_rules! bytes_impl {
                 let writer = &self.header.writer.0;
                 let tail = writer.own.load(Ordering::Relaxed);
                 let rec = record_len(payload.len());
-                let off = (tail % self.capacity as u64) as usize;
+                let off = self.offset(tail);
                 let to_end = self.capacity - off;
                 let need = self.need(tail, rec);
                 // The head as last read is never ahead of the real one: if
@@ -257,7 +264,7 @@ macro_rules! bytes_impl {
                     if used == 0 {
                         return Ok(None);
                     }
-                    let off = (head % self.capacity as u64) as usize;
+                    let off = self.offset(head);
                     if used < RECORD_HEADER {
                         return Err(self.corrupt(format!("{used} bytes left at {head}: no room for a record header")));
                     }
@@ -329,7 +336,7 @@ macro_rules! bytes_impl {
 
             /// Bytes a record of `rec` bytes takes at `tail`, padding included.
             fn need(&self, tail: u64, rec: usize) -> usize {
-                let to_end = self.capacity - (tail % self.capacity as u64) as usize;
+                let to_end = self.capacity - self.offset(tail);
                 if rec <= to_end { rec } else { to_end + rec }
             }
         }
