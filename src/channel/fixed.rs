@@ -386,42 +386,50 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
     #[allow(clippy::inline_always, reason = "measured: see the comment above")]
     #[inline(always)]
     fn put_until(&self, v: T, deadline: Option<Deadline>, block: bool) -> Result<(), PutError<T>> {
-        let outcome = match PutTarget::attempt_once(self, Self::me(), v, !block) {
-            Ok(done) => done,
+        match PutTarget::attempt_once(self, Self::me(), v, !block) {
+            Ok(Ok(())) => {
+                self.state.ctl.not_empty.notify(1);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
             Err(v) if !block => Err(PutError::Full(v)),
             Err(v) => self.put_slow(v, deadline),
-        };
+        }
+    }
+
+    #[inline(never)]
+    fn put_slow(&self, v: T, deadline: Option<Deadline>) -> Result<(), PutError<T>> {
+        let mut target = PutTarget { q: self, me: Self::me(), v: Some(v) };
+        let outcome = wait::wait_after_attempt(&self.wait, deadline, &mut target)
+            .unwrap_or_else(|| Err(PutError::Timeout(target.v.take().expect("kept while waiting"))));
         if outcome.is_ok() {
             self.state.ctl.not_empty.notify(1);
         }
         outcome
     }
 
-    #[inline(never)]
-    fn put_slow(&self, v: T, deadline: Option<Deadline>) -> Result<(), PutError<T>> {
-        let mut target = PutTarget { q: self, me: Self::me(), v: Some(v) };
-        wait::wait_after_attempt(&self.wait, deadline, &mut target)
-            .unwrap_or_else(|| Err(PutError::Timeout(target.v.take().expect("kept while waiting"))))
-    }
-
     #[allow(clippy::inline_always, reason = "measured: see put_until")]
     #[inline(always)]
     fn get_until(&self, deadline: Option<Deadline>, block: bool) -> Result<T, GetError> {
-        let outcome = match (GetTarget { q: self, me: Self::me() }).attempt(!block) {
-            Some(done) => done,
+        match (GetTarget { q: self, me: Self::me() }).attempt(!block) {
+            Some(Ok(v)) => {
+                self.state.ctl.not_full.notify(1);
+                Ok(v)
+            }
+            Some(Err(e)) => Err(e),
             None if !block => Err(GetError::Empty),
             None => self.get_slow(deadline),
-        };
-        if outcome.is_ok() {
-            self.state.ctl.not_full.notify(1);
         }
-        outcome
     }
 
     #[inline(never)]
     fn get_slow(&self, deadline: Option<Deadline>) -> Result<T, GetError> {
         let mut target = GetTarget { q: self, me: Self::me() };
-        wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout))
+        let outcome = wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout));
+        if outcome.is_ok() {
+            self.state.ctl.not_full.notify(1);
+        }
+        outcome
     }
 }
 
