@@ -75,6 +75,17 @@ pub(crate) fn light_fence() {
     loom::sync::atomic::fence(Ordering::SeqCst);
 }
 
+/// A full `SeqCst` fence in every build (`mfence` on x86): the fence of both
+/// sides of the rings' wake protocol when wakers were asked to fence (see
+/// `ring::Side`).
+#[inline]
+pub(crate) fn full_fence() {
+    #[cfg(not(loom))]
+    std::sync::atomic::fence(Ordering::SeqCst);
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
 /// The expensive side (see [`crate::os::heavy_fence`]); a `SeqCst` fence
 /// under loom. `false`: no barrier could be forced on other processes.
 #[inline]

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytemuck::{Pod, Zeroable};
 use common::{
     Proc, ShmMap, WATCHDOG, Watchdog, XorShift, assert_no_leftovers, in_child, join_all_ok, join_ok, join_thread,
-    kill_and_reap, read_shm, scribble, shm_path, start, start_fn, unique_name,
+    kill_and_reap, read_shm, scribble, shm_path, start, start_fn, unique_name, wait_until,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -1975,4 +1975,74 @@ fn a_recycled_result_cell_takes_a_smaller_grown_result() {
             }
         }
     });
+}
+
+// ---------------------------------------------------------------------------
+// Fenced waiters (Block handles ask wakers to fence; see ring::Side)
+// ---------------------------------------------------------------------------
+
+/// A handle that waits by `Block` registers on the side it sleeps on (the
+/// count at `fenced`, the third word of each side in the control line), a
+/// clone starts unregistered, and dropping the handle takes the count back.
+/// A registered sleeper is woken by a put from another process, and its
+/// sleeps, cut into slices, never end a timed get early.
+#[test]
+fn block_handles_register_as_fenced_waiters_and_are_woken() {
+    const TAG: &str = "queue-fenced";
+    // `not_empty` is the side after `closed`: seq, sleepers, fenced.
+    const NOT_EMPTY_FENCED: usize = SPSC_CLOSED_AT + 12;
+    const NOT_FULL_FENCED: usize = SPSC_CLOSED_AT + 24;
+    let name = unique_name(TAG);
+    let q = SpscQueue::<u64>::create(&name, 4).unwrap();
+    let map = ShmMap::open(&name);
+    let fenced = |at: usize| map.u32_at(at).load(Ordering::SeqCst);
+    let consumer = q.clone().with_wait_strategy(WaitStrategy::Block);
+    assert_eq!((fenced(NOT_EMPTY_FENCED), fenced(NOT_FULL_FENCED)), (0, 0), "nobody registered yet");
+
+    // A timed get on the empty queue sleeps (registering) and lasts its
+    // whole timeout: the 100 ms slices are re-checks, not timeouts.
+    let t = Instant::now();
+    assert!(matches!(consumer.get_timeout(Duration::from_millis(350)), Err(GetError::Timeout)));
+    assert!(t.elapsed() >= Duration::from_millis(350), "returned after {:?}", t.elapsed());
+    assert_eq!((fenced(NOT_EMPTY_FENCED), fenced(NOT_FULL_FENCED)), (1, 0), "registered on not_empty only");
+    assert!(matches!(consumer.get_timeout(Duration::from_millis(5)), Err(GetError::Timeout)));
+    assert_eq!(fenced(NOT_EMPTY_FENCED), 1, "once per handle");
+
+    // An Adaptive handle does not register; its notify fences because the
+    // count is up. The registered consumer sleeps in a thread; a put from a
+    // child process wakes it.
+    let sleeper = std::thread::spawn(move || {
+        let got = consumer.get();
+        (got, consumer)
+    });
+    wait_until("the consumer sleeps", || map.u32_at(SPSC_CLOSED_AT + 8).load(Ordering::SeqCst) == 1);
+    fn put_42(q: SpscQueue<u64>) -> Result<(), String> {
+        q.put(42).map_err(|e| e.to_string())
+    }
+    let mut child = start_fn(Fork, put_42, q.clone());
+    join_ok(&mut child).unwrap();
+    let (got, consumer) = join_thread(sleeper);
+    assert_eq!(got.unwrap(), 42);
+
+    // A clone keeps the strategy and registers on its own; an Adaptive
+    // handle never registers.
+    let adaptive = consumer.clone().with_wait_strategy(WaitStrategy::Adaptive);
+    assert!(matches!(adaptive.get_timeout(Duration::from_millis(5)), Err(GetError::Timeout)));
+    assert_eq!(fenced(NOT_EMPTY_FENCED), 1, "an Adaptive handle does not register");
+    let twin = consumer.clone();
+    assert_eq!(twin.wait_strategy(), WaitStrategy::Block);
+    assert!(matches!(twin.get_timeout(Duration::from_millis(5)), Err(GetError::Timeout)));
+    assert_eq!(fenced(NOT_EMPTY_FENCED), 2, "the clone registered itself");
+    drop((twin, adaptive));
+    assert_eq!(fenced(NOT_EMPTY_FENCED), 1);
+    drop(consumer);
+    assert_eq!(fenced(NOT_EMPTY_FENCED), 0, "every registration taken back");
+    // Garbage that lowered the count does not make a drop wrap it.
+    let third = q.clone().with_wait_strategy(WaitStrategy::Block);
+    assert!(matches!(third.get_timeout(Duration::from_millis(5)), Err(GetError::Timeout)));
+    map.u32_at(NOT_EMPTY_FENCED).store(0, Ordering::SeqCst);
+    drop(third);
+    assert_eq!(fenced(NOT_EMPTY_FENCED), 0);
+    drop((q, map));
+    assert_no_leftovers(TAG);
 }

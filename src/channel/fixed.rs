@@ -8,14 +8,14 @@ use std::time::Duration;
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Control, GetError, PutError, type_fingerprint};
+use super::{Control, GetError, PutError, Waiters, type_fingerprint};
 use crate::codec::custom_error;
 use crate::error::{Error, Result};
 use crate::loom;
 use crate::os::{Deadline, FutexWait, TaskId};
 use crate::ring::{self, Push, mpmc, spsc};
 use crate::segment::{Kind, Layout, Shared, SharedState};
-use crate::sync::wait::{self, WaitConfig, WaitTarget};
+use crate::sync::wait::{self, WaitTarget};
 
 /// The single-producer single-consumer ring ([`SpscQueue`]).
 #[derive(Debug)]
@@ -204,7 +204,7 @@ pub(crate) struct RingQueue<F: Flavor, T: Pod> {
     /// Slot count, a power of two, checked at open; fixed for the handle's life.
     slots: usize,
     cache: F::Cache,
-    wait: WaitConfig,
+    wait: Waiters,
     _elements: PhantomData<fn(T) -> T>,
 }
 
@@ -217,6 +217,12 @@ impl<F: Flavor, T: Pod> Clone for RingQueue<F, T> {
             wait: self.wait.clone(),
             _elements: PhantomData,
         }
+    }
+}
+
+impl<F: Flavor, T: Pod> Drop for RingQueue<F, T> {
+    fn drop(&mut self) {
+        self.state.ctl.unregister(&self.wait);
     }
 }
 
@@ -261,7 +267,7 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
                 format!("{} bytes", layout.tail_len),
             ));
         }
-        Ok(RingQueue { state, slots, cache: F::Cache::default(), wait: WaitConfig::default(), _elements: PhantomData })
+        Ok(RingQueue { state, slots, cache: F::Cache::default(), wait: Waiters::default(), _elements: PhantomData })
     }
 
     /// A new empty queue holding at least `capacity` elements, in an anonymous
@@ -400,7 +406,7 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
     #[inline(never)]
     fn put_slow(&self, v: T, deadline: Option<Deadline>) -> Result<(), PutError<T>> {
         let mut target = PutTarget { q: self, me: Self::me(), v: Some(v) };
-        let outcome = wait::wait_after_attempt(&self.wait, deadline, &mut target)
+        let outcome = wait::wait_after_attempt(&self.wait.cfg, deadline, &mut target)
             .unwrap_or_else(|| Err(PutError::Timeout(target.v.take().expect("kept while waiting"))));
         if outcome.is_ok() {
             self.state.ctl.not_empty.notify(1);
@@ -425,7 +431,7 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
     #[inline(never)]
     fn get_slow(&self, deadline: Option<Deadline>) -> Result<T, GetError> {
         let mut target = GetTarget { q: self, me: Self::me() };
-        let outcome = wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout));
+        let outcome = wait::wait_after_attempt(&self.wait.cfg, deadline, &mut target).unwrap_or(Err(GetError::Timeout));
         if outcome.is_ok() {
             self.state.ctl.not_full.notify(1);
         }
@@ -476,7 +482,7 @@ impl<F: Flavor, T: Pod> WaitTarget for PutTarget<'_, F, T> {
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let (h, s) = self.q.ring();
         let ctl = &self.q.state.ctl;
-        ctl.not_full.sleep(until, || ctl.is_closed() || !F::looks_full(h, s))
+        ctl.sleep_not_full(&self.q.wait, until, || ctl.is_closed() || !F::looks_full(h, s))
     }
 }
 
@@ -518,7 +524,9 @@ impl<F: Flavor, T: Pod> WaitTarget for GetTarget<'_, F, T> {
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let (h, s) = self.q.ring();
         let ctl = &self.q.state.ctl;
-        ctl.not_empty.sleep(until, || (ctl.is_closed() && !F::head_in_flight(h, s)) || !F::looks_empty(h, s))
+        ctl.sleep_not_empty(&self.q.wait, until, || {
+            (ctl.is_closed() && !F::head_in_flight(h, s)) || !F::looks_empty(h, s)
+        })
     }
 }
 

@@ -28,7 +28,10 @@ pub use object::{JoinableQueue, ObjectQueue};
 
 use crate::error::Error;
 use crate::loom::{AtomicU32, Ordering};
-use crate::ring::Side;
+use crate::os::{Deadline, FutexWait};
+use crate::ring::{FencedWaiter, Side};
+use crate::sync::WaitStrategy;
+use crate::sync::wait::WaitConfig;
 
 /// Why a put did not happen. Every variant hands the value back.
 pub enum PutError<T> {
@@ -150,6 +153,59 @@ impl Control {
         self.closed.store(1, Ordering::Release);
         self.not_empty.notify(u32::MAX);
         self.not_full.notify(u32::MAX);
+    }
+
+    /// Sleeps on `not_empty` (a consumer), as a fenced waiter if the handle
+    /// waits by [`WaitStrategy::Block`] (see `ring::Side`).
+    pub(crate) fn sleep_not_empty(
+        &self,
+        handle: &Waiters,
+        until: Option<Deadline>,
+        ready: impl FnOnce() -> bool,
+    ) -> FutexWait {
+        self.not_empty.sleep_as(handle.fenced(&handle.not_empty), until, ready)
+    }
+
+    /// Sleeps on `not_full` (a producer), as [`Control::sleep_not_empty`].
+    pub(crate) fn sleep_not_full(
+        &self,
+        handle: &Waiters,
+        until: Option<Deadline>,
+        ready: impl FnOnce() -> bool,
+    ) -> FutexWait {
+        self.not_full.sleep_as(handle.fenced(&handle.not_full), until, ready)
+    }
+
+    /// Takes back `handle`'s fenced-waiter registrations (when it drops).
+    pub(crate) fn unregister(&self, handle: &Waiters) {
+        self.not_empty.unregister(&handle.not_empty);
+        self.not_full.unregister(&handle.not_full);
+    }
+}
+
+/// How a queue handle waits: its [`WaitConfig`], and its registrations as a
+/// fenced waiter on the queue's two sides (`ring::Side`: a handle that
+/// sleeps at once, by [`WaitStrategy::Block`], asks wakers to fence instead
+/// of paying a membarrier per sleep). Process-local; a clone starts with
+/// the same strategy and no registrations.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Waiters {
+    pub(crate) cfg: WaitConfig,
+    not_empty: FencedWaiter,
+    not_full: FencedWaiter,
+}
+
+impl Waiters {
+    pub(crate) fn strategy(&self) -> WaitStrategy {
+        self.cfg.strategy()
+    }
+
+    pub(crate) fn set_strategy(&self, s: WaitStrategy) {
+        self.cfg.set_strategy(s);
+    }
+
+    fn fenced<'a>(&self, side: &'a FencedWaiter) -> Option<&'a FencedWaiter> {
+        (self.cfg.strategy() == WaitStrategy::Block).then_some(side)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Control, GetError, PutError, type_fingerprint};
+use super::{Control, GetError, PutError, Waiters, type_fingerprint};
 use crate::codec::{self, custom_error};
 use crate::error::{Error, Result};
 use crate::loom::{self, AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use crate::ring::bytes::{self, Bytes, Region, Write};
 use crate::ring::{BytesHeader, Padded, Side};
 use crate::segment::{Kind, Layout, Shared, SharedState};
 use crate::sync::owner::{Acquired, OwnerLock};
-use crate::sync::wait::{self, WaitConfig, WaitTarget};
+use crate::sync::wait::{self, WaitTarget};
 
 /// The producers' line: the lock that makes the one-writer byte ring a
 /// ring of many producers, and the record of the put in flight.
@@ -170,7 +170,7 @@ pub struct ObjectQueue<T> {
     state: Shared<ObjectState>,
     /// Data region bytes, checked at open.
     capacity: usize,
-    wait: WaitConfig,
+    wait: Waiters,
     _messages: PhantomData<fn(T) -> T>,
 }
 
@@ -182,6 +182,12 @@ impl<T> Clone for ObjectQueue<T> {
             wait: self.wait.clone(),
             _messages: PhantomData,
         }
+    }
+}
+
+impl<T> Drop for ObjectQueue<T> {
+    fn drop(&mut self) {
+        self.state.ctl.unregister(&self.wait);
     }
 }
 
@@ -216,7 +222,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
                 format!("fingerprint {:#x}", layout.type_fp),
             ));
         }
-        Ok(ObjectQueue { state, capacity: layout.tail_len, wait: WaitConfig::default(), _messages: PhantomData })
+        Ok(ObjectQueue { state, capacity: layout.tail_len, wait: Waiters::default(), _messages: PhantomData })
     }
 
     /// A new empty queue with a ring of at least `capacity` bytes (rounded up
@@ -354,7 +360,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         }
         let me = loom::current_task();
         let lock = &self.state.producers.0.lock;
-        let held = if block { lock.lock(me, &self.wait, deadline) } else { lock.try_lock(me) };
+        let held = if block { lock.lock(me, &self.wait.cfg, deadline) } else { lock.try_lock(me) };
         let Some(acquired) = held else {
             return Err(if block { PutError::Timeout(value) } else { PutError::Full(value) });
         };
@@ -385,7 +391,9 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         let outcome = match target.attempt(false) {
             Some(done) => done,
             None if !block => Err(WriteOutcome::Full),
-            None => wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout)),
+            None => {
+                wait::wait_after_attempt(&self.wait.cfg, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout))
+            }
         };
         if outcome.is_err() {
             puts.store(puts.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
@@ -415,7 +423,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     fn get_until(&self, deadline: Option<Deadline>, block: bool) -> Result<T, GetError> {
         let me = loom::current_task();
         let lock = &self.state.consumers.0.lock;
-        let held = if block { lock.lock(me, &self.wait, deadline) } else { lock.try_lock(me) };
+        let held = if block { lock.lock(me, &self.wait.cfg, deadline) } else { lock.try_lock(me) };
         if held.is_none() {
             return Err(if block { GetError::Timeout } else { GetError::Empty });
         }
@@ -424,7 +432,9 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
             let outcome = match target.attempt(false) {
                 Some(done) => done,
                 None if !block => Err(GetError::Empty),
-                None => wait::wait_after_attempt(&self.wait, deadline, &mut target).unwrap_or(Err(GetError::Timeout)),
+                None => {
+                    wait::wait_after_attempt(&self.wait.cfg, deadline, &mut target).unwrap_or(Err(GetError::Timeout))
+                }
             };
             if outcome.is_ok() {
                 // Ours alone while we hold the lock. A consumer killed between
@@ -470,7 +480,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
 
     /// `JoinableQueue::join` until `deadline`; `false` on timeout.
     fn join_until(&self, deadline: Option<Deadline>) -> bool {
-        wait::wait(&self.wait, deadline, &mut JoinTarget { q: self }).is_some()
+        wait::wait(&self.wait.cfg, deadline, &mut JoinTarget { q: self }).is_some()
     }
 }
 
@@ -505,7 +515,7 @@ impl<T: Serialize + DeserializeOwned> WaitTarget for WriteTarget<'_, T> {
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let ctl = &self.q.state.ctl;
-        ctl.not_full.sleep(until, || ctl.is_closed() || !self.q.ring().looks_full(self.bytes.len()))
+        ctl.sleep_not_full(&self.q.wait, until, || ctl.is_closed() || !self.q.ring().looks_full(self.bytes.len()))
     }
 }
 
@@ -534,7 +544,7 @@ impl<T: Serialize + DeserializeOwned> WaitTarget for ReadTarget<'_, T> {
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let ctl = &self.q.state.ctl;
-        ctl.not_empty.sleep(until, || ctl.is_closed() || !self.q.ring().looks_empty())
+        ctl.sleep_not_empty(&self.q.wait, until, || ctl.is_closed() || !self.q.ring().looks_empty())
     }
 }
 

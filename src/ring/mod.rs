@@ -69,6 +69,22 @@ pub(crate) fn slots_for(capacity: usize) -> Result<usize> {
 ///
 /// If the kernel refuses membarrier, the sleeper sleeps in slices of
 /// [`UNFENCED_SLICE`] and re-checks, so a missed wake costs at most a slice.
+///
+/// # Fenced waiters
+///
+/// A membarrier costs the sleeper about a microsecond (more while a thread of
+/// a registered process runs on another CPU): nothing for a waiter that
+/// spun and yielded first, a fifth of a same-CPU round trip for one that
+/// sleeps at once (`WaitStrategy::Block`). Such a handle registers once per
+/// side as a *fenced waiter*: it raises `fenced` and runs one heavy fence, so
+/// that every waker that runs from then on sees the count. While `fenced` is
+/// non-zero, `notify` adds a full fence (`mfence`, some 30 cycles) before its
+/// load of `sleepers`, and the registered sleeper pairs with it with a full
+/// fence of its own instead of a membarrier. The handle takes its count back
+/// when dropped; a process killed before that leaves the count raised, which
+/// only costs wakers that fence. A peer that zeroes the count could make a
+/// waker skip its fence and a registered sleeper miss a wake-up, so
+/// registered sleepers sleep at most [`FENCED_SLICE`] at a time.
 #[repr(C)]
 #[derive(Debug, Default)]
 #[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
@@ -79,7 +95,30 @@ pub struct Side {
     /// garbage value costs a spurious wake or, if it reads 0 while someone
     /// sleeps, a sleep until that waiter's next probe or deadline.
     sleepers: AtomicU32,
+    /// Handles registered as fenced waiters (see above); any non-zero value
+    /// makes wakers fence.
+    fenced: AtomicU32,
 }
+
+/// A handle's registration as a fenced waiter on one [`Side`]
+/// (process-local; a clone starts unregistered).
+#[derive(Debug, Default)]
+pub(crate) struct FencedWaiter(crate::loom::local::AtomicU8);
+
+impl Clone for FencedWaiter {
+    fn clone(&self) -> Self {
+        FencedWaiter::default()
+    }
+}
+
+impl FencedWaiter {
+    fn is_registered(&self) -> bool {
+        self.0.load(crate::loom::local::Ordering::Relaxed) != 0
+    }
+}
+
+/// The longest a registered fenced waiter sleeps at a time (see [`Side`]).
+pub(crate) const FENCED_SLICE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a sleeper sleeps at a time when no heavy fence could be forced.
 pub(crate) const UNFENCED_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
@@ -89,13 +128,19 @@ impl Side {
     /// An idle side, for the loom models.
     #[cfg(loom)]
     pub fn new() -> Self {
-        Side { seq: AtomicU32::new(0), sleepers: AtomicU32::new(0) }
+        Side { seq: AtomicU32::new(0), sleepers: AtomicU32::new(0), fenced: AtomicU32::new(0) }
     }
 
     /// Wakes up to `n` sleepers, if any; call after publishing.
     #[inline]
     pub fn notify(&self, n: u32) {
         loom::light_fence();
+        // The count was raised (and made visible everywhere by a heavy
+        // fence) before any sleeper relies on it: reading it without a fence
+        // first is fine.
+        if self.fenced.load(Ordering::Relaxed) != 0 {
+            loom::full_fence();
+        }
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake(n);
         }
@@ -110,22 +155,70 @@ impl Side {
     /// Sleeps until notified or `until`, unless `ready()` holds after the
     /// announcement (checked between the announcement and the sleep).
     pub(crate) fn sleep(&self, until: Option<Deadline>, ready: impl FnOnce() -> bool) -> FutexWait {
+        self.sleep_as(None, until, ready)
+    }
+
+    /// [`sleep`](Self::sleep) as the fenced waiter `waiter` (registering it
+    /// on first use), or as an ordinary one (`None`).
+    pub(crate) fn sleep_as(
+        &self,
+        waiter: Option<&FencedWaiter>,
+        until: Option<Deadline>,
+        ready: impl FnOnce() -> bool,
+    ) -> FutexWait {
+        let fenced_waiter = waiter.is_some_and(|w| self.register(w));
         let seen = self.seq.load(Ordering::Relaxed);
         self.sleepers.fetch_add(1, Ordering::Relaxed);
-        let fenced = loom::heavy_fence();
+        let slice = if fenced_waiter {
+            // Pairs with the full fence of every waker that sees `fenced`.
+            loom::full_fence();
+            Some(FENCED_SLICE)
+        } else if loom::heavy_fence() {
+            None
+        } else {
+            Some(UNFENCED_SLICE)
+        };
         let outcome = if ready() {
             FutexWait::Woken
         } else {
-            let until = if fenced {
-                until
-            } else {
-                let slice = Deadline::after(UNFENCED_SLICE);
-                Some(until.map_or(slice, |d| d.min(slice)))
-            };
-            loom::futex_wait(&self.seq, seen, until)
+            match slice.map(Deadline::after) {
+                // A slice that ends before the caller's deadline: its end is
+                // a wake-up to re-check, not the caller's timeout.
+                Some(end) if until.is_none_or(|d| end < d) => match loom::futex_wait(&self.seq, seen, Some(end)) {
+                    FutexWait::TimedOut => FutexWait::Woken,
+                    FutexWait::Woken => FutexWait::Woken,
+                },
+                _ => loom::futex_wait(&self.seq, seen, until),
+            }
         };
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
         outcome
+    }
+
+    /// Registers `waiter` as a fenced waiter here unless it is already;
+    /// `false` if it could not be (no heavy fence to publish the count).
+    fn register(&self, waiter: &FencedWaiter) -> bool {
+        if waiter.is_registered() {
+            return true;
+        }
+        self.fenced.fetch_add(1, Ordering::Relaxed);
+        // Every thread of every registered process passes a full barrier
+        // after our increment: every notify from now on sees it.
+        if loom::heavy_fence() {
+            waiter.0.store(1, crate::loom::local::Ordering::Relaxed);
+            true
+        } else {
+            self.fenced.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Takes back `waiter`'s registration, if any (when its handle drops).
+    /// Never below 0: a peer's garbage may have lowered the count already.
+    pub(crate) fn unregister(&self, waiter: &FencedWaiter) {
+        if waiter.0.swap(0, crate::loom::local::Ordering::Relaxed) != 0 {
+            let _ = self.fenced.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     /// [`sleep`](Self::sleep) without a deadline, for the loom models (which
