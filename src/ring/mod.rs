@@ -184,10 +184,10 @@ impl Side {
             match slice.map(Deadline::after) {
                 // A slice that ends before the caller's deadline: its end is
                 // a wake-up to re-check, not the caller's timeout.
-                Some(end) if until.is_none_or(|d| end < d) => match loom::futex_wait(&self.seq, seen, Some(end)) {
-                    FutexWait::TimedOut => FutexWait::Woken,
-                    FutexWait::Woken => FutexWait::Woken,
-                },
+                Some(end) if until.is_none_or(|d| end < d) => {
+                    let _ = loom::futex_wait(&self.seq, seen, Some(end));
+                    FutexWait::Woken
+                }
                 _ => loom::futex_wait(&self.seq, seen, until),
             }
         };
