@@ -1989,6 +1989,9 @@ fn a_recycled_result_cell_takes_a_smaller_grown_result() {
 #[test]
 fn block_handles_register_as_fenced_waiters_and_are_woken() {
     const TAG: &str = "queue-fenced";
+    fn put_42(q: SpscQueue<u64>) -> Result<(), String> {
+        q.put(42).map_err(|e| e.to_string())
+    }
     // `not_empty` is the side after `closed`: seq, sleepers, fenced.
     const NOT_EMPTY_FENCED: usize = SPSC_CLOSED_AT + 12;
     const NOT_FULL_FENCED: usize = SPSC_CLOSED_AT + 24;
@@ -2016,9 +2019,6 @@ fn block_handles_register_as_fenced_waiters_and_are_woken() {
         (got, consumer)
     });
     wait_until("the consumer sleeps", || map.u32_at(SPSC_CLOSED_AT + 8).load(Ordering::SeqCst) == 1);
-    fn put_42(q: SpscQueue<u64>) -> Result<(), String> {
-        q.put(42).map_err(|e| e.to_string())
-    }
     let mut child = start_fn(Fork, put_42, q.clone());
     join_ok(&mut child).unwrap();
     let (got, consumer) = join_thread(sleeper);
