@@ -156,6 +156,25 @@ impl MpmcRing {
     }
 }
 
+/// One try of a push on the MPMC ring: `Some(v)` if it went in, `None` if the
+/// ring was (or looked) full; `Corrupt` fails the model.
+trait PushOnce {
+    fn push_once(&self, v: u32) -> Option<u32>;
+}
+
+impl PushOnce for Mpmc<'_, u32> {
+    fn push_once(&self, v: u32) -> Option<u32> {
+        match self.try_push_here(v, false) {
+            Ok(()) => Some(v),
+            Err(Push::Full(back)) => {
+                assert_eq!(back, v);
+                None
+            }
+            Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 1. SPSC ring
 
@@ -383,7 +402,13 @@ fn mpmc_two_sleeping_producers_one_wake_each() {
 // `Relaxed` hints a thread could see a hint advanced by another and then a
 // slot state older than that advance (on a weakly ordered CPU), two laps
 // behind. The hints are now Acquire/Release, and a lap that is off is only
-// corruption if the hint still names the same position.
+// corruption if the hint still holds the value read before.
+//
+// The hints are written by plain stores of claimants only (so they may go
+// back: the `set_back` models). An earlier try kept CASes for helpers beside
+// the claimants' stores; loom 0.7 lets a plain store land between the read
+// and the write of another thread's CAS (tokio-rs/loom#254), so it reported
+// schedules no CPU can produce, and that mix could not be checked.
 
 /// A producer that tries once while the consumer side takes a one-slot ring
 /// round twice: `Full` or `Ok`, never `Corrupt`; every value out exactly once.
@@ -433,6 +458,62 @@ fn mpmc_preempted_pop_is_not_corrupt() {
         got.extend(consumer.join().unwrap());
         got.extend(r.drain());
         got.sort_unstable();
+        assert_eq!(got, pushed);
+    });
+}
+
+/// The claimant of a position stores the hint past it with a plain store, so
+/// a claimant that was slow to store sets the hint back behind positions
+/// others claimed meanwhile. Two consumers race on a full ring of two while
+/// the main thread goes on putting and taking: whoever reads the set-back
+/// hint goes on past the taken positions (no `Corrupt`, nothing taken twice or
+/// skipped), and once drained the ring's snapshots say so (`looks_empty`,
+/// `len` 0, no put in flight) although the hint may lag.
+#[test]
+fn mpmc_set_back_dequeue_hint_is_harmless() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        let mut pushed = vec![1, 2];
+        for v in [1, 2] {
+            r.ring().try_push_here(v, false).expect("an empty ring of two");
+        }
+        let r2 = r.clone();
+        let consumer = thread::spawn(move || r2.ring().try_pop_here(false).expect("pop"));
+        let mut got: Vec<u32> = r.ring().try_pop_here(false).expect("pop").into_iter().collect();
+        pushed.extend([3, 4].into_iter().filter_map(|v| r.ring().push_once(v)));
+        got.extend(r.ring().try_pop_here(false).expect("pop"));
+        let theirs = consumer.join().unwrap();
+        got.extend(theirs);
+        got.extend(r.drain());
+        assert!(r.ring().looks_empty() && !r.ring().looks_full(), "drained: got {got:?}");
+        assert_eq!(r.ring().len(), 0);
+        got.sort_unstable();
+        assert_eq!(got, pushed);
+    });
+}
+
+/// The same on the producers' side: two producers race on an empty ring of
+/// two while the main thread also takes; a set-back enqueue hint sends
+/// producers on past the claimed positions, never over a free one (every
+/// value out once), and the snapshots agree with the contents at the end.
+#[test]
+fn mpmc_set_back_enqueue_hint_is_harmless() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        let r2 = r.clone();
+        let producer = thread::spawn(move || r2.ring().push_once(10));
+        r.ring().try_push_here(20, false).expect("room for one");
+        let mut got: Vec<u32> = r.ring().try_pop_here(false).expect("pop").into_iter().collect();
+        let mut pushed = vec![20];
+        pushed.extend(r.ring().push_once(30));
+        pushed.extend(producer.join().unwrap());
+        let left = pushed.len() - got.len();
+        assert_eq!(r.ring().len(), left, "got {got:?} of {pushed:?}");
+        assert_eq!(r.ring().looks_full(), left == 2);
+        got.extend(r.drain());
+        assert!(r.ring().looks_empty());
+        got.sort_unstable();
+        pushed.sort_unstable();
         assert_eq!(got, pushed);
     });
 }

@@ -13,11 +13,33 @@
 //! A zeroed slot is `EMPTY(0)`, so a fresh segment is an empty ring.
 //!
 //! Producers claim position `p` by a CAS of its slot from `EMPTY(lap(p))` to
-//! `WRITING(lap(p), me)`, then advance the `enqueue` hint, write the element
+//! `WRITING(lap(p), me)`, then store the `enqueue` hint, write the element
 //! and publish `FULL`. Consumers claim `FULL(lap(q))` as `READING(lap(q), me)`,
-//! advance `dequeue`, read, and release the slot as `EMPTY(lap(q) + 1)`. The
-//! hints are only advanced past positions whose slot shows them claimed, by
-//! anyone who sees that (helping), so they never skip a position.
+//! store the `dequeue` hint, read, and release the slot as `EMPTY(lap(q) + 1)`.
+//! The slot CAS is the only locked instruction of an operation: crossbeam's
+//! `ArrayQueue` also does one per side, on its position instead.
+//!
+//! # Hints
+//!
+//! A hint is where the side's next claim probably is: every position below it
+//! is claimed. Only a claimant writes it, with a plain store of its position
+//! plus one, made while it holds its slot. Nobody else writes it: a thread
+//! that finds the hint's position taken (claimed for its lap, or done: a slot
+//! a lap ahead) reads the hint again and looks at whichever is further, the
+//! hint or the next position, without writing. So
+//! - a hint never skips a free position: the claimant of `p` read a hint at
+//!   or below `p` and passed only taken positions;
+//! - it may go back: a claimant slow to store `p + 1` overwrites the larger
+//!   values of claimants that went past it meanwhile. Then `p + 1` is still
+//!   valid, and less than a lap behind the furthest claim: until that claimant
+//!   publishes (or releases) its slot, position `p + slots` cannot be claimed,
+//!   nor (claims pass positions in order) any after it;
+//! - it may lag: a claimant killed before its store leaves the hint on its
+//!   position until the next claim on that side stores past it.
+//!
+//! The snapshots for sleepers and sizes (`looks_empty`, `looks_full`,
+//! `head_in_flight`, `len`) start at the hint and go past taken positions the
+//! same way.
 //!
 //! # Dying peers
 //!
@@ -26,29 +48,42 @@
 //! between claim and publish leaves `WRITING` at the head of the queue; a
 //! consumer that finds it there and is allowed to probe (`probe`: the blocking
 //! calls after a sleep slice, the `try_` calls always) checks the claimant
-//! and, if it is dead, skips the position: the slot becomes `EMPTY(l + 1)`.
-//! No other element is lost or duplicated. A consumer killed while reading
-//! leaves `READING`, which producers of the next lap find when the ring is
-//! full: a dead reader's slot is released the same way, and the element it was
-//! taking is lost (at most that one).
+//! and, if it is dead, skips the position: the slot becomes `EMPTY(l + 1)`,
+//! which consumers go past. No other element is lost or duplicated. A consumer
+//! killed while reading leaves `READING`, which producers of the next lap find
+//! when the ring is full: a dead reader's slot is released the same way (to
+//! `EMPTY` of the producer's lap), and the element it was taking is lost (at
+//! most that one). Neither writes a hint: the dead claimant's position is
+//! passed over as taken.
 //!
 //! # Notes about memory ordering
 //! - Claim CAS (`Acquire`) pairs with the `Release` store that made the slot
 //!   claimable (`EMPTY` by the last reader, `FULL` by the writer): the
-//!   previous side's access to the element happened before ours.
-//! - Publishing `FULL` / `EMPTY(l + 1)` is a `Release` store.
-//! - Hint loads are `Acquire` and successful hint CASes `Release`: a thread
-//!   that reads hint `p` also sees the slot states that let others advance it
-//!   to `p`, so it never finds its slot a lap behind (found by the loom model
-//!   `mpmc_preempted_pop_is_not_corrupt`). A slot more than a lap away from
-//!   `p` is corruption only if the hint still says `p` (a thread preempted
-//!   between its two reads finds the slot laps ahead, and the hint moved).
+//!   previous side's access to the element happened before ours. Claims are
+//!   read-modify-writes, so a thread that reads a claim (or any later state of
+//!   the slot) with `Acquire` synchronises with the release before it.
+//! - Publishing `FULL` / `EMPTY(l + 1)`, and the skip and release of a dead
+//!   claimant's slot, are `Release`.
+//! - Hint loads are `Acquire` and the claimant's hint store `Release`: the
+//!   claimant stored after reading the hint and the slots it passed, so a
+//!   thread that reads hint `p` sees every position below `p` claimed (found
+//!   by the loom model `mpmc_preempted_pop_is_not_corrupt`: without this, a
+//!   thread saw a slot state older than the hint, two laps behind).
+//! - A slot found more than a lap ahead while the hint still holds the value
+//!   read before is corruption, not a stale read: the claim of the position a
+//!   lap after it stored a hint past it, which happened before that slot
+//!   state and so before our second read, and a set-back value comes from a
+//!   claimant that held a position less than a lap before it (see "Hints")
+//!   and stored before that claim. A thread preempted between its reads finds
+//!   the hint moved and starts again from there.
 //!
 //! # Trust
-//! A state whose lap is more than one lap from the position's, an `EMPTY` one
-//! lap behind, or hints more than a lap apart are [`Error::Corrupt`]; indices
-//! are masked; elements are `Pod`. No loop runs without bound: every retry
-//! follows a hint or state that moved.
+//! A state whose lap is more than one lap from the position's, or one lap
+//! behind in a kind no healthy ring shows there, with the hint unchanged, is
+//! [`Error::Corrupt`]; indices are masked; elements are `Pod`. No loop runs
+//! without bound: every retry follows a hint, a position or a state that
+//! moved, and at most [`MAX_RETRIES`] of them; the snapshots look at most two
+//! laps of slots.
 
 use std::mem::MaybeUninit;
 
@@ -71,10 +106,11 @@ const FULL: u64 = 2;
 const READING: u64 = 3;
 
 /// Retries after which a claim attempt gives up as [`Error::Corrupt`]: each
-/// retry follows a hint or state that another thread moved, so a healthy ring
-/// never gets near this (it would take that many other operations completing
-/// while one thread makes no progress), while a peer that keeps scribbling
-/// cannot hold us in the loop forever.
+/// retry follows a hint, position or state that moved (a step past a taken
+/// position, or a claim that another thread's change made fail), so a healthy
+/// ring never gets near this (it would take that many other operations
+/// completing while one thread makes no progress), while a peer that keeps
+/// scribbling cannot hold us in the loop forever.
 const MAX_RETRIES: u32 = 1 << 20;
 
 fn state(lap: u64, kind: u64, tid: u32) -> u64 {
@@ -158,10 +194,68 @@ impl<T: Pod> Mpmc<'_, T> {
 
     /// Appends `v` if there is room. `probe`: a slot held by a dead reader may
     /// be checked and released (a `/proc` read, only when the ring is full).
+    ///
+    /// The fast path (the slot at the hint is free for the hint's lap) is
+    /// inlined into the caller; everything else is in [`push_slow`](Self::push_slow).
+    #[inline]
     pub(crate) fn try_push(&self, me: TaskId, v: T, probe: bool) -> Result<(), Push<T>> {
         let hint = &self.header.enqueue.0;
+        let p = hint.load(Ordering::Acquire);
+        let slot = self.slot(p);
+        let lap = self.lap(p);
+        // The exact word a healthy ring holds there (EMPTY names nobody); any
+        // other goes the slow way, which decodes and judges it. Read before
+        // the CAS, so that a producer that finds the ring full does not take
+        // the line from the consumer reading that slot.
+        let free = state(lap, EMPTY, 0);
+        let st = slot.state.load(Ordering::Relaxed);
+        if st == free
+            // Acquire: pairs with the last reader's Release of EMPTY.
+            && slot
+                .state
+                .compare_exchange(free, state(lap, WRITING, me.tid), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            Self::write_claimed(slot, hint, p, lap, me, v);
+            return Ok(());
+        }
+        // Still holding the previous lap's element, not yet taken: full, as
+        // the slow path would say (p is not claimed, so it is not stale).
+        if st == state(lap.wrapping_sub(1), FULL, 0) {
+            return Err(Push::Full(v));
+        }
+        self.push_slow(me, v, probe)
+    }
+
+    /// The rest of a put once position `p`'s slot is claimed (`WRITING` by
+    /// us): stamp it, advance the hint, write, publish.
+    #[inline]
+    fn write_claimed(slot: &Slot<T>, hint: &AtomicU64, p: u64, lap: u64, me: TaskId, v: T) {
+        slot.owner.store(me.stamp(), Ordering::Relaxed);
+        // A plain store, not a CAS: we hold position p, so every position
+        // below p + 1 is claimed and p + 1 is a valid hint, even if others
+        // have moved the hint further meanwhile (it then goes back a little:
+        // see "Hints" in the module docs). Release: pairs with the Acquire
+        // loads of the hint, so a thread that reads p + 1 sees our claim and
+        // what we saw before it.
+        hint.store(p.wrapping_add(1), Ordering::Release);
+        // SAFETY: our claim excludes every other writer and reader until we
+        // publish FULL below.
+        slot.value.with_mut(|ptr| unsafe { ptr.write(MaybeUninit::new(v)) });
+        // Release: pairs with a consumer's claim (Acquire).
+        slot.state.store(state(lap, FULL, 0), Ordering::Release);
+    }
+
+    /// [`try_push`](Self::try_push) when the fast path's claim failed: the
+    /// whole protocol, with positions claimed ahead of a lagging hint, full
+    /// rings, dead readers and garbage.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&self, me: TaskId, v: T, probe: bool) -> Result<(), Push<T>> {
+        let hint = &self.header.enqueue.0;
+        let mut seen = hint.load(Ordering::Acquire);
+        let mut p = seen;
         for _ in 0..MAX_RETRIES {
-            let p = hint.load(Ordering::Acquire);
             let slot = self.slot(p);
             let lap = self.lap(p);
             let st = slot.state.load(Ordering::Acquire);
@@ -169,54 +263,37 @@ impl<T: Pod> Mpmc<'_, T> {
             match (lap_diff(l, lap), kind) {
                 (0, EMPTY) => {
                     // Acquire: pairs with the last reader's Release of EMPTY.
+                    // On failure the state moved: look at p again.
                     let claim = state(lap, WRITING, me.tid);
                     if slot.state.compare_exchange(st, claim, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                        slot.owner.store(me.stamp(), Ordering::Relaxed);
-                        let _ = hint.compare_exchange(p, p.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
-                        // SAFETY: our claim excludes every other writer and
-                        // reader until we publish FULL below.
-                        slot.value.with_mut(|ptr| unsafe { ptr.write(MaybeUninit::new(v)) });
-                        // Release: pairs with a consumer's claim (Acquire).
-                        slot.state.store(state(lap, FULL, 0), Ordering::Release);
+                        Self::write_claimed(slot, hint, p, lap, me, v);
                         return Ok(());
                     }
                 }
-                // Position p is taken (or done): help the hint past it.
-                (0 | 1, _) => {
-                    let _ = hint.compare_exchange(p, p.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
-                }
-                // The slot still holds the previous lap: full, unless the hint
-                // moved meanwhile, or the holder is a dead reader.
-                (-1, FULL | WRITING) => {
-                    if hint.load(Ordering::Acquire) == p {
-                        return Err(Push::Full(v));
-                    }
-                }
+                // Position p is taken (or done): go on past it.
+                (0 | 1, _) => p = Self::past(hint, &mut seen, p),
+                // The slot still holds the previous lap: full (p cannot be
+                // stale: it is not claimed yet), unless the holder is a dead
+                // reader.
+                (-1, FULL | WRITING) => return Err(Push::Full(v)),
                 (-1, READING) => {
-                    if hint.load(Ordering::Acquire) != p {
-                        continue;
-                    }
                     if probe && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
                         // The reader of position p − slots died: release its
-                        // slot (losing what it was taking) and move the
-                        // consumers' hint past it if it still points there.
+                        // slot (losing what it was taking) for position p,
+                        // which we then look at again. Consumers go on past
+                        // its position, whose slot is now a lap ahead of it.
                         let freed = state(lap, EMPTY, 0);
-                        if slot.state.compare_exchange(st, freed, Ordering::Release, Ordering::Relaxed).is_ok() {
-                            let q = p.wrapping_sub(self.slots.len() as u64);
-                            let _ = self.header.dequeue.0.compare_exchange(
-                                q,
-                                q.wrapping_add(1),
-                                Ordering::Release,
-                                Ordering::Relaxed,
-                            );
-                        }
+                        let _ = slot.state.compare_exchange(st, freed, Ordering::Release, Ordering::Relaxed);
                         continue;
                     }
                     return Err(Push::Full(v));
                 }
-                // More than a lap from p: stale unless the hint still says p.
-                _ if hint.load(Ordering::Acquire) != p => {}
-                _ => return Err(Push::Corrupt(v, self.corrupt("put", p, st))),
+                // More than a lap from p, or free a lap early: stale only if
+                // the hint moved since we read it (see "Trust").
+                _ => match hint.load(Ordering::Acquire) {
+                    now if now == seen => return Err(Push::Corrupt(v, self.corrupt("put", p, st))),
+                    now => (seen, p) = (now, now),
+                },
             }
         }
         Err(Push::Corrupt(v, Error::corrupt("MPMC ring", "a put made no progress (the slots keep changing under it)")))
@@ -224,92 +301,164 @@ impl<T: Pod> Mpmc<'_, T> {
 
     /// Takes the oldest element, `Ok(None)` if there is none ready. `probe`:
     /// a position held by a dead writer may be checked and skipped.
+    ///
+    /// The fast path (the slot at the hint is full for the hint's lap) is
+    /// inlined into the caller; everything else is in [`pop_slow`](Self::pop_slow).
+    #[inline]
     pub(crate) fn try_pop(&self, me: TaskId, probe: bool) -> Result<Option<T>> {
         let hint = &self.header.dequeue.0;
+        let q = hint.load(Ordering::Acquire);
+        let slot = self.slot(q);
+        let lap = self.lap(q);
+        // As in try_push: only the exact healthy word, read before the CAS
+        // (a consumer that finds the ring empty leaves the line to the
+        // producer writing that slot).
+        let full = state(lap, FULL, 0);
+        let st = slot.state.load(Ordering::Relaxed);
+        if st == full
+            // Acquire: pairs with the writer's Release of FULL.
+            && slot
+                .state
+                .compare_exchange(full, state(lap, READING, me.tid), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Ok(Some(Self::read_claimed(slot, hint, q, lap, me)));
+        }
+        // Free for this lap: nothing produced here yet, as the slow path
+        // would say (q is not claimed, so it is not stale).
+        if st == state(lap, EMPTY, 0) {
+            return Ok(None);
+        }
+        self.pop_slow(me, probe)
+    }
+
+    /// The rest of a get once position `q`'s slot is claimed (`READING` by
+    /// us): stamp it, advance the hint, read, release the slot.
+    #[inline]
+    fn read_claimed(slot: &Slot<T>, hint: &AtomicU64, q: u64, lap: u64, me: TaskId) -> T {
+        slot.owner.store(me.stamp(), Ordering::Relaxed);
+        // A plain store, as in `write_claimed`: we hold position q. Release:
+        // pairs with the Acquire loads of the hint.
+        hint.store(q.wrapping_add(1), Ordering::Release);
+        // SAFETY: our claim excludes every writer and other reader until we
+        // release the slot below; T is Pod.
+        let v = slot.value.with(|ptr| unsafe { ptr.read().assume_init() });
+        // Release: pairs with the next lap's writer's claim.
+        slot.state.store(state(lap.wrapping_add(1), EMPTY, 0), Ordering::Release);
+        v
+    }
+
+    /// [`try_pop`](Self::try_pop) when the fast path's claim failed: the
+    /// whole protocol, with positions claimed ahead of a lagging hint, empty
+    /// rings, dead writers and garbage.
+    #[cold]
+    #[inline(never)]
+    fn pop_slow(&self, me: TaskId, probe: bool) -> Result<Option<T>> {
+        let hint = &self.header.dequeue.0;
+        let mut seen = hint.load(Ordering::Acquire);
+        let mut q = seen;
         for _ in 0..MAX_RETRIES {
-            let q = hint.load(Ordering::Acquire);
             let slot = self.slot(q);
             let lap = self.lap(q);
             let st = slot.state.load(Ordering::Acquire);
             let (l, kind, tid) = decode(st);
             match (lap_diff(l, lap), kind) {
                 (0, FULL) => {
-                    // Acquire: pairs with the writer's Release of FULL.
+                    // Acquire: pairs with the writer's Release of FULL. On
+                    // failure the state moved: look at q again.
                     let claim = state(lap, READING, me.tid);
                     if slot.state.compare_exchange(st, claim, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                        slot.owner.store(me.stamp(), Ordering::Relaxed);
-                        let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
-                        // SAFETY: our claim excludes every writer and other
-                        // reader until we release the slot below; T is Pod.
-                        let v = slot.value.with(|ptr| unsafe { ptr.read().assume_init() });
-                        // Release: pairs with the next lap's writer's claim.
-                        slot.state.store(state(lap.wrapping_add(1), EMPTY, 0), Ordering::Release);
-                        return Ok(Some(v));
+                        return Ok(Some(Self::read_claimed(slot, hint, q, lap, me)));
                     }
                 }
                 (0, WRITING) => {
                     if probe && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
-                        // Its writer died mid-put: skip the position.
+                        // Its writer died mid-put: skip the position (its slot
+                        // goes to the next lap), then go on past it.
                         let skipped = state(lap.wrapping_add(1), EMPTY, 0);
-                        if slot.state.compare_exchange(st, skipped, Ordering::Release, Ordering::Relaxed).is_ok() {
-                            let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
-                        }
+                        let _ = slot.state.compare_exchange(st, skipped, Ordering::Release, Ordering::Relaxed);
                         continue;
                     }
-                    if hint.load(Ordering::Acquire) == q {
-                        return Ok(None); // being written: not ready yet
-                    }
+                    return Ok(None); // being written: not ready yet
                 }
                 // Not produced yet (the slot is free for this lap, or still
-                // being read from the previous one): empty if the hint agrees.
-                (0, EMPTY) | (-1, READING) => {
-                    if hint.load(Ordering::Acquire) == q {
-                        return Ok(None);
-                    }
-                }
-                // Position q is taken (or done): help the hint past it.
-                (0, READING) | (1, _) => {
-                    let _ = hint.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
-                }
-                _ if hint.load(Ordering::Acquire) != q => {}
-                _ => return Err(self.corrupt("get", q, st)),
+                // being read from the previous one; q cannot be stale).
+                (0, EMPTY) | (-1, READING) => return Ok(None),
+                // Position q is taken (or done): go on past it.
+                (0, READING) | (1, _) => q = Self::past(hint, &mut seen, q),
+                _ => match hint.load(Ordering::Acquire) {
+                    now if now == seen => return Err(self.corrupt("get", q, st)),
+                    now => (seen, q) = (now, now),
+                },
             }
         }
         Err(Error::corrupt("MPMC ring", "a get made no progress (the slots keep changing under it)"))
     }
 
+    /// The position to look at after finding `pos` taken: the hint if it has
+    /// moved past `pos` (a thread that was preempted catches up at once),
+    /// else `pos + 1`. `seen` is the hint last read.
+    #[inline]
+    fn past(hint: &AtomicU64, seen: &mut u64, pos: u64) -> u64 {
+        *seen = hint.load(Ordering::Acquire);
+        if (distance(*seen, pos) as i64) > 0 { *seen } else { pos.wrapping_add(1) }
+    }
+
+    /// The oldest position from `hint` on that `taken` (given the slot's lap
+    /// difference from the position's and its kind) does not pass over, with
+    /// that lap difference and kind: where the next claim of that side would
+    /// be. `None` if it is not found within two laps (garbage, or a ring
+    /// moving fast under us). A snapshot, for sleepers and sizes.
+    fn head(&self, hint: &AtomicU64, taken: impl Fn(i64, u64) -> bool) -> Option<(u64, i64, u64)> {
+        let mut pos = hint.load(Ordering::Acquire);
+        for _ in 0..=2 * self.slots.len() {
+            let (l, kind, _) = decode(self.slot(pos).state.load(Ordering::Acquire));
+            let diff = lap_diff(l, self.lap(pos));
+            if !taken(diff, kind) {
+                return Some((pos, diff, kind));
+            }
+            pos = pos.wrapping_add(1);
+        }
+        None
+    }
+
+    /// [`head`](Self::head) of the consumers' side.
+    fn dequeue_head(&self) -> Option<(u64, i64, u64)> {
+        self.head(&self.header.dequeue.0, |diff, kind| matches!((diff, kind), (0, READING) | (1, _)))
+    }
+
+    /// [`head`](Self::head) of the producers' side.
+    fn enqueue_head(&self) -> Option<(u64, i64, u64)> {
+        self.head(&self.header.enqueue.0, |diff, kind| matches!((diff, kind), (0, WRITING | FULL | READING) | (1, _)))
+    }
+
     /// Whether a consumer would find nothing ready (a snapshot, for sleepers:
     /// anything unexpected counts as "look again").
     pub fn looks_empty(&self) -> bool {
-        let q = self.header.dequeue.0.load(Ordering::Acquire);
-        let (l, kind, _) = decode(self.slot(q).state.load(Ordering::Acquire));
-        matches!((lap_diff(l, self.lap(q)), kind), (0, EMPTY | WRITING) | (-1, READING))
+        matches!(self.dequeue_head(), Some((_, 0, EMPTY | WRITING) | (_, -1, READING)))
     }
 
     /// Whether the oldest position is claimed by a producer that has not
     /// published yet (a snapshot): a closed queue is not drained until that
     /// put finishes or its producer is found dead.
     pub(crate) fn head_in_flight(&self) -> bool {
-        let q = self.header.dequeue.0.load(Ordering::Acquire);
-        let (l, kind, _) = decode(self.slot(q).state.load(Ordering::Acquire));
-        lap_diff(l, self.lap(q)) == 0 && kind == WRITING
+        matches!(self.dequeue_head(), Some((_, 0, WRITING)))
     }
 
     /// Whether a producer would find no room (a snapshot, for sleepers).
     pub fn looks_full(&self) -> bool {
-        let p = self.header.enqueue.0.load(Ordering::Acquire);
-        let (l, _, _) = decode(self.slot(p).state.load(Ordering::Acquire));
-        lap_diff(l, self.lap(p)) == -1
+        matches!(self.enqueue_head(), Some((_, -1, _)))
     }
 
-    /// Elements in the ring, approximately (the hints may lag claims by a
-    /// few); clamped to `0..=slots`.
-    pub(crate) fn len(&self) -> usize {
-        let dequeue = self.header.dequeue.0.load(Ordering::Relaxed);
-        let enqueue = self.header.enqueue.0.load(Ordering::Relaxed);
+    /// Elements in the ring, approximately (a snapshot of two moving heads);
+    /// clamped to `0..=slots`.
+    pub fn len(&self) -> usize {
+        let (Some((dequeue, ..)), Some((enqueue, ..))) = (self.dequeue_head(), self.enqueue_head()) else {
+            return self.slots.len(); // garbage, or moving too fast to tell
+        };
         match distance(enqueue, dequeue) {
             d if d <= self.slots.len() as u64 => d as usize,
-            d if d > u64::MAX / 2 => 0, // dequeue a little ahead of a lagging enqueue hint
+            d if d > u64::MAX / 2 => 0, // the consumers' head read after it moved past the producers'
             _ => self.slots.len(),
         }
     }
