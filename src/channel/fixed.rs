@@ -24,10 +24,36 @@ pub(crate) enum Spsc {}
 #[derive(Debug)]
 pub(crate) enum Mpmc {}
 
-pub(crate) use flavor::Flavor;
+pub(crate) use flavor::{Flavor, Probing};
 
 mod flavor {
     use super::{Kind, Push, Result, TaskId, mpmc, spsc};
+
+    /// When an operation may check a stuck claimant's liveness (MPMC).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Probing {
+        /// Not now (a blocking call's spin and yield phases).
+        No,
+        /// Yes (a blocking call after a sleep slice).
+        Yes,
+        /// At most once per `mpmc::PROBE_GAP` for the handle (the `try_`
+        /// calls, which may be called in a tight loop).
+        Gated,
+    }
+
+    impl Probing {
+        pub(crate) fn with(self, gate: &mpmc::ProbeGate) -> mpmc::Probe<'_> {
+            match self {
+                Probing::No => mpmc::Probe::No,
+                Probing::Yes => mpmc::Probe::Yes,
+                Probing::Gated => mpmc::Probe::Gated(gate),
+            }
+        }
+
+        pub(crate) fn after_sleep(yes: bool) -> Self {
+            if yes { Probing::Yes } else { Probing::No }
+        }
+    }
 
     /// Which ring a [`RingQueue`](super::RingQueue) runs on.
     pub(crate) trait Flavor: Send + Sync + 'static {
@@ -45,14 +71,14 @@ mod flavor {
             c: &Self::Cache,
             me: TaskId,
             v: T,
-            probe: bool,
+            probe: Probing,
         ) -> Result<(), Push<T>>;
         fn try_pop<T: bytemuck::Pod>(
             h: &Self::Header,
             s: &[Self::Slot<T>],
             c: &Self::Cache,
             me: TaskId,
-            probe: bool,
+            probe: Probing,
         ) -> Result<Option<T>>;
         fn looks_empty<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
         fn looks_full<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
@@ -74,7 +100,7 @@ mod flavor {
             c: &Self::Cache,
             _me: TaskId,
             v: T,
-            _probe: bool,
+            _probe: Probing,
         ) -> Result<(), Push<T>> {
             spsc::Spsc { header: h, slots: s }.try_push(c, v)
         }
@@ -84,7 +110,7 @@ mod flavor {
             s: &[Self::Slot<T>],
             c: &Self::Cache,
             _me: TaskId,
-            _probe: bool,
+            _probe: Probing,
         ) -> Result<Option<T>> {
             spsc::Spsc { header: h, slots: s }.try_pop(c)
         }
@@ -105,29 +131,29 @@ mod flavor {
     impl Flavor for super::Mpmc {
         type Header = mpmc::MpmcHeader;
         type Slot<T> = mpmc::Slot<T>;
-        type Cache = ();
+        type Cache = mpmc::ProbeGate;
         const KIND: Kind = Kind::Queue;
         const PROBES: bool = true;
         #[inline]
         fn try_push<T: bytemuck::Pod>(
             h: &Self::Header,
             s: &[Self::Slot<T>],
-            (): &(),
+            gate: &mpmc::ProbeGate,
             me: TaskId,
             v: T,
-            probe: bool,
+            probe: Probing,
         ) -> Result<(), Push<T>> {
-            mpmc::Mpmc { header: h, slots: s }.try_push(me, v, probe)
+            mpmc::Mpmc { header: h, slots: s }.try_push(me, v, probe.with(gate))
         }
         #[inline]
         fn try_pop<T: bytemuck::Pod>(
             h: &Self::Header,
             s: &[Self::Slot<T>],
-            (): &(),
+            gate: &mpmc::ProbeGate,
             me: TaskId,
-            probe: bool,
+            probe: Probing,
         ) -> Result<Option<T>> {
-            mpmc::Mpmc { header: h, slots: s }.try_pop(me, probe)
+            mpmc::Mpmc { header: h, slots: s }.try_pop(me, probe.with(gate))
         }
         fn looks_empty<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
             mpmc::Mpmc { header: h, slots: s }.looks_empty()
@@ -392,7 +418,8 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
     #[allow(clippy::inline_always, reason = "measured: see the comment above")]
     #[inline(always)]
     fn put_until(&self, v: T, deadline: Option<Deadline>, block: bool) -> Result<(), PutError<T>> {
-        match PutTarget::attempt_once(self, Self::me(), v, !block) {
+        let probing = if block { Probing::No } else { Probing::Gated };
+        match PutTarget::attempt_once(self, Self::me(), v, probing) {
             Ok(Ok(())) => {
                 self.state.ctl.not_empty.notify(1);
                 Ok(())
@@ -417,7 +444,8 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
     #[allow(clippy::inline_always, reason = "measured: see put_until")]
     #[inline(always)]
     fn get_until(&self, deadline: Option<Deadline>, block: bool) -> Result<T, GetError> {
-        match (GetTarget { q: self, me: Self::me() }).attempt(!block) {
+        let probing = if block { Probing::No } else { Probing::Gated };
+        match (GetTarget { q: self, me: Self::me() }).attempt_probing(probing) {
             Some(Ok(v)) => {
                 self.state.ctl.not_full.notify(1);
                 Ok(v)
@@ -450,7 +478,12 @@ impl<F: Flavor, T: Pod> PutTarget<'_, F, T> {
     /// One try: `Err(v)` hands the value back if the ring is full.
     #[allow(clippy::inline_always, reason = "measured: see RingQueue::put_until")]
     #[inline(always)]
-    fn attempt_once(queue: &RingQueue<F, T>, me: TaskId, value: T, probe: bool) -> Result<Result<(), PutError<T>>, T> {
+    fn attempt_once(
+        queue: &RingQueue<F, T>,
+        me: TaskId,
+        value: T,
+        probe: Probing,
+    ) -> Result<Result<(), PutError<T>>, T> {
         if queue.state.ctl.is_closed() {
             return Ok(Err(PutError::Closed(value)));
         }
@@ -470,7 +503,7 @@ impl<F: Flavor, T: Pod> WaitTarget for PutTarget<'_, F, T> {
     #[inline]
     fn attempt(&mut self, probe: bool) -> Option<Self::Output> {
         let v = self.v.take()?;
-        match Self::attempt_once(self.q, self.me, v, probe) {
+        match Self::attempt_once(self.q, self.me, v, Probing::after_sleep(probe)) {
             Ok(done) => Some(done),
             Err(v) => {
                 self.v = Some(v);
@@ -499,6 +532,22 @@ impl<F: Flavor, T: Pod> WaitTarget for GetTarget<'_, F, T> {
     #[allow(clippy::inline_always, reason = "measured: see RingQueue::put_until")]
     #[inline(always)]
     fn attempt(&mut self, probe: bool) -> Option<Self::Output> {
+        self.attempt_probing(Probing::after_sleep(probe))
+    }
+
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+        let (h, s) = self.q.ring();
+        let ctl = &self.q.state.ctl;
+        ctl.sleep_not_empty(&self.q.wait, until, || {
+            (ctl.is_closed() && !F::head_in_flight(h, s)) || !F::looks_empty(h, s)
+        })
+    }
+}
+
+impl<F: Flavor, T: Pod> GetTarget<'_, F, T> {
+    #[allow(clippy::inline_always, reason = "measured: see RingQueue::put_until")]
+    #[inline(always)]
+    fn attempt_probing(&mut self, probe: Probing) -> Option<Result<T, GetError>> {
         let (h, s) = self.q.ring();
         let pop = || F::try_pop(h, s, &self.q.cache, self.me, probe);
         match pop() {
@@ -519,14 +568,6 @@ impl<F: Flavor, T: Pod> WaitTarget for GetTarget<'_, F, T> {
             Ok(None) => None,
             Err(e) => Some(Err(GetError::Failed(Box::new(e)))),
         }
-    }
-
-    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
-        let (h, s) = self.q.ring();
-        let ctl = &self.q.state.ctl;
-        ctl.sleep_not_empty(&self.q.wait, until, || {
-            (ctl.is_closed() && !F::head_in_flight(h, s)) || !F::looks_empty(h, s)
-        })
     }
 }
 

@@ -37,6 +37,11 @@ impl Deadline {
         Self::now().later(timeout)
     }
 
+    /// This point in nanoseconds of the monotonic clock (saturating).
+    pub(crate) fn nanos(self) -> u64 {
+        u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// `by` after this point (saturating).
     pub(crate) fn later(self, by: Duration) -> Self {
         Deadline(self.0.checked_add(by).unwrap_or(Duration::MAX))
