@@ -46,8 +46,9 @@
 //! A claim records the claimant's tid in the state and its full stamp (tid and
 //! start time) in `owner`, written right after the claim. A producer killed
 //! between claim and publish leaves `WRITING` at the head of the queue; a
-//! consumer that finds it there and is allowed to probe (`probe`: the blocking
-//! calls after a sleep slice, the `try_` calls always) checks the claimant
+//! consumer that finds it there and is allowed to probe ([`Probe`]: the
+//! blocking calls after a sleep slice, the `try_` calls at most once per
+//! [`PROBE_GAP`] per handle) checks the claimant
 //! and, if it is dead, skips the position: the slot becomes `EMPTY(l + 1)`,
 //! which consumers go past. No other element is lost or duplicated. A consumer
 //! killed while reading leaves `READING`, which producers of the next lap find
