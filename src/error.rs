@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Open errors name what was expected and what was found; only [`Error::Io`]
 /// carries a raw OS error. Operations that hand a value back on failure (a
 /// guard whose previous owner died, a value that did not fit) use their own
-/// error types that carry the value, such as [`OwnerDied`](crate::OwnerDied).
+/// error types that carry the value, such as [`LockError::OwnerDied`](crate::LockError::OwnerDied).
 ///
 /// # Examples
 ///

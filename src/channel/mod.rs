@@ -15,7 +15,7 @@
 //! then fail with [`GetError::Closed`]. Order is FIFO per producer.
 //!
 //! Blocking follows SPEC §5 through the crate's one wait loop; the hand-off
-//! between a publisher and a sleeper is [`Side`](crate::ring)'s protocol: no
+//! between a publisher and a sleeper is `ring::Side`'s protocol: no
 //! lost wake-up, and no system call on the fast path when nobody sleeps.
 
 mod fixed;

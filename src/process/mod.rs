@@ -1,6 +1,6 @@
 //! Processes: [`Process`], start methods, and who-am-I queries.
 //!
-//! A child's result (or panic message) comes back through a [`ResultCell`]
+//! A child's result (or panic message) comes back through a `ResultCell`
 //! (shared memory), and `join` returns it as the target's `R`. Start methods:
 //!
 //! - [`StartMethod::Fork`]: `fork()`; the child runs the target on a copy of the

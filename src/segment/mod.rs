@@ -5,7 +5,7 @@
 //! shared-memory object under `/dev/shm` (created `O_CREAT|O_EXCL`, mode 0600).
 //! Every segment starts with the 64-byte [`header`](HEADER_LEN) described in
 //! `header.rs`; every shmproc object (a `Lock`, an `Event`, ...) lives in the
-//! payload of its own segment and is reached through [`Shared`], which is also
+//! payload of its own segment and is reached through `Shared`, which is also
 //! able to put the same state on the heap (how loom checks the algorithms).
 
 mod header;
@@ -208,7 +208,7 @@ impl Segment {
 
     /// Leaves the name in place when the creating handle is dropped (Python's
     /// default): someone must later [`unlink`](Segment::unlink) it or run
-    /// [`cleanup`](crate::cleanup).
+    /// [`cleanup`].
     pub fn keep_name(&self) {
         self.unlink_pid.store(0, std::sync::atomic::Ordering::Relaxed);
     }

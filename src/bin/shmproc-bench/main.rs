@@ -13,7 +13,7 @@
 //!
 //! Layout: [`kit`] measures (forked ping-pong pairs with pinning and a
 //! watchdog, interleaving, spin-floor probes, in-process batches); each group
-//! of rows is a module ([`sync`], [`process`], [`array`], [`queue`]) that lists its [`Plan`]s;
+//! of rows is a module ([`sync`], [`process`], [`array`](mod@array), [`queue`]) that lists its [`Plan`]s;
 //! [`report`] renders the rows as a table or JSON; [`stored`] reads `CPython`'s figures from
 //! the baselines runs, [`cpython`] runs a baselines script now; [`args`] parses the command
 //! line.
