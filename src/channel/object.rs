@@ -395,10 +395,13 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
                 wait::wait_after_attempt(&self.wait.cfg, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout))
             }
         };
+        // `pending` is cleared before a failed put takes its count back: a
+        // death between the two leaks a count (a `len` one too high) instead
+        // of letting the next taker undo the put a second time.
+        pending.store(0, Ordering::Relaxed);
         if outcome.is_err() {
             puts.store(puts.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
         }
-        pending.store(0, Ordering::Relaxed);
         lock.unlock(me);
         match outcome {
             Ok(()) => {
