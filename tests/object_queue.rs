@@ -86,8 +86,11 @@ const CONSUMER_LOCK_AT: usize = 448;
 /// consumers' line, after their lock): `len` is the difference.
 const PUTS_AT: usize = 408;
 const GETS_AT: usize = 464;
-/// The counts line: `unfinished` u64, the `all_done` side.
-const UNFINISHED_AT: usize = 512;
+/// `JoinableQueue` tasks put (producers' line, after `puts`) and marked done
+/// (the counts line, before the `all_done` side): `unfinished` is the
+/// difference.
+const TASKS_AT: usize = 416;
+const DONE_AT: usize = 512;
 const ALL_DONE_AT: usize = 520;
 /// The data region.
 const DATA_AT: usize = 576;
@@ -118,6 +121,11 @@ fn store64(map: &ShmMap, at: usize, v: u64) {
 
 /// Forges the ring's positions as a ring at rest has them: the published
 /// ones and each side's copies (its own position, the other's as last read).
+/// Unfinished tasks by the counts in the segment: tasks − done.
+fn unfinished(map: &ShmMap) -> u64 {
+    load64(map, TASKS_AT).saturating_sub(load64(map, DONE_AT))
+}
+
 /// Messages in the ring by the counts in the segment: puts − gets.
 fn items(map: &ShmMap) -> u64 {
     load64(map, PUTS_AT).wrapping_sub(load64(map, GETS_AT))
@@ -439,7 +447,7 @@ fn the_segment_layout_is_the_one_these_tests_poke_at() {
     let o = q.as_queue();
     assert_eq!((o.capacity(), o.max_message()), (256, 120));
     let map = map_checked(&name, 256);
-    for at in [TAIL_AT, HEAD_AT, PUTS_AT, GETS_AT, UNFINISHED_AT] {
+    for at in [TAIL_AT, HEAD_AT, PUTS_AT, GETS_AT, TASKS_AT, DONE_AT] {
         assert_eq!(load64(&map, at), 0, "offset {at} of a new queue");
     }
     for at in [CLOSED_AT, PRODUCER_LOCK_AT, CONSUMER_LOCK_AT, ALL_DONE_AT] {
@@ -451,11 +459,11 @@ fn the_segment_layout_is_the_one_these_tests_poke_at() {
     assert_eq!((load64(&map, TAIL_AT), load64(&map, HEAD_AT)), (16, 0));
     assert_eq!(load64(&map, DATA_AT), record_header(5, MSG));
     assert_eq!(read_bytes(&map, DATA_AT + 8, 5), b"hello");
-    assert_eq!((items(&map), load64(&map, UNFINISHED_AT)), (1, 1));
+    assert_eq!((items(&map), unfinished(&map)), (1, 1));
     assert_eq!(q.get().unwrap(), raw(b"hello"));
-    assert_eq!((load64(&map, HEAD_AT), load64(&map, GETS_AT), items(&map), load64(&map, UNFINISHED_AT)), (16, 1, 0, 1));
+    assert_eq!((load64(&map, HEAD_AT), load64(&map, GETS_AT), items(&map), unfinished(&map)), (16, 1, 0, 1));
     q.task_done().unwrap();
-    assert_eq!(load64(&map, UNFINISHED_AT), 0);
+    assert_eq!((load64(&map, TASKS_AT), load64(&map, DONE_AT)), (1, 1));
 
     // A record that does not fit before the end: a PAD fills the rest, the
     // record starts at offset 0, both published by one move of the tail.
@@ -503,7 +511,7 @@ fn the_segment_layout_is_the_one_these_tests_poke_at() {
     assert_eq!(q.get().unwrap(), RawBytes(vec![4; 120]));
     join_thread(putter).unwrap();
     assert_eq!(word(&map, PRODUCER_LOCK_AT), 0);
-    assert_eq!((items(&map), load64(&map, UNFINISHED_AT)), (2, 4));
+    assert_eq!((items(&map), unfinished(&map)), (2, 4));
     q.close();
     assert_ne!(word(&map, CLOSED_AT), 0);
     drop((q, map));
@@ -2043,7 +2051,7 @@ fn a_dead_lock_owner_is_taken_over_and_a_live_one_waited_for() {
             let map = map_checked(&name, 256);
             map.u32_at(PRODUCER_LOCK_AT).store(forged, Ordering::SeqCst);
             map.u64_at(PUTS_AT).fetch_add(1, Ordering::SeqCst);
-            map.u64_at(UNFINISHED_AT).fetch_add(1, Ordering::SeqCst);
+            map.u64_at(TASKS_AT).fetch_add(1, Ordering::SeqCst);
             // Its put was in flight at tail 0 (`pending` = 1 + tail, after
             // the lock on the producers' line).
             map.u64_at(PENDING_AT).store(1, Ordering::SeqCst);
@@ -2216,12 +2224,13 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
     with_garbage::<u8>(CAP, |q, map| {
         let name = q.name().unwrap().to_owned();
         let j = JoinableQueue::<u8>::open(&name).unwrap();
-        store64(map, UNFINISHED_AT, u64::MAX);
+        store64(map, TASKS_AT, u64::MAX);
         j.task_done().unwrap();
         assert!(!j.join_timeout(Duration::from_millis(2)));
-        store64(map, UNFINISHED_AT, 0);
-        assert!(j.task_done().is_err());
+        store64(map, TASKS_AT, 0);
+        assert!(j.task_done().is_err(), "done (1) is past tasks (0)");
         assert!(j.join_timeout(Duration::ZERO));
+        assert_eq!(j.unfinished(), 0);
     });
     assert_no_leftovers("oq-garbage-state");
 }
@@ -2315,7 +2324,7 @@ fn scribbler((name, victim, capacity, seed): (String, u32, usize, u64)) {
                 }
             }
             8 => {
-                let at = [PUTS_AT, GETS_AT, UNFINISHED_AT][((r >> 8) % 3) as usize];
+                let at = [PUTS_AT, GETS_AT, TASKS_AT, DONE_AT][((r >> 8) % 4) as usize];
                 store64(&map, at, [0, 1, u64::MAX, rng.next_u64()][((r >> 16) % 4) as usize]);
             }
             9 => map.u32_at(CLOSED_AT).store(u32::from(r % 7 == 0), Ordering::SeqCst),

@@ -39,6 +39,12 @@ struct Producers {
     /// Only the lock holder writes it: a load and a store, no atomic RMW on a
     /// line the consumers write.
     puts: AtomicU64,
+    /// `JoinableQueue`: tasks put (every put that got as far as counting,
+    /// failed ones included: those are marked done instead of taken back, as
+    /// a `task_done` would). Raised by the lock holder before it publishes,
+    /// so a consumer that got the message sees it; never lowered.
+    /// `unfinished` is `tasks − done`.
+    tasks: AtomicU64,
 }
 
 /// The consumers' line. (Apart from the producers' line: a producer and a
@@ -59,10 +65,10 @@ struct Consumers {
 #[repr(C)]
 #[derive(Debug, Default)]
 struct Counts {
-    /// `JoinableQueue`: messages put and not yet marked done. Incremented
-    /// before the record is published, so a `task_done` can never come first.
-    unfinished: AtomicU64,
-    /// Joiners wait here for `unfinished` to reach 0.
+    /// `JoinableQueue`: tasks marked done (`task_done`, and failed or dead
+    /// puts), never past `tasks` (a CAS that reads it first).
+    done: AtomicU64,
+    /// Joiners wait here for `tasks − done` to reach 0.
     all_done: Side,
 }
 
@@ -78,6 +84,13 @@ pub(crate) struct ObjectState {
 }
 
 impl ObjectState {
+    /// Tasks put and not marked done (a snapshot; 0 if garbage says fewer).
+    fn unfinished(&self) -> u64 {
+        // `done` first: it never passes `tasks`, which only grows.
+        let done = self.counts.0.done.load(Ordering::Acquire);
+        self.producers.0.tasks.load(Ordering::Acquire).saturating_sub(done)
+    }
+
     /// Messages in the ring: `puts − gets` (a snapshot).
     fn len(&self) -> usize {
         // `gets` first: `puts` is raised before a record is published and
@@ -119,6 +132,7 @@ unsafe impl SharedState for ObjectState {
                 lock: OwnerLock::zeroed(),
                 pending: AtomicU64::new(0),
                 puts: AtomicU64::new(0),
+                tasks: AtomicU64::new(0),
             }),
             consumers: Padded(Consumers { lock: OwnerLock::zeroed(), gets: AtomicU64::new(0) }),
             counts: Padded(Counts::default()),
@@ -364,8 +378,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         let Some(acquired) = held else {
             return Err(if block { PutError::Timeout(value) } else { PutError::Full(value) });
         };
-        let counts = &self.state.counts.0;
-        let Producers { pending, puts, .. } = &self.state.producers.0;
+        let Producers { pending, puts, tasks, .. } = &self.state.producers.0;
         let tail = self.ring().tail();
         if acquired == Acquired::OwnerDied {
             // The previous producer died holding the lock: if it had counted a
@@ -383,9 +396,10 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         // `pending` goes last: a death between the two leaks one count (a
         // `len` one too high, a `join` that waits), never takes back a count
         // that was not added.
-        // (`puts` is ours alone while we hold the lock: no RMW needed.)
+        // (`puts` and `tasks` are ours alone while we hold the lock: no RMW
+        // needed.)
         puts.store(puts.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        counts.unfinished.fetch_add(1, Ordering::Relaxed);
+        tasks.store(tasks.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         pending.store(tail.wrapping_add(1), Ordering::Relaxed);
         let mut target = WriteTarget { q: self, bytes: encoded };
         let outcome = match target.attempt(false) {
@@ -461,24 +475,31 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         }
     }
 
-    /// Takes one from the task count unless it is 0 (`false` then), and wakes
-    /// the joiners when it reaches 0.
+    /// Marks one task done unless none is unfinished (`false` then), and
+    /// wakes the joiners when none is left.
     fn finish_task(&self) -> bool {
-        let counts = &self.state.counts.0;
-        let mut n = counts.unfinished.load(Ordering::Relaxed);
+        let done = &self.state.counts.0.done;
+        let tasks = &self.state.producers.0.tasks;
+        let mut d = done.load(Ordering::Relaxed);
         loop {
-            if n == 0 {
+            // Acquire: a consumer that took a message sees the `tasks` raised
+            // before it was published (the ring's tail Release/Acquire, then
+            // coherence); `tasks` only grows, so a stale read is only smaller.
+            let t = tasks.load(Ordering::Acquire);
+            if d >= t {
                 return false;
             }
-            match counts.unfinished.compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => n = now,
+            match done.compare_exchange_weak(d, d + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                // `t` may be stale (smaller): waking when `d + 1 >= t` never
+                // misses the moment none is left, at worst wakes joiners early.
+                Ok(_) if d + 1 >= t => {
+                    self.state.counts.0.all_done.notify(u32::MAX);
+                    return true;
+                }
+                Ok(_) => return true,
+                Err(now) => d = now,
             }
         }
-        if n == 1 {
-            counts.all_done.notify(u32::MAX);
-        }
-        true
     }
 
     /// `JoinableQueue::join` until `deadline`; `false` on timeout.
@@ -560,12 +581,12 @@ impl<T> WaitTarget for JoinTarget<'_, T> {
     type Output = ();
 
     fn attempt(&mut self, _probe: bool) -> Option<()> {
-        (self.q.state.counts.0.unfinished.load(Ordering::Acquire) == 0).then_some(())
+        (self.q.state.unfinished() == 0).then_some(())
     }
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
-        let counts = &self.q.state.counts.0;
-        counts.all_done.sleep(until, || counts.unfinished.load(Ordering::Acquire) == 0)
+        let state = &self.q.state;
+        state.counts.0.all_done.sleep(until, || state.unfinished() == 0)
     }
 }
 
@@ -704,7 +725,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Messages put and not yet marked done (a snapshot).
     pub fn unfinished(&self) -> u64 {
-        self.0.state.counts.0.unfinished.load(Ordering::Relaxed)
+        self.0.state.unfinished()
     }
 
     /// Closes the queue ([`ObjectQueue::close`]); finishes no task.
