@@ -2010,6 +2010,17 @@ fn block_handles_register_as_fenced_waiters_and_are_woken() {
     assert_eq!((fenced(NOT_EMPTY_FENCED), fenced(NOT_FULL_FENCED)), (1, 0), "registered on not_empty only");
     assert!(matches!(consumer.get_timeout(Duration::from_millis(5)), Err(GetError::Timeout)));
     assert_eq!(fenced(NOT_EMPTY_FENCED), 1, "once per handle");
+    // A forked child's copy of the handle is not registered: dropping it
+    // there leaves the parent's registration alone.
+    let registered = &consumer;
+    in_child(|| {
+        // SAFETY: this runs in a forked child, whose address space is its
+        // own; the copy is dropped once here and the original never is (the
+        // child exits), so nothing is dropped twice.
+        let copy = unsafe { std::ptr::read(registered) };
+        drop(copy);
+    });
+    assert_eq!(fenced(NOT_EMPTY_FENCED), 1, "a forked copy's drop took the parent's registration back");
 
     // An Adaptive handle does not register; its notify fences because the
     // count is up. The registered consumer sleeps in a thread; a put from a

@@ -100,10 +100,13 @@ pub struct Side {
     fenced: AtomicU32,
 }
 
-/// A handle's registration as a fenced waiter on one [`Side`]
-/// (process-local; a clone starts unregistered).
+/// A handle's registration as a fenced waiter on one [`Side`]: the pid of
+/// the process that registered it (0: none). Process-local; a clone starts
+/// unregistered, and so does a copy of the handle in a forked child (the
+/// pid differs): the child neither relies on, nor takes back, its parent's
+/// registration.
 #[derive(Debug, Default)]
-pub(crate) struct FencedWaiter(crate::loom::local::AtomicU8);
+pub(crate) struct FencedWaiter(crate::loom::local::AtomicU32);
 
 impl Clone for FencedWaiter {
     fn clone(&self) -> Self {
@@ -113,7 +116,7 @@ impl Clone for FencedWaiter {
 
 impl FencedWaiter {
     fn is_registered(&self) -> bool {
-        self.0.load(crate::loom::local::Ordering::Relaxed) != 0
+        self.0.load(crate::loom::local::Ordering::Relaxed) == std::process::id()
     }
 }
 
@@ -205,7 +208,7 @@ impl Side {
         // Every thread of every registered process passes a full barrier
         // after our increment: every notify from now on sees it.
         if loom::heavy_fence() {
-            waiter.0.store(1, crate::loom::local::Ordering::Relaxed);
+            waiter.0.store(std::process::id(), crate::loom::local::Ordering::Relaxed);
             true
         } else {
             self.fenced.fetch_sub(1, Ordering::Relaxed);
@@ -216,7 +219,8 @@ impl Side {
     /// Takes back `waiter`'s registration, if any (when its handle drops).
     /// Never below 0: a peer's garbage may have lowered the count already.
     pub(crate) fn unregister(&self, waiter: &FencedWaiter) {
-        if waiter.0.swap(0, crate::loom::local::Ordering::Relaxed) != 0 {
+        if waiter.is_registered() {
+            waiter.0.store(0, crate::loom::local::Ordering::Relaxed);
             let _ = self.fenced.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
