@@ -64,8 +64,9 @@ fn describe(e: &postcard::Error) -> String {
 
 /// Encodes `value`.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    CUSTOM.with(|c| c.borrow_mut().take());
-    postcard::to_stdvec(value).map_err(|e| Error::Codec { detail: format!("encoding: {}", describe(&e)) })
+    let mut out = Vec::new();
+    encode_into(value, &mut out)?;
+    Ok(out)
 }
 
 /// Encodes `value` into `out`, which is cleared first and keeps its

@@ -8,11 +8,12 @@ use std::time::Duration;
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Control, GetError, PutError, Waiters, type_fingerprint};
+use super::{Control, GetError, PutError, Waiters, check_type, type_fingerprint};
 use crate::codec::custom_error;
 use crate::error::{Error, Result};
 use crate::loom;
 use crate::os::{Deadline, FutexWait, TaskId};
+use crate::ring::mpmc::Probe;
 use crate::ring::{self, Push, mpmc, spsc};
 use crate::segment::{Kind, Layout, Shared, SharedState};
 use crate::sync::wait::{self, WaitTarget};
@@ -24,36 +25,10 @@ pub(crate) enum Spsc {}
 #[derive(Debug)]
 pub(crate) enum Mpmc {}
 
-pub(crate) use flavor::{Flavor, Probing};
+pub(crate) use flavor::Flavor;
 
 mod flavor {
-    use super::{Kind, Push, Result, TaskId, mpmc, spsc};
-
-    /// When an operation may check a stuck claimant's liveness (MPMC).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(crate) enum Probing {
-        /// Not now (a blocking call's spin and yield phases).
-        No,
-        /// Yes (a blocking call after a sleep slice).
-        Yes,
-        /// At most once per `mpmc::PROBE_GAP` for the handle (the `try_`
-        /// calls, which may be called in a tight loop).
-        Gated,
-    }
-
-    impl Probing {
-        pub(crate) fn with(self, gate: &mpmc::ProbeGate) -> mpmc::Probe<'_> {
-            match self {
-                Probing::No => mpmc::Probe::No,
-                Probing::Yes => mpmc::Probe::Yes,
-                Probing::Gated => mpmc::Probe::Gated(gate),
-            }
-        }
-
-        pub(crate) fn after_sleep(yes: bool) -> Self {
-            if yes { Probing::Yes } else { Probing::No }
-        }
-    }
+    use super::{Kind, Probe, Push, Result, TaskId, mpmc, spsc};
 
     /// Which ring a [`RingQueue`](super::RingQueue) runs on.
     pub(crate) trait Flavor: Send + Sync + 'static {
@@ -71,14 +46,14 @@ mod flavor {
             c: &Self::Cache,
             me: TaskId,
             v: T,
-            probe: Probing,
+            probe: Probe,
         ) -> Result<(), Push<T>>;
         fn try_pop<T: bytemuck::Pod>(
             h: &Self::Header,
             s: &[Self::Slot<T>],
             c: &Self::Cache,
             me: TaskId,
-            probe: Probing,
+            probe: Probe,
         ) -> Result<Option<T>>;
         fn looks_empty<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
         fn looks_full<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
@@ -100,7 +75,7 @@ mod flavor {
             c: &Self::Cache,
             _me: TaskId,
             v: T,
-            _probe: Probing,
+            _probe: Probe,
         ) -> Result<(), Push<T>> {
             spsc::Spsc { header: h, slots: s }.try_push(c, v)
         }
@@ -110,7 +85,7 @@ mod flavor {
             s: &[Self::Slot<T>],
             c: &Self::Cache,
             _me: TaskId,
-            _probe: Probing,
+            _probe: Probe,
         ) -> Result<Option<T>> {
             spsc::Spsc { header: h, slots: s }.try_pop(c)
         }
@@ -141,9 +116,9 @@ mod flavor {
             gate: &mpmc::ProbeGate,
             me: TaskId,
             v: T,
-            probe: Probing,
+            probe: Probe,
         ) -> Result<(), Push<T>> {
-            mpmc::Mpmc { header: h, slots: s }.try_push(me, v, probe.with(gate))
+            mpmc::Mpmc { header: h, slots: s }.try_push(me, v, probe, gate)
         }
         #[inline]
         fn try_pop<T: bytemuck::Pod>(
@@ -151,9 +126,9 @@ mod flavor {
             s: &[Self::Slot<T>],
             gate: &mpmc::ProbeGate,
             me: TaskId,
-            probe: Probing,
+            probe: Probe,
         ) -> Result<Option<T>> {
-            mpmc::Mpmc { header: h, slots: s }.try_pop(me, probe.with(gate))
+            mpmc::Mpmc { header: h, slots: s }.try_pop(me, probe, gate)
         }
         fn looks_empty<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
             mpmc::Mpmc { header: h, slots: s }.looks_empty()
@@ -277,13 +252,7 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
 
     fn from_state(state: Shared<FixedState<F>>) -> Result<Self> {
         let layout = state.layout();
-        if layout.type_fp != type_fingerprint::<T>() {
-            return Err(Error::mismatch(
-                "element type",
-                format!("{} (fingerprint {:#x})", std::any::type_name::<T>(), type_fingerprint::<T>()),
-                format!("fingerprint {:#x}", layout.type_fp),
-            ));
-        }
+        check_type::<T>(layout.type_fp)?;
         let slot = size_of::<F::Slot<T>>();
         let slots = layout.tail_len / slot;
         if layout.tail_len % slot != 0 || !slots.is_power_of_two() || align_of::<F::Slot<T>>() > 64 {
@@ -418,7 +387,7 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
     #[allow(clippy::inline_always, reason = "measured: see the comment above")]
     #[inline(always)]
     fn put_until(&self, v: T, deadline: Option<Deadline>, block: bool) -> Result<(), PutError<T>> {
-        let probing = if block { Probing::No } else { Probing::Gated };
+        let probing = if block { Probe::No } else { Probe::Gated };
         match PutTarget::attempt_once(self, Self::me(), v, probing) {
             Ok(Ok(())) => {
                 self.state.ctl.not_empty.notify(1);
@@ -444,7 +413,7 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
     #[allow(clippy::inline_always, reason = "measured: see put_until")]
     #[inline(always)]
     fn get_until(&self, deadline: Option<Deadline>, block: bool) -> Result<T, GetError> {
-        let probing = if block { Probing::No } else { Probing::Gated };
+        let probing = if block { Probe::No } else { Probe::Gated };
         match (GetTarget { q: self, me: Self::me() }).attempt_probing(probing) {
             Some(Ok(v)) => {
                 self.state.ctl.not_full.notify(1);
@@ -478,12 +447,7 @@ impl<F: Flavor, T: Pod> PutTarget<'_, F, T> {
     /// One try: `Err(v)` hands the value back if the ring is full.
     #[allow(clippy::inline_always, reason = "measured: see RingQueue::put_until")]
     #[inline(always)]
-    fn attempt_once(
-        queue: &RingQueue<F, T>,
-        me: TaskId,
-        value: T,
-        probe: Probing,
-    ) -> Result<Result<(), PutError<T>>, T> {
+    fn attempt_once(queue: &RingQueue<F, T>, me: TaskId, value: T, probe: Probe) -> Result<Result<(), PutError<T>>, T> {
         if queue.state.ctl.is_closed() {
             return Ok(Err(PutError::Closed(value)));
         }
@@ -503,7 +467,7 @@ impl<F: Flavor, T: Pod> WaitTarget for PutTarget<'_, F, T> {
     #[inline]
     fn attempt(&mut self, probe: bool) -> Option<Self::Output> {
         let v = self.v.take()?;
-        match Self::attempt_once(self.q, self.me, v, Probing::after_sleep(probe)) {
+        match Self::attempt_once(self.q, self.me, v, probe.into()) {
             Ok(done) => Some(done),
             Err(v) => {
                 self.v = Some(v);
@@ -532,7 +496,7 @@ impl<F: Flavor, T: Pod> WaitTarget for GetTarget<'_, F, T> {
     #[allow(clippy::inline_always, reason = "measured: see RingQueue::put_until")]
     #[inline(always)]
     fn attempt(&mut self, probe: bool) -> Option<Self::Output> {
-        self.attempt_probing(Probing::after_sleep(probe))
+        self.attempt_probing(probe.into())
     }
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
@@ -547,7 +511,7 @@ impl<F: Flavor, T: Pod> WaitTarget for GetTarget<'_, F, T> {
 impl<F: Flavor, T: Pod> GetTarget<'_, F, T> {
     #[allow(clippy::inline_always, reason = "measured: see RingQueue::put_until")]
     #[inline(always)]
-    fn attempt_probing(&mut self, probe: Probing) -> Option<Result<T, GetError>> {
+    fn attempt_probing(&mut self, probe: Probe) -> Option<Result<T, GetError>> {
         let (h, s) = self.q.ring();
         let pop = || F::try_pop(h, s, &self.q.cache, self.me, probe);
         match pop() {

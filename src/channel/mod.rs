@@ -224,3 +224,15 @@ pub(crate) fn type_fingerprint<T>() -> u64 {
     // Never 0: fingerprint 0 means "untyped" in the header.
     h | 1
 }
+
+/// Checks a queue segment's element-type fingerprint `found` against `T`'s.
+pub(crate) fn check_type<T>(found: u64) -> crate::error::Result<()> {
+    if found == type_fingerprint::<T>() {
+        return Ok(());
+    }
+    Err(Error::mismatch(
+        "element type",
+        format!("{} (fingerprint {:#x})", std::any::type_name::<T>(), type_fingerprint::<T>()),
+        format!("fingerprint {found:#x}"),
+    ))
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Control, GetError, PutError, Waiters, type_fingerprint};
+use super::{Control, GetError, PutError, Waiters, check_type, type_fingerprint};
 use crate::codec::{self, custom_error};
 use crate::error::{Error, Result};
 use crate::loom::{self, AtomicU64, Ordering};
@@ -229,13 +229,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     fn from_state(state: Shared<ObjectState>) -> Result<Self> {
         // `ObjectState::check_layout` passed when the handle was made.
         let layout = state.layout();
-        if layout.type_fp != type_fingerprint::<T>() {
-            return Err(Error::mismatch(
-                "element type",
-                format!("{} (fingerprint {:#x})", std::any::type_name::<T>(), type_fingerprint::<T>()),
-                format!("fingerprint {:#x}", layout.type_fp),
-            ));
-        }
+        check_type::<T>(layout.type_fp)?;
         Ok(ObjectQueue { state, capacity: layout.tail_len, wait: Waiters::default(), _messages: PhantomData })
     }
 

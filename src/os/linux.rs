@@ -269,6 +269,13 @@ impl TaskId {
 /// per-thread caches of the thread id notice they were copied into a new process.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// This process image's fork generation (never 0): it differs between a
+/// process and every forked copy of it, so process-local state copied by
+/// `fork` can tell that it was made by another process.
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 /// Registers [`after_fork_in_child`] when the program is loaded, before any
 /// thread exists. (Registering lazily under a `Once` is not fork-safe: a fork
 /// while another thread is inside the `Once` leaves it "running" forever in the

@@ -100,13 +100,13 @@ pub struct Side {
     fenced: AtomicU32,
 }
 
-/// A handle's registration as a fenced waiter on one [`Side`]: the pid of
-/// the process that registered it (0: none). Process-local; a clone starts
-/// unregistered, and so does a copy of the handle in a forked child (the
-/// pid differs): the child neither relies on, nor takes back, its parent's
-/// registration.
+/// A handle's registration as a fenced waiter on one [`Side`]: the fork
+/// generation of the process that registered it (0: none). Process-local; a
+/// clone starts unregistered, and so does a copy of the handle in a forked
+/// child (its generation differs): the child neither relies on, nor takes
+/// back, its parent's registration.
 #[derive(Debug, Default)]
-pub(crate) struct FencedWaiter(crate::loom::local::AtomicU32);
+pub(crate) struct FencedWaiter(crate::loom::local::AtomicU64);
 
 impl Clone for FencedWaiter {
     fn clone(&self) -> Self {
@@ -116,7 +116,7 @@ impl Clone for FencedWaiter {
 
 impl FencedWaiter {
     fn is_registered(&self) -> bool {
-        self.0.load(crate::loom::local::Ordering::Relaxed) == std::process::id()
+        self.0.load(crate::loom::local::Ordering::Relaxed) == crate::os::fork_generation()
     }
 }
 
@@ -208,7 +208,7 @@ impl Side {
         // Every thread of every registered process passes a full barrier
         // after our increment: every notify from now on sees it.
         if loom::heavy_fence() {
-            waiter.0.store(std::process::id(), crate::loom::local::Ordering::Relaxed);
+            waiter.0.store(crate::os::fork_generation(), crate::loom::local::Ordering::Relaxed);
             true
         } else {
             self.fenced.fetch_sub(1, Ordering::Relaxed);

@@ -133,30 +133,31 @@ fn lap_diff(a: u64, b: u64) -> i64 {
 /// `/proc` read of a few microseconds).
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
-pub enum Probe<'a> {
+pub enum Probe {
     /// Not now.
     No,
     /// Yes: a waiter after a sleep slice (already at most once a slice).
     Yes,
-    /// At most once per [`PROBE_GAP`] for this handle: the non-blocking
-    /// calls, which would otherwise read `/proc` every time they find a put
-    /// or a get in flight (a busy queue's consumers, polling, did so about a
-    /// thousand times per two million messages).
-    Gated(&'a ProbeGate),
+    /// At most once per [`PROBE_GAP`] for the handle whose [`ProbeGate`]
+    /// goes with it: the non-blocking calls, which would otherwise read
+    /// `/proc` every time they find a put or a get in flight (a busy queue's
+    /// consumers, polling, did so about a thousand times per two million
+    /// messages).
+    Gated,
 }
 
-impl From<bool> for Probe<'_> {
+impl From<bool> for Probe {
     fn from(yes: bool) -> Self {
         if yes { Probe::Yes } else { Probe::No }
     }
 }
 
-impl Probe<'_> {
-    fn allows(self) -> bool {
+impl Probe {
+    fn allows(self, gate: &ProbeGate) -> bool {
         match self {
             Probe::No => false,
             Probe::Yes => true,
-            Probe::Gated(gate) => gate.allows(),
+            Probe::Gated => gate.allows(),
         }
     }
 }
@@ -255,7 +256,7 @@ impl<T: Pod> Mpmc<'_, T> {
     /// The fast path (the slot at the hint is free for the hint's lap) is
     /// inlined into the caller; everything else is in [`push_slow`](Self::push_slow).
     #[inline]
-    pub(crate) fn try_push(&self, me: TaskId, v: T, probe: Probe<'_>) -> Result<(), Push<T>> {
+    pub(crate) fn try_push(&self, me: TaskId, v: T, probe: Probe, gate: &ProbeGate) -> Result<(), Push<T>> {
         let hint = &self.header.enqueue.0;
         let p = hint.load(Ordering::Acquire);
         let slot = self.slot(p);
@@ -281,7 +282,7 @@ impl<T: Pod> Mpmc<'_, T> {
         if st == state(lap.wrapping_sub(1), FULL, 0) {
             return Err(Push::Full(v));
         }
-        self.push_slow(me, v, probe)
+        self.push_slow(me, v, probe, gate)
     }
 
     /// The rest of a put once position `p`'s slot is claimed (`WRITING` by
@@ -308,7 +309,7 @@ impl<T: Pod> Mpmc<'_, T> {
     /// rings, dead readers and garbage.
     #[cold]
     #[inline(never)]
-    fn push_slow(&self, me: TaskId, v: T, probe: Probe<'_>) -> Result<(), Push<T>> {
+    fn push_slow(&self, me: TaskId, v: T, probe: Probe, gate: &ProbeGate) -> Result<(), Push<T>> {
         let hint = &self.header.enqueue.0;
         let mut seen = hint.load(Ordering::Acquire);
         let mut p = seen;
@@ -334,7 +335,7 @@ impl<T: Pod> Mpmc<'_, T> {
                 // reader.
                 (-1, FULL | WRITING) => return Err(Push::Full(v)),
                 (-1, READING) => {
-                    if probe.allows() && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
+                    if probe.allows(gate) && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
                         // The reader of position p − slots died: release its
                         // slot (losing what it was taking) for position p,
                         // which we then look at again. Consumers go on past
@@ -362,7 +363,7 @@ impl<T: Pod> Mpmc<'_, T> {
     /// The fast path (the slot at the hint is full for the hint's lap) is
     /// inlined into the caller; everything else is in [`pop_slow`](Self::pop_slow).
     #[inline]
-    pub(crate) fn try_pop(&self, me: TaskId, probe: Probe<'_>) -> Result<Option<T>> {
+    pub(crate) fn try_pop(&self, me: TaskId, probe: Probe, gate: &ProbeGate) -> Result<Option<T>> {
         let hint = &self.header.dequeue.0;
         let q = hint.load(Ordering::Acquire);
         let slot = self.slot(q);
@@ -386,7 +387,7 @@ impl<T: Pod> Mpmc<'_, T> {
         if st == state(lap, EMPTY, 0) {
             return Ok(None);
         }
-        self.pop_slow(me, probe)
+        self.pop_slow(me, probe, gate)
     }
 
     /// The rest of a get once position `q`'s slot is claimed (`READING` by
@@ -410,7 +411,7 @@ impl<T: Pod> Mpmc<'_, T> {
     /// rings, dead writers and garbage.
     #[cold]
     #[inline(never)]
-    fn pop_slow(&self, me: TaskId, probe: Probe<'_>) -> Result<Option<T>> {
+    fn pop_slow(&self, me: TaskId, probe: Probe, gate: &ProbeGate) -> Result<Option<T>> {
         let hint = &self.header.dequeue.0;
         let mut seen = hint.load(Ordering::Acquire);
         let mut q = seen;
@@ -429,7 +430,7 @@ impl<T: Pod> Mpmc<'_, T> {
                     }
                 }
                 (0, WRITING) => {
-                    if probe.allows() && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
+                    if probe.allows(gate) && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
                         // Its writer died mid-put: skip the position (its slot
                         // goes to the next lap), then go on past it.
                         let skipped = state(lap.wrapping_add(1), EMPTY, 0);
@@ -527,12 +528,12 @@ impl<T: Pod> Mpmc<'_, T> {
 impl<T: Pod> Mpmc<'_, T> {
     /// [`try_push`](Self::try_push) by the calling thread.
     pub fn try_push_here(&self, v: T, probe: bool) -> Result<(), Push<T>> {
-        self.try_push(crate::loom::current_task(), v, probe.into())
+        self.try_push(crate::loom::current_task(), v, probe.into(), &ProbeGate::default())
     }
 
     /// [`try_pop`](Self::try_pop) by the calling thread.
     pub fn try_pop_here(&self, probe: bool) -> Result<Option<T>> {
-        self.try_pop(crate::loom::current_task(), probe.into())
+        self.try_pop(crate::loom::current_task(), probe.into(), &ProbeGate::default())
     }
 }
 
@@ -544,12 +545,12 @@ mod tests {
     fn gated_probes_run_at_most_once_per_gap() {
         let gate = ProbeGate::default();
         let start = std::time::Instant::now();
-        assert!(Probe::Gated(&gate).allows(), "the first probe runs at once");
-        let again = Probe::Gated(&gate).allows();
+        assert!(Probe::Gated.allows(&gate), "the first probe runs at once");
+        let again = Probe::Gated.allows(&gate);
         assert!(!again || start.elapsed() >= PROBE_GAP, "a second probe within the gap");
         std::thread::sleep(PROBE_GAP * 2);
-        assert!(Probe::Gated(&gate).allows(), "after the gap it runs again");
-        assert!(Probe::Yes.allows() && !Probe::No.allows());
+        assert!(Probe::Gated.allows(&gate), "after the gap it runs again");
+        assert!(Probe::Yes.allows(&gate) && !Probe::No.allows(&gate));
     }
 
     fn ring<T>(n: usize) -> (MpmcHeader, Vec<Slot<T>>) {
@@ -566,14 +567,14 @@ mod tests {
         let r = Mpmc { header: &h, slots: &slots };
         for round in 0..5u64 {
             for i in 0..4 {
-                r.try_push(me(), round * 10 + i, false.into()).unwrap();
+                r.try_push(me(), round * 10 + i, Probe::No, &ProbeGate::default()).unwrap();
             }
-            assert!(matches!(r.try_push(me(), 99, true.into()), Err(Push::Full(99))));
+            assert!(matches!(r.try_push(me(), 99, Probe::Yes, &ProbeGate::default()), Err(Push::Full(99))));
             assert_eq!(r.len(), 4);
             for i in 0..4 {
-                assert_eq!(r.try_pop(me(), false.into()).unwrap(), Some(round * 10 + i));
+                assert_eq!(r.try_pop(me(), Probe::No, &ProbeGate::default()).unwrap(), Some(round * 10 + i));
             }
-            assert_eq!(r.try_pop(me(), true.into()).unwrap(), None);
+            assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), None);
         }
     }
 
@@ -592,19 +593,23 @@ mod tests {
         let ghost = TaskId { tid: TID_MASK, start: 1 };
         slots[0].state.store(state(0, WRITING, ghost.tid), Ordering::Relaxed);
         h.enqueue.0.store(1, Ordering::Relaxed);
-        r.try_push(me(), 7, false.into()).unwrap(); // position 1
-        assert_eq!(r.try_pop(me(), false.into()).unwrap(), None, "without probing, a claimed slot just waits");
-        assert_eq!(r.try_pop(me(), true.into()).unwrap(), Some(7), "position 0 skipped");
+        r.try_push(me(), 7, Probe::No, &ProbeGate::default()).unwrap(); // position 1
+        assert_eq!(
+            r.try_pop(me(), Probe::No, &ProbeGate::default()).unwrap(),
+            None,
+            "without probing, a claimed slot just waits"
+        );
+        assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), Some(7), "position 0 skipped");
         // A ghost reader holding position 2's slot (lap 1, slot 0) while full.
-        r.try_push(me(), 8, false.into()).unwrap(); // position 2 → slot 0, lap 1
-        r.try_push(me(), 9, false.into()).unwrap(); // position 3 → slot 1, lap 1
+        r.try_push(me(), 8, Probe::No, &ProbeGate::default()).unwrap(); // position 2 → slot 0, lap 1
+        r.try_push(me(), 9, Probe::No, &ProbeGate::default()).unwrap(); // position 3 → slot 1, lap 1
         slots[0].state.store(state(1, READING, ghost.tid), Ordering::Relaxed);
         h.dequeue.0.store(3, Ordering::Relaxed);
-        assert!(matches!(r.try_push(me(), 10, false.into()), Err(Push::Full(10))));
-        r.try_push(me(), 10, true.into()).unwrap(); // released, position 4
-        assert_eq!(r.try_pop(me(), true.into()).unwrap(), Some(9));
-        assert_eq!(r.try_pop(me(), true.into()).unwrap(), Some(10));
-        assert_eq!(r.try_pop(me(), true.into()).unwrap(), None);
+        assert!(matches!(r.try_push(me(), 10, Probe::No, &ProbeGate::default()), Err(Push::Full(10))));
+        r.try_push(me(), 10, Probe::Yes, &ProbeGate::default()).unwrap(); // released, position 4
+        assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), Some(9));
+        assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), Some(10));
+        assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), None);
     }
 
     #[test]
@@ -612,13 +617,13 @@ mod tests {
         let (h, slots) = ring::<u32>(4);
         let r = Mpmc { header: &h, slots: &slots };
         slots[0].state.store(state(9, FULL, 0), Ordering::Relaxed);
-        assert!(r.try_pop(me(), true.into()).is_err());
-        assert!(matches!(r.try_push(me(), 1, true.into()), Err(Push::Corrupt(1, _))));
+        assert!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).is_err());
+        assert!(matches!(r.try_push(me(), 1, Probe::Yes, &ProbeGate::default()), Err(Push::Corrupt(1, _))));
         let (h, slots) = ring::<u32>(4);
         let r = Mpmc { header: &h, slots: &slots };
         h.enqueue.0.store(1000, Ordering::Relaxed); // 250 laps ahead of every slot
-        assert!(r.try_push(me(), 1, true.into()).is_err());
+        assert!(r.try_push(me(), 1, Probe::Yes, &ProbeGate::default()).is_err());
         h.dequeue.0.store(1000, Ordering::Relaxed);
-        assert!(r.try_pop(me(), true.into()).is_err());
+        assert!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).is_err());
     }
 }

@@ -66,7 +66,7 @@ const START_SPINS: u32 = 256;
 const MIN_YIELD_NS: u32 = 2_000;
 const MAX_YIELD_NS: u32 = 200_000;
 const START_YIELD_NS: u32 = 20_000;
-/// In spin-only mode, iterations between clock reads.
+/// Spin iterations between yields (and, in spin-only mode, clock reads).
 const CLOCK_EVERY: u32 = 64;
 
 /// A handle's waiting configuration: its strategy and, for
