@@ -55,6 +55,9 @@ mod flavor {
             me: TaskId,
             probe: Probe,
         ) -> Result<Option<T>>;
+        /// Gives back what the handle holds in the ring (its claim records)
+        /// as the calling thread; the handle is being dropped.
+        fn release<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>], c: &Self::Cache);
         fn looks_empty<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
         fn looks_full<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool;
         /// Whether a put is half-way at the head (claimed, not published).
@@ -89,6 +92,7 @@ mod flavor {
         ) -> Result<Option<T>> {
             spsc::Spsc { header: h, slots: s }.try_pop(c)
         }
+        fn release<T: bytemuck::Pod>(_: &Self::Header, _: &[Self::Slot<T>], _: &Self::Cache) {}
         fn looks_empty<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
             spsc::Spsc { header: h, slots: s }.looks_empty()
         }
@@ -106,41 +110,44 @@ mod flavor {
     impl Flavor for super::Mpmc {
         type Header = mpmc::MpmcHeader;
         type Slot<T> = mpmc::Slot<T>;
-        type Cache = mpmc::ProbeGate;
+        type Cache = mpmc::Cache;
         const KIND: Kind = Kind::Queue;
         const PROBES: bool = true;
         #[inline]
         fn try_push<T: bytemuck::Pod>(
             h: &Self::Header,
             s: &[Self::Slot<T>],
-            gate: &mpmc::ProbeGate,
+            c: &Self::Cache,
             me: TaskId,
             v: T,
             probe: Probe,
         ) -> Result<(), Push<T>> {
-            mpmc::Mpmc { header: h, slots: s }.try_push(me, v, probe, gate)
+            h.ring(s).try_push(me, c, v, probe)
         }
         #[inline]
         fn try_pop<T: bytemuck::Pod>(
             h: &Self::Header,
             s: &[Self::Slot<T>],
-            gate: &mpmc::ProbeGate,
+            c: &Self::Cache,
             me: TaskId,
             probe: Probe,
         ) -> Result<Option<T>> {
-            mpmc::Mpmc { header: h, slots: s }.try_pop(me, probe, gate)
+            h.ring(s).try_pop(me, c, probe)
+        }
+        fn release<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>], c: &Self::Cache) {
+            h.ring(s).release(c, crate::loom::current_task());
         }
         fn looks_empty<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
-            mpmc::Mpmc { header: h, slots: s }.looks_empty()
+            h.ring(s).looks_empty()
         }
         fn looks_full<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
-            mpmc::Mpmc { header: h, slots: s }.looks_full()
+            h.ring(s).looks_full()
         }
         fn head_in_flight<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> bool {
-            mpmc::Mpmc { header: h, slots: s }.head_in_flight()
+            h.ring(s).head_in_flight()
         }
         fn len<T: bytemuck::Pod>(h: &Self::Header, s: &[Self::Slot<T>]) -> Result<usize> {
-            Ok(mpmc::Mpmc { header: h, slots: s }.len())
+            Ok(h.ring(s).len())
         }
     }
 }
@@ -224,6 +231,8 @@ impl<F: Flavor, T: Pod> Clone for RingQueue<F, T> {
 impl<F: Flavor, T: Pod> Drop for RingQueue<F, T> {
     fn drop(&mut self) {
         self.state.ctl.unregister(&self.wait);
+        let (h, s) = self.ring();
+        F::release(h, s, &self.cache);
     }
 }
 
@@ -455,7 +464,7 @@ impl<F: Flavor, T: Pod> PutTarget<'_, F, T> {
         match F::try_push(header, slots, &queue.cache, me, value, probe) {
             Ok(()) => Ok(Ok(())),
             Err(Push::Full(v)) => Err(v),
-            Err(Push::Corrupt(v, e)) => Ok(Err(PutError::Failed(v, Box::new(e)))),
+            Err(Push::Failed(v, e)) => Ok(Err(PutError::Failed(v, Box::new(e)))),
         }
     }
 }

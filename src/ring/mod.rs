@@ -36,8 +36,10 @@ pub(crate) struct Padded<T>(pub(crate) T);
 #[derive(Debug)]
 #[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
 pub enum Push<T> {
+    /// No room now.
     Full(T),
-    Corrupt(T, Error),
+    /// The ring is corrupt, or the caller cannot use it (see the error).
+    Failed(T, Error),
 }
 
 /// How many elements a ring of `capacity` holds: `capacity` rounded up to a

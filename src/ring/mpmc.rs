@@ -1,90 +1,93 @@
-//! The multi-producer multi-consumer ring of fixed-size elements, with stamped
-//! slots that name who is writing or reading them.
+//! The multi-producer multi-consumer ring of fixed-size elements: positions
+//! claimed on the side's own index, as in crossbeam's `ArrayQueue`, and a
+//! claim record per thread that says which position it holds, so that a
+//! claimant killed mid-operation can be found dead and passed over.
 //!
-//! # Slot state (one `u64`)
+//! # Positions and slots
+//!
+//! Producers claim position `p` by a CAS of `enqueue` from `p` to `p + 1`,
+//! consumers position `q` by a CAS of `dequeue`. Both are 64-bit and only ever
+//! grow, so a claim never suffers ABA. Position `p` lives in slot
+//! `p & (slots - 1)` and belongs to lap `p / slots` (mod 2^63). A slot's
+//! stamp (one `u64`) is `lap << 1 | full`:
 //!
 //! ```text
-//!  63..24        23..22   21..0
-//! [lap: 40 bits] [kind]  [tid]
+//! EMPTY(l) ──put of lap l──▶ FULL(l) ──get of lap l──▶ EMPTY(l + 1)
 //! ```
-//! Position `p` lives in slot `p & (slots - 1)` and belongs to lap
-//! `p / slots` (mod 2^40). A slot cycles through
-//! `EMPTY(l) → WRITING(l, producer) → FULL(l) → READING(l, consumer) → EMPTY(l + 1)`.
 //! A zeroed slot is `EMPTY(0)`, so a fresh segment is an empty ring.
 //!
-//! Producers claim position `p` by a CAS of its slot from `EMPTY(lap(p))` to
-//! `WRITING(lap(p), me)`, then store the `enqueue` hint, write the element
-//! and publish `FULL`. Consumers claim `FULL(lap(q))` as `READING(lap(q), me)`,
-//! store the `dequeue` hint, read, and release the slot as `EMPTY(lap(q) + 1)`.
-//! The slot CAS is the only locked instruction of an operation: crossbeam's
-//! `ArrayQueue` also does one per side, on its position instead.
+//! - **put**: read `enqueue` = p; if p's slot is `EMPTY(lap(p))`, record
+//!   `p + 1` in our claim record, CAS `enqueue` p → p + 1, write the element
+//!   with plain stores, store `FULL(lap(p))`, and clear the record.
+//! - **get**: the mirror: `FULL(lap(q))`, record `q + 1`, CAS `dequeue`,
+//!   read, store `EMPTY(lap(q) + 1)`, clear.
 //!
-//! # Hints
+//! The index CAS is the only locked instruction of an operation, on a line
+//! only that side writes; the slot is written by plain stores. (The previous
+//! design claimed with a CAS on the slot, whose line the other side was using:
+//! 1.8× crossbeam's time in the 2→2 benchmark.)
 //!
-//! A hint is where the side's next claim probably is: every position below it
-//! is claimed. Only a claimant writes it, with a plain store of its position
-//! plus one, made while it holds its slot. Nobody else writes it: a thread
-//! that finds the hint's position taken (claimed for its lap, or done: a slot
-//! a lap ahead) reads the hint again and looks at whichever is further, the
-//! hint or the next position, without writing. So
-//! - a hint never skips a free position: the claimant of `p` read a hint at
-//!   or below `p` and passed only taken positions;
-//! - it may go back: a claimant slow to store `p + 1` overwrites the larger
-//!   values of claimants that went past it meanwhile. Then `p + 1` is still
-//!   valid, and less than a lap behind the furthest claim: until that claimant
-//!   publishes (or releases) its slot, position `p + slots` cannot be claimed,
-//!   nor (claims pass positions in order) any after it;
-//! - it may lag: a claimant killed before its store leaves the hint on its
-//!   position until the next claim on that side stores past it.
+//! # Claim records
 //!
-//! The snapshots for sleepers and sizes (`looks_empty`, `looks_full`,
-//! `head_in_flight`, `len`) start at the hint and go past taken positions the
-//! same way.
+//! Each side has a table of [`CLAIMS`] records, one cache line each: `owner`
+//! (the `TaskId::stamp` of the thread that holds the record, 0: free) and `pos`
+//! (the position it is claiming, plus one; 0: none). A thread takes a record
+//! on its first operation on that side (its handle caches the index and checks
+//! `owner` on every use, so copies in other threads or forked children find
+//! their own), and gives it back when the handle is dropped; records of dead
+//! threads are taken over when the table has no free one.
+//!
+//! Only its owner writes `pos`. It stores `p + 1` before the index CAS and 0
+//! after publishing (and before returning without a claim). A record left
+//! naming a position by a failed CAS only makes a prober wait until its owner
+//! moves on.
 //!
 //! # Dying peers
 //!
-//! A claim records the claimant's tid in the state and its full stamp (tid and
-//! start time) in `owner`, written right after the claim. A producer killed
-//! between claim and publish leaves `WRITING` at the head of the queue; a
-//! consumer that finds it there and is allowed to probe ([`Probe`]: the
-//! blocking calls after a sleep slice, the `try_` calls at most once per
-//! [`PROBE_GAP`] per handle) checks the claimant
-//! and, if it is dead, skips the position: the slot becomes `EMPTY(l + 1)`,
-//! which consumers go past. No other element is lost or duplicated. A consumer
-//! killed while reading leaves `READING`, which producers of the next lap find
-//! when the ring is full: a dead reader's slot is released the same way (to
-//! `EMPTY` of the producer's lap), and the element it was taking is lost (at
-//! most that one). Neither writes a hint: the dead claimant's position is
-//! passed over as taken.
+//! - **A producer killed between its claim and its publish** leaves `EMPTY`
+//!   at a position below `enqueue`. A consumer finding that at the head, and
+//!   allowed to probe ([`Probe`]), scans the producers' table: if no record
+//!   with a live owner names the position, it *skips* it: CAS `EMPTY(l)` →
+//!   `EMPTY(l + 1)`, then CAS `dequeue` past it. A consumer that finds a slot a
+//!   lap ahead at `dequeue` helps with the second CAS. Nothing else is lost or
+//!   duplicated; the skipped position holds nothing.
+//! - **A consumer killed between its claim and its release** leaves
+//!   `FULL(l)` with `dequeue` past it. A producer a lap later finds the ring
+//!   full there; if allowed to probe and no live consumer's record names the
+//!   position, it releases the slot: CAS `FULL(l)` → `EMPTY(l + 1)`. The
+//!   element that consumer was taking is lost: at most that one.
+//! - Two or more claimants killed in a row are passed over one at a time, each
+//!   by the same check.
+//!
+//! ## Why a live claimant is never passed over
+//!
+//! Take the producer of q (the consumer's side is the mirror). Its record's
+//! `pos = q + 1` store is sequenced before its `Release` index CAS; the
+//! prober read `enqueue > q` with `Acquire`, so its `Acquire` scan reads
+//! `q + 1` or a later value of that `pos`. A later value is 0 or a next
+//! position, both stored with `Release` after the producer's `FULL` store, so
+//! that store happens before the prober's skip CAS, which then fails (it
+//! expects `EMPTY`). Reading `q + 1` with a live owner, the prober waits. A
+//! record is read `pos` first, then `owner`: an owner of 0 read after a `pos`
+//! means the record was given back, which happens after its last publish.
 //!
 //! # Notes about memory ordering
-//! - Claim CAS (`Acquire`) pairs with the `Release` store that made the slot
-//!   claimable (`EMPTY` by the last reader, `FULL` by the writer): the
-//!   previous side's access to the element happened before ours. Claims are
-//!   read-modify-writes, so a thread that reads a claim (or any later state of
-//!   the slot) with `Acquire` synchronises with the release before it.
-//! - Publishing `FULL` / `EMPTY(l + 1)`, and the skip and release of a dead
-//!   claimant's slot, are `Release`.
-//! - Hint loads are `Acquire` and the claimant's hint store `Release`: the
-//!   claimant stored after reading the hint and the slots it passed, so a
-//!   thread that reads hint `p` sees every position below `p` claimed (found
-//!   by the loom model `mpmc_preempted_pop_is_not_corrupt`: without this, a
-//!   thread saw a slot state older than the hint, two laps behind).
-//! - A slot found more than a lap ahead while the hint still holds the value
-//!   read before is corruption, not a stale read: the claim of the position a
-//!   lap after it stored a hint past it, which happened before that slot
-//!   state and so before our second read, and a set-back value comes from a
-//!   claimant that held a position less than a lap before it (see "Hints")
-//!   and stored before that claim. A thread preempted between its reads finds
-//!   the hint moved and starts again from there.
+//! - Stamp loads are `Acquire`, and the stamp stores that end an operation
+//!   `Release`: a claimant's element access happens after the previous
+//!   side's (the put read `EMPTY` stored by the last reader, the get `FULL`).
+//! - The index CASes are `Release` (they publish the record's `pos`, see
+//!   above); the index loads before a scan are `Acquire`. The fast path's
+//!   first index load is `Relaxed`: the CAS validates it.
+//! - Record `pos` stores are `Release` and scans `Acquire` (see above).
 //!
 //! # Trust
-//! A state whose lap is more than one lap from the position's, or one lap
-//! behind in a kind no healthy ring shows there, with the hint unchanged, is
-//! [`Error::Corrupt`]; indices are masked; elements are `Pod`. No loop runs
-//! without bound: every retry follows a hint, a position or a state that
-//! moved, and at most [`MAX_RETRIES`] of them; the snapshots look at most two
-//! laps of slots.
+//! Indices are masked; elements are `Pod`; a stamp whose lap does not fit the
+//! position while the index still holds the value read before is
+//! [`Error::Corrupt`]. No loop runs without bound: every retry follows an
+//! index that moved (or a skip), at most [`MAX_RETRIES`] of them, and a scan
+//! reads each record once. Garbage in the tables can make a prober wait (a
+//! record naming a live unrelated task) or pass over a position in flight
+//! (in-bounds wrong data), nothing worse.
 
 use std::mem::MaybeUninit;
 
@@ -93,44 +96,46 @@ use bytemuck::Pod;
 use super::{Padded, Push, distance};
 use crate::error::{Error, Result};
 use crate::loom::cell::UnsafeCell;
+use crate::loom::local;
 use crate::loom::{AtomicU64, Ordering};
-use crate::os::{TID_MASK, TaskId};
+use crate::os::TaskId;
 use crate::sync::owner::holder_alive;
 
-const KIND_SHIFT: u32 = 22;
-const LAP_SHIFT: u32 = 24;
-const LAP_MASK: u64 = (1 << 40) - 1;
+/// Laps are 63 bits (the stamp's low bit says full).
+const LAP_MASK: u64 = u64::MAX >> 1;
 
-const EMPTY: u64 = 0;
-const WRITING: u64 = 1;
-const FULL: u64 = 2;
-const READING: u64 = 3;
+/// Claim records per side of a ring in a segment: the most threads that may
+/// use one side at once.
+pub const CLAIMS: usize = 256;
 
-/// Retries after which a claim attempt gives up as [`Error::Corrupt`]: each
-/// retry follows a hint, position or state that moved (a step past a taken
-/// position, or a claim that another thread's change made fail), so a healthy
-/// ring never gets near this (it would take that many other operations
-/// completing while one thread makes no progress), while a peer that keeps
-/// scribbling cannot hold us in the loop forever.
+/// Retries after which an operation gives up as [`Error::Corrupt`]: each
+/// retry follows an index that moved (another thread's claim) or a skip, so
+/// a healthy ring never gets near this (that many other operations would
+/// have to complete while one thread makes no progress), while a peer that
+/// keeps scribbling cannot hold us in the loop forever.
 const MAX_RETRIES: u32 = 1 << 20;
 
-fn state(lap: u64, kind: u64, tid: u32) -> u64 {
-    (lap & LAP_MASK) << LAP_SHIFT | kind << KIND_SHIFT | u64::from(tid & TID_MASK)
+fn empty(lap: u64) -> u64 {
+    (lap & LAP_MASK) << 1
 }
 
-/// (lap, kind, tid) of a state.
-fn decode(s: u64) -> (u64, u64, u32) {
-    (s >> LAP_SHIFT, (s >> KIND_SHIFT) & 3, (s as u32) & TID_MASK)
+fn full(lap: u64) -> u64 {
+    empty(lap) | 1
 }
 
-/// `a − b` in the 40-bit lap space, as a signed number.
+/// (lap, full) of a stamp.
+fn decode(stamp: u64) -> (u64, bool) {
+    (stamp >> 1, stamp & 1 == 1)
+}
+
+/// `a − b` in the 63-bit lap space, as a signed number.
 fn lap_diff(a: u64, b: u64) -> i64 {
     let d = a.wrapping_sub(b) & LAP_MASK;
-    if d >= 1 << 39 { d as i64 - (1 << 40) } else { d as i64 }
+    if d > LAP_MASK / 2 { d as i64 + i64::MIN } else { d as i64 }
 }
 
-/// Whether a stuck claim's holder may be checked for liveness now (a
-/// `/proc` read of a few microseconds).
+/// Whether a stuck claim's holder may be checked for liveness now (a scan of
+/// the claim records and a `/proc` read of a few microseconds).
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
 pub enum Probe {
@@ -138,11 +143,10 @@ pub enum Probe {
     No,
     /// Yes: a waiter after a sleep slice (already at most once a slice).
     Yes,
-    /// At most once per [`PROBE_GAP`] for the handle whose [`ProbeGate`]
-    /// goes with it: the non-blocking calls, which would otherwise read
-    /// `/proc` every time they find a put or a get in flight (a busy queue's
-    /// consumers, polling, did so about a thousand times per two million
-    /// messages).
+    /// At most once per [`PROBE_GAP`] for the handle whose [`Cache`] goes
+    /// with it: the non-blocking calls, which would otherwise probe every time
+    /// they find a put or a get in flight (a busy queue's consumers, polling,
+    /// did so about a thousand times per two million messages).
     Gated,
 }
 
@@ -153,11 +157,19 @@ impl From<bool> for Probe {
 }
 
 impl Probe {
-    fn allows(self, gate: &ProbeGate) -> bool {
+    fn allows(self, cache: &Cache) -> bool {
         match self {
             Probe::No => false,
             Probe::Yes => true,
-            Probe::Gated => gate.allows(),
+            Probe::Gated => {
+                use local::Ordering::Relaxed;
+                let now = crate::os::Deadline::now().nanos();
+                if now < cache.next_probe.load(Relaxed) {
+                    return false;
+                }
+                cache.next_probe.store(now.saturating_add(PROBE_GAP.as_nanos() as u64), Relaxed);
+                true
+            }
         }
     }
 }
@@ -165,41 +177,67 @@ impl Probe {
 /// The shortest time between two gated probes of one handle.
 pub(crate) const PROBE_GAP: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// A handle's record of its last gated probe (process-local).
+/// What a handle keeps to itself (process-local; a clone starts afresh).
 #[derive(Debug, Default)]
 #[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
-pub struct ProbeGate {
+pub struct Cache {
     /// When the next gated probe may run, in nanoseconds of the monotonic
     /// clock (0: at once).
-    next: crate::loom::local::AtomicU64,
+    next_probe: local::AtomicU64,
+    /// The index of the claim record last used on each side (producers,
+    /// consumers): a guess, checked against the record's owner on every use.
+    record: [local::AtomicU32; 2],
 }
 
-impl ProbeGate {
-    fn allows(&self) -> bool {
-        use crate::loom::local::Ordering::Relaxed;
-        let now = crate::os::Deadline::now().nanos();
-        if now < self.next.load(Relaxed) {
-            return false;
-        }
-        self.next.store(now.saturating_add(PROBE_GAP.as_nanos() as u64), Relaxed);
-        true
-    }
+/// One thread's claim record (see the module docs), on a line of its own.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
+pub struct Claim {
+    /// The holder's `TaskId::stamp`; 0: free.
+    owner: AtomicU64,
+    /// The position the holder is claiming, plus one; 0: none.
+    pos: AtomicU64,
 }
 
-/// The shared hints.
+/// The two positions, on lines of their own.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct MpmcHeader {
-    /// The next position producers try (a hint, never past an unclaimed one).
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
+pub struct MpmcIndex {
+    /// The next position producers claim.
     enqueue: Padded<AtomicU64>,
-    /// The next position consumers try.
+    /// The next position consumers claim.
     dequeue: Padded<AtomicU64>,
 }
 
+/// A ring's shared state before its slots, as a segment holds it: the
+/// positions and the two tables of claim records.
+#[cfg(not(loom))]
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct MpmcHeader {
+    index: MpmcIndex,
+    producers: [Claim; CLAIMS],
+    consumers: [Claim; CLAIMS],
+}
+
+#[cfg(not(loom))]
+impl Default for MpmcHeader {
+    fn default() -> Self {
+        MpmcHeader {
+            index: MpmcIndex::default(),
+            producers: std::array::from_fn(|_| Claim::default()),
+            consumers: std::array::from_fn(|_| Claim::default()),
+        }
+    }
+}
+
+#[cfg(not(loom))]
 impl MpmcHeader {
-    #[cfg(loom)]
-    pub fn new() -> Self {
-        MpmcHeader { enqueue: Padded(AtomicU64::new(0)), dequeue: Padded(AtomicU64::new(0)) }
+    /// The ring over `slots`.
+    pub(crate) fn ring<'a, T>(&'a self, slots: &'a [Slot<T>]) -> Mpmc<'a, T> {
+        Mpmc { index: &self.index, producers: &self.producers, consumers: &self.consumers, slots }
     }
 }
 
@@ -207,9 +245,7 @@ impl MpmcHeader {
 #[repr(C)]
 #[derive(Debug)]
 pub struct Slot<T> {
-    state: AtomicU64,
-    /// The claimant's `TaskId::stamp`, written right after its claim.
-    owner: AtomicU64,
+    stamp: AtomicU64,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
@@ -217,14 +253,24 @@ impl<T> Slot<T> {
     #[cfg(any(loom, test))]
     #[allow(clippy::new_without_default, reason = "for the loom models; real slots are segment memory")]
     pub fn new() -> Self {
-        Slot { state: AtomicU64::new(0), owner: AtomicU64::new(0), value: UnsafeCell::new(MaybeUninit::uninit()) }
+        Slot { stamp: AtomicU64::new(0), value: UnsafeCell::new(MaybeUninit::uninit()) }
     }
 }
 
-/// A view of a ring: its header and slots (a power-of-two count).
+/// Which side a claim record table serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Producer = 0,
+    Consumer = 1,
+}
+
+/// A view of a ring: its positions, claim tables and slots (a power-of-two
+/// count).
 #[derive(Debug)]
 pub struct Mpmc<'a, T> {
-    pub header: &'a MpmcHeader,
+    pub index: &'a MpmcIndex,
+    pub producers: &'a [Claim],
+    pub consumers: &'a [Claim],
     pub slots: &'a [Slot<T>],
 }
 
@@ -239,284 +285,371 @@ impl<T: Pod> Mpmc<'_, T> {
         (pos >> self.slots.len().trailing_zeros()) & LAP_MASK
     }
 
-    fn corrupt(&self, what: &str, pos: u64, st: u64) -> Error {
-        let (lap, kind, tid) = decode(st);
+    fn corrupt(&self, what: &str, pos: u64, stamp: u64) -> Error {
+        let (lap, is_full) = decode(stamp);
         Error::corrupt(
             "MPMC ring",
             format!(
-                "{what}: position {pos} (lap {}) finds slot state lap {lap}, kind {kind}, tid {tid}",
-                self.lap(pos)
+                "{what}: position {pos} (lap {}) finds a slot stamped {} of lap {lap}",
+                self.lap(pos),
+                if is_full { "full" } else { "empty" }
             ),
         )
     }
 
-    /// Appends `v` if there is room. `probe`: a slot held by a dead reader may
-    /// be checked and released (a `/proc` read, only when the ring is full).
+    fn table(&self, role: Role) -> &[Claim] {
+        match role {
+            Role::Producer => self.producers,
+            Role::Consumer => self.consumers,
+        }
+    }
+
+    /// The calling thread's claim record on `role`'s side: the cached one if
+    /// it is still ours, else found or taken by [`register`](Self::register).
+    #[inline]
+    fn record(&self, role: Role, cache: &Cache, me: TaskId) -> Result<&Claim> {
+        let table = self.table(role);
+        let cached = cache.record[role as usize].load(local::Ordering::Relaxed) as usize;
+        match table.get(cached) {
+            // Relaxed: only we write our own owner word (or a peer's garbage,
+            // which the trust model allows to mislead).
+            Some(c) if c.owner.load(Ordering::Relaxed) == me.stamp() => Ok(c),
+            _ => self.register(role, cache, me),
+        }
+    }
+
+    /// Finds the caller's record on `role`'s side (from an earlier handle),
+    /// or takes a free one, or one whose owner is dead.
     ///
-    /// The fast path (the slot at the hint is free for the hint's lap) is
-    /// inlined into the caller; everything else is in [`push_slow`](Self::push_slow).
-    #[inline]
-    pub(crate) fn try_push(&self, me: TaskId, v: T, probe: Probe, gate: &ProbeGate) -> Result<(), Push<T>> {
-        let hint = &self.header.enqueue.0;
-        let p = hint.load(Ordering::Acquire);
-        let slot = self.slot(p);
-        let lap = self.lap(p);
-        // The exact word a healthy ring holds there (EMPTY names nobody); any
-        // other goes the slow way, which decodes and judges it. Read before
-        // the CAS, so that a producer that finds the ring full does not take
-        // the line from the consumer reading that slot.
-        let free = state(lap, EMPTY, 0);
-        let st = slot.state.load(Ordering::Relaxed);
-        if st == free
-            // Acquire: pairs with the last reader's Release of EMPTY.
-            && slot
-                .state
-                .compare_exchange(free, state(lap, WRITING, me.tid), Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            Self::write_claimed(slot, hint, p, lap, me, v);
-            return Ok(());
-        }
-        // Still holding the previous lap's element, not yet taken: full, as
-        // the slow path would say (p is not claimed, so it is not stale).
-        if st == state(lap.wrapping_sub(1), FULL, 0) {
-            return Err(Push::Full(v));
-        }
-        self.push_slow(me, v, probe, gate)
-    }
-
-    /// The rest of a put once position `p`'s slot is claimed (`WRITING` by
-    /// us): stamp it, advance the hint, write, publish.
-    #[inline]
-    fn write_claimed(slot: &Slot<T>, hint: &AtomicU64, p: u64, lap: u64, me: TaskId, v: T) {
-        slot.owner.store(me.stamp(), Ordering::Relaxed);
-        // A plain store, not a CAS: we hold position p, so every position
-        // below p + 1 is claimed and p + 1 is a valid hint, even if others
-        // have moved the hint further meanwhile (it then goes back a little:
-        // see "Hints" in the module docs). Release: pairs with the Acquire
-        // loads of the hint, so a thread that reads p + 1 sees our claim and
-        // what we saw before it.
-        hint.store(p.wrapping_add(1), Ordering::Release);
-        // SAFETY: our claim excludes every other writer and reader until we
-        // publish FULL below.
-        slot.value.with_mut(|ptr| unsafe { ptr.write(MaybeUninit::new(v)) });
-        // Release: pairs with a consumer's claim (Acquire).
-        slot.state.store(state(lap, FULL, 0), Ordering::Release);
-    }
-
-    /// [`try_push`](Self::try_push) when the fast path's claim failed: the
-    /// whole protocol, with positions claimed ahead of a lagging hint, full
-    /// rings, dead readers and garbage.
+    /// # Errors
+    /// [`Error::Overflow`] if all [`CLAIMS`] records belong to live threads.
     #[cold]
     #[inline(never)]
-    fn push_slow(&self, me: TaskId, v: T, probe: Probe, gate: &ProbeGate) -> Result<(), Push<T>> {
-        let hint = &self.header.enqueue.0;
-        let mut seen = hint.load(Ordering::Acquire);
-        let mut p = seen;
-        for _ in 0..MAX_RETRIES {
-            let slot = self.slot(p);
-            let lap = self.lap(p);
-            let st = slot.state.load(Ordering::Acquire);
-            let (l, kind, tid) = decode(st);
-            match (lap_diff(l, lap), kind) {
-                (0, EMPTY) => {
-                    // Acquire: pairs with the last reader's Release of EMPTY.
-                    // On failure the state moved: look at p again.
-                    let claim = state(lap, WRITING, me.tid);
-                    if slot.state.compare_exchange(st, claim, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                        Self::write_claimed(slot, hint, p, lap, me, v);
-                        return Ok(());
-                    }
-                }
-                // Position p is taken (or done): go on past it.
-                (0 | 1, _) => p = Self::past(hint, &mut seen, p),
-                // The slot still holds the previous lap: full (p cannot be
-                // stale: it is not claimed yet), unless the holder is a dead
-                // reader.
-                (-1, FULL | WRITING) => return Err(Push::Full(v)),
-                (-1, READING) => {
-                    if probe.allows(gate) && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
-                        // The reader of position p − slots died: release its
-                        // slot (losing what it was taking) for position p,
-                        // which we then look at again. Consumers go on past
-                        // its position, whose slot is now a lap ahead of it.
-                        let freed = state(lap, EMPTY, 0);
-                        let _ = slot.state.compare_exchange(st, freed, Ordering::Release, Ordering::Relaxed);
-                        continue;
-                    }
-                    return Err(Push::Full(v));
-                }
-                // More than a lap from p, or free a lap early: stale only if
-                // the hint moved since we read it (see "Trust").
-                _ => match hint.load(Ordering::Acquire) {
-                    now if now == seen => return Err(Push::Corrupt(v, self.corrupt("put", p, st))),
-                    now => (seen, p) = (now, now),
-                },
+    fn register(&self, role: Role, cache: &Cache, me: TaskId) -> Result<&Claim> {
+        let table = self.table(role);
+        let stamp = me.stamp();
+        let take = |i: usize, from: u64| {
+            // Acquire: pairs with the Release of a handle giving it back.
+            let ok = table[i].owner.compare_exchange(from, stamp, Ordering::Acquire, Ordering::Relaxed).is_ok();
+            if ok {
+                // A dead owner may have left a position: ours names none yet.
+                table[i].pos.store(0, Ordering::Release);
+                cache.record[role as usize].store(i as u32, local::Ordering::Relaxed);
+            }
+            ok
+        };
+        if let Some(i) = table.iter().position(|c| c.owner.load(Ordering::Acquire) == stamp) {
+            cache.record[role as usize].store(i as u32, local::Ordering::Relaxed);
+            return Ok(&table[i]);
+        }
+        for i in 0..table.len() {
+            if table[i].owner.load(Ordering::Relaxed) == 0 && take(i, 0) {
+                return Ok(&table[i]);
             }
         }
-        Err(Push::Corrupt(v, Error::corrupt("MPMC ring", "a put made no progress (the slots keep changing under it)")))
+        for i in 0..table.len() {
+            let owner = table[i].owner.load(Ordering::Relaxed);
+            if !Self::alive(owner) && take(i, owner) {
+                return Ok(&table[i]);
+            }
+        }
+        Err(Error::Overflow {
+            what: match role {
+                Role::Producer => "threads putting to one queue at once (its claim records)",
+                Role::Consumer => "threads getting from one queue at once (its claim records)",
+            },
+        })
+    }
+
+    /// Gives back the calling thread's records, if `cache` names them (a
+    /// handle's drop). A record a thread keeps through another handle is
+    /// found again by [`register`](Self::register), so giving it back early
+    /// costs only a new registration.
+    pub(crate) fn release(&self, cache: &Cache, me: TaskId) {
+        for role in [Role::Producer, Role::Consumer] {
+            let cached = cache.record[role as usize].load(local::Ordering::Relaxed) as usize;
+            if let Some(c) = self.table(role).get(cached)
+                && c.owner.load(Ordering::Relaxed) == me.stamp()
+            {
+                c.pos.store(0, Ordering::Release);
+                // Release: everything we published happened before, for the
+                // prober that reads the record free (see the module docs).
+                let _ = c.owner.compare_exchange(me.stamp(), 0, Ordering::Release, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether a record's owner word names a live thread (0: nobody).
+    fn alive(owner: u64) -> bool {
+        owner != 0 && holder_alive(TaskId::from_stamp(owner).tid, owner)
+    }
+
+    /// Whether a record on `role`'s side with a live owner names `pos` (its
+    /// claimant may still finish). Reads `pos` before `owner`: see the module
+    /// docs.
+    fn claimed_by_live(&self, role: Role, pos: u64) -> bool {
+        let want = pos.wrapping_add(1);
+        self.table(role)
+            .iter()
+            .any(|c| c.pos.load(Ordering::Acquire) == want && Self::alive(c.owner.load(Ordering::Acquire)))
+    }
+
+    /// Appends `v` if there is room. `probe`: a slot held by a dead reader may
+    /// be checked and released (only when the ring is full there).
+    ///
+    /// The fast path (the slot at `enqueue` is free for its lap and the claim
+    /// succeeds) is inlined into the caller; everything else is in
+    /// [`push_slow`](Self::push_slow).
+    #[inline]
+    pub(crate) fn try_push(&self, me: TaskId, cache: &Cache, v: T, probe: Probe) -> Result<(), Push<T>> {
+        let rec = match self.record(Role::Producer, cache, me) {
+            Ok(rec) => rec,
+            Err(e) => return Err(Push::Failed(v, e)),
+        };
+        let enqueue = &self.index.enqueue.0;
+        let p = enqueue.load(Ordering::Relaxed);
+        let slot = self.slot(p);
+        let lap = self.lap(p);
+        // Acquire: pairs with the last reader's Release of EMPTY.
+        if slot.stamp.load(Ordering::Acquire) == empty(lap) {
+            // Release (pos, then the CAS): see "Why a live claimant is never
+            // passed over" in the module docs.
+            rec.pos.store(p.wrapping_add(1), Ordering::Release);
+            if enqueue.compare_exchange(p, p.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok() {
+                Self::write_claimed(slot, rec, lap, v);
+                return Ok(());
+            }
+        }
+        self.push_slow(rec, cache, v, probe)
+    }
+
+    /// The rest of a put once position `p` of lap `lap` is ours: write,
+    /// publish, clear the record.
+    #[inline]
+    fn write_claimed(slot: &Slot<T>, rec: &Claim, lap: u64, v: T) {
+        // SAFETY: our index CAS made the position ours alone, and its slot is
+        // EMPTY for its lap (read with Acquire before the CAS): no reader
+        // touches the element until we publish FULL below, and no other
+        // writer can claim the slot before a reader has emptied it again.
+        slot.value.with_mut(|ptr| unsafe { ptr.write(MaybeUninit::new(v)) });
+        // Release: pairs with a consumer's Acquire load of the stamp.
+        slot.stamp.store(full(lap), Ordering::Release);
+        rec.pos.store(0, Ordering::Release);
+    }
+
+    /// [`try_push`](Self::try_push) when the fast path did not claim: a lost
+    /// CAS, a full ring, dead readers and garbage.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&self, rec: &Claim, cache: &Cache, v: T, probe: Probe) -> Result<(), Push<T>> {
+        let enqueue = &self.index.enqueue.0;
+        let mut p = enqueue.load(Ordering::Acquire);
+        let outcome = 'attempts: {
+            for _ in 0..MAX_RETRIES {
+                let slot = self.slot(p);
+                let lap = self.lap(p);
+                let stamp = slot.stamp.load(Ordering::Acquire);
+                let (l, is_full) = decode(stamp);
+                match (lap_diff(l, lap), is_full) {
+                    (0, false) => {
+                        rec.pos.store(p.wrapping_add(1), Ordering::Release);
+                        match enqueue.compare_exchange(p, p.wrapping_add(1), Ordering::Release, Ordering::Acquire) {
+                            Ok(_) => {
+                                Self::write_claimed(slot, rec, lap, v);
+                                return Ok(());
+                            }
+                            Err(now) => p = now,
+                        }
+                    }
+                    // The slot still holds the previous lap: its element not
+                    // yet taken (or being taken), or its put still in flight.
+                    // Full, unless the reader holding it is dead.
+                    (-1, true) if probe.allows(cache) && self.release_dead_reader(p, stamp) => {}
+                    (-1, _) => break 'attempts Err(Push::Full(v)),
+                    // Position p is done, or a lap ahead: p is stale, or the
+                    // segment is garbage.
+                    _ => match enqueue.load(Ordering::Acquire) {
+                        now if now == p => break 'attempts Err(Push::Failed(v, self.corrupt("put", p, stamp))),
+                        now => p = now,
+                    },
+                }
+            }
+            Err(Push::Failed(v, Error::corrupt("MPMC ring", "a put made no progress (the index keeps moving)")))
+        };
+        rec.pos.store(0, Ordering::Release);
+        outcome
+    }
+
+    /// Position `p`'s slot holds `stamp`, `FULL` of the lap before: if a
+    /// consumer claimed position `p − slots` and no live consumer's record
+    /// names it, that consumer died while taking it; release the slot for
+    /// lap(p) (losing its element). Whether the slot was released (by us or
+    /// meanwhile): the caller then looks at `p` again.
+    fn release_dead_reader(&self, p: u64, stamp: u64) -> bool {
+        let q = p.wrapping_sub(self.slots.len() as u64);
+        let dequeue = self.index.dequeue.0.load(Ordering::Acquire);
+        // Not claimed yet: simply full.
+        if (distance(dequeue, q) as i64) <= 0 || self.claimed_by_live(Role::Consumer, q) {
+            return false;
+        }
+        let slot = self.slot(p);
+        // Release: a producer that then claims p reads our EMPTY with Acquire.
+        // Failure: the slot moved (its reader finished after all): look again.
+        let _ = slot.stamp.compare_exchange(stamp, empty(self.lap(p)), Ordering::Release, Ordering::Relaxed);
+        true
     }
 
     /// Takes the oldest element, `Ok(None)` if there is none ready. `probe`:
     /// a position held by a dead writer may be checked and skipped.
     ///
-    /// The fast path (the slot at the hint is full for the hint's lap) is
-    /// inlined into the caller; everything else is in [`pop_slow`](Self::pop_slow).
+    /// The fast path (the slot at `dequeue` is full for its lap and the claim
+    /// succeeds, or it is empty with nothing claimed) is inlined into the
+    /// caller; everything else is in [`pop_slow`](Self::pop_slow).
     #[inline]
-    pub(crate) fn try_pop(&self, me: TaskId, probe: Probe, gate: &ProbeGate) -> Result<Option<T>> {
-        let hint = &self.header.dequeue.0;
-        let q = hint.load(Ordering::Acquire);
+    pub(crate) fn try_pop(&self, me: TaskId, cache: &Cache, probe: Probe) -> Result<Option<T>> {
+        let rec = self.record(Role::Consumer, cache, me)?;
+        let dequeue = &self.index.dequeue.0;
+        let q = dequeue.load(Ordering::Relaxed);
         let slot = self.slot(q);
         let lap = self.lap(q);
-        // As in try_push: only the exact healthy word, read before the CAS
-        // (a consumer that finds the ring empty leaves the line to the
-        // producer writing that slot).
-        let full = state(lap, FULL, 0);
-        let st = slot.state.load(Ordering::Relaxed);
-        if st == full
-            // Acquire: pairs with the writer's Release of FULL.
-            && slot
-                .state
-                .compare_exchange(full, state(lap, READING, me.tid), Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+        // Acquire: pairs with the writer's Release of FULL.
+        let stamp = slot.stamp.load(Ordering::Acquire);
+        if stamp == full(lap) {
+            // Release: as in try_push.
+            rec.pos.store(q.wrapping_add(1), Ordering::Release);
+            if dequeue.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok() {
+                return Ok(Some(Self::read_claimed(slot, rec, lap)));
+            }
+        } else if stamp == empty(lap)
+            && (matches!(probe, Probe::No) || self.index.enqueue.0.load(Ordering::Relaxed) == q)
         {
-            return Ok(Some(Self::read_claimed(slot, hint, q, lap, me)));
-        }
-        // Free for this lap: nothing produced here yet, as the slow path
-        // would say (q is not claimed, so it is not stale).
-        if st == state(lap, EMPTY, 0) {
+            // Nothing put there yet (or, not probing, maybe a put in flight,
+            // which is not ready either).
             return Ok(None);
         }
-        self.pop_slow(me, probe, gate)
+        self.pop_slow(rec, cache, probe)
     }
 
-    /// The rest of a get once position `q`'s slot is claimed (`READING` by
-    /// us): stamp it, advance the hint, read, release the slot.
+    /// The rest of a get once position `q` of lap `lap` is ours: read,
+    /// release the slot, clear the record.
     #[inline]
-    fn read_claimed(slot: &Slot<T>, hint: &AtomicU64, q: u64, lap: u64, me: TaskId) -> T {
-        slot.owner.store(me.stamp(), Ordering::Relaxed);
-        // A plain store, as in `write_claimed`: we hold position q. Release:
-        // pairs with the Acquire loads of the hint.
-        hint.store(q.wrapping_add(1), Ordering::Release);
-        // SAFETY: our claim excludes every writer and other reader until we
-        // release the slot below; T is Pod.
+    fn read_claimed(slot: &Slot<T>, rec: &Claim, lap: u64) -> T {
+        // SAFETY: our index CAS made the position ours alone, and its slot is
+        // FULL for its lap (read with Acquire before the CAS): the writer is
+        // done and no writer of the next lap claims the slot until we release
+        // it below; T is Pod.
         let v = slot.value.with(|ptr| unsafe { ptr.read().assume_init() });
-        // Release: pairs with the next lap's writer's claim.
-        slot.state.store(state(lap.wrapping_add(1), EMPTY, 0), Ordering::Release);
+        // Release: pairs with the next lap's writer's Acquire load.
+        slot.stamp.store(empty(lap.wrapping_add(1)), Ordering::Release);
+        rec.pos.store(0, Ordering::Release);
         v
     }
 
-    /// [`try_pop`](Self::try_pop) when the fast path's claim failed: the
-    /// whole protocol, with positions claimed ahead of a lagging hint, empty
-    /// rings, dead writers and garbage.
+    /// [`try_pop`](Self::try_pop) when the fast path did not claim: a lost
+    /// CAS, a put in flight at the head, dead writers, skipped positions and
+    /// garbage.
     #[cold]
     #[inline(never)]
-    fn pop_slow(&self, me: TaskId, probe: Probe, gate: &ProbeGate) -> Result<Option<T>> {
-        let hint = &self.header.dequeue.0;
-        let mut seen = hint.load(Ordering::Acquire);
-        let mut q = seen;
-        for _ in 0..MAX_RETRIES {
-            let slot = self.slot(q);
-            let lap = self.lap(q);
-            let st = slot.state.load(Ordering::Acquire);
-            let (l, kind, tid) = decode(st);
-            match (lap_diff(l, lap), kind) {
-                (0, FULL) => {
-                    // Acquire: pairs with the writer's Release of FULL. On
-                    // failure the state moved: look at q again.
-                    let claim = state(lap, READING, me.tid);
-                    if slot.state.compare_exchange(st, claim, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                        return Ok(Some(Self::read_claimed(slot, hint, q, lap, me)));
+    fn pop_slow(&self, rec: &Claim, cache: &Cache, probe: Probe) -> Result<Option<T>> {
+        let dequeue = &self.index.dequeue.0;
+        let mut q = dequeue.load(Ordering::Acquire);
+        let outcome = 'attempts: {
+            for _ in 0..MAX_RETRIES {
+                let slot = self.slot(q);
+                let lap = self.lap(q);
+                let stamp = slot.stamp.load(Ordering::Acquire);
+                let (l, is_full) = decode(stamp);
+                match (lap_diff(l, lap), is_full) {
+                    (0, true) => {
+                        rec.pos.store(q.wrapping_add(1), Ordering::Release);
+                        match dequeue.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Acquire) {
+                            Ok(_) => return Ok(Some(Self::read_claimed(slot, rec, lap))),
+                            Err(now) => q = now,
+                        }
                     }
-                }
-                (0, WRITING) => {
-                    if probe.allows(gate) && !holder_alive(tid, slot.owner.load(Ordering::Relaxed)) {
-                        // Its writer died mid-put: skip the position (its slot
-                        // goes to the next lap), then go on past it.
-                        let skipped = state(lap.wrapping_add(1), EMPTY, 0);
-                        let _ = slot.state.compare_exchange(st, skipped, Ordering::Release, Ordering::Relaxed);
-                        continue;
+                    (0, false) => {
+                        let enqueue = self.index.enqueue.0.load(Ordering::Acquire);
+                        // Nothing put there yet; or claimed by a producer that
+                        // may still publish.
+                        if (distance(enqueue, q) as i64) <= 0
+                            || !probe.allows(cache)
+                            || self.claimed_by_live(Role::Producer, q)
+                        {
+                            break 'attempts Ok(None);
+                        }
+                        // Its producer died mid-put: skip the position (the
+                        // slot goes to the next lap; the next pass moves
+                        // dequeue past it). Release: pairs with the next
+                        // lap's writer's Acquire load. Failure: it was
+                        // published after all: look again.
+                        let _ = slot.stamp.compare_exchange(
+                            stamp,
+                            empty(lap.wrapping_add(1)),
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                        );
                     }
-                    return Ok(None); // being written: not ready yet
+                    // A lap ahead with dequeue at q: q was skipped (a get
+                    // moves dequeue before it empties the slot), or q is
+                    // stale. Help dequeue past it either way.
+                    (1, _) => {
+                        match dequeue.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Acquire) {
+                            Ok(_) => q = q.wrapping_add(1),
+                            Err(now) => q = now,
+                        }
+                    }
+                    // The previous lap's element is still being taken, so
+                    // nothing is put at q yet.
+                    (-1, true) => break 'attempts Ok(None),
+                    _ => match dequeue.load(Ordering::Acquire) {
+                        now if now == q => break 'attempts Err(self.corrupt("get", q, stamp)),
+                        now => q = now,
+                    },
                 }
-                // Not produced yet (the slot is free for this lap, or still
-                // being read from the previous one; q cannot be stale).
-                (0, EMPTY) | (-1, READING) => return Ok(None),
-                // Position q is taken (or done): go on past it.
-                (0, READING) | (1, _) => q = Self::past(hint, &mut seen, q),
-                _ => match hint.load(Ordering::Acquire) {
-                    now if now == seen => return Err(self.corrupt("get", q, st)),
-                    now => (seen, q) = (now, now),
-                },
             }
-        }
-        Err(Error::corrupt("MPMC ring", "a get made no progress (the slots keep changing under it)"))
+            Err(Error::corrupt("MPMC ring", "a get made no progress (the index keeps moving)"))
+        };
+        rec.pos.store(0, Ordering::Release);
+        outcome
     }
 
-    /// The position to look at after finding `pos` taken: the hint if it has
-    /// moved past `pos` (a thread that was preempted catches up at once),
-    /// else `pos + 1`. `seen` is the hint last read.
-    #[inline]
-    fn past(hint: &AtomicU64, seen: &mut u64, pos: u64) -> u64 {
-        *seen = hint.load(Ordering::Acquire);
-        if (distance(*seen, pos) as i64) > 0 { *seen } else { pos.wrapping_add(1) }
-    }
-
-    /// The oldest position from `hint` on that `taken` (given the slot's lap
-    /// difference from the position's and its kind) does not pass over, with
-    /// that lap difference and kind: where the next claim of that side would
-    /// be. `None` if it is not found within two laps (garbage, or a ring
-    /// moving fast under us). A snapshot, for sleepers and sizes.
-    fn head(&self, hint: &AtomicU64, taken: impl Fn(i64, u64) -> bool) -> Option<(u64, i64, u64)> {
-        let mut pos = hint.load(Ordering::Acquire);
-        for _ in 0..=2 * self.slots.len() {
-            let (l, kind, _) = decode(self.slot(pos).state.load(Ordering::Acquire));
-            let diff = lap_diff(l, self.lap(pos));
-            if !taken(diff, kind) {
-                return Some((pos, diff, kind));
-            }
-            pos = pos.wrapping_add(1);
-        }
-        None
-    }
-
-    /// [`head`](Self::head) of the consumers' side.
-    fn dequeue_head(&self) -> Option<(u64, i64, u64)> {
-        self.head(&self.header.dequeue.0, |diff, kind| matches!((diff, kind), (0, READING) | (1, _)))
-    }
-
-    /// [`head`](Self::head) of the producers' side.
-    fn enqueue_head(&self) -> Option<(u64, i64, u64)> {
-        self.head(&self.header.enqueue.0, |diff, kind| matches!((diff, kind), (0, WRITING | FULL | READING) | (1, _)))
+    /// The consumers' head: `dequeue` and the lap difference and fullness of
+    /// its slot (a snapshot).
+    fn dequeue_head(&self) -> (u64, i64, bool) {
+        let q = self.index.dequeue.0.load(Ordering::Acquire);
+        let (l, is_full) = decode(self.slot(q).stamp.load(Ordering::Acquire));
+        (q, lap_diff(l, self.lap(q)), is_full)
     }
 
     /// Whether a consumer would find nothing ready (a snapshot, for sleepers:
     /// anything unexpected counts as "look again").
     pub fn looks_empty(&self) -> bool {
-        matches!(self.dequeue_head(), Some((_, 0, EMPTY | WRITING) | (_, -1, READING)))
+        matches!(self.dequeue_head(), (_, 0, false) | (_, -1, true))
     }
 
     /// Whether the oldest position is claimed by a producer that has not
     /// published yet (a snapshot): a closed queue is not drained until that
     /// put finishes or its producer is found dead.
     pub(crate) fn head_in_flight(&self) -> bool {
-        matches!(self.dequeue_head(), Some((_, 0, WRITING)))
+        let (q, diff, is_full) = self.dequeue_head();
+        diff == 0 && !is_full && (distance(self.index.enqueue.0.load(Ordering::Acquire), q) as i64) > 0
     }
 
     /// Whether a producer would find no room (a snapshot, for sleepers).
     pub fn looks_full(&self) -> bool {
-        matches!(self.enqueue_head(), Some((_, -1, _)))
+        let p = self.index.enqueue.0.load(Ordering::Acquire);
+        let (l, _) = decode(self.slot(p).stamp.load(Ordering::Acquire));
+        lap_diff(l, self.lap(p)) == -1
     }
 
-    /// Elements in the ring, approximately (a snapshot of two moving heads);
-    /// clamped to `0..=slots`.
+    /// Elements in the ring, counting puts in flight and gets not yet
+    /// claimed (a snapshot of the two indices), clamped to `0..=slots`.
     pub fn len(&self) -> usize {
-        let (Some((dequeue, ..)), Some((enqueue, ..))) = (self.dequeue_head(), self.enqueue_head()) else {
-            return self.slots.len(); // garbage, or moving too fast to tell
-        };
+        let dequeue = self.index.dequeue.0.load(Ordering::Acquire);
+        let enqueue = self.index.enqueue.0.load(Ordering::Acquire);
         match distance(enqueue, dequeue) {
             d if d <= self.slots.len() as u64 => d as usize,
-            d if d > u64::MAX / 2 => 0, // the consumers' head read after it moved past the producers'
+            d if d > u64::MAX / 2 => 0, // dequeue read after it moved past the enqueue we read
             _ => self.slots.len(),
         }
     }
@@ -527,54 +660,89 @@ impl<T: Pod> Mpmc<'_, T> {
 #[cfg(loom)]
 impl<T: Pod> Mpmc<'_, T> {
     /// [`try_push`](Self::try_push) by the calling thread.
-    pub fn try_push_here(&self, v: T, probe: bool) -> Result<(), Push<T>> {
-        self.try_push(crate::loom::current_task(), v, probe.into(), &ProbeGate::default())
+    pub fn try_push_here(&self, cache: &Cache, v: T, probe: bool) -> Result<(), Push<T>> {
+        self.try_push(crate::loom::current_task(), cache, v, probe.into())
     }
 
     /// [`try_pop`](Self::try_pop) by the calling thread.
-    pub fn try_pop_here(&self, probe: bool) -> Result<Option<T>> {
-        self.try_pop(crate::loom::current_task(), probe.into(), &ProbeGate::default())
+    pub fn try_pop_here(&self, cache: &Cache, probe: bool) -> Result<Option<T>> {
+        self.try_pop(crate::loom::current_task(), cache, probe.into())
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::os::TID_MASK;
 
     #[test]
     fn gated_probes_run_at_most_once_per_gap() {
-        let gate = ProbeGate::default();
+        let cache = Cache::default();
         let start = std::time::Instant::now();
-        assert!(Probe::Gated.allows(&gate), "the first probe runs at once");
-        let again = Probe::Gated.allows(&gate);
+        assert!(Probe::Gated.allows(&cache), "the first probe runs at once");
+        let again = Probe::Gated.allows(&cache);
         assert!(!again || start.elapsed() >= PROBE_GAP, "a second probe within the gap");
         std::thread::sleep(PROBE_GAP * 2);
-        assert!(Probe::Gated.allows(&gate), "after the gap it runs again");
-        assert!(Probe::Yes.allows(&gate) && !Probe::No.allows(&gate));
+        assert!(Probe::Gated.allows(&cache), "after the gap it runs again");
+        assert!(Probe::Yes.allows(&cache) && !Probe::No.allows(&cache));
     }
 
-    fn ring<T>(n: usize) -> (MpmcHeader, Vec<Slot<T>>) {
-        (MpmcHeader::default(), (0..n).map(|_| Slot::new()).collect())
+    struct Ring<T> {
+        index: MpmcIndex,
+        producers: Vec<Claim>,
+        consumers: Vec<Claim>,
+        slots: Vec<Slot<T>>,
+    }
+
+    // SAFETY: an element is accessed only by the thread whose claim holds its
+    // position (what the ring's protocol is for); the tests share rings across
+    // threads as segments do across processes.
+    unsafe impl<T: Send> Sync for Ring<T> {}
+
+    impl<T: Pod> Ring<T> {
+        fn new(n: usize, claims: usize) -> Self {
+            Ring {
+                index: MpmcIndex::default(),
+                producers: (0..claims).map(|_| Claim::default()).collect(),
+                consumers: (0..claims).map(|_| Claim::default()).collect(),
+                slots: (0..n).map(|_| Slot::new()).collect(),
+            }
+        }
+
+        fn view(&self) -> Mpmc<'_, T> {
+            Mpmc { index: &self.index, producers: &self.producers, consumers: &self.consumers, slots: &self.slots }
+        }
     }
 
     fn me() -> TaskId {
         crate::os::current_task()
     }
 
+    /// A task that can never be alive (tid above pid_max).
+    const GHOST: TaskId = TaskId { tid: TID_MASK, start: 1 };
+
     #[test]
     fn fifo_full_empty_and_wrap() {
-        let (h, slots) = ring::<u64>(4);
-        let r = Mpmc { header: &h, slots: &slots };
+        let ring = Ring::<u64>::new(4, 2);
+        let (r, c) = (ring.view(), Cache::default());
         for round in 0..5u64 {
             for i in 0..4 {
-                r.try_push(me(), round * 10 + i, Probe::No, &ProbeGate::default()).unwrap();
+                r.try_push(me(), &c, round * 10 + i, Probe::No).unwrap();
             }
-            assert!(matches!(r.try_push(me(), 99, Probe::Yes, &ProbeGate::default()), Err(Push::Full(99))));
+            assert!(matches!(r.try_push(me(), &c, 99, Probe::Yes), Err(Push::Full(99))));
             assert_eq!(r.len(), 4);
+            assert!(r.looks_full() && !r.looks_empty());
             for i in 0..4 {
-                assert_eq!(r.try_pop(me(), Probe::No, &ProbeGate::default()).unwrap(), Some(round * 10 + i));
+                assert_eq!(r.try_pop(me(), &c, Probe::No).unwrap(), Some(round * 10 + i));
             }
-            assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), None);
+            assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), None);
+            assert!(r.looks_empty() && !r.looks_full() && !r.head_in_flight());
+        }
+        // One record per side, ours, naming nothing.
+        for table in [&ring.producers, &ring.consumers] {
+            assert_eq!(table[0].owner.load(Ordering::Relaxed), me().stamp());
+            assert_eq!(table[0].pos.load(Ordering::Relaxed), 0);
+            assert_eq!(table[1].owner.load(Ordering::Relaxed), 0);
         }
     }
 
@@ -582,48 +750,132 @@ mod tests {
     fn lap_arithmetic_wraps() {
         assert_eq!(lap_diff(0, LAP_MASK), 1);
         assert_eq!(lap_diff(LAP_MASK, 0), -1);
-        assert_eq!(decode(state(LAP_MASK + 3, FULL, 77)), (2, FULL, 77));
+        assert_eq!(decode(full(LAP_MASK + 3)), (2, true));
+        assert_eq!(decode(empty(7)), (7, false));
     }
 
     #[test]
-    fn a_dead_writers_slot_is_skipped_and_a_dead_readers_released() {
-        let (h, slots) = ring::<u32>(2);
-        let r = Mpmc { header: &h, slots: &slots };
-        // A writer that can never be alive (tid above pid_max) claimed position 0.
-        let ghost = TaskId { tid: TID_MASK, start: 1 };
-        slots[0].state.store(state(0, WRITING, ghost.tid), Ordering::Relaxed);
-        h.enqueue.0.store(1, Ordering::Relaxed);
-        r.try_push(me(), 7, Probe::No, &ProbeGate::default()).unwrap(); // position 1
-        assert_eq!(
-            r.try_pop(me(), Probe::No, &ProbeGate::default()).unwrap(),
-            None,
-            "without probing, a claimed slot just waits"
-        );
-        assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), Some(7), "position 0 skipped");
-        // A ghost reader holding position 2's slot (lap 1, slot 0) while full.
-        r.try_push(me(), 8, Probe::No, &ProbeGate::default()).unwrap(); // position 2 → slot 0, lap 1
-        r.try_push(me(), 9, Probe::No, &ProbeGate::default()).unwrap(); // position 3 → slot 1, lap 1
-        slots[0].state.store(state(1, READING, ghost.tid), Ordering::Relaxed);
-        h.dequeue.0.store(3, Ordering::Relaxed);
-        assert!(matches!(r.try_push(me(), 10, Probe::No, &ProbeGate::default()), Err(Push::Full(10))));
-        r.try_push(me(), 10, Probe::Yes, &ProbeGate::default()).unwrap(); // released, position 4
-        assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), Some(9));
-        assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), Some(10));
-        assert_eq!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).unwrap(), None);
+    fn records_are_found_again_taken_from_the_dead_and_given_back() {
+        let ring = Ring::<u32>::new(2, 2);
+        let r = ring.view();
+        ring.producers[0].owner.store(GHOST.stamp(), Ordering::Relaxed);
+        ring.producers[0].pos.store(77, Ordering::Relaxed);
+        let (a, b) = (Cache::default(), Cache::default());
+        r.try_push(me(), &a, 1, Probe::No).unwrap();
+        assert_eq!(ring.producers[1].owner.load(Ordering::Relaxed), me().stamp(), "the free record first");
+        r.try_push(me(), &b, 2, Probe::No).unwrap();
+        assert_eq!(b.record[0].load(local::Ordering::Relaxed), 1, "another handle of this thread finds it");
+        // A second live thread: the table is full but for the ghost's record.
+        let ring = &ring;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let (r, c) = (ring.view(), Cache::default());
+                assert_eq!(r.try_pop(me(), &c, Probe::No).unwrap(), Some(1));
+                r.try_push(me(), &c, 3, Probe::No).unwrap();
+                assert_eq!(ring.producers[0].owner.load(Ordering::Relaxed), me().stamp(), "the dead one's");
+                assert_eq!(ring.producers[0].pos.load(Ordering::Relaxed), 0);
+                // A third thread finds every record live.
+                let third = std::thread::scope(|s| {
+                    s.spawn(move || ring.view().try_push(me(), &Cache::default(), 4, Probe::No)).join()
+                });
+                assert!(matches!(third.unwrap(), Err(Push::Failed(4, Error::Overflow { .. }))));
+                r.release(&c, me());
+            });
+        });
+        assert_eq!(ring.producers[0].owner.load(Ordering::Relaxed), 0, "given back on release");
+        r.release(&a, me());
+        assert_eq!(ring.producers[1].owner.load(Ordering::Relaxed), 0);
+        assert_eq!(r.try_pop(me(), &a, Probe::No).unwrap(), Some(2));
+        assert_eq!(r.try_pop(me(), &a, Probe::No).unwrap(), Some(3));
+    }
+
+    /// Position 0 claimed by `claimant` (its record names it), unpublished.
+    fn forge_writer(ring: &Ring<u32>, claimant: TaskId) {
+        ring.producers[1].owner.store(claimant.stamp(), Ordering::Relaxed);
+        ring.producers[1].pos.store(1, Ordering::Relaxed);
+        ring.index.enqueue.0.store(1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_dead_writers_position_is_skipped() {
+        let ring = Ring::<u32>::new(2, 2);
+        let r = ring.view();
+        let c = Cache::default();
+        forge_writer(&ring, GHOST);
+        r.try_push(me(), &c, 7, Probe::No).unwrap(); // position 1
+        assert!(r.head_in_flight() && r.looks_empty() && r.len() == 2);
+        assert_eq!(r.try_pop(me(), &c, Probe::No).unwrap(), None, "without probing, a claim just waits");
+        assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), Some(7), "position 0 skipped");
+        assert_eq!(ring.index.dequeue.0.load(Ordering::Relaxed), 2);
+        // The skipped slot serves the next lap.
+        r.try_push(me(), &c, 8, Probe::No).unwrap(); // position 2, slot 0
+        r.try_push(me(), &c, 9, Probe::No).unwrap();
+        assert_eq!(r.try_pop(me(), &c, Probe::No).unwrap(), Some(8));
+        assert_eq!(r.try_pop(me(), &c, Probe::No).unwrap(), Some(9));
+        assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), None);
+    }
+
+    #[test]
+    fn a_live_writer_is_waited_for_and_a_stale_record_is_not_a_claim() {
+        let ring = Ring::<u32>::new(2, 2);
+        let r = ring.view();
+        let c = Cache::default();
+        forge_writer(&ring, me());
+        assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), None, "a live claimant is waited for");
+        assert!(r.head_in_flight());
+        // The claimant publishes (as write_claimed would).
+        ring.slots[0].value.with_mut(|p| unsafe { p.write(MaybeUninit::new(5)) });
+        ring.slots[0].stamp.store(full(0), Ordering::Release);
+        assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), Some(5));
+        // A record naming position 2 while nothing claimed it: empty, not in flight.
+        ring.producers[1].pos.store(3, Ordering::Relaxed);
+        assert!(!r.head_in_flight());
+        assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), None);
+    }
+
+    #[test]
+    fn a_dead_readers_slot_is_released() {
+        let ring = Ring::<u32>::new(2, 2);
+        let r = ring.view();
+        let c = Cache::default();
+        r.try_push(me(), &c, 1, Probe::No).unwrap();
+        r.try_push(me(), &c, 2, Probe::No).unwrap();
+        // A ghost consumer claimed position 0 and died holding it.
+        ring.consumers[1].owner.store(GHOST.stamp(), Ordering::Relaxed);
+        ring.consumers[1].pos.store(1, Ordering::Relaxed);
+        ring.index.dequeue.0.store(1, Ordering::Relaxed);
+        assert!(matches!(r.try_push(me(), &c, 3, Probe::No), Err(Push::Full(3))));
+        assert!(r.looks_full());
+        r.try_push(me(), &c, 3, Probe::Yes).unwrap(); // released, position 2
+        assert_eq!(r.try_pop(me(), &c, Probe::No).unwrap(), Some(2));
+        assert_eq!(r.try_pop(me(), &c, Probe::No).unwrap(), Some(3));
+        assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), None);
+        // A live reader's slot is not released.
+        r.try_push(me(), &c, 4, Probe::No).unwrap();
+        r.try_push(me(), &c, 5, Probe::No).unwrap();
+        ring.consumers[1].owner.store(me().stamp(), Ordering::Relaxed);
+        ring.consumers[1].pos.store(4, Ordering::Relaxed); // position 3
+        ring.index.dequeue.0.store(4, Ordering::Relaxed);
+        assert!(matches!(r.try_push(me(), &c, 6, Probe::Yes), Err(Push::Full(6))));
     }
 
     #[test]
     fn garbage_states_are_corrupt() {
-        let (h, slots) = ring::<u32>(4);
-        let r = Mpmc { header: &h, slots: &slots };
-        slots[0].state.store(state(9, FULL, 0), Ordering::Relaxed);
-        assert!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).is_err());
-        assert!(matches!(r.try_push(me(), 1, Probe::Yes, &ProbeGate::default()), Err(Push::Corrupt(1, _))));
-        let (h, slots) = ring::<u32>(4);
-        let r = Mpmc { header: &h, slots: &slots };
-        h.enqueue.0.store(1000, Ordering::Relaxed); // 250 laps ahead of every slot
-        assert!(r.try_push(me(), 1, Probe::Yes, &ProbeGate::default()).is_err());
-        h.dequeue.0.store(1000, Ordering::Relaxed);
-        assert!(r.try_pop(me(), Probe::Yes, &ProbeGate::default()).is_err());
+        let ring = Ring::<u32>::new(4, 1);
+        let r = ring.view();
+        let c = Cache::default();
+        ring.slots[0].stamp.store(full(9), Ordering::Relaxed);
+        assert!(r.try_pop(me(), &c, Probe::Yes).is_err());
+        assert!(matches!(r.try_push(me(), &c, 1, Probe::Yes), Err(Push::Failed(1, _))));
+        assert_eq!(ring.producers[0].pos.load(Ordering::Relaxed), 0, "a failed put names no position");
+        let ring = Ring::<u32>::new(4, 1);
+        let r = ring.view();
+        ring.index.enqueue.0.store(1000, Ordering::Relaxed); // 250 laps ahead of every slot
+        assert!(r.try_push(me(), &c, 1, Probe::Yes).is_err());
+        ring.index.dequeue.0.store(1000, Ordering::Relaxed);
+        assert!(r.try_pop(me(), &c, Probe::Yes).is_err());
+        // A cached record index out of the table is a guess, not an access.
+        c.record[0].store(u32::MAX, local::Ordering::Relaxed);
+        assert!(r.try_push(me(), &c, 1, Probe::Yes).is_err());
     }
 }

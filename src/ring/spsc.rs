@@ -130,7 +130,7 @@ impl<T: Pod> Spsc<'_, T> {
             cache.head.store(head, local::Ordering::Relaxed);
             match distance(tail, head) {
                 d if d == cap => return Err(Push::Full(v)),
-                d if d > cap => return Err(Push::Corrupt(v, Self::corrupt(tail, head, self.slots.len()))),
+                d if d > cap => return Err(Push::Failed(v, Self::corrupt(tail, head, self.slots.len()))),
                 _ => {}
             }
         }
@@ -228,7 +228,7 @@ mod tests {
         assert!(r.len().is_err());
         // The producer reads its own copy: garbage there is caught too.
         h.own_tail.0.store(1000, Ordering::Relaxed);
-        assert!(matches!(r.try_push(&Cache::default(), 1), Err(Push::Corrupt(1, _))));
+        assert!(matches!(r.try_push(&Cache::default(), 1), Err(Push::Failed(1, _))));
         // tail behind head: also impossible.
         h.tail.0.store(5, Ordering::Relaxed);
         h.head.0.store(7, Ordering::Relaxed);
