@@ -179,18 +179,23 @@ fn rate(n: u64, took: Duration) -> String {
 // ---------------------------------------------------------------------------
 
 /// File offsets: the 64-byte segment header, then the ring header (two
-/// positions on cache lines of their own), then the control line, then the
-/// slots.
+/// positions on cache lines of their own; MPMC: then the two tables of claim
+/// records), then the control line, then the slots.
 const PAYLOAD_LEN_AT: usize = 24;
 const INIT_STATE_AT: usize = 36;
-/// MPMC enqueue hint / SPSC tail (the producers' position).
+/// MPMC enqueue index / SPSC tail (the producers' position).
 const ENQUEUE_AT: usize = 64;
-/// MPMC dequeue hint / SPSC head (the consumers' position).
+/// MPMC dequeue index / SPSC head (the consumers' position).
 const DEQUEUE_AT: usize = 128;
-/// The control line: `closed` u32, then the two `Side`s (seq, sleepers).
-const CLOSED_AT: usize = 192;
-const SLOTS_AT: usize = 256;
-/// Bytes of the state before the slots (ring header + control line).
+/// MPMC claim records per side, one 64-byte line each: owner stamp, then
+/// position + 1.
+const CLAIMS: usize = 256;
+const PRODUCERS_AT: usize = 192;
+const CONSUMERS_AT: usize = PRODUCERS_AT + CLAIMS * 64;
+/// The MPMC control line: `closed` u32, then the two `Side`s (seq, sleepers).
+const CLOSED_AT: usize = CONSUMERS_AT + CLAIMS * 64;
+const SLOTS_AT: usize = CLOSED_AT + 64;
+/// Bytes of the MPMC state before the slots (ring header + control line).
 const STATE_LEN: usize = SLOTS_AT - 64;
 /// SPSC only: the producer's private copy of its position (the consumer's
 /// copy follows at +64), then the control line.
@@ -198,28 +203,26 @@ const SPSC_OWN_TAIL_AT: usize = 192;
 const SPSC_CLOSED_AT: usize = 320;
 const SPSC_SLOTS_AT: usize = 384;
 
-/// An MPMC slot of a `u64`: state, owner stamp, value.
-const MPMC_SLOT: usize = 24;
-
-/// MPMC slot state kinds.
-const EMPTY: u64 = 0;
-const WRITING: u64 = 1;
-const FULL: u64 = 2;
-const READING: u64 = 3;
+/// An MPMC slot of a `u64`: stamp, value.
+const MPMC_SLOT: usize = 16;
 
 /// A tid no task can have: above `pid_max` (32768 here; the kernel's
 /// ceiling is 2^22, the width of the tid field).
 const GHOST: u32 = (1 << 22) - 1;
 
-/// An MPMC slot state word: `lap << 24 | kind << 22 | tid`.
-fn slot_state(lap: u64, kind: u64, tid: u32) -> u64 {
-    lap << 24 | kind << 22 | u64::from(tid)
+/// An MPMC slot stamp: `lap << 1 | full`.
+fn stamp(lap: u64, full: bool) -> u64 {
+    lap << 1 | u64::from(full)
 }
 
-/// File offset of MPMC slot `i` of a `Queue<u64>` (state; owner at +8,
-/// value at +16).
+/// File offset of MPMC slot `i` of a `Queue<u64>` (stamp; value at +8).
 fn mpmc_slot_at(i: usize) -> usize {
     SLOTS_AT + i * MPMC_SLOT
+}
+
+/// File offset of claim record `i` of the table at `table` (owner; pos at +8).
+fn record_at(table: usize, i: usize) -> usize {
+    table + i * 64
 }
 
 /// Asserts that the file of the named `Queue<u64>` with `slots` slots has the
@@ -1183,8 +1186,8 @@ type Msg = [u64; MSG_WORDS];
 const MSG_WORDS: usize = 512;
 /// The tag of the message that tells a consumer to stop.
 const POISON: u64 = u64::MAX;
-/// An MPMC slot of a `Msg`: state, owner, value.
-const MSG_SLOT: usize = 16 + size_of::<Msg>();
+/// An MPMC slot of a `Msg`: stamp, value.
+const MSG_SLOT: usize = 8 + size_of::<Msg>();
 
 fn msg(v: u64) -> Msg {
     [v; MSG_WORDS]
@@ -1237,11 +1240,22 @@ fn counting_consumer(
     }
 }
 
-/// Whether the named queue's slots show a claim by `tid` of `kind`.
-fn slot_claimed_by(map: &ShmMap, slots: usize, slot_size: usize, kind: u64, tid: u32) -> bool {
-    (0..slots).any(|i| {
-        let s = map.u64_at(SLOTS_AT + i * slot_size).load(Ordering::SeqCst);
-        (s >> 22) & 3 == kind && (s as u32) & GHOST == tid
+/// Whether task `tid` holds a claim in the named MPMC queue of `slots`
+/// slots of `slot_size` bytes that it has not finished: a put (`producer`)
+/// whose position is claimed but its slot not yet full, or a get whose
+/// position is claimed but its slot not yet emptied.
+fn claim_in_flight(map: &ShmMap, slots: usize, slot_size: usize, producer: bool, tid: u32) -> bool {
+    let (table, index) = if producer { (PRODUCERS_AT, ENQUEUE_AT) } else { (CONSUMERS_AT, DEQUEUE_AT) };
+    (0..CLAIMS).any(|i| {
+        let owner = map.u64_at(record_at(table, i)).load(Ordering::SeqCst);
+        let pos = map.u64_at(record_at(table, i) + 8).load(Ordering::SeqCst);
+        if owner == 0 || owner as u32 & GHOST != tid || pos == 0 {
+            return false;
+        }
+        let claimed = pos - 1;
+        let lap = claimed / slots as u64;
+        let slot = map.u64_at(SLOTS_AT + (claimed as usize % slots) * slot_size).load(Ordering::SeqCst);
+        map.u64_at(index).load(Ordering::SeqCst) > claimed && slot == stamp(lap, !producer)
     })
 }
 
@@ -1334,7 +1348,7 @@ fn producer_crash_run(run: u64) -> (u32, u32) {
             assert!(start.elapsed() < WATCHDOG, "run {run}: producer {v} stalled at {}", progress.load(v as usize));
             std::thread::yield_now();
         }
-        // Odd runs aim at a put half-way (its slot claimed, not published),
+        // Odd runs aim at a put half-way (its position claimed, not published),
         // with the other producers frozen meanwhile so that the ring has room
         // and the victim is busy.
         if run % 2 == 1 {
@@ -1342,13 +1356,13 @@ fn producer_crash_run(run: u64) -> (u32, u32) {
                 .filter(|i| *i != v && !was_killed[*i as usize])
                 .filter_map(|i| producers[i as usize].pid())
                 .collect();
-            kill_when_caught(pid, &others, &mut rng, || slot_claimed_by(&map, slots, MSG_SLOT, WRITING, pid));
+            kill_when_caught(pid, &others, &mut rng, || claim_in_flight(&map, slots, MSG_SLOT, true, pid));
         }
         let p = &mut producers[v as usize];
         if kill_and_reap(&mut **p) == Some(-libc::SIGKILL) {
             killed += 1;
             was_killed[v as usize] = true;
-            if slot_claimed_by(&map, slots, MSG_SLOT, WRITING, pid) {
+            if claim_in_flight(&map, slots, MSG_SLOT, true, pid) {
                 half_written += 1;
             }
         }
@@ -1401,7 +1415,7 @@ fn producers_killed_at_random_points_never_block_consumers() {
         half_written += h;
     }
     eprintln!(
-        "36 runs in {:?}: {killed} producers killed, {half_written} of them mid-put (a WRITING slot left behind)",
+        "36 runs in {:?}: {killed} producers killed, {half_written} of them mid-put (a claimed, unpublished position left behind)",
         start.elapsed()
     );
     assert!(killed > 0, "no producer was killed: the runs test nothing");
@@ -1462,14 +1476,14 @@ fn consumer_crash_run(run: u64) -> (u32, u32) {
                 .filter_map(|(_, p)| p.pid())
                 .collect();
             let pid = consumers[v as usize].pid().unwrap();
-            kill_when_caught(pid, &others, &mut rng, || slot_claimed_by(&map, slots, MSG_SLOT, READING, pid));
+            kill_when_caught(pid, &others, &mut rng, || claim_in_flight(&map, slots, MSG_SLOT, false, pid));
         }
         let p = &mut consumers[v as usize];
         let pid = p.pid().unwrap();
         assert_eq!(kill_and_reap(&mut **p), Some(-libc::SIGKILL), "run {run}: consumer {v} had stopped");
         dead.push(v);
         killed += 1;
-        if slot_claimed_by(&map, slots, MSG_SLOT, READING, pid) {
+        if claim_in_flight(&map, slots, MSG_SLOT, false, pid) {
             mid_read += 1;
         }
     }
@@ -1500,37 +1514,42 @@ fn consumers_killed_at_random_points_lose_at_most_one_message_each() {
         mid_read += m;
     }
     eprintln!(
-        "30 runs in {:?}: {killed} consumers killed, {mid_read} of them mid-get (a READING slot left behind)",
+        "30 runs in {:?}: {killed} consumers killed, {mid_read} of them mid-get (a claimed position whose slot was not emptied)",
         start.elapsed()
     );
     assert_no_leftovers("queue-crash-cons");
 }
 
+/// The claim record the forging helpers write: the last of the table (a
+/// test's own threads take the first ones).
+const FORGED: usize = CLAIMS - 1;
+
 /// Forges, in the named `Queue<u64>` mapped by `map` (`slots` slots, no put
-/// or get in flight), a producer `tid` that claimed the next position and
-/// stopped before publishing: the slot says `WRITING(lap, tid)`, the owner
-/// stamp is `owner`, and the enqueue hint has moved past it. Returns the
-/// position.
-fn forge_writer(map: &ShmMap, slots: usize, tid: u32, owner: u64) -> u64 {
+/// or get in flight), a producer whose `TaskId` stamp is `owner` (a tid, for
+/// a task whose start time is not checked) that claimed the next position and
+/// stopped before publishing: its claim record names the position, `enqueue`
+/// has moved past it, and the slot is still empty. Returns the position.
+fn forge_writer(map: &ShmMap, slots: usize, owner: u64) -> u64 {
     let p = map.u64_at(ENQUEUE_AT).load(Ordering::SeqCst);
     let at = mpmc_slot_at(p as usize & (slots - 1));
     let lap = p / slots as u64;
-    assert_eq!(map.u64_at(at).load(Ordering::SeqCst), slot_state(lap, EMPTY, 0), "position {p} is not free");
-    map.u64_at(at).store(slot_state(lap, WRITING, tid), Ordering::SeqCst);
-    map.u64_at(at + 8).store(owner, Ordering::SeqCst);
+    assert_eq!(map.u64_at(at).load(Ordering::SeqCst), stamp(lap, false), "position {p} is not free");
+    map.u64_at(record_at(PRODUCERS_AT, FORGED)).store(owner, Ordering::SeqCst);
+    map.u64_at(record_at(PRODUCERS_AT, FORGED) + 8).store(p + 1, Ordering::SeqCst);
     map.u64_at(ENQUEUE_AT).store(p + 1, Ordering::SeqCst);
     p
 }
 
-/// Forges a consumer `tid` that claimed the oldest element and stopped
-/// before releasing its slot: `READING(lap, tid)`, the dequeue hint past it.
-fn forge_reader(map: &ShmMap, slots: usize, tid: u32, owner: u64) -> u64 {
+/// Forges a consumer (stamp `owner`) that claimed the oldest element and
+/// stopped before emptying its slot: its record names the position, and
+/// `dequeue` has moved past it.
+fn forge_reader(map: &ShmMap, slots: usize, owner: u64) -> u64 {
     let q = map.u64_at(DEQUEUE_AT).load(Ordering::SeqCst);
     let at = mpmc_slot_at(q as usize & (slots - 1));
     let lap = q / slots as u64;
-    assert_eq!(map.u64_at(at).load(Ordering::SeqCst), slot_state(lap, FULL, 0), "position {q} holds nothing");
-    map.u64_at(at).store(slot_state(lap, READING, tid), Ordering::SeqCst);
-    map.u64_at(at + 8).store(owner, Ordering::SeqCst);
+    assert_eq!(map.u64_at(at).load(Ordering::SeqCst), stamp(lap, true), "position {q} holds nothing");
+    map.u64_at(record_at(CONSUMERS_AT, FORGED)).store(owner, Ordering::SeqCst);
+    map.u64_at(record_at(CONSUMERS_AT, FORGED) + 8).store(q + 1, Ordering::SeqCst);
     map.u64_at(DEQUEUE_AT).store(q + 1, Ordering::SeqCst);
     q
 }
@@ -1569,23 +1588,26 @@ fn a_dead_writers_slot_is_skipped_by_every_kind_of_get() {
             move || q.close()
         });
         // A blocking get: skips the dead writer's position after a probe.
-        forge_writer(&map, 4, GHOST, 0);
+        forge_writer(&map, 4, u64::from(GHOST));
         q.put(42).unwrap();
         let start = Instant::now();
         let r = q.get();
         assert!(matches!(r, Ok(42)), "{strategy:?}: {r:?}{}", dog.hung_note());
         eprintln!("{strategy:?}: a dead writer's slot skipped by get() after {:?}", start.elapsed());
         // A timed get.
-        forge_writer(&map, 4, GHOST, 0);
+        forge_writer(&map, 4, u64::from(GHOST));
         q.put(43).unwrap();
         assert!(matches!(q.get_timeout(WATCHDOG), Ok(43)), "{strategy:?}{}", dog.hung_note());
         // try_get probes at once.
-        forge_writer(&map, 4, GHOST, 0);
+        forge_writer(&map, 4, u64::from(GHOST));
         q.put(44).unwrap();
         assert!(matches!(q.try_get(), Ok(44)), "{strategy:?}");
-        // The stale owner stamp of an earlier lap does not matter: the
-        // state's tid decides.
-        forge_writer(&map, 4, GHOST, u64::from(std::process::id()));
+        // A live task's record naming another position does not hold this
+        // one up (a stale record: its owner's index CAS failed).
+        let p = forge_writer(&map, 4, u64::from(GHOST));
+        let other = record_at(PRODUCERS_AT, FORGED - 1);
+        map.u64_at(other).store(u64::from(std::process::id()), Ordering::SeqCst);
+        map.u64_at(other + 8).store(p + 2, Ordering::SeqCst);
         q.put(45).unwrap();
         assert!(matches!(q.get_timeout(WATCHDOG), Ok(45)), "{strategy:?}{}", dog.hung_note());
         // The ring works normally afterwards, for many laps.
@@ -1604,7 +1626,7 @@ fn a_live_writers_slot_is_waited_for_not_skipped() {
     let (q, map) = forge_victim(TAG, WaitStrategy::Adaptive);
     let mut writer = sleeper();
     let pid = writer.pid().unwrap();
-    forge_writer(&map, 4, pid, u64::from(pid));
+    forge_writer(&map, 4, u64::from(pid));
     q.put(42).unwrap();
     assert_eq!(q.len(), 2, "the claimed position and 42");
     let t = Duration::from_millis(100); // five probe slices
@@ -1632,7 +1654,7 @@ fn a_dead_readers_slot_is_released_to_producers() {
             q.put(v).unwrap();
         }
         // The ghost took 0 and died: 0 is lost, its slot held.
-        forge_reader(&map, 4, GHOST, 0);
+        forge_reader(&map, 4, u64::from(GHOST));
         assert!(q.is_full());
         let start = Instant::now();
         let r = q.put(4); // needs the held slot
@@ -1645,7 +1667,7 @@ fn a_dead_readers_slot_is_released_to_producers() {
         for v in 0..4 {
             q.put(v).unwrap();
         }
-        forge_reader(&map, 4, GHOST, 0);
+        forge_reader(&map, 4, u64::from(GHOST));
         assert!(q.try_put(4).is_ok(), "{strategy:?}");
         for v in 1..=4 {
             assert_eq!(q.get().unwrap(), v);
@@ -1656,7 +1678,7 @@ fn a_dead_readers_slot_is_released_to_producers() {
             q.put(v).unwrap();
         }
         let pid = reader.pid().unwrap();
-        forge_reader(&map, 4, pid, u64::from(pid));
+        forge_reader(&map, 4, u64::from(pid));
         let t = Duration::from_millis(60);
         assert!(matches!(q.put_timeout(9, t), Err(PutError::Timeout(9))), "{strategy:?}");
         assert!(matches!(q.try_put(9), Err(PutError::Full(9))));
@@ -1679,7 +1701,7 @@ fn close_with_a_dead_writers_slot_at_the_head_still_drains() {
     const TAG: &str = "queue-forge-close";
     for strategy in STRATEGIES {
         let (q, map) = forge_victim(TAG, strategy);
-        forge_writer(&map, 4, GHOST, 0);
+        forge_writer(&map, 4, u64::from(GHOST));
         q.put(42).unwrap();
         q.put(43).unwrap();
         q.close();
@@ -1703,7 +1725,7 @@ fn close_with_a_live_writer_mid_put_does_not_report_closed_early() {
     let (q, map) = forge_victim(TAG, WaitStrategy::Adaptive);
     let mut writer = sleeper();
     let pid = writer.pid().unwrap();
-    forge_writer(&map, 4, pid, u64::from(pid));
+    forge_writer(&map, 4, u64::from(pid));
     q.put(42).unwrap();
     q.close();
     let r = q.get_timeout(Duration::from_millis(60));
@@ -1812,7 +1834,7 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
             assert!(matches!(q.get(), Err(GetError::Closed)));
         });
     }
-    // MPMC: a hint far from every slot's lap.
+    // MPMC: an index far from every slot's lap.
     with_garbage::<Queue<u64>>(TAG, |q, map| {
         map.u64_at(ENQUEUE_AT).store(1000, Ordering::SeqCst);
         assert!(is_corrupt_put(&q.try_put(1), 1));
@@ -1827,17 +1849,35 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
         let _ = (q.len(), q.is_empty(), q.is_full(), format!("{q:?}"));
         assert!(q.len() <= q.capacity());
     });
-    // MPMC: a slot state from a lap that cannot be.
+    // MPMC: a slot stamp from a lap that cannot be.
     with_garbage::<Queue<u64>>(TAG, |q, map| {
-        map.u64_at(mpmc_slot_at(0)).store(slot_state(9, FULL, 0), Ordering::SeqCst);
+        map.u64_at(mpmc_slot_at(0)).store(stamp(9, true), Ordering::SeqCst);
         assert!(is_corrupt_get(&q.get()));
         assert!(is_corrupt_put(&q.put(1), 1));
     });
-    // MPMC: a writer with tid 0 (no task) or junk in the stamp: dead, skipped.
+    // MPMC: a claim record with no owner (0) or junk for one: dead, skipped.
     with_garbage::<Queue<u64>>(TAG, |q, map| {
-        forge_writer(map, 4, 0, u64::MAX);
+        forge_writer(map, 4, 0);
         q.put(7).unwrap();
         assert_eq!(q.try_get().unwrap(), 7);
+        forge_writer(map, 4, u64::MAX);
+        q.put(8).unwrap();
+        // (Not try_get: it probes at most once per millisecond.)
+        assert_eq!(q.get_timeout(WATCHDOG).unwrap(), 8);
+    });
+    // MPMC: a cache line of junk over every claim record: the handles take
+    // records over from their junk owners (dead) and the ring works.
+    with_garbage::<Queue<u64>>(TAG, |q, map| {
+        q.put(1).unwrap();
+        for i in 0..CLAIMS {
+            for table in [PRODUCERS_AT, CONSUMERS_AT] {
+                map.u64_at(record_at(table, i)).store(u64::MAX - i as u64, Ordering::SeqCst);
+                map.u64_at(record_at(table, i) + 8).store(i as u64, Ordering::SeqCst);
+            }
+        }
+        q.put(2).unwrap();
+        assert_eq!(q.get().unwrap(), 1);
+        assert_eq!(q.get().unwrap(), 2);
     });
     // SPSC: positions more than the capacity apart, either way.
     with_garbage::<SpscQueue<u64>>(TAG, |q, map| {
@@ -1870,23 +1910,39 @@ fn impossible_ring_states_are_corrupt_errors_not_hangs() {
 
 /// In a child: writes garbage over the ring header, the control line and the
 /// slots of the named queue `name`, forever: random words, small numbers,
-/// plausible MPMC states (laps near the current one, every kind, tids of
-/// nobody, of the victim, of a dead task), zeros.
+/// zeros, plausible MPMC stamps (laps near the current one), and in the claim
+/// records plausible owners (nobody, a ghost, the victim, task 1) and
+/// positions near the indices. The MPMC claim tables are most of the file,
+/// so a write lands in them, in the indices, or elsewhere, a third each.
 fn scribbler((name, victim, seed): (String, u32, u64)) {
     let map = ShmMap::open(&name);
     let mut rng = XorShift::new(seed);
+    let mpmc = map.len() >= SLOTS_AT;
     let words = (map.len() - 64) / 8;
     for i in 0u64.. {
-        let at = 64 + (rng.next_u64() as usize % words) * 8;
         let r = rng.next_u64();
-        let near = map.u64_at(ENQUEUE_AT).load(Ordering::Relaxed) / 4;
-        let v = match r % 6 {
-            0 => rng.next_u64(),
-            1 => rng.next_u64() % 64,
-            2 => 0,
+        let near = map.u64_at(ENQUEUE_AT).load(Ordering::Relaxed);
+        let owners = [0, u64::from(GHOST), u64::from(victim), 1];
+        let (at, v) = match (mpmc, r % 3) {
+            (true, 0) => {
+                let table = [PRODUCERS_AT, CONSUMERS_AT][(r >> 2) as usize % 2];
+                let at = record_at(table, (r >> 3) as usize % 8);
+                match (r >> 8) % 3 {
+                    0 => (at, owners[(r >> 12) as usize % 4]),
+                    1 => (at + 8, near.wrapping_add((r >> 16) % 4).wrapping_sub(2)),
+                    _ => (at + 8, 0),
+                }
+            }
+            (true, 1) => ([ENQUEUE_AT, DEQUEUE_AT][(r >> 2) as usize % 2], near.wrapping_add((r >> 16) % 4).wrapping_sub(2)),
             _ => {
-                let tid = [0, GHOST, victim, 1][(r >> 8) as usize % 4];
-                slot_state(near.wrapping_add((r >> 16) % 4).wrapping_sub(2), (r >> 24) % 4, tid)
+                let at = 64 + (rng.next_u64() as usize % words) * 8;
+                let v = match (r >> 2) % 4 {
+                    0 => rng.next_u64(),
+                    1 => rng.next_u64() % 64,
+                    2 => 0,
+                    _ => stamp((near / 4).wrapping_add((r >> 16) % 4).wrapping_sub(2), (r >> 24) % 2 == 1),
+                };
+                (at, v)
             }
         };
         map.u64_at(at).store(v, Ordering::Relaxed);
