@@ -16,7 +16,9 @@
 //!   and loom explores it.
 //! - **identity**: loom threads run as coroutines on one OS thread, so `gettid`
 //!   cannot tell them apart; a loom thread-local counter does.
-//! - **liveness**: every modelled owner is alive.
+//! - **liveness**: every model thread is alive until it "dies"
+//!   (`kill_current`, which the MPMC ring's dying-claimant models call right
+//!   after a claim); then `task_alive` says so at once.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -226,10 +228,24 @@ mod model {
         TaskId { tid: ID.with(|id| *id), start: 1 }
     }
 
-    pub(crate) fn task_alive(_task: TaskId) -> bool {
-        true
+    loom::lazy_static! {
+        /// The model threads that died ([`kill_current`]), for this execution.
+        static ref DEAD: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    }
+
+    /// Whether `task` is alive: every model thread is, until it calls
+    /// [`kill_current`]. (A plain mutex, not loom's: a death is seen by
+    /// everyone at once, as the kernel's `/proc` shows it.)
+    pub(crate) fn task_alive(task: TaskId) -> bool {
+        !DEAD.lock().unwrap().contains(&task.tid)
+    }
+
+    /// Marks the calling model thread dead, as if SIGKILLed here: it must do
+    /// nothing more (the model's thread body returns right after).
+    pub(crate) fn kill_current() {
+        DEAD.lock().unwrap().push(current_task().tid);
     }
 }
 
 #[cfg(loom)]
-pub(crate) use model::{current_task, futex_wait, futex_wake, task_alive};
+pub(crate) use model::{current_task, futex_wait, futex_wake, kill_current, task_alive};

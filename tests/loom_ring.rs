@@ -1,5 +1,6 @@
 //! Loom models of the rings under the queues: the SPSC ring, the MPMC ring
-//! with stamped slots, and [`Side`]'s wake protocol between them and sleepers.
+//! (index claims, stamped slots, claim records and the passing over of dead
+//! claimants), and [`Side`]'s wake protocol between them and sleepers.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test --release --target-dir target/loom --test 'loom_*'`.
 //! The ring module is public under `cfg(loom)` only (`#[doc(hidden)]`), so these
@@ -17,7 +18,7 @@ mod loom_common;
 use loom::sync::Arc;
 use loom::thread;
 use loom_common::model;
-use shmproc::ring::mpmc::{self, Mpmc, MpmcHeader};
+use shmproc::ring::mpmc::{self, Claim, Mpmc, MpmcIndex};
 use shmproc::ring::spsc::{self, Cache, Spsc, SpscHeader};
 use shmproc::ring::{Push, Side};
 
@@ -54,7 +55,7 @@ impl SpscRing {
             match self.ring().try_push(cache, v) {
                 Ok(()) => return,
                 Err(Push::Full(back)) => v = back,
-                Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+                Err(Push::Failed(_, e)) => panic!("push: {e}"),
             }
             thread::yield_now();
         }
@@ -77,7 +78,7 @@ impl SpscRing {
             match self.ring().try_push(cache, v) {
                 Ok(()) => break,
                 Err(Push::Full(back)) => v = back,
-                Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+                Err(Push::Failed(_, e)) => panic!("push: {e}"),
             }
             self.not_full.sleep_untimed(|| !self.ring().looks_full());
         }
@@ -101,7 +102,9 @@ impl SpscRing {
 /// An MPMC ring of `u32` with the two sides a queue sleeps on.
 #[derive(Debug)]
 struct MpmcRing {
-    header: MpmcHeader,
+    index: MpmcIndex,
+    producers: Vec<Claim>,
+    consumers: Vec<Claim>,
     slots: Vec<mpmc::Slot<u32>>,
     not_empty: Side,
     not_full: Side,
@@ -113,8 +116,11 @@ unsafe impl Sync for MpmcRing {}
 
 impl MpmcRing {
     fn new(slots: usize) -> Arc<Self> {
+        // Three claim records a side: every model has at most three threads.
         Arc::new(MpmcRing {
-            header: MpmcHeader::new(),
+            index: MpmcIndex::default(),
+            producers: (0..3).map(|_| Claim::default()).collect(),
+            consumers: (0..3).map(|_| Claim::default()).collect(),
             slots: (0..slots).map(|_| mpmc::Slot::new()).collect(),
             not_empty: Side::new(),
             not_full: Side::new(),
@@ -122,7 +128,7 @@ impl MpmcRing {
     }
 
     fn ring(&self) -> Mpmc<'_, u32> {
-        Mpmc { header: &self.header, slots: &self.slots }
+        Mpmc { index: &self.index, producers: &self.producers, consumers: &self.consumers, slots: &self.slots }
     }
 
     /// Pops until the ring is empty (after every other thread was joined).
@@ -136,7 +142,7 @@ impl MpmcRing {
             match self.ring().try_push_here(v, false) {
                 Ok(()) => break,
                 Err(Push::Full(back)) => v = back,
-                Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+                Err(Push::Failed(_, e)) => panic!("push: {e}"),
             }
             self.not_full.sleep_untimed(|| !self.ring().looks_full());
         }
@@ -160,9 +166,22 @@ impl MpmcRing {
 /// ring was (or looked) full; `Corrupt` fails the model.
 trait PushOnce {
     fn push_once(&self, v: u32) -> Option<u32>;
+    /// As `push_once`, probing a full ring's stuck reader.
+    fn push_probing(&self, v: u32) -> Option<u32>;
 }
 
 impl PushOnce for Mpmc<'_, u32> {
+    fn push_probing(&self, v: u32) -> Option<u32> {
+        match self.try_push_here(v, true) {
+            Ok(()) => Some(v),
+            Err(Push::Full(back)) => {
+                assert_eq!(back, v);
+                None
+            }
+            Err(Push::Failed(_, e)) => panic!("push: {e}"),
+        }
+    }
+
     fn push_once(&self, v: u32) -> Option<u32> {
         match self.try_push_here(v, false) {
             Ok(()) => Some(v),
@@ -170,7 +189,7 @@ impl PushOnce for Mpmc<'_, u32> {
                 assert_eq!(back, v);
                 None
             }
-            Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+            Err(Push::Failed(_, e)) => panic!("push: {e}"),
         }
     }
 }
@@ -255,7 +274,7 @@ fn mpmc_two_producers_reuse_released_slots() {
                         assert_eq!(back, v);
                         None
                     }
-                    Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+                    Err(Push::Failed(_, e)) => panic!("push: {e}"),
                 })
             })
             .collect();
@@ -393,22 +412,14 @@ fn mpmc_two_sleeping_producers_one_wake_each() {
 }
 
 // ---------------------------------------------------------------------------
-// 4. Found by these models (and fixed): a healthy MPMC ring reported `Corrupt`
+// 4. A thread preempted between its reads: never `Corrupt`
 //
-// `try_push` / `try_pop` read the position hint, then the state of the slot it
-// names, and called any lap difference outside -1..=1 corruption. Two healthy
-// schedules broke that: a thread preempted between the two reads while the
-// others take the ring round twice finds the slot two laps ahead; and with
-// `Relaxed` hints a thread could see a hint advanced by another and then a
-// slot state older than that advance (on a weakly ordered CPU), two laps
-// behind. The hints are now Acquire/Release, and a lap that is off is only
-// corruption if the hint still holds the value read before.
-//
-// The hints are written by plain stores of claimants only (so they may go
-// back: the `set_back` models). An earlier try kept CASes for helpers beside
-// the claimants' stores; loom 0.7 lets a plain store land between the read
-// and the write of another thread's CAS (tokio-rs/loom#254), so it reported
-// schedules no CPU can produce, and that mix could not be checked.
+// `try_push` / `try_pop` read their index, then the stamp of the slot it
+// names, and call a lap that does not fit corruption only if the index still
+// holds the value read before. A thread preempted between the two reads while
+// the others take the ring round finds the slot laps ahead: stale, not
+// corrupt. (These models found that in the previous, hint-based design,
+// whose hints could also go back; the index-claim design keeps the models.)
 
 /// A producer that tries once while the consumer side takes a one-slot ring
 /// round twice: `Full` or `Ok`, never `Corrupt`; every value out exactly once.
@@ -420,7 +431,7 @@ fn mpmc_preempted_push_is_not_corrupt() {
         let producer = thread::spawn(move || match r2.ring().try_push_here(100, false) {
             Ok(()) => Some(100),
             Err(Push::Full(_)) => None,
-            Err(Push::Corrupt(_, e)) => panic!("push: {e}"),
+            Err(Push::Failed(_, e)) => panic!("push: {e}"),
         });
         let mut pushed = Vec::new();
         let mut got = Vec::new();
@@ -462,15 +473,12 @@ fn mpmc_preempted_pop_is_not_corrupt() {
     });
 }
 
-/// The claimant of a position stores the hint past it with a plain store, so
-/// a claimant that was slow to store sets the hint back behind positions
-/// others claimed meanwhile. Two consumers race on a full ring of two while
-/// the main thread goes on putting and taking: whoever reads the set-back
-/// hint goes on past the taken positions (no `Corrupt`, nothing taken twice or
-/// skipped), and once drained the ring's snapshots say so (`looks_empty`,
-/// `len` 0, no put in flight) although the hint may lag.
+/// Two consumers race on a full ring of two while the main thread goes on
+/// putting and taking: nothing is taken twice or skipped, never `Corrupt`,
+/// and once drained the ring's snapshots say so (`looks_empty`, `len` 0, no
+/// put in flight).
 #[test]
-fn mpmc_set_back_dequeue_hint_is_harmless() {
+fn mpmc_racing_consumers_leave_consistent_snapshots() {
     model(2, || {
         let r = MpmcRing::new(2);
         let mut pushed = vec![1, 2];
@@ -493,11 +501,10 @@ fn mpmc_set_back_dequeue_hint_is_harmless() {
 }
 
 /// The same on the producers' side: two producers race on an empty ring of
-/// two while the main thread also takes; a set-back enqueue hint sends
-/// producers on past the claimed positions, never over a free one (every
-/// value out once), and the snapshots agree with the contents at the end.
+/// two while the main thread also takes; every value comes out once, and the
+/// snapshots agree with the contents at the end.
 #[test]
-fn mpmc_set_back_enqueue_hint_is_harmless() {
+fn mpmc_racing_producers_leave_consistent_snapshots() {
     model(2, || {
         let r = MpmcRing::new(2);
         let r2 = r.clone();
@@ -519,7 +526,140 @@ fn mpmc_set_back_enqueue_hint_is_harmless() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. The negative check
+// 5. Dying claimants (SPEC §4)
+//
+// A model thread "dies" right after its index CAS (`claim_*_and_die`, which
+// marks it dead for `task_alive` at once and returns). Probing operations
+// must pass over a dead claimant's position, and must never pass over a live
+// one's: the record protocol in `src/ring/mpmc.rs` ("Why a live claimant is
+// never passed over").
+
+/// The key race: two live producers put while a consumer probes at every
+/// attempt, so it scans the claim records whenever it finds a put in flight
+/// at the head. A skip of a live producer's position would lose its value (or
+/// its `FULL` store would land on a skipped slot): every value must come out
+/// exactly once, each producer's in order.
+#[test]
+fn mpmc_probing_consumer_never_skips_a_live_put() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        let producers: Vec<_> = [10, 20]
+            .into_iter()
+            .map(|v| {
+                let r = r.clone();
+                thread::spawn(move || r.ring().try_push_here(v, false).expect("two values fit in two slots"))
+            })
+            .collect();
+        let mut got: Vec<u32> = (0..2).filter_map(|_| r.ring().try_pop_here(true).expect("pop")).collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        got.extend(std::iter::from_fn(|| r.ring().try_pop_here(true).expect("pop")));
+        got.sort_unstable();
+        assert_eq!(got, [10, 20]);
+    });
+}
+
+/// One producer putting twice while a probing consumer takes: in order, none
+/// lost, even when the consumer scans between the producer's claim and its
+/// publish, or between its publish and the clearing of its record.
+#[test]
+fn mpmc_probing_consumer_keeps_one_producers_order() {
+    model(3, || {
+        let r = MpmcRing::new(2);
+        let r2 = r.clone();
+        let producer = thread::spawn(move || {
+            for v in [1, 2] {
+                r2.ring().try_push_here(v, false).expect("two values fit in two slots");
+            }
+        });
+        let mut got: Vec<u32> = (0..2).filter_map(|_| r.ring().try_pop_here(true).expect("pop")).collect();
+        producer.join().unwrap();
+        got.extend(std::iter::from_fn(|| r.ring().try_pop_here(true).expect("pop")));
+        assert_eq!(got, [1, 2]);
+    });
+}
+
+/// A producer dies between its claim and its publish while another puts: a
+/// probing consumer passes over the dead one's position and gets the live
+/// one's value; nothing else is lost, and the ring works for the next lap.
+#[test]
+fn mpmc_dead_writers_position_is_skipped() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        let r2 = r.clone();
+        let dying = thread::spawn(move || r2.ring().claim_push_and_die());
+        let r3 = r.clone();
+        let live = thread::spawn(move || r3.ring().try_push_here(7, false).expect("room for two"));
+        let mut got: Vec<u32> = r.ring().try_pop_here(true).expect("pop").into_iter().collect();
+        assert!(dying.join().unwrap().is_some(), "an empty ring of two has room");
+        live.join().unwrap();
+        // Both claimants are done now (one dead): probing drains the rest.
+        for _ in 0..3 {
+            got.extend(r.ring().try_pop_here(true).expect("pop"));
+        }
+        assert_eq!(got, [7]);
+        assert!(r.ring().looks_empty() && !r.ring().head_in_flight() && r.ring().len() == 0);
+        for v in [8, 9] {
+            r.ring().try_push_here(v, false).expect("the skipped slot serves the next lap");
+        }
+        assert_eq!(r.drain(), [8, 9]);
+    });
+}
+
+/// Two producers die in a row, each between its claim and its publish: both
+/// positions are passed over, one at a time, and the ring goes on.
+#[test]
+fn mpmc_two_dead_writers_in_a_row_are_skipped() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        let dying: Vec<_> = (0..2)
+            .map(|_| {
+                let r = r.clone();
+                thread::spawn(move || r.ring().claim_push_and_die())
+            })
+            .collect();
+        let got = r.ring().try_pop_here(true).expect("pop");
+        assert_eq!(got, None, "nothing was published");
+        for d in dying {
+            assert!(d.join().unwrap().is_some());
+        }
+        assert_eq!(r.ring().try_pop_here(true).expect("pop"), None, "both skipped");
+        assert_eq!(r.ring().len(), 0);
+        r.ring().try_push_here(5, false).expect("room again");
+        assert_eq!(r.drain(), [5]);
+    });
+}
+
+/// A consumer dies between its claim and the release of its slot, on a full
+/// ring: a probing producer releases the slot (the dead one's element is
+/// lost: at most that one) while a live consumer takes the other element;
+/// every other value comes out exactly once.
+#[test]
+fn mpmc_dead_readers_slot_is_released() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        for v in [1, 2] {
+            r.ring().try_push_here(v, false).expect("an empty ring of two");
+        }
+        let r2 = r.clone();
+        let dying = thread::spawn(move || r2.ring().claim_pop_and_die());
+        let r3 = r.clone();
+        let live = thread::spawn(move || r3.ring().try_pop_here(true).expect("pop"));
+        let pushed = r.ring().push_probing(3);
+        let lost = dying.join().unwrap().expect("a full ring has an element to take");
+        let mut got: Vec<u32> = live.join().unwrap().into_iter().collect();
+        let pushed_later = if pushed.is_none() { r.ring().push_probing(3) } else { None };
+        assert!(pushed.is_some() || pushed_later.is_some(), "the dead reader's slot was never released");
+        got.extend(r.drain());
+        got.sort_unstable();
+        let want: Vec<u32> = [1, 2, 3].into_iter().filter(|v| u64::from(*v) != lost + 1).collect();
+        assert_eq!(got, want, "position {lost} was the dead reader's");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 6. The negative check
 
 /// Set (to anything) in the child that runs [`lost_wake_up_model`].
 const NEGATIVE: &str = "SHMPROC_LOOM_NEGATIVE";

@@ -1933,7 +1933,9 @@ fn scribbler((name, victim, seed): (String, u32, u64)) {
                     _ => (at + 8, 0),
                 }
             }
-            (true, 1) => ([ENQUEUE_AT, DEQUEUE_AT][(r >> 2) as usize % 2], near.wrapping_add((r >> 16) % 4).wrapping_sub(2)),
+            (true, 1) => {
+                ([ENQUEUE_AT, DEQUEUE_AT][(r >> 2) as usize % 2], near.wrapping_add((r >> 16) % 4).wrapping_sub(2))
+            }
             _ => {
                 let at = 64 + (rng.next_u64() as usize % words) * 8;
                 let v = match (r >> 2) % 4 {

@@ -630,7 +630,7 @@ impl<T: Pod> Mpmc<'_, T> {
     /// Whether the oldest position is claimed by a producer that has not
     /// published yet (a snapshot): a closed queue is not drained until that
     /// put finishes or its producer is found dead.
-    pub(crate) fn head_in_flight(&self) -> bool {
+    pub fn head_in_flight(&self) -> bool {
         let (q, diff, is_full) = self.dequeue_head();
         diff == 0 && !is_full && (distance(self.index.enqueue.0.load(Ordering::Acquire), q) as i64) > 0
     }
@@ -655,18 +655,64 @@ impl<T: Pod> Mpmc<'_, T> {
     }
 }
 
-/// The claiming operations as the calling thread, for the loom models (which
+#[cfg(loom)]
+loom::thread_local! {
+    /// The model thread's handle cache (one for every ring: a record index
+    /// that names another ring's record is only a guess that fails the owner
+    /// check).
+    static LOOM_CACHE: Cache = Cache::default();
+}
+
+/// The operations as the calling model thread, for the loom models (which
 /// cannot name `TaskId`).
 #[cfg(loom)]
 impl<T: Pod> Mpmc<'_, T> {
     /// [`try_push`](Self::try_push) by the calling thread.
-    pub fn try_push_here(&self, cache: &Cache, v: T, probe: bool) -> Result<(), Push<T>> {
-        self.try_push(crate::loom::current_task(), cache, v, probe.into())
+    pub fn try_push_here(&self, v: T, probe: bool) -> Result<(), Push<T>> {
+        LOOM_CACHE.with(|c| self.try_push(crate::loom::current_task(), c, v, probe.into()))
     }
 
     /// [`try_pop`](Self::try_pop) by the calling thread.
-    pub fn try_pop_here(&self, cache: &Cache, probe: bool) -> Result<Option<T>> {
-        self.try_pop(crate::loom::current_task(), cache, probe.into())
+    pub fn try_pop_here(&self, probe: bool) -> Result<Option<T>> {
+        LOOM_CACHE.with(|c| self.try_pop(crate::loom::current_task(), c, probe.into()))
+    }
+
+    /// Claims the next position as a put does, then dies there (the model
+    /// thread must do nothing more): the claimed position, or `None` (and no
+    /// death) if the slot there was not free.
+    pub fn claim_push_and_die(&self) -> Option<u64> {
+        self.claim_and_die(Role::Producer)
+    }
+
+    /// Claims the oldest element as a get does, then dies there: the claimed
+    /// position, or `None` (and no death) if nothing was ready.
+    pub fn claim_pop_and_die(&self) -> Option<u64> {
+        self.claim_and_die(Role::Consumer)
+    }
+
+    fn claim_and_die(&self, role: Role) -> Option<u64> {
+        let me = crate::loom::current_task();
+        let rec = LOOM_CACHE.with(|c| self.record(role, c, me)).expect("a claim record");
+        let (index, ready) = match role {
+            Role::Producer => (&self.index.enqueue.0, false),
+            Role::Consumer => (&self.index.dequeue.0, true),
+        };
+        loop {
+            let pos = index.load(Ordering::Acquire);
+            let lap = self.lap(pos);
+            if self.slot(pos).stamp.load(Ordering::Acquire) != if ready { full(lap) } else { empty(lap) } {
+                if index.load(Ordering::Acquire) != pos {
+                    continue; // stale: others claimed meanwhile
+                }
+                rec.pos.store(0, Ordering::Release);
+                return None;
+            }
+            rec.pos.store(pos.wrapping_add(1), Ordering::Release);
+            if index.compare_exchange(pos, pos.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok() {
+                crate::loom::kill_current();
+                return Some(pos);
+            }
+        }
     }
 }
 
