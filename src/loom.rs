@@ -240,7 +240,7 @@ mod model {
         !DEAD.lock().unwrap().contains(&task.tid)
     }
 
-    /// Marks the calling model thread dead, as if SIGKILLed here: it must do
+    /// Marks the calling model thread dead, as if `SIGKILL`ed here: it must do
     /// nothing more (the model's thread body returns right after).
     pub(crate) fn kill_current() {
         DEAD.lock().unwrap().push(current_task().tid);

@@ -749,11 +749,17 @@ ring_queue! {
     /// A bounded multi-producer multi-consumer queue of `T: Pod` between
     /// processes (Python's `multiprocessing.Queue` for fixed-size values).
     ///
-    /// Lock-free (stamped slots, in the Vyukov style). A producer killed in the
-    /// middle of a put never blocks consumers: its half-written slot is skipped
-    /// once a consumer finds its writer dead; a consumer killed in the middle of
-    /// a get loses at most the element it was taking. Order is FIFO per
-    /// producer.
+    /// Lock-free (positions claimed on each side's index, stamped slots, as
+    /// crossbeam's `ArrayQueue`). A producer killed in the middle of a put never
+    /// blocks consumers: the position it claimed is skipped once a consumer
+    /// finds it dead (each thread records the position it is claiming in the
+    /// segment); a consumer killed in the middle of a get loses at most the
+    /// element it was taking. Order is FIFO per producer.
+    ///
+    /// At most 256 threads (over all processes) may put at once, and 256 get:
+    /// each takes a claim record on its first put or get, kept until it drops
+    /// the handle it used, or dies. One more gets
+    /// [`Error::Overflow`] in [`PutError::Failed`] or [`GetError::Failed`].
     ///
     /// # Examples
     ///

@@ -328,30 +328,23 @@ impl<T: Pod> Mpmc<'_, T> {
     fn register(&self, role: Role, cache: &Cache, me: TaskId) -> Result<&Claim> {
         let table = self.table(role);
         let stamp = me.stamp();
-        let take = |i: usize, from: u64| {
-            // Acquire: pairs with the Release of a handle giving it back.
-            let ok = table[i].owner.compare_exchange(from, stamp, Ordering::Acquire, Ordering::Relaxed).is_ok();
-            if ok {
-                // A dead owner may have left a position: ours names none yet.
-                table[i].pos.store(0, Ordering::Release);
-                cache.record[role as usize].store(i as u32, local::Ordering::Relaxed);
-            }
-            ok
+        // A free record, or (`dead`) one whose owner is dead: take it.
+        let take = |c: &Claim, dead: bool| {
+            let owner = c.owner.load(Ordering::Relaxed);
+            (owner == 0 || (dead && !Self::alive(owner)))
+                // Acquire: pairs with the Release of a handle giving it back.
+                && c.owner.compare_exchange(owner, stamp, Ordering::Acquire, Ordering::Relaxed).is_ok()
         };
-        if let Some(i) = table.iter().position(|c| c.owner.load(Ordering::Acquire) == stamp) {
+        let found = table
+            .iter()
+            .position(|c| c.owner.load(Ordering::Acquire) == stamp)
+            .or_else(|| table.iter().position(|c| take(c, false)))
+            .or_else(|| table.iter().position(|c| take(c, true)));
+        if let Some(i) = found {
+            // A dead owner may have left a position: ours names none yet.
+            table[i].pos.store(0, Ordering::Release);
             cache.record[role as usize].store(i as u32, local::Ordering::Relaxed);
             return Ok(&table[i]);
-        }
-        for i in 0..table.len() {
-            if table[i].owner.load(Ordering::Relaxed) == 0 && take(i, 0) {
-                return Ok(&table[i]);
-            }
-        }
-        for i in 0..table.len() {
-            let owner = table[i].owner.load(Ordering::Relaxed);
-            if !Self::alive(owner) && take(i, owner) {
-                return Ok(&table[i]);
-            }
         }
         Err(Error::Overflow {
             what: match role {
@@ -644,6 +637,7 @@ impl<T: Pod> Mpmc<'_, T> {
 
     /// Elements in the ring, counting puts in flight and gets not yet
     /// claimed (a snapshot of the two indices), clamped to `0..=slots`.
+    #[allow(clippy::len_without_is_empty, reason = "`looks_empty` is the snapshot sleepers need")]
     pub fn len(&self) -> usize {
         let dequeue = self.index.dequeue.0.load(Ordering::Acquire);
         let enqueue = self.index.enqueue.0.load(Ordering::Acquire);
@@ -764,7 +758,7 @@ mod tests {
         crate::os::current_task()
     }
 
-    /// A task that can never be alive (tid above pid_max).
+    /// A task that can never be alive (tid above `pid_max`).
     const GHOST: TaskId = TaskId { tid: TID_MASK, start: 1 };
 
     #[test]
@@ -870,6 +864,7 @@ mod tests {
         assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), None, "a live claimant is waited for");
         assert!(r.head_in_flight());
         // The claimant publishes (as write_claimed would).
+        // SAFETY: the forged claim is ours to publish; nobody else touches slot 0.
         ring.slots[0].value.with_mut(|p| unsafe { p.write(MaybeUninit::new(5)) });
         ring.slots[0].stamp.store(full(0), Ordering::Release);
         assert_eq!(r.try_pop(me(), &c, Probe::Yes).unwrap(), Some(5));
