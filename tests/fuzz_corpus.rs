@@ -575,7 +575,9 @@ fn queue_seeds() -> Vec<Seed> {
 
     for (ty, name, p) in [(kind::SPSC, "spsc", &sp), (kind::QUEUE, "mpmc", &mp), (kind::OBJECT, "object", &ob)] {
         seed(&format!("{name}-valid"), ty, p, opens(ty));
-        seed(&format!("{name}-shaped-valid"), ty + SHAPED, &[&[2u8][..], p].concat(), opens(ty));
+        // A Queue's shaped input is scattered over its state (see the harness).
+        let shaped_valid = if ty == kind::QUEUE { mpmc_shaped(p) } else { [&[2u8][..], p].concat() };
+        seed(&format!("{name}-shaped-valid"), ty + SHAPED, &shaped_valid, opens(ty));
         for size in 0..6u8 {
             seed(&format!("{name}-shaped-zero-{size}"), ty + SHAPED, &[size], opens(ty));
         }
@@ -596,6 +598,7 @@ fn queue_seeds() -> Vec<Seed> {
     seed("spsc-half-slot", kind::SPSC, &sp[..sp.len() - 4], vec![]);
     seed("mpmc-three-slots", kind::QUEUE, &mp[..MPMC_STATE + 3 * MPMC_SLOT], vec![]);
     seed("mpmc-one-slot", kind::QUEUE, &mp[..MPMC_STATE + MPMC_SLOT], opens(kind::QUEUE));
+    seed("mpmc-shaped-one-slot", kind::QUEUE + SHAPED, &mpmc_shaped(&mp[..MPMC_STATE + MPMC_SLOT]), opens(kind::QUEUE));
     seed("object-region-32", kind::OBJECT, &ob[..OBJECT_STATE + 32], vec![]);
     seed("object-region-96", kind::OBJECT, &[&ob[..], &[0u8; 32][..]].concat(), vec![]);
     seed("joinable-valid", kind::OBJECT, &jo, opens(kind::OBJECT));
@@ -606,34 +609,191 @@ fn queue_seeds() -> Vec<Seed> {
     out
 }
 
-/// `open_queue` seeds: garbage slot states and hints in a `Queue<u64>`.
-fn mpmc_seeds() -> Vec<Seed> {
-    use open_queue::{MPMC_SLOT, MPMC_STATE, kind};
-    let opens = queue_opens(kind::QUEUE);
-    let seed = |name: &str, body: &[u8]| queue_seed(name, kind::QUEUE, body, opens.clone());
-    let mut out = Vec::new();
-    // Slot states: (lap << 24) | (kind << 22) | tid, kinds EMPTY 0,
-    // WRITING 1, FULL 2, READING 3. The hints (enqueue, dequeue) at 0 and 64.
-    let st = |lap: u64, k: u64, tid: u64| lap << 24 | k << 22 | tid;
-    let ghost = (1u64 << 22) - 1; // a tid at pid_max: no such thread
-    let slot = |i: usize| MPMC_STATE + i * MPMC_SLOT;
-    let fresh = vec![0u8; MPMC_STATE + 4 * MPMC_SLOT];
-    out.push(seed("mpmc-slot-lap-far-ahead", &u64_at(&fresh, slot(0), st(9, 2, 0))));
-    out.push(seed("mpmc-slot-lap-behind", &u64_at(&u64_at(&fresh, 0, 4), slot(0), st(0, 2, 0))));
-    // A writer that died mid-put at the head (enqueue hint past it).
-    let dead_writer = u64_at(&u64_at(&fresh, 0, 1), slot(0), st(0, 1, ghost));
-    out.push(seed("mpmc-dead-writer", &dead_writer));
-    // A writer that lives (pid 1, init) at the head.
-    out.push(seed("mpmc-live-writer", &u64_at(&u64_at(&fresh, 0, 1), slot(0), st(0, 1, 1))));
-    // Full, with a dead reader holding the slot of the next put.
-    let mut full = u64_at(&fresh, 0, 4);
-    for i in 0..4 {
-        full = u64_at(&full, slot(i), st(0, 2, 0));
+/// A `Queue<u64>` payload (`open_queue`'s layout constants), built up for
+/// the seeds.
+#[derive(Clone)]
+struct MpmcState(Vec<u8>);
+
+impl MpmcState {
+    /// A fresh ring of `slots` slots: every slot empty for lap 0.
+    fn new(slots: usize) -> Self {
+        MpmcState(vec![0; open_queue::MPMC_STATE + slots * open_queue::MPMC_SLOT])
     }
-    out.push(seed("mpmc-full", &full));
-    out.push(seed("mpmc-full-dead-reader", &u64_at(&u64_at(&full, 64, 1), slot(0), st(0, 3, ghost))));
-    out.push(seed("mpmc-hints-far-apart", &u64_at(&u64_at(&fresh, 0, u64::MAX), 64, 7)));
-    out.push(seed("mpmc-slot-all-ones", &u64_at(&fresh, slot(1), u64::MAX)));
+
+    fn at(mut self, at: usize, v: u64) -> Self {
+        self.0[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    fn enqueue(self, p: u64) -> Self {
+        self.at(0, p)
+    }
+
+    fn dequeue(self, q: u64) -> Self {
+        self.at(64, q)
+    }
+
+    /// Slot `i`'s stamp, `lap << 1 | full`.
+    fn stamp(self, i: usize, lap: u64, full: bool) -> Self {
+        self.at(open_queue::MPMC_STATE + i * open_queue::MPMC_SLOT, lap << 1 | u64::from(full))
+    }
+
+    /// Slot `i` full for `lap`, holding `v`.
+    fn full(self, i: usize, lap: u64, v: u64) -> Self {
+        self.stamp(i, lap, true).at(open_queue::MPMC_STATE + i * open_queue::MPMC_SLOT + 8, v)
+    }
+
+    /// Record `i` of the producers' table: `owner` (a task stamp) claiming
+    /// `pos` (a position plus one).
+    fn producer(self, i: usize, owner: u64, pos: u64) -> Self {
+        let at = open_queue::PRODUCERS_AT + i * open_queue::RECORD;
+        self.at(at, owner).at(at + 8, pos)
+    }
+
+    /// Record `i` of the consumers' table.
+    fn consumer(self, i: usize, owner: u64, pos: u64) -> Self {
+        let at = open_queue::CONSUMERS_AT + i * open_queue::RECORD;
+        self.at(at, owner).at(at + 8, pos)
+    }
+}
+
+/// A `Queue<u64>` payload as the body of a shaped `open_queue` input (after
+/// the first byte): the size byte, then the parts `open_queue::mpmc_regions`
+/// names, trailing zeros cut. Checks that the harness makes the payload of it
+/// again: it must hold nothing outside those parts.
+fn mpmc_shaped(payload: &[u8]) -> Vec<u8> {
+    use open_queue::{MPMC_SLOT, MPMC_STATE, kind, mpmc_regions, shaped_payload};
+    let slots = (payload.len() - MPMC_STATE) / MPMC_SLOT;
+    assert!(slots.is_power_of_two() && slots <= 32, "{slots} slots: no shaped size");
+    let size = slots.trailing_zeros() as u8;
+    let mut body: Vec<u8> = mpmc_regions(slots).iter().flat_map(|&(at, n)| &payload[at..at + n]).copied().collect();
+    body.truncate(body.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
+    assert!(
+        shaped_payload(kind::QUEUE, size, &body) == payload,
+        "a {}-byte payload holds bytes that a shaped input does not reach",
+        payload.len()
+    );
+    [&[size][..], &body].concat()
+}
+
+/// `open_queue` seeds: slot stamps, indices and claim records of a
+/// `Queue<u64>`, mostly in the shaped encoding (compact: the harness scatters
+/// it over the indices, slots, first records and control line); states that
+/// need more records than that are raw payloads.
+fn mpmc_seeds() -> Vec<Seed> {
+    use open_queue::{CLAIMS, SHAPED, kind};
+    let opens = queue_opens(kind::QUEUE);
+    let shaped = |name: &str, s: &MpmcState| queue_seed(name, kind::QUEUE + SHAPED, &mpmc_shaped(&s.0), opens.clone());
+    let raw = |name: &str, s: &MpmcState| queue_seed(name, kind::QUEUE, &s.0, opens.clone());
+    // Task stamps (start time << 22 | tid): a tid at pid_max, so no such
+    // thread; init (pid 1), start time 0: alive, its start not checked.
+    let ghost = (1u64 << 22) - 1;
+    let live = 1;
+    let fresh = MpmcState::new(4);
+    let mut out = Vec::new();
+
+    out.push(shaped("mpmc-slot-lap-far-ahead", &fresh.clone().full(0, 9, 1)));
+    // Slot 0 two laps behind the indices (8, 8), the others right.
+    let behind = fresh.clone().enqueue(8).dequeue(8).stamp(1, 2, false).stamp(2, 2, false).stamp(3, 2, false);
+    out.push(shaped("mpmc-slot-lap-behind", &behind));
+    // One lap behind but empty: a put finds it full, a get finds it wrong.
+    out.push(shaped("mpmc-slot-empty-lap-behind", &fresh.clone().enqueue(4).dequeue(4)));
+    // A writer that died mid-put: position 0 empty below enqueue, its
+    // record naming it; position 1 published behind it.
+    let dead_writer = fresh.clone().enqueue(2).full(1, 0, 42).producer(0, ghost, 1);
+    out.push(shaped("mpmc-dead-writer", &dead_writer));
+    out.push(shaped("mpmc-dead-writer-alone", &fresh.clone().enqueue(1).producer(0, ghost, 1)));
+    // Two in a row, in records out of order, then a published position.
+    let two_dead = fresh.clone().enqueue(3).full(2, 0, 43).producer(3, ghost, 2).producer(1, ghost - 1, 1);
+    out.push(shaped("mpmc-dead-writers-in-a-row", &two_dead));
+    // In flight with no record naming it (a dead writer whose record was
+    // taken over, or a free record that kept its position).
+    out.push(shaped("mpmc-in-flight-unrecorded", &fresh.clone().enqueue(2).full(1, 0, 44)));
+    out.push(shaped("mpmc-free-record-names-head", &fresh.clone().enqueue(1).producer(0, 0, 1)));
+    // A writer that lives (init) at the head: waited for, never skipped.
+    out.push(shaped("mpmc-live-writer", &dead_writer.clone().producer(0, live, 1)));
+    out.push(shaped("mpmc-live-and-dead-writer-same-position", &dead_writer.clone().producer(2, live, 1)));
+    // Position 0 skipped (its slot a lap ahead) with dequeue still at it.
+    out.push(shaped("mpmc-skipped-position", &fresh.clone().enqueue(2).stamp(0, 1, false).full(1, 0, 45)));
+    // Full: four published, none taken.
+    let full = (0..4).fold(fresh.clone().enqueue(4), |s, i| s.full(i, 0, 100 + i as u64));
+    out.push(shaped("mpmc-full", &full));
+    // Full, with a dead reader holding position 0, the next put's slot.
+    let dead_reader = full.clone().dequeue(1).consumer(0, ghost, 1);
+    out.push(shaped("mpmc-full-dead-reader", &dead_reader));
+    out.push(shaped("mpmc-full-live-reader", &dead_reader.clone().consumer(0, live, 1)));
+    // Every position taken by a reader that died holding it.
+    let all_dead = (0..4).fold(full.clone().dequeue(4), |s, i| s.consumer(i, ghost - i as u64, i as u64 + 1));
+    out.push(shaped("mpmc-full-dead-readers-everywhere", &all_dead));
+    // A dead reader's slot, the ring not full: it stays held for a lap.
+    out.push(shaped(
+        "mpmc-dead-reader-not-full",
+        &full.clone().enqueue(2).stamp(2, 0, false).stamp(3, 0, false).dequeue(1).consumer(2, ghost, 1),
+    ));
+    out.push(shaped("mpmc-indices-far-apart", &fresh.clone().enqueue(u64::MAX).dequeue(7)));
+    // Positions about to pass 2^64 (laps are 63 bits: they do not wrap with
+    // them), slots stamped for the positions' laps.
+    let lap = (u64::MAX - 1) >> 2;
+    let wrapping = fresh.clone().enqueue(u64::MAX - 1).dequeue(u64::MAX - 1).stamp(2, lap, false).stamp(3, lap, false);
+    out.push(shaped("mpmc-indices-wrap", &wrapping));
+    // Slot 1's stamp and element all ones (full, of the last lap).
+    out.push(shaped("mpmc-slot-all-ones", &fresh.clone().full(1, u64::MAX >> 1, u64::MAX)));
+    // 32 slots, half full after many laps.
+    let big = (0..16).fold(MpmcState::new(32).enqueue(1000 + 16).dequeue(1000), |s, i| {
+        let p = 1000 + i as u64;
+        s.full(p as usize % 32, p / 32, p)
+    });
+    let big = (16..32).fold(big, |s, i| {
+        let p = 1000 + i as u64;
+        s.stamp(p as usize % 32, p / 32, false)
+    });
+    out.push(shaped("mpmc-32-slots-many-laps", &big));
+
+    // Junk in the records.
+    let two = fresh.clone().enqueue(2).full(0, 0, 1).full(1, 0, 2);
+    out.push(shaped(
+        "mpmc-record-owner-junk",
+        &dead_writer.clone().producer(0, u64::MAX, 1).consumer(1, 0xdead_beef_dead_beef, 0),
+    ));
+    out.push(shaped(
+        "mpmc-record-pos-junk",
+        &two.clone().producer(0, live, u64::MAX).producer(1, ghost, 1 << 63).consumer(0, live, 12_345).consumer(
+            3,
+            ghost,
+            u64::MAX,
+        ),
+    ));
+    // A live record naming a position a lap ahead of the head.
+    out.push(shaped("mpmc-record-pos-lap-ahead", &dead_writer.clone().producer(1, live, 5)));
+    let ghosts = (0..open_queue::SHAPED_RECORDS).fold(two.clone(), |s, i| {
+        let junk = 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(i as u64 + 1);
+        s.producer(i, ghost - i as u64, junk).consumer(i, ghost - 8 - i as u64, junk >> 7)
+    });
+    out.push(shaped("mpmc-records-shaped-all-ghosts", &ghosts));
+    out.push(shaped(
+        "mpmc-records-shaped-all-live",
+        &(0..open_queue::SHAPED_RECORDS).fold(two.clone(), |s, i| s.producer(i, live, 0).consumer(i, live, 0)),
+    ));
+
+    // Raw: every record of a table taken (the harness's thread must take a
+    // dead owner's over, or gets Overflow where all are live), and a dead
+    // writer whose record is the last one.
+    let every = |s: MpmcState, producers: bool, owner: &dyn Fn(usize) -> u64| {
+        (0..CLAIMS).fold(s, |s, i| {
+            if producers { s.producer(i, owner(i), i as u64 + 7) } else { s.consumer(i, owner(i), i as u64 + 7) }
+        })
+    };
+    let dead = |i: usize| ghost - i as u64;
+    out.push(raw("mpmc-producers-all-dead", &every(two.clone(), true, &dead)));
+    out.push(raw("mpmc-consumers-all-dead", &every(two.clone(), false, &dead)));
+    out.push(raw("mpmc-producers-all-live", &every(two.clone(), true, &|_| live)));
+    out.push(raw("mpmc-consumers-all-live", &every(two.clone(), false, &|_| live)));
+    let junk = |i: usize| 0x2545_f491_4f6c_dd1d_u64.wrapping_mul(i as u64 + 3);
+    out.push(raw("mpmc-records-all-junk", &every(every(two.clone(), true, &junk), false, &|i| junk(i + CLAIMS))));
+    out.push(raw(
+        "mpmc-dead-writer-last-record",
+        &fresh.clone().enqueue(2).full(1, 0, 42).producer(CLAIMS - 1, ghost, 1),
+    ));
     out
 }
 

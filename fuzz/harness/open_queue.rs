@@ -5,7 +5,17 @@
 //! - 0 (raw): the rest is the whole payload (ring header, control line,
 //!   slots or data region), whatever its length;
 //! - 1 (shaped): the next byte picks a valid size ([`shaped_len`]) and the
-//!   rest, cut or zero-filled to it, is the payload.
+//!   rest becomes a payload of that size ([`shaped_payload`]). For a
+//!   `SpscQueue` or an `ObjectQueue`, the rest is the payload, cut or
+//!   zero-filled to the size. A `Queue`'s state is 33 KB, nearly all of it
+//!   claim records (256 per side), which a flat copy of a fuzzer's few
+//!   hundred bytes would never get past; so the rest is scattered over the
+//!   parts that matter, in this order ([`mpmc_regions`]): the two indices (payload 0..128), every
+//!   slot, the first [`SHAPED_RECORDS`] records of the producers' table, the
+//!   first [`SHAPED_RECORDS`] of the consumers' table, the control line. Each
+//!   part takes the input's next bytes (as many as it has: a short input
+//!   fills the first parts only), the rest of the payload is zero, and bytes
+//!   past the last part are ignored.
 //!
 //! The file is a ready segment header (magic, version 1, the type's kind and
 //! element type fingerprint, the payload's real length) and that payload. It
@@ -50,9 +60,25 @@ pub(crate) mod kind {
 /// Raw payload (mode 0) or shaped (mode 1): `byte0 = type + 3 * mode`.
 pub(crate) const SHAPED: u8 = 3;
 
-/// Bytes before the slots of a `Queue`: the ring's two positions on cache
-/// lines of their own, then the control line.
-pub(crate) const MPMC_STATE: usize = 192;
+/// Bytes before the slots of a `Queue`: `enqueue` and `dequeue` on cache
+/// lines of their own, the producers' and the consumers' claim records, then
+/// the control line.
+pub(crate) const MPMC_STATE: usize = MPMC_CONTROL + 64;
+/// Payload offset of a `Queue`'s producers' claim records (after the two
+/// indices); the consumers' follow them. A record is a line: `owner` (a task
+/// stamp, `start_time << 22 | tid`; 0: free) at +0, `pos` (the position
+/// claimed, plus one; 0: none) at +8.
+pub(crate) const PRODUCERS_AT: usize = 128;
+/// Payload offset of a `Queue`'s consumers' claim records.
+pub(crate) const CONSUMERS_AT: usize = PRODUCERS_AT + CLAIMS * RECORD;
+/// Payload offset of a `Queue`'s control line.
+const MPMC_CONTROL: usize = CONSUMERS_AT + CLAIMS * RECORD;
+/// Claim records per side of a `Queue`.
+pub(crate) const CLAIMS: usize = 256;
+/// A claim record: one cache line.
+pub(crate) const RECORD: usize = 64;
+/// Records of each table that a shaped `Queue` input reaches.
+pub(crate) const SHAPED_RECORDS: usize = 4;
 /// Bytes before the slots of a `SpscQueue`: the two published positions,
 /// each side's private copy of its own, then the control line.
 pub(crate) const SPSC_STATE: usize = 320;
@@ -60,7 +86,7 @@ pub(crate) const SPSC_STATE: usize = 320;
 #[allow(dead_code, reason = "for tests/fuzz_corpus.rs, which writes the seeds")]
 pub(crate) fn control_at(ty: u8) -> usize {
     // SPSC and byte rings: two published positions and two private lines.
-    if ty % 3 == kind::QUEUE { MPMC_STATE - 64 } else { SPSC_STATE - 64 }
+    if ty % 3 == kind::QUEUE { MPMC_CONTROL } else { SPSC_STATE - 64 }
 }
 
 /// Bytes before an `ObjectQueue`'s data region: ring positions and each
@@ -69,8 +95,8 @@ pub(crate) fn control_at(ty: u8) -> usize {
 pub(crate) const OBJECT_STATE: usize = 512;
 /// A `SpscQueue<u64>` slot: the element.
 pub(crate) const SPSC_SLOT: usize = 8;
-/// A `Queue<u64>` slot: state, claimant stamp, element.
-pub(crate) const MPMC_SLOT: usize = 24;
+/// A `Queue<u64>` slot: its stamp (`lap << 1 | full`), then the element.
+pub(crate) const MPMC_SLOT: usize = 16;
 /// The smallest `ObjectQueue` data region.
 pub(crate) const MIN_REGION: usize = 64;
 
@@ -109,6 +135,39 @@ pub(crate) fn shaped_len(ty: u8, size: u8) -> usize {
         kind::QUEUE => MPMC_STATE + MPMC_SLOT * (1 << e),
         _ => OBJECT_STATE + (MIN_REGION << e),
     }
+}
+
+/// Where a shaped `Queue` input of `slots` slots puts its bytes, in input
+/// order: (payload offset, length) of the indices, the slots, the first
+/// [`SHAPED_RECORDS`] producers' and consumers' records and the control line
+/// (see the module docs).
+pub(crate) fn mpmc_regions(slots: usize) -> [(usize, usize); 5] {
+    [
+        (0, PRODUCERS_AT),
+        (MPMC_STATE, slots * MPMC_SLOT),
+        (PRODUCERS_AT, SHAPED_RECORDS * RECORD),
+        (CONSUMERS_AT, SHAPED_RECORDS * RECORD),
+        (MPMC_CONTROL, 64),
+    ]
+}
+
+/// The payload of a shaped input of queue type `ty` whose size byte is
+/// `size` and whose remaining bytes are `rest` (see the module docs).
+pub(crate) fn shaped_payload(ty: u8, size: u8, rest: &[u8]) -> Vec<u8> {
+    let len = shaped_len(ty, size);
+    if ty % 3 != kind::QUEUE {
+        let mut p = rest[..rest.len().min(len)].to_vec();
+        p.resize(len, 0);
+        return p;
+    }
+    let mut p = vec![0; len];
+    let mut rest = rest;
+    for (at, n) in mpmc_regions((len - MPMC_STATE) / MPMC_SLOT) {
+        let (part, after) = rest.split_at(n.min(rest.len()));
+        p[at..at + part.len()].copy_from_slice(part);
+        rest = after;
+    }
+    p
 }
 
 /// Whether a payload of `len` bytes holds a queue of type `ty`: the state,
@@ -151,9 +210,7 @@ pub(crate) fn exercise(data: &[u8]) -> Vec<&'static str> {
     let ty = first % 3;
     let payload = if (first / SHAPED) % 2 == 1 {
         let (size, rest) = rest.split_first().map_or((0, &[][..]), |(s, r)| (*s, r));
-        let mut p = rest.to_vec();
-        p.resize(shaped_len(ty, size), 0);
-        p
+        shaped_payload(ty, size, rest)
     } else {
         rest.to_vec()
     };
@@ -167,8 +224,10 @@ pub(crate) fn exercise(data: &[u8]) -> Vec<&'static str> {
 
 /// Runs the operations on an opened `SpscQueue<u64>` or `Queue<u64>` whose
 /// payload is `$len` bytes (a macro: the two share no trait). `$drains`: a get
-/// on the closed queue never reports `Empty` (an SPSC queue; a `Queue` waits
-/// instead while a put is half-way at the head, as a garbage slot may say).
+/// on the closed queue never reports `Empty` (an SPSC queue; a `Queue` reports
+/// `Empty` instead while a put is half-way at the head: an empty slot at
+/// `dequeue` below `enqueue`, as garbage may say, whose claimant is live or not
+/// probed yet).
 macro_rules! fixed {
     ($q:expr, $len:expr, $state:expr, $slot:expr, $drains:expr) => {{
         let q = $q;
