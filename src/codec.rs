@@ -85,6 +85,36 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -
     }
 }
 
+/// Encodes `value` through `sink`, which takes the encoding's bytes in order
+/// and says whether it had room for them: `Ok(true)` once all of it went in,
+/// `Ok(false)` as soon as the sink is out of room (what it took is then a
+/// truncated encoding, to be thrown away). For writers that encode straight
+/// into their destination, with no buffer between.
+pub(crate) fn encode_to<T: Serialize + ?Sized>(value: &T, sink: impl FnMut(&[u8]) -> bool) -> Result<bool> {
+    /// A postcard output that hands everything to the sink.
+    struct Sink<F>(F);
+    impl<F: FnMut(&[u8]) -> bool> postcard::ser_flavors::Flavor for Sink<F> {
+        type Output = ();
+        #[inline]
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            if (self.0)(data) { Ok(()) } else { Err(postcard::Error::SerializeBufferFull) }
+        }
+        #[inline]
+        fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+            self.try_extend(&[data])
+        }
+        fn finalize(self) -> postcard::Result<()> {
+            Ok(())
+        }
+    }
+    CUSTOM.with(|c| c.borrow_mut().take());
+    match postcard::serialize_with_flavor(value, Sink(sink)) {
+        Ok(()) => Ok(true),
+        Err(postcard::Error::SerializeBufferFull) => Ok(false),
+        Err(e) => Err(Error::Codec { detail: format!("encoding: {}", describe(&e)) }),
+    }
+}
+
 /// Decodes a `T` that must fill `bytes` exactly.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     CUSTOM.with(|c| c.borrow_mut().take());
@@ -222,6 +252,29 @@ mod tests {
         assert!(matches!(decode::<Bytes>(&[200, 1, 1]), Err(Error::Codec { .. })));
         let v: Vec<u8> = Bytes::from(&b"ab"[..]).into();
         assert_eq!(v, b"ab");
+    }
+
+    #[test]
+    fn encode_to_gives_the_same_bytes_and_stops_when_the_sink_is_full() {
+        let v = (7u32, Bytes::from(vec![9u8; 100]), "text".to_owned());
+        let mut got = Vec::new();
+        assert!(
+            encode_to(&v, |d| {
+                got.extend_from_slice(d);
+                true
+            })
+            .unwrap()
+        );
+        assert_eq!(got, encode(&v).unwrap());
+        let mut room = 50;
+        assert!(
+            !encode_to(&v, |d| d.len() <= room && {
+                room -= d.len();
+                true
+            })
+            .unwrap(),
+            "out of room"
+        );
     }
 
     #[test]

@@ -781,3 +781,44 @@ fn byte_records_arrive_whole_and_in_order_across_a_wrap() {
         assert_eq!(got, MESSAGES.map(<[u8]>::to_vec));
     });
 }
+
+/// The same with records written in place (`try_write_in_place`, as
+/// `ObjectQueue` puts encode), falling back to `try_write` when the run to
+/// the ring's end is too short: whole, in order, and no byte of a record in
+/// place is read before it is published.
+#[test]
+fn byte_records_written_in_place_arrive_whole_and_in_order() {
+    use shmproc::ring::bytes::Write;
+    const MESSAGES: [&[u8]; 3] = [b"abcdefg", b"", b"12345678"];
+    model(3, || {
+        let r = ByteRing::new(32);
+        let writer = {
+            let r = r.clone();
+            thread::spawn(move || {
+                for msg in MESSAGES {
+                    loop {
+                        if r.ring().try_write_in_place(|rec| Ok(rec.push(msg))).expect("a healthy ring") {
+                            break;
+                        }
+                        match r.ring().try_write(msg).expect("a healthy ring") {
+                            Ok(()) => break,
+                            Err(Write::Full) => thread::yield_now(),
+                            Err(other) => panic!("{other:?}"),
+                        }
+                    }
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < MESSAGES.len() {
+            let mut buf = Vec::new();
+            if r.ring().try_read(&mut buf).expect("a healthy ring") {
+                got.push(buf);
+            } else {
+                thread::yield_now();
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(got, MESSAGES.map(<[u8]>::to_vec));
+    });
+}

@@ -319,7 +319,9 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     }
 
     /// Appends `value` if that needs no waiting ([`PutError::Full`] hands it
-    /// back; also when another producer is writing at this instant).
+    /// back; also when another producer is writing at this instant, even if
+    /// the value is too large: its size is known once it is encoded, which
+    /// happens under the producers' lock).
     pub fn try_put(&self, value: T) -> Result<(), PutError<T>> {
         self.put_until(value, None, false)
     }
@@ -347,24 +349,6 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     fn put_until(&self, value: T, deadline: Option<Deadline>, block: bool) -> Result<(), PutError<T>> {
         if self.is_closed() {
             return Err(PutError::Closed(value));
-        }
-        codec::with_scratch(|encoded| match codec::encode_into(&value, encoded) {
-            Ok(()) => self.put_encoded(value, encoded, deadline, block),
-            Err(e) => Err(PutError::Failed(value, Box::new(e))),
-        })
-    }
-
-    /// The rest of a put, once `value` is `encoded`.
-    fn put_encoded(
-        &self,
-        value: T,
-        encoded: &[u8],
-        deadline: Option<Deadline>,
-        block: bool,
-    ) -> Result<(), PutError<T>> {
-        if encoded.len() > self.max_message() {
-            let e = Error::TooLarge { size: encoded.len(), limit: self.max_message() };
-            return Err(PutError::Failed(value, Box::new(e)));
         }
         let me = loom::current_task();
         let lock = &self.state.producers.0.lock;
@@ -395,40 +379,63 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         puts.store(puts.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         tasks.store(tasks.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         pending.store(tail.wrapping_add(1), Ordering::Relaxed);
-        let mut target = WriteTarget { q: self, bytes: encoded };
-        let outcome = match target.attempt(false) {
-            Some(done) => done,
-            None if !block => Err(WriteOutcome::Full),
-            None => {
-                wait::wait_after_attempt(&self.wait.cfg, deadline, &mut target).unwrap_or(Err(WriteOutcome::Timeout))
-            }
-        };
+        // The value is encoded under the lock, so a `Serialize` impl that
+        // panics must not leave the lock held (the other producers would wait
+        // for a live owner for ever) nor the counts raised.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write(&value, deadline, block)));
         // `pending` is cleared before a failed put takes its count back: a
         // death between the two leaks a count (a `len` one too high) instead
         // of letting the next taker undo the put a second time.
         pending.store(0, Ordering::Relaxed);
-        if outcome.is_err() {
+        let failed = !matches!(written, Ok(Ok(())));
+        if failed {
             puts.store(puts.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
         }
         lock.unlock(me);
-        match outcome {
-            Ok(()) => {
+        if failed {
+            // Taken back as a task_done would: never below 0 (a task_done
+            // may have taken this count meanwhile), and a joiner that saw
+            // it and went to sleep is woken at 0.
+            self.finish_task();
+        }
+        match written {
+            Ok(Ok(())) => {
                 self.state.ctl.not_empty.notify(1);
                 Ok(())
             }
-            Err(why) => {
-                // Taken back as a task_done would: never below 0 (a task_done
-                // may have taken this count meanwhile), and a joiner that saw
-                // it and went to sleep is woken at 0.
-                self.finish_task();
-                Err(match why {
-                    WriteOutcome::Full => PutError::Full(value),
-                    WriteOutcome::Timeout => PutError::Timeout(value),
-                    WriteOutcome::Closed => PutError::Closed(value),
-                    WriteOutcome::Failed(e) => PutError::Failed(value, Box::new(e)),
-                })
-            }
+            Ok(Err(why)) => Err(match why {
+                WriteOutcome::Full => PutError::Full(value),
+                WriteOutcome::Timeout => PutError::Timeout(value),
+                WriteOutcome::Closed => PutError::Closed(value),
+                WriteOutcome::Failed(e) => PutError::Failed(value, Box::new(e)),
+            }),
+            Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+
+    /// Encodes `value` into the ring as one record (the caller holds the
+    /// producers' lock): straight into the free run at the tail when it fits
+    /// there, else through the scratch buffer, waiting for room (`block`)
+    /// until `deadline`.
+    fn write(&self, value: &T, deadline: Option<Deadline>, block: bool) -> Result<(), WriteOutcome> {
+        match self.ring().try_write_in_place(|record| codec::encode_to(value, |bytes| record.push(bytes))) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {} // no room in place, or larger than the run to the end
+            Err(e) => return Err(WriteOutcome::Failed(e)),
+        }
+        codec::with_scratch(|encoded| {
+            codec::encode_into(value, encoded).map_err(WriteOutcome::Failed)?;
+            if encoded.len() > self.max_message() {
+                return Err(WriteOutcome::Failed(Error::TooLarge { size: encoded.len(), limit: self.max_message() }));
+            }
+            let mut target = WriteTarget { q: self, bytes: encoded };
+            match target.attempt(false) {
+                Some(done) => done,
+                None if !block => Err(WriteOutcome::Full),
+                None => wait::wait_after_attempt(&self.wait.cfg, deadline, &mut target)
+                    .unwrap_or(Err(WriteOutcome::Timeout)),
+            }
+        })
     }
 
     fn get_until(&self, deadline: Option<Deadline>, block: bool) -> Result<T, GetError> {

@@ -121,6 +121,20 @@ impl Region {
         // SAFETY: as in `copy_in`, for a published range.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(at), dst.as_mut_ptr(), dst.len()) }
     }
+
+    /// Appends `len` bytes from `at` to `out` (without zeroing them first).
+    fn copy_out_append(self, at: usize, len: usize, out: &mut Vec<u8>) {
+        assert!(at <= self.len && len <= self.len - at, "a record copy outside the ring");
+        out.reserve(len);
+        let start = out.len();
+        // SAFETY: the source is in bounds (checked above) and published (as
+        // in `copy_out`); `reserve` made room for `len` more bytes after
+        // `start`, which the copy initialises before `set_len` counts them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.add(at), out.as_mut_ptr().add(start), len);
+            out.set_len(start + len);
+        }
+    }
 }
 
 #[cfg(loom)]
@@ -149,6 +163,12 @@ impl<'a> Region<'a> {
             *b = cell.with(|p| unsafe { *p });
         }
     }
+
+    fn copy_out_append(self, at: usize, len: usize, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + len, 0);
+        self.copy_out(at, &mut out[start..]);
+    }
 }
 
 /// A view of a ring: its header and data region.
@@ -170,6 +190,23 @@ pub enum Write {
     /// The message can never fit (payload bytes, largest possible).
     TooLarge(usize, usize),
 }
+
+/// A record being written in place ([`Bytes::try_write_in_place`]): the
+/// payload goes straight into the ring's free space, in order, up to the
+/// room it was given.
+#[derive(Debug)]
+pub struct InPlace<R> {
+    region: R,
+    /// Where the next byte goes.
+    at: usize,
+    /// The end of the room (`at <= end <= region length`).
+    end: usize,
+}
+
+/// Free space a writer wants to see before it writes in place: below this
+/// (by the head as it last read it), it reads the real head first, so that a
+/// stale copy does not send messages down the slower path.
+const IN_PLACE_ROOM: usize = 4096;
 
 macro_rules! bytes_impl {
     ($($lt:lifetime)?) => {
@@ -243,6 +280,54 @@ macro_rules! bytes_impl {
                 Ok(Ok(()))
             }
 
+            /// Appends one record whose payload `fill` writes in place
+            /// (writer only): `fill` pushes the payload's bytes into the
+            /// [`InPlace`] it is given, in order, and says whether they all
+            /// fitted (its room is the free run from the writer's position to
+            /// the region's end, at most [`max_payload`]). `Ok(true)`: the
+            /// record is published. `Ok(false)`: there was no room in place,
+            /// or `fill` needed more; nothing is published, and the caller can
+            /// write the record another way ([`try_write`](Self::try_write)
+            /// also pads to the region's start). An error from `fill` is
+            /// returned as it is, with nothing published.
+            pub fn try_write_in_place(
+                &self,
+                fill: impl FnOnce(&mut InPlace<Region$(<$lt>)?>) -> Result<bool>,
+            ) -> Result<bool> {
+                let writer = &self.header.writer.0;
+                let tail = writer.own.load(Ordering::Relaxed);
+                let off = self.offset(tail);
+                let to_end = self.capacity - off;
+                let mut free = self.capacity - self.used(tail, writer.seen.load(Ordering::Relaxed))?;
+                if free < to_end.min(IN_PLACE_ROOM) {
+                    // Acquire: pairs with the reader's Release store of head.
+                    let head = self.header.head.0.load(Ordering::Acquire);
+                    writer.seen.store(head, Ordering::Relaxed);
+                    free = self.capacity - self.used(tail, head)?;
+                }
+                let run = free.min(to_end);
+                if run < RECORD_HEADER {
+                    return Ok(false);
+                }
+                // A multiple of 8: a payload of at most `room` bytes makes a
+                // record of at most `run` bytes.
+                let room = ((run - RECORD_HEADER) & !7).min(max_payload(self.capacity));
+                let start = off + RECORD_HEADER;
+                let mut record = InPlace { region: self.region, at: start, end: start + room };
+                if !fill(&mut record)? {
+                    return Ok(false);
+                }
+                let len = record.at - start;
+                let header = len as u64 | MSG << 32;
+                self.region.copy_in(off, &header.to_le_bytes());
+                let next = tail.wrapping_add(record_len(len) as u64);
+                // As in `try_write`: our own copy first, then the published tail
+                // (Release: pairs with the reader's Acquire load of tail).
+                writer.own.store(next, Ordering::Relaxed);
+                self.header.tail.0.store(next, Ordering::Release);
+                Ok(true)
+            }
+
             /// Finds the next message: `(payload length, where the payload
             /// starts, the head after it)`, or `None` if the ring is empty.
             fn next(&self) -> Result<Option<(usize, usize, u64)>> {
@@ -303,9 +388,7 @@ macro_rules! bytes_impl {
             /// only); `false` if the ring is empty.
             pub fn try_read(&self, out: &mut Vec<u8>) -> Result<bool> {
                 let Some((len, at, next)) = self.next()? else { return Ok(false) };
-                let start = out.len();
-                out.resize(start + len, 0);
-                self.region.copy_out(at, &mut out[start..]);
+                self.region.copy_out_append(at, len, out);
                 // Our own copy first: a reader killed between the two stores
                 // has taken the message (lost, at most that one) and the
                 // writer sees less room than there is until the next read.
@@ -338,6 +421,21 @@ macro_rules! bytes_impl {
             fn need(&self, tail: u64, rec: usize) -> usize {
                 let to_end = self.capacity - self.offset(tail);
                 if rec <= to_end { rec } else { to_end + rec }
+            }
+        }
+
+        impl$(<$lt>)? InPlace<Region$(<$lt>)?> {
+            /// Appends `data` to the payload if it fits the room left
+            /// (`false`, and nothing written, if not).
+            #[inline]
+            pub fn push(&mut self, data: &[u8]) -> bool {
+                if data.len() > self.end - self.at {
+                    return false;
+                }
+                // In bounds: `end` is within the region (`copy_in` checks too).
+                self.region.copy_in(self.at, data);
+                self.at += data.len();
+                true
             }
         }
     };
@@ -461,6 +559,54 @@ mod tests {
         assert!(r.try_write(b"x").is_err(), "the writer's copy of head past its tail");
         r.header.reader.0.seen.store(4, Ordering::Relaxed);
         assert!(r.try_read(&mut Vec::new()).is_err(), "the reader's copy of tail unaligned");
+    }
+
+    #[test]
+    fn records_written_in_place_up_to_the_run_before_the_end() {
+        let mut ring = Ring::new(128);
+        let r = ring.view();
+        let mut out = Vec::new();
+        let write = |payload: &[u8]| r.try_write_in_place(|rec| Ok(rec.push(&payload[..3]) && rec.push(&payload[3..])));
+        // 40 bytes at 0, then 48 at 48: both fit the run to the end.
+        assert!(write(&[1; 40]).unwrap());
+        assert!(write(&[2; 48]).unwrap());
+        assert_eq!(r.header.tail.0.load(Ordering::Relaxed), 104);
+        // 24 bytes left to the end: room for 16, so a 17-byte payload does
+        // not go in place (nothing published), a 16-byte one does.
+        assert!(!write(&[3; 17]).unwrap());
+        assert_eq!(r.header.tail.0.load(Ordering::Relaxed), 104, "nothing published");
+        assert!(r.try_read(&mut out).unwrap() && out == [1; 40]);
+        assert!(write(&[4; 16]).unwrap()); // ends at the region's end
+        assert!(write(&[5; 8]).unwrap()); // from its start
+        // A fill that fails publishes nothing; its error comes back.
+        let e = r.try_write_in_place(|rec| {
+            rec.push(&[9; 8]);
+            Err(Error::Closed)
+        });
+        assert!(matches!(e, Err(Error::Closed)));
+        for want in [vec![2; 48], vec![4; 16], vec![5; 8]] {
+            out.clear();
+            assert!(r.try_read(&mut out).unwrap());
+            assert_eq!(out, want);
+        }
+        assert!(!r.try_read(&mut out).unwrap());
+        // Tail at 16, run to the end 112: a 57-byte payload is over the
+        // largest message (56), never in place; then at 104 (24 to the end),
+        // a 20-byte one needs 32: not in place, though try_write pads.
+        assert!(!write(&[6; 57]).unwrap());
+        assert!(write(&[6; 56]).unwrap() && write(&[6; 16]).unwrap());
+        assert!(!write(&[7; 20]).unwrap());
+        out.clear();
+        assert!(r.try_read(&mut out).unwrap() && out == [6; 56]);
+        assert!(!write(&[7; 20]).unwrap(), "room now, but not before the end");
+        r.try_write(&[7; 20]).unwrap().unwrap();
+        for want in [vec![6; 16], vec![7; 20]] {
+            out.clear();
+            assert!(r.try_read(&mut out).unwrap());
+            assert_eq!(out, want);
+        }
+        // Larger than the largest message: never in place.
+        assert!(!write(&[6; 57]).unwrap());
     }
 
     #[test]
