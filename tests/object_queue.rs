@@ -880,6 +880,38 @@ fn values_that_do_not_encode_or_decode_and_the_error_types() {
     }
 }
 
+/// `put_ref` and its forms encode from a reference: the value stays with the
+/// caller (reused here, changed between puts), errors carry no value, and a
+/// `JoinableQueue` counts each as a task.
+#[test]
+fn put_ref_leaves_the_value_with_the_caller() {
+    let q = JoinableQueue::<Bytes>::new(256).unwrap();
+    let mut m = Bytes::from(vec![0u8; 40]);
+    let mut n = 0u8;
+    loop {
+        m[0] = n;
+        match q.try_put_ref(&m) {
+            Ok(()) => n += 1,
+            Err(PutError::Full(())) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(n >= 2, "a 256-byte ring holds several 56-byte records");
+    assert!(matches!(q.put_ref_timeout(&m, Duration::from_millis(10)), Err(PutError::Timeout(()))));
+    assert_eq!(m.len(), 40, "still ours");
+    let got: Vec<u8> = (0..n).map(|_| q.get().unwrap()[0]).collect();
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
+    assert_eq!(q.unfinished(), u64::from(n));
+    q.put_ref_timeout(&m, Duration::from_millis(10)).unwrap();
+    q.put_ref(&m).unwrap();
+    assert_eq!(q.unfinished(), u64::from(n) + 2);
+    let big = Bytes::from(vec![0u8; q.as_queue().max_message()]);
+    assert!(matches!(q.put_ref(&big), Err(PutError::Failed((), e)) if matches!(*e, Error::TooLarge { .. })));
+    q.as_queue().close();
+    assert!(matches!(q.put_ref(&m), Err(PutError::Closed(()))));
+    assert_eq!(q.unfinished(), u64::from(n) + 2, "failed puts are not counted");
+}
+
 /// A value whose `Serialize` panics (after writing some bytes) when it holds
 /// 0: values are encoded under the producers' lock, straight into the ring.
 #[derive(Debug, PartialEq, Deserialize)]

@@ -52,6 +52,16 @@ impl<T> PutError<T> {
             PutError::Full(v) | PutError::Timeout(v) | PutError::Closed(v) | PutError::Failed(v, _) => v,
         }
     }
+
+    /// The same error, carrying `v` instead.
+    pub(crate) fn carrying<U>(self, v: U) -> PutError<U> {
+        match self {
+            PutError::Full(_) => PutError::Full(v),
+            PutError::Timeout(_) => PutError::Timeout(v),
+            PutError::Closed(_) => PutError::Closed(v),
+            PutError::Failed(_, e) => PutError::Failed(v, e),
+        }
+    }
 }
 
 impl<T> fmt::Debug for PutError<T> {

@@ -326,6 +326,28 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         self.put_until(value, None, false)
     }
 
+    /// Appends a copy of `*value`, waiting for room as long as it takes: the
+    /// value is encoded from the reference and stays with the caller (as
+    /// Python's `put` leaves the object to its caller), so a producer that
+    /// sends the same or a reused value needs no allocation per message.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put), without a value to hand back.
+    pub fn put_ref(&self, value: &T) -> Result<(), PutError<()>> {
+        self.put_inner(value, None, true)
+    }
+
+    /// [`put_ref`](Self::put_ref), waiting at most `timeout`.
+    pub fn put_ref_timeout(&self, value: &T, timeout: Duration) -> Result<(), PutError<()>> {
+        self.put_inner(value, Some(Deadline::after(timeout)), true)
+    }
+
+    /// [`put_ref`](Self::put_ref) if that needs no waiting (as
+    /// [`try_put`](Self::try_put)).
+    pub fn try_put_ref(&self, value: &T) -> Result<(), PutError<()>> {
+        self.put_inner(value, None, false)
+    }
+
     /// Takes the oldest message, waiting as long as it takes.
     ///
     /// # Errors
@@ -347,14 +369,19 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     }
 
     fn put_until(&self, value: T, deadline: Option<Deadline>, block: bool) -> Result<(), PutError<T>> {
+        self.put_inner(&value, deadline, block).map_err(|e| e.carrying(value))
+    }
+
+    /// A put of `*value`; errors carry no value (the caller attaches its own).
+    fn put_inner(&self, value: &T, deadline: Option<Deadline>, block: bool) -> Result<(), PutError<()>> {
         if self.is_closed() {
-            return Err(PutError::Closed(value));
+            return Err(PutError::Closed(()));
         }
         let me = loom::current_task();
         let lock = &self.state.producers.0.lock;
         let held = if block { lock.lock(me, &self.wait.cfg, deadline) } else { lock.try_lock(me) };
         let Some(acquired) = held else {
-            return Err(if block { PutError::Timeout(value) } else { PutError::Full(value) });
+            return Err(if block { PutError::Timeout(()) } else { PutError::Full(()) });
         };
         let Producers { pending, puts, tasks, .. } = &self.state.producers.0;
         let tail = self.ring().tail();
@@ -382,7 +409,7 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         // The value is encoded under the lock, so a `Serialize` impl that
         // panics must not leave the lock held (the other producers would wait
         // for a live owner for ever) nor the counts raised.
-        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write(&value, deadline, block)));
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write(value, deadline, block)));
         // `pending` is cleared before a failed put takes its count back: a
         // death between the two leaks a count (a `len` one too high) instead
         // of letting the next taker undo the put a second time.
@@ -404,10 +431,10 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
                 Ok(())
             }
             Ok(Err(why)) => Err(match why {
-                WriteOutcome::Full => PutError::Full(value),
-                WriteOutcome::Timeout => PutError::Timeout(value),
-                WriteOutcome::Closed => PutError::Closed(value),
-                WriteOutcome::Failed(e) => PutError::Failed(value, Box::new(e)),
+                WriteOutcome::Full => PutError::Full(()),
+                WriteOutcome::Timeout => PutError::Timeout(()),
+                WriteOutcome::Closed => PutError::Closed(()),
+                WriteOutcome::Failed(e) => PutError::Failed((), Box::new(e)),
             }),
             Err(panic) => std::panic::resume_unwind(panic),
         }
@@ -445,6 +472,22 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         if held.is_none() {
             return Err(if block { GetError::Timeout } else { GetError::Empty });
         }
+        // A small message ready now: read onto the stack and decode from there
+        // (the scratch buffer's thread-local costs more than the copy).
+        let mut small = [0u8; SMALL_MESSAGE];
+        match self.ring().try_read_into(&mut small) {
+            Ok(Some(len)) => {
+                self.count_get();
+                lock.unlock(me);
+                self.state.ctl.not_full.notify(1);
+                return codec::decode(&small[..len]).map_err(|e| GetError::Failed(Box::new(e)));
+            }
+            Ok(None) => {} // none ready, or a larger one: the general path
+            Err(e) => {
+                lock.unlock(me);
+                return Err(GetError::Failed(Box::new(e)));
+            }
+        }
         codec::with_scratch(|buf| {
             let mut target = ReadTarget { q: self, buf };
             let outcome = match target.attempt(false) {
@@ -455,16 +498,23 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
                 }
             };
             if outcome.is_ok() {
-                // Ours alone while we hold the lock. A consumer killed between
-                // moving the head and this store leaves `len` one too high.
-                let gets = &self.state.consumers.0.gets;
-                gets.store(gets.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+                self.count_get();
             }
             lock.unlock(me);
             outcome?;
             self.state.ctl.not_full.notify(1);
             codec::decode(target.buf).map_err(|e| GetError::Failed(Box::new(e)))
         })
+    }
+
+    /// Counts a get (the caller holds the consumers' lock and has moved the
+    /// head past a message).
+    #[inline]
+    fn count_get(&self) {
+        // Ours alone while we hold the lock. A consumer killed between
+        // moving the head and this store leaves `len` one too high.
+        let gets = &self.state.consumers.0.gets;
+        gets.store(gets.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
     /// `JoinableQueue::task_done`.
@@ -508,6 +558,9 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         wait::wait(&self.wait.cfg, deadline, &mut JoinTarget { q: self }).is_some()
     }
 }
+
+/// Messages up to this many bytes are read onto the stack (see `get_until`).
+const SMALL_MESSAGE: usize = 256;
 
 /// Why a write ended without a record.
 enum WriteOutcome {
@@ -684,6 +737,21 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// [`ObjectQueue::try_put`].
     pub fn try_put(&self, value: T) -> Result<(), PutError<T>> {
         self.0.try_put(value)
+    }
+
+    /// [`ObjectQueue::put_ref`]; the task count goes up by one.
+    pub fn put_ref(&self, value: &T) -> Result<(), PutError<()>> {
+        self.0.put_ref(value)
+    }
+
+    /// [`ObjectQueue::put_ref_timeout`].
+    pub fn put_ref_timeout(&self, value: &T, timeout: Duration) -> Result<(), PutError<()>> {
+        self.0.put_ref_timeout(value, timeout)
+    }
+
+    /// [`ObjectQueue::try_put_ref`].
+    pub fn try_put_ref(&self, value: &T) -> Result<(), PutError<()>> {
+        self.0.try_put_ref(value)
     }
 
     /// [`ObjectQueue::get`].

@@ -109,11 +109,20 @@ impl Region {
         Region { ptr, len }
     }
 
+    #[inline]
     fn copy_in(self, at: usize, src: &[u8]) {
         assert!(at <= self.len && src.len() <= self.len - at, "a record copy outside the ring");
         // SAFETY: in bounds (checked above); the range is ours by the ring
         // protocol (between tail and head + capacity), no reference is formed.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), src.len()) }
+        unsafe {
+            if let [byte] = src {
+                // One byte (a length prefix, a small integer): a store, not
+                // a call to memcpy.
+                self.ptr.add(at).write(*byte);
+            } else {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), src.len());
+            }
+        }
     }
 
     fn copy_out(self, at: usize, dst: &mut [u8]) {
@@ -229,15 +238,19 @@ macro_rules! bytes_impl {
             }
 
             /// Checks `tail − head` and alignment; returns the bytes in the ring.
+            #[inline]
             fn used(&self, tail: u64, head: u64) -> Result<usize> {
                 let used = distance(tail, head);
-                if used > self.capacity as u64 || tail % 8 != 0 || head % 8 != 0 {
-                    return Err(self.corrupt(format!(
-                        "tail {tail} and head {head} are not 8-aligned within {} bytes",
-                        self.capacity
-                    )));
+                if used > self.capacity as u64 || (tail | head) % 8 != 0 {
+                    return Err(self.bad_positions(tail, head));
                 }
                 Ok(used as usize)
+            }
+
+            #[cold]
+            #[inline(never)]
+            fn bad_positions(&self, tail: u64, head: u64) -> Error {
+                self.corrupt(format!("tail {tail} and head {head} are not 8-aligned within {} bytes", self.capacity))
             }
 
             /// Appends one record with `payload` (writer only).
@@ -389,13 +402,33 @@ macro_rules! bytes_impl {
             pub fn try_read(&self, out: &mut Vec<u8>) -> Result<bool> {
                 let Some((len, at, next)) = self.next()? else { return Ok(false) };
                 self.region.copy_out_append(at, len, out);
+                self.taken(next);
+                Ok(true)
+            }
+
+            /// Takes the next message into `dst` if it fits there (reader
+            /// only): `Some(length)`; `None` if the ring is empty or the
+            /// message is longer than `dst` (then it stays for
+            /// [`try_read`](Self::try_read)). For small messages, read
+            /// into a buffer on the stack.
+            pub fn try_read_into(&self, dst: &mut [u8]) -> Result<Option<usize>> {
+                let Some((len, at, next)) = self.next()? else { return Ok(None) };
+                let Some(dst) = dst.get_mut(..len) else { return Ok(None) };
+                self.region.copy_out(at, dst);
+                self.taken(next);
+                Ok(Some(len))
+            }
+
+            /// Moves the reader's position to `next`, past the message just
+            /// copied out.
+            #[inline]
+            fn taken(&self, next: u64) {
                 // Our own copy first: a reader killed between the two stores
                 // has taken the message (lost, at most that one) and the
                 // writer sees less room than there is until the next read.
                 self.header.reader.0.own.store(next, Ordering::Relaxed);
                 // Release: pairs with the writer's Acquire load of head.
                 self.header.head.0.store(next, Ordering::Release);
-                Ok(true)
             }
 
             /// The writer's position (the writer's own copy).

@@ -50,13 +50,15 @@ queue rows (throughput: producers and consumers released at once by one go flag,
                           for like; consumers check per-producer order, the parent counts and
                           sums per producer (SPEC: ≥ 0.8× crossbeam ArrayQueue<u64> of the same
                           capacity, 2+2 threads of one forked process pinned the same way).
-  ObjectQueue<Bytes>      a producer process puts N fresh 64-byte messages (sequence number in
-    64 B                  the first 8 bytes), a consumer process gets and checks them, blocking
-                          put/get with default waiting; 64 KiB ring; N = 1,000,000, 250,000 with
-                          --quick (SPEC: ≥ 100× CPython). same_core: both on the first --pin
-                          CPU; cross_core: consumer on the first, producer on the second.
-                          shmproc::Bytes encodes as one byte string, as pickle does Python's
-                          bytes (the counterpart of b'x' * 64).
+  ObjectQueue<Bytes>      a producer process puts one 64-byte message N times by put_ref,
+    64 B                  stamping the sequence number into its first 8 bytes before each put
+                          (CPython's producer puts one bytes object N times too), a consumer
+                          process gets (a new value each time, as unpickling makes one) and
+                          checks them, blocking put/get with default waiting; 64 KiB ring;
+                          N = 1,000,000, 250,000 with --quick (SPEC: ≥ 100× CPython).
+                          same_core: both on the first --pin CPU; cross_core: consumer on the
+                          first, producer on the second. shmproc::Bytes encodes as one byte
+                          string, as pickle does Python's bytes (the counterpart of b'x' * 64).
   ObjectQueue<Vec<u8>>    the same with Vec<u8> messages, which serde encodes and decodes one
     64 B                  element at a time (reference: what a plain Vec costs).
     baseline CPython      ../shared/baselines/python/queue_throughput.py run now (python3 on
@@ -530,7 +532,9 @@ impl PyThroughput {
 /// A message type of the `ObjectQueue` rows: Python's `bytes` as
 /// [`Bytes`] (encoded as one byte string: the row with the target) or as a
 /// plain `Vec<u8>` (encoded element by element by serde: for reference).
-trait Message: serde::Serialize + serde::de::DeserializeOwned + From<Vec<u8>> + AsRef<[u8]> + 'static {
+trait Message:
+    serde::Serialize + serde::de::DeserializeOwned + From<Vec<u8>> + AsRef<[u8]> + AsMut<[u8]> + 'static
+{
     const NAME: &'static str;
 }
 
@@ -562,10 +566,10 @@ fn object_throughput<M: Message>(placement: Placement, cpython: Rc<PyThroughput>
             let q = ObjectQueue::<M>::new(OBJECT_CAPACITY).map_err(|e| format!("ObjectQueue::new: {e}"))?;
             let (qp, qc) = (&q, &q);
             let producer = move || {
+                let mut m = M::from(vec![0x78u8; MESSAGE_BYTES]);
                 for i in 0..n {
-                    let mut m = vec![0x78u8; MESSAGE_BYTES];
-                    m[..8].copy_from_slice(&i.to_le_bytes());
-                    qp.put(M::from(m)).map_err(|e| format!("put {i}: {e}"))?;
+                    m.as_mut()[..8].copy_from_slice(&i.to_le_bytes());
+                    qp.put_ref(&m).map_err(|e| format!("put {i}: {e}"))?;
                 }
                 Ok(())
             };
