@@ -90,7 +90,7 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -
 /// `Ok(false)` as soon as the sink is out of room (what it took is then a
 /// truncated encoding, to be thrown away). For writers that encode straight
 /// into their destination, with no buffer between.
-pub(crate) fn encode_to<T: Serialize + ?Sized>(value: &T, sink: impl FnMut(&[u8]) -> bool) -> Result<bool> {
+pub(crate) fn encode_to<T: Serialize + ?Sized>(value: &T, mut sink: impl FnMut(&[u8]) -> bool) -> Result<bool> {
     /// A postcard output that hands everything to the sink.
     struct Sink<F>(F);
     impl<F: FnMut(&[u8]) -> bool> postcard::ser_flavors::Flavor for Sink<F> {
@@ -108,9 +108,22 @@ pub(crate) fn encode_to<T: Serialize + ?Sized>(value: &T, sink: impl FnMut(&[u8]
         }
     }
     CUSTOM.with(|c| c.borrow_mut().take());
-    match postcard::serialize_with_flavor(value, Sink(sink)) {
+    // Once the sink has refused, everything after is refused too, and the
+    // outcome is "out of room" whatever postcard returns: a `Serialize` impl
+    // may swallow the error, and postcard turns it into another in
+    // `collect_str`, so its error alone does not say the sink ran out (nor
+    // its success that nothing was left out).
+    let mut refused = false;
+    let outcome = postcard::serialize_with_flavor(
+        value,
+        Sink(|data: &[u8]| {
+            refused = refused || !sink(data);
+            !refused
+        }),
+    );
+    match outcome {
+        _ if refused => Ok(false),
         Ok(()) => Ok(true),
-        Err(postcard::Error::SerializeBufferFull) => Ok(false),
         Err(e) => Err(Error::Codec { detail: format!("encoding: {}", describe(&e)) }),
     }
 }
@@ -281,6 +294,60 @@ mod tests {
             .unwrap(),
             "out of room"
         );
+    }
+
+    /// A value that postcard writes through `collect_str` (which turns the
+    /// sink's refusal into another error), and one whose `Serialize`
+    /// swallows the refusal and goes on.
+    struct Shown(u64);
+    impl Serialize for Shown {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("value {:020}", self.0))
+        }
+    }
+    struct Stubborn;
+    impl Serialize for Stubborn {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut t = s.serialize_tuple(3)?;
+            t.serialize_element(&[7u8; 16])?;
+            let _ = t.serialize_element(&Bytes(vec![8u8; 64])); // swallowed
+            t.serialize_element(&9u8)?;
+            t.end()
+        }
+    }
+
+    #[test]
+    fn a_refused_sink_is_out_of_room_whatever_the_serializer_makes_of_it() {
+        let mut room = 10;
+        let fits = |d: &[u8]| {
+            d.len() <= room && {
+                room -= d.len();
+                true
+            }
+        };
+        assert!(!encode_to(&Shown(5), fits).unwrap(), "collect_str out of room");
+        let mut got = Vec::new();
+        assert!(
+            encode_to(&Shown(5), |d| {
+                got.extend_from_slice(d);
+                true
+            })
+            .unwrap()
+        );
+        assert_eq!(got, encode(&Shown(5)).unwrap());
+        let mut room = 40;
+        let mut taken = 0;
+        let r = encode_to(&Stubborn, |d| {
+            let ok = d.len() <= room;
+            if ok {
+                room -= d.len();
+                taken += d.len();
+            }
+            ok
+        });
+        assert!(!r.unwrap(), "a refusal the value swallowed still means out of room");
+        assert_eq!(taken, 17, "16 bytes and the length prefix; nothing after the refusal");
     }
 
     #[test]

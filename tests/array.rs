@@ -249,7 +249,7 @@ fn round_trip<T: Probe>(tag: &str, code: Typecode, values: &[T]) {
     let file = read_shm(&name);
     assert_eq!(file.len(), DATA_OFFSET + n * size, "{code}: file length");
     assert_eq!(&file[..8], b"SHMPROC\0");
-    assert_eq!(u32_at(&file, 8), 1, "layout version");
+    assert_eq!(u32_at(&file, 8), 2, "layout version");
     assert_eq!(u32_at(&file, KIND_AT as usize), 9, "kind (array)");
     assert_eq!(file[TYPE_FP_AT as usize], code.as_char() as u8, "fingerprint byte 0: the letter");
     assert_eq!(usize::from(file[TYPE_FP_AT as usize + 1]), size, "fingerprint byte 1: the size");
@@ -854,7 +854,7 @@ fn garbage_kind_version_magic_and_init_state_are_refused() {
         ("kind 0", KIND_AT, 0u32.to_le_bytes().to_vec(), &["kind", "unknown kind 0"]),
         ("kind 999", KIND_AT, 999u32.to_le_bytes().to_vec(), &["kind", "unknown kind 999"]),
         ("kind u32::MAX", KIND_AT, u32::MAX.to_le_bytes().to_vec(), &["kind"]),
-        ("version 2", 8, 2u32.to_le_bytes().to_vec(), &["version"]),
+        ("version 1", 8, 1u32.to_le_bytes().to_vec(), &["version"]),
         ("magic", 0, b"PYTHON\0\0".to_vec(), &["magic"]),
         ("init state 7", INIT_STATE_AT, 7u32.to_le_bytes().to_vec(), &["init state 7"]),
     ];

@@ -246,7 +246,7 @@ fn seeds() -> Vec<Seed> {
     seed("header-only", l[..hl].to_vec(), &[]);
     seed("truncated-payload", l[..l.len() - 1].to_vec(), &[]);
     seed("wrong-magic", patched(l, 0, b"SHMPROX\0"), &[]);
-    seed("wrong-version", patched(l, 8, &2u32.to_le_bytes()), &[]);
+    seed("wrong-version", patched(l, 8, &1u32.to_le_bytes()), &[]);
     seed("unknown-kind", patched(l, 12, &99u32.to_le_bytes()), &[]);
     // An Event's kind on a Lock's payload length: refused as an Event too.
     seed("lock-as-event", patched(l, 12, &5u32.to_le_bytes()), &[]);

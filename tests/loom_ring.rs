@@ -580,6 +580,27 @@ fn mpmc_probing_consumer_keeps_one_producers_order() {
     });
 }
 
+/// A producer gives its claim record back between two puts (a handle's drop,
+/// then a new handle) while a consumer probes: the record's release and the
+/// new registration are ordered after the publish, so the prober never
+/// passes over either put, and they arrive in order.
+#[test]
+fn mpmc_a_record_given_back_and_taken_again_under_a_probe() {
+    model(2, || {
+        let r = MpmcRing::new(2);
+        let r2 = r.clone();
+        let producer = thread::spawn(move || {
+            r2.ring().try_push_here(1, false).expect("room");
+            r2.ring().release_here();
+            r2.ring().try_push_here(2, false).expect("room");
+        });
+        let mut got: Vec<u32> = (0..2).filter_map(|_| r.ring().try_pop_here(true).expect("pop")).collect();
+        producer.join().unwrap();
+        got.extend(std::iter::from_fn(|| r.ring().try_pop_here(true).expect("pop")));
+        assert_eq!(got, [1, 2]);
+    });
+}
+
 /// A producer dies between its claim and its publish while another puts: a
 /// probing consumer passes over the dead one's position and gets the live
 /// one's value; nothing else is lost, and the ring works for the next lap.

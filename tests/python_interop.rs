@@ -84,7 +84,7 @@ def check_and_write(a, mode):
         code, size = chr(fp & 0xFF), (fp >> 8) & 0xFF
         if magic != b"SHMPROC\0":
             fail(f"{name}: magic {magic!r}")
-        if version != 1 or kind != 9 or init_state != 1:
+        if version != 2 or kind != 9 or init_state != 1:
             fail(f"{name}: version {version}, kind {kind}, init state {init_state}")
         if fp >> 16 != 0 or code != a["code"] or size != a["size"]:
             fail(f"{name}: fingerprint {fp:#x}: code {code!r} size {size}, expected {a['code']!r} {a['size']}")

@@ -37,7 +37,7 @@ impl Header {
     fn good(kind: Kind, payload_len: u64) -> Self {
         Header {
             magic: *b"SHMPROC\0",
-            version: 1,
+            version: 2,
             kind: kind as u32,
             type_fp: 0,
             payload_len,
@@ -206,8 +206,8 @@ fn wrong_magic_version_kind_and_lengths() {
         expect_mismatch(Lock::open(&f.name), "magic", "SHMPROC", "not a shmproc segment");
         expect_mismatch(Segment::open(&f.name), "magic", "SHMPROC", "not a shmproc segment");
 
-        let f = Forged::with_header("seg-hdr", Header { version: 2, ..good }, pad);
-        expect_mismatch(Lock::open(&f.name), "layout version", "1", "2");
+        let f = Forged::with_header("seg-hdr", Header { version: 1, ..good }, pad);
+        expect_mismatch(Lock::open(&f.name), "layout version", "2", "1");
 
         let f = Forged::with_header("seg-hdr", Header { kind: 999, ..good }, pad);
         expect_mismatch(Lock::open(&f.name), "kind", "Lock", "unknown kind 999");

@@ -89,7 +89,7 @@ fn forge(rest: &[u8], claimed_len: bool) -> Vec<u8> {
     let payload_len = if claimed_len { word(8) } else { (payload.len() as u64).to_le_bytes() };
     let mut file = Vec::with_capacity(HEADER_LEN + payload.len());
     file.extend_from_slice(b"SHMPROC\0");
-    file.extend_from_slice(&1u32.to_le_bytes()); // layout version
+    file.extend_from_slice(&2u32.to_le_bytes()); // layout version
     file.extend_from_slice(&9u32.to_le_bytes()); // kind: array
     file.extend_from_slice(&fingerprint);
     file.extend_from_slice(&payload_len);

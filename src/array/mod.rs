@@ -9,7 +9,7 @@
 //!
 //! | file offset | size | what |
 //! |---:|---:|---|
-//! | 0 | 64 | the segment header (`segment/header.rs`): magic `b"SHMPROC\0"`, version `u32` = 1, kind `u32` = 9 (array), type fingerprint `u64` (byte 16: the typecode's ASCII letter; byte 17: the element size), payload length `u64` (= 64 + len × size), creator pid, init state `u32` (1 once ready), creator start time |
+//! | 0 | 64 | the segment header (`segment/header.rs`): magic `b"SHMPROC\0"`, version `u32` = 2, kind `u32` = 9 (array), type fingerprint `u64` (byte 16: the typecode's ASCII letter; byte 17: the element size), payload length `u64` (= 64 + len × size), creator pid, init state `u32` (1 once ready), creator start time |
 //! | 64 | 64 | the array state: the array's `RLock` (24 bytes), then `flags` `u32` (bit 0: the array has a lock), then zeroes |
 //! | [`DATA_OFFSET`] (128) | len × size | the elements, 64-byte aligned, each aligned to its size |
 //!

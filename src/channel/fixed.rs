@@ -380,7 +380,7 @@ impl<F: Flavor, T: Pod> RingQueue<F, T> {
         self.get_until(None, false)
     }
 
-    /// The caller's identity, which MPMC slots record in their claims; the
+    /// The caller's identity, which the MPMC ring's claim records hold; the
     /// SPSC ring names nobody, so its hot path skips the thread-local lookup.
     #[inline]
     fn me() -> TaskId {
@@ -756,10 +756,13 @@ ring_queue! {
     /// segment); a consumer killed in the middle of a get loses at most the
     /// element it was taking. Order is FIFO per producer.
     ///
-    /// At most 256 threads (over all processes) may put at once, and 256 get:
-    /// each takes a claim record on its first put or get, kept until it drops
-    /// the handle it used, or dies. One more gets
-    /// [`Error::Overflow`] in [`PutError::Failed`] or [`GetError::Failed`].
+    /// At most 256 live threads (over all processes) may have put, and 256
+    /// have got: each takes a claim record on its first put or get, and keeps
+    /// it until it drops the handle it used or exits (a handle shared by many
+    /// threads gives back only the dropping thread's record; an exited
+    /// thread's is taken over). One more gets [`Error::Overflow`] in
+    /// [`PutError::Failed`] or [`GetError::Failed`]. The records take 33 KB of
+    /// the segment, whatever the capacity.
     ///
     /// # Examples
     ///

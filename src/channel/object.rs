@@ -304,6 +304,13 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
 
     /// Appends `value`, waiting for room as long as it takes.
     ///
+    /// The value is encoded under the producers' lock, straight into the
+    /// ring (through a scratch buffer when it does not fit before the ring's
+    /// end, so its `Serialize` may run twice). A `Serialize` must therefore
+    /// not block on anything a producer of this queue may hold while it puts
+    /// (serde's impl for `Mutex` locks it), nor put to this queue itself. A
+    /// value too large for the queue is refused once the put has the lock.
+    ///
     /// # Errors
     /// [`PutError::Closed`]; [`PutError::Failed`] with [`Error::TooLarge`] if
     /// the encoded message exceeds [`ObjectQueue::max_message`], with
@@ -445,10 +452,18 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     /// there, else through the scratch buffer, waiting for room (`block`)
     /// until `deadline`.
     fn write(&self, value: &T, deadline: Option<Deadline>, block: bool) -> Result<(), WriteOutcome> {
-        match self.ring().try_write_in_place(|record| codec::encode_to(value, |bytes| record.push(bytes))) {
-            Ok(true) => return Ok(()),
-            Ok(false) => {} // no room in place, or larger than the run to the end
-            Err(e) => return Err(WriteOutcome::Failed(e)),
+        // Under the lock: a put that waited for it while the queue was closed
+        // must not write after the close (the consumers may have drained and
+        // gone).
+        if self.is_closed() {
+            return Err(WriteOutcome::Closed);
+        }
+        // Otherwise (no room in place, larger than the run to the end, or an
+        // error: a corrupt ring, a value that does not encode) the path below
+        // encodes on its own, so that a too-large message is `TooLarge`
+        // whatever the ring's state, and reports the rest.
+        if let Ok(true) = self.ring().try_write_in_place(|record| codec::encode_to(value, |bytes| record.push(bytes))) {
+            return Ok(());
         }
         codec::with_scratch(|encoded| {
             codec::encode_into(value, encoded).map_err(WriteOutcome::Failed)?;

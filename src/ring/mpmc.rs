@@ -8,7 +8,9 @@
 //! Producers claim position `p` by a CAS of `enqueue` from `p` to `p + 1`,
 //! consumers position `q` by a CAS of `dequeue`. Both are 64-bit and only ever
 //! grow, so a claim never suffers ABA. Position `p` lives in slot
-//! `p & (slots - 1)` and belongs to lap `p / slots` (mod 2^63). A slot's
+//! `p & (slots - 1)` and belongs to lap `p / slots` (kept to 63 bits; the
+//! lap arithmetic is exact until a position passes 2^64, which 2^64
+//! operations would take). A slot's
 //! stamp (one `u64`) is `lap << 1 | full`:
 //!
 //! ```text
@@ -34,8 +36,12 @@
 //! (the position it is claiming, plus one; 0: none). A thread takes a record
 //! on its first operation on that side (its handle caches the index and checks
 //! `owner` on every use, so copies in other threads or forked children find
-//! their own), and gives it back when the handle is dropped; records of dead
-//! threads are taken over when the table has no free one.
+//! their own). A record is given back when its thread drops the handle whose
+//! cache names it (one record per side per handle: a handle shared by many
+//! threads gives back only the dropping thread's), and a dead thread's record
+//! is taken over when the table has no free one. So the limit is [`CLAIMS`]
+//! *live* threads that have used one side of a queue; a thread that goes on
+//! living keeps its record.
 //!
 //! Only its owner writes `pos`. It stores `p + 1` before the index CAS and 0
 //! after publishing (and before returning without a claim). A record left
@@ -84,8 +90,10 @@
 //! Indices are masked; elements are `Pod`; a stamp whose lap does not fit the
 //! position while the index still holds the value read before is
 //! [`Error::Corrupt`]. No loop runs without bound: every retry follows an
-//! index that moved (or a skip), at most [`MAX_RETRIES`] of them, and a scan
-//! reads each record once. Garbage in the tables can make a prober wait (a
+//! index that moved, a skip, or a release of a dead reader's slot, at most
+//! [`MAX_RETRIES`] of them, and a scan reads each record once (so a peer
+//! that keeps scribbling can make one call scan many times, but not for
+//! ever). Garbage in the tables can make a prober wait (a
 //! record naming a live unrelated task) or pass over a position in flight
 //! (in-bounds wrong data), nothing worse.
 
@@ -669,6 +677,11 @@ impl<T: Pod> Mpmc<'_, T> {
     /// [`try_pop`](Self::try_pop) by the calling thread.
     pub fn try_pop_here(&self, probe: bool) -> Result<Option<T>> {
         LOOM_CACHE.with(|c| self.try_pop(crate::loom::current_task(), c, probe.into()))
+    }
+
+    /// [`release`](Self::release) by the calling thread (a handle's drop).
+    pub fn release_here(&self) {
+        LOOM_CACHE.with(|c| self.release(c, crate::loom::current_task()));
     }
 
     /// Claims the next position as a put does, then dies there (the model

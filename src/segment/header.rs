@@ -33,7 +33,8 @@ use crate::loom::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMPROC\0"` read as a little-endian `u64`.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC\0");
 /// Bumped whenever the header or any object's layout changes incompatibly.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// 2: the MPMC queue's claim records and 16-byte slots.
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// Size of the header; the payload starts here.
 pub const HEADER_LEN: usize = 64;
 
@@ -336,10 +337,10 @@ mod tests {
     fn snapshot_decodes_little_endian_bytes() {
         let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(b"SHMPROC\0");
-        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        b[8..12].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
         b[24..32].copy_from_slice(&64u64.to_le_bytes());
         let h = HeaderSnapshot::from_bytes(&b).unwrap();
-        assert_eq!((h.magic, h.version, h.payload_len), (MAGIC, 1, 64));
+        assert_eq!((h.magic, h.version, h.payload_len), (MAGIC, LAYOUT_VERSION, 64));
         assert!(HeaderSnapshot::from_bytes(&b[..10]).is_none());
     }
 }
