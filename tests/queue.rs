@@ -192,7 +192,8 @@ const DEQUEUE_AT: usize = 128;
 const CLAIMS: usize = 256;
 const PRODUCERS_AT: usize = 192;
 const CONSUMERS_AT: usize = PRODUCERS_AT + CLAIMS * 64;
-/// The MPMC control line: `closed` u32, then the two `Side`s (seq, sleepers).
+/// The MPMC control line: `closed` u32, then the two `Side`s (seq u32, padding, a
+/// waiters u64: sleepers low, fenced waiters high).
 const CLOSED_AT: usize = CONSUMERS_AT + CLAIMS * 64;
 const SLOTS_AT: usize = CLOSED_AT + 64;
 /// Bytes of the MPMC state before the slots (ring header + control line).
@@ -2051,8 +2052,10 @@ fn block_handles_register_as_fenced_waiters_and_are_woken() {
         q.put(42).map_err(|e| e.to_string())
     }
     // `not_empty` is the side after `closed`: seq, sleepers, fenced.
-    const NOT_EMPTY_FENCED: usize = SPSC_CLOSED_AT + 12;
-    const NOT_FULL_FENCED: usize = SPSC_CLOSED_AT + 24;
+    // The control line: closed, then each side's seq, padding and waiters
+    // word (sleepers in its low half, fenced waiters in its high half).
+    const NOT_EMPTY_FENCED: usize = SPSC_CLOSED_AT + 20;
+    const NOT_FULL_FENCED: usize = SPSC_CLOSED_AT + 36;
     let name = unique_name(TAG);
     let q = SpscQueue::<u64>::create(&name, 4).unwrap();
     let map = ShmMap::open(&name);
@@ -2087,7 +2090,7 @@ fn block_handles_register_as_fenced_waiters_and_are_woken() {
         let got = consumer.get();
         (got, consumer)
     });
-    wait_until("the consumer sleeps", || map.u32_at(SPSC_CLOSED_AT + 8).load(Ordering::SeqCst) == 1);
+    wait_until("the consumer sleeps", || map.u32_at(SPSC_CLOSED_AT + 16).load(Ordering::SeqCst) == 1);
     let mut child = start_fn(Fork, put_42, q.clone());
     join_ok(&mut child).unwrap();
     let (got, consumer) = join_thread(sleeper);

@@ -23,7 +23,7 @@ pub mod mpmc;
 pub mod spsc;
 
 use crate::error::{Error, Result};
-use crate::loom::{self, AtomicU32, Ordering};
+use crate::loom::{self, AtomicU32, AtomicU64, Ordering};
 use crate::os::{Deadline, FutexWait};
 
 /// A value on a cache line of its own (positions written by one side and read
@@ -93,14 +93,25 @@ pub(crate) fn slots_for(capacity: usize) -> Result<usize> {
 pub struct Side {
     /// Bumped by every wake; the futex word sleepers wait on. Any value is valid.
     seq: AtomicU32,
-    /// Threads asleep, or about to be, on `seq`. Only a hint for wakers: a
-    /// garbage value costs a spurious wake or, if it reads 0 while someone
-    /// sleeps, a sleep until that waiter's next probe or deadline.
-    sleepers: AtomicU32,
-    /// Handles registered as fenced waiters (see above); any non-zero value
-    /// makes wakers fence.
-    fenced: AtomicU32,
+    _pad: AtomicU32,
+    /// Two counts in one word, so that a notify reads both with one load:
+    /// - low 32 bits, *sleepers*: threads asleep, or about to be, on `seq`.
+    ///   Only a hint for wakers: a garbage value costs a spurious wake or, if
+    ///   it reads 0 while someone sleeps, a sleep until that waiter's next
+    ///   probe or deadline.
+    /// - high 32 bits, *fenced*: handles registered as fenced waiters (see
+    ///   above); any non-zero value makes wakers fence.
+    ///
+    /// Each count changes only by adding or taking 1 at its own place, and a
+    /// count is never taken below 0 (a peer's garbage cannot make one count
+    /// borrow from the other).
+    waiters: AtomicU64,
 }
+
+/// One sleeper in [`Side::waiters`].
+const SLEEPER: u64 = 1;
+/// One fenced waiter in [`Side::waiters`].
+const FENCED: u64 = 1 << 32;
 
 /// A handle's registration as a fenced waiter on one [`Side`]: the fork
 /// generation of the process that registered it (0: none). Process-local; a
@@ -133,20 +144,34 @@ impl Side {
     /// An idle side, for the loom models.
     #[cfg(loom)]
     pub fn new() -> Self {
-        Side { seq: AtomicU32::new(0), sleepers: AtomicU32::new(0), fenced: AtomicU32::new(0) }
+        Side { seq: AtomicU32::new(0), _pad: AtomicU32::new(0), waiters: AtomicU64::new(0) }
     }
 
     /// Wakes up to `n` sleepers, if any; call after publishing.
     #[inline]
     pub fn notify(&self, n: u32) {
         loom::light_fence();
-        // The count was raised (and made visible everywhere by a heavy
-        // fence) before any sleeper relies on it: reading it without a fence
-        // first is fine.
-        if self.fenced.load(Ordering::Relaxed) != 0 {
-            loom::full_fence();
+        // One load for both counts; nobody fenced and nobody asleep is the
+        // common case.
+        let waiters = self.waiters.load(Ordering::Relaxed);
+        if waiters != 0 {
+            self.notify_waiters(waiters, n);
         }
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
+    }
+
+    #[cold]
+    fn notify_waiters(&self, waiters: u64, n: u32) {
+        // The fenced count was raised (and made visible everywhere by a heavy
+        // fence) before any sleeper relies on it: reading it without a fence
+        // first is fine. The sleepers' count is then read again after our
+        // full fence, as the registered sleepers' pairing needs.
+        let waiters = if waiters >= FENCED {
+            loom::full_fence();
+            self.waiters.load(Ordering::Relaxed)
+        } else {
+            waiters
+        };
+        if waiters % FENCED != 0 {
             self.wake(n);
         }
     }
@@ -173,7 +198,7 @@ impl Side {
     ) -> FutexWait {
         let fenced_waiter = waiter.is_some_and(|w| self.register(w));
         let seen = self.seq.load(Ordering::Relaxed);
-        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        self.add(SLEEPER);
         let slice = if fenced_waiter {
             // Pairs with the full fence of every waker that sees `fenced`.
             loom::full_fence();
@@ -196,8 +221,24 @@ impl Side {
                 _ => loom::futex_wait(&self.seq, seen, until),
             }
         };
-        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        self.take(SLEEPER);
         outcome
+    }
+
+    /// Adds one to the count at `unit` ([`SLEEPER`] or [`FENCED`]), unless it
+    /// is full (garbage): it never carries into the other.
+    fn add(&self, unit: u64) {
+        let _ = self.waiters.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            ((w / unit) % FENCED != u64::from(u32::MAX)).then(|| w.wrapping_add(unit))
+        });
+    }
+
+    /// Takes one from the count at `unit`, unless it is 0 (a peer's garbage
+    /// may have lowered it already): it never borrows from the other.
+    fn take(&self, unit: u64) {
+        let _ = self
+            .waiters
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| ((w / unit) % FENCED != 0).then(|| w - unit));
     }
 
     /// Registers `waiter` as a fenced waiter here unless it is already;
@@ -206,14 +247,14 @@ impl Side {
         if waiter.is_registered() {
             return true;
         }
-        self.fenced.fetch_add(1, Ordering::Relaxed);
+        self.add(FENCED);
         // Every thread of every registered process passes a full barrier
         // after our increment: every notify from now on sees it.
         if loom::heavy_fence() {
             waiter.0.store(crate::os::fork_generation(), crate::loom::local::Ordering::Relaxed);
             true
         } else {
-            self.fenced.fetch_sub(1, Ordering::Relaxed);
+            self.take(FENCED);
             false
         }
     }
@@ -223,7 +264,7 @@ impl Side {
     pub(crate) fn unregister(&self, waiter: &FencedWaiter) {
         if waiter.is_registered() {
             waiter.0.store(0, crate::loom::local::Ordering::Relaxed);
-            let _ = self.fenced.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            self.take(FENCED);
         }
     }
 
