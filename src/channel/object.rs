@@ -489,13 +489,13 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         }
         // A small message ready now: read onto the stack and decode from there
         // (the scratch buffer's thread-local costs more than the copy).
-        let mut small = [0u8; SMALL_MESSAGE];
+        let mut small = [std::mem::MaybeUninit::<u8>::uninit(); SMALL_MESSAGE];
         match self.ring().try_read_into(&mut small) {
-            Ok(Some(len)) => {
+            Ok(Some(message)) => {
                 self.count_get();
                 lock.unlock(me);
                 self.state.ctl.not_full.notify(1);
-                return codec::decode(&small[..len]).map_err(|e| GetError::Failed(Box::new(e)));
+                return codec::decode(message).map_err(|e| GetError::Failed(Box::new(e)));
             }
             Ok(None) => {} // none ready, or a larger one: the general path
             Err(e) => {

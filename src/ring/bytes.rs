@@ -131,6 +131,19 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(at), dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Copies `dst.len()` bytes from `at` into `dst`; the bytes, now
+    /// initialised.
+    fn copy_out_uninit(self, at: usize, dst: &mut [std::mem::MaybeUninit<u8>]) -> &[u8] {
+        assert!(at <= self.len && dst.len() <= self.len - at, "a record copy outside the ring");
+        // SAFETY: the source is in bounds (checked above) and published (as
+        // in `copy_out`); the copy initialises every byte of `dst`, which the
+        // returned slice then covers exactly.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.add(at), dst.as_mut_ptr().cast::<u8>(), dst.len());
+            std::slice::from_raw_parts(dst.as_ptr().cast::<u8>(), dst.len())
+        }
+    }
+
     /// Appends `len` bytes from `at` to `out` (without zeroing them first).
     fn copy_out_append(self, at: usize, len: usize, out: &mut Vec<u8>) {
         assert!(at <= self.len && len <= self.len - at, "a record copy outside the ring");
@@ -177,6 +190,15 @@ impl<'a> Region<'a> {
         let start = out.len();
         out.resize(start + len, 0);
         self.copy_out(at, &mut out[start..]);
+    }
+
+    fn copy_out_uninit(self, at: usize, dst: &mut [std::mem::MaybeUninit<u8>]) -> &[u8] {
+        for (cell, b) in self.cells[at..at + dst.len()].iter().zip(dst.iter_mut()) {
+            // SAFETY: as in `copy_in`.
+            b.write(cell.with(|p| unsafe { *p }));
+        }
+        // SAFETY: every byte was written just above.
+        unsafe { std::slice::from_raw_parts(dst.as_ptr().cast::<u8>(), dst.len()) }
     }
 }
 
@@ -411,12 +433,15 @@ macro_rules! bytes_impl {
             /// message is longer than `dst` (then it stays for
             /// [`try_read`](Self::try_read)). For small messages, read
             /// into a buffer on the stack.
-            pub fn try_read_into(&self, dst: &mut [u8]) -> Result<Option<usize>> {
+            pub fn try_read_into<'b>(
+                &self,
+                dst: &'b mut [std::mem::MaybeUninit<u8>],
+            ) -> Result<Option<&'b [u8]>> {
                 let Some((len, at, next)) = self.next()? else { return Ok(None) };
                 let Some(dst) = dst.get_mut(..len) else { return Ok(None) };
-                self.region.copy_out(at, dst);
+                let message = self.region.copy_out_uninit(at, dst);
                 self.taken(next);
-                Ok(Some(len))
+                Ok(Some(message))
             }
 
             /// Moves the reader's position to `next`, past the message just
