@@ -912,6 +912,26 @@ fn put_ref_leaves_the_value_with_the_caller() {
     assert_eq!(q.unfinished(), u64::from(n) + 2, "failed puts are not counted");
 }
 
+/// `try_get` takes small messages (read on the stack) and larger ones (read
+/// through the scratch buffer) alike, says `Empty` on an open empty queue and
+/// `Closed` on a closed, drained one.
+#[test]
+fn try_get_of_small_and_large_messages_and_of_a_closed_queue() {
+    let q = ObjectQueue::<Bytes>::new(1 << 12).unwrap();
+    assert!(matches!(q.try_get(), Err(GetError::Empty)));
+    for len in [0, 10, 255, 256, 1000] {
+        q.put(Bytes::from(vec![len as u8; len])).unwrap();
+    }
+    for len in [0, 10, 255, 256, 1000] {
+        assert_eq!(q.try_get().unwrap(), Bytes::from(vec![len as u8; len]), "{len} bytes");
+    }
+    assert!(matches!(q.try_get(), Err(GetError::Empty)));
+    q.put(Bytes::from(vec![7; 3])).unwrap();
+    q.close();
+    assert_eq!(q.try_get().unwrap()[..], [7, 7, 7]);
+    assert!(matches!(q.try_get(), Err(GetError::Closed)));
+}
+
 /// A put that waits for the producers' lock while the queue closes gets
 /// `Closed` once it has the lock, and writes nothing: the consumers may have
 /// drained the queue and gone (found in review: the in-place path wrote).

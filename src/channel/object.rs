@@ -13,7 +13,7 @@ use crate::codec::{self, custom_error};
 use crate::error::{Error, Result};
 use crate::loom::{self, AtomicU64, Ordering};
 use crate::os::{Deadline, FutexWait};
-use crate::ring::bytes::{self, Bytes, Region, Write};
+use crate::ring::bytes::{self, Bytes, ReadInto, Region, Write};
 use crate::ring::{BytesHeader, Padded, Side};
 use crate::segment::{Kind, Layout, Shared, SharedState};
 use crate::sync::owner::{Acquired, OwnerLock};
@@ -491,13 +491,20 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         // (the scratch buffer's thread-local costs more than the copy).
         let mut small = [std::mem::MaybeUninit::<u8>::uninit(); SMALL_MESSAGE];
         match self.ring().try_read_into(&mut small) {
-            Ok(Some(message)) => {
+            Ok(ReadInto::Message(message)) => {
                 self.count_get();
                 lock.unlock(me);
                 self.state.ctl.not_full.notify(1);
                 return codec::decode(message).map_err(|e| GetError::Failed(Box::new(e)));
             }
-            Ok(None) => {} // none ready, or a larger one: the general path
+            // A poll of an open queue with nothing in it: no more to do (a
+            // closed one is drained, or reported, below).
+            Ok(ReadInto::Empty) if !block && !self.is_closed() => {
+                lock.unlock(me);
+                return Err(GetError::Empty);
+            }
+            // None ready, to wait for; or a larger one: the general path.
+            Ok(ReadInto::Empty | ReadInto::Longer) => {}
             Err(e) => {
                 lock.unlock(me);
                 return Err(GetError::Failed(Box::new(e)));

@@ -213,6 +213,17 @@ pub struct Bytes<'a, R> {
     pub capacity: usize,
 }
 
+/// What [`Bytes::try_read_into`] found.
+#[derive(Debug)]
+pub enum ReadInto<'b> {
+    /// The next message, taken.
+    Message(&'b [u8]),
+    /// Nothing to read.
+    Empty,
+    /// A message longer than the buffer, left in the ring.
+    Longer,
+}
+
 /// Why a write did not happen.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Write {
@@ -429,19 +440,15 @@ macro_rules! bytes_impl {
             }
 
             /// Takes the next message into `dst` if it fits there (reader
-            /// only): `Some(length)`; `None` if the ring is empty or the
-            /// message is longer than `dst` (then it stays for
-            /// [`try_read`](Self::try_read)). For small messages, read
-            /// into a buffer on the stack.
-            pub fn try_read_into<'b>(
-                &self,
-                dst: &'b mut [std::mem::MaybeUninit<u8>],
-            ) -> Result<Option<&'b [u8]>> {
-                let Some((len, at, next)) = self.next()? else { return Ok(None) };
-                let Some(dst) = dst.get_mut(..len) else { return Ok(None) };
+            /// only). A message longer than `dst` stays for
+            /// [`try_read`](Self::try_read). For small messages, read into a
+            /// buffer on the stack.
+            pub fn try_read_into<'b>(&self, dst: &'b mut [std::mem::MaybeUninit<u8>]) -> Result<ReadInto<'b>> {
+                let Some((len, at, next)) = self.next()? else { return Ok(ReadInto::Empty) };
+                let Some(dst) = dst.get_mut(..len) else { return Ok(ReadInto::Longer) };
                 let message = self.region.copy_out_uninit(at, dst);
                 self.taken(next);
-                Ok(Some(message))
+                Ok(ReadInto::Message(message))
             }
 
             /// Moves the reader's position to `next`, past the message just
