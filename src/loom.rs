@@ -68,13 +68,18 @@ pub(crate) fn seqcst_fence() {
 
 /// The cheap side of the asymmetric fence (see [`crate::os::light_fence`]);
 /// a `SeqCst` fence in the loom model, which checks the protocol with the
-/// symmetric pairing that membarrier stands in for.
+/// symmetric pairing that membarrier stands in for, unless the model said
+/// [`model::light_fence_is_free`]: then nothing, as in a registered process,
+/// for models whose sleepers pair with wakers' full fences instead (fenced
+/// waiters).
 #[inline]
 pub(crate) fn light_fence() {
     #[cfg(not(loom))]
     crate::os::light_fence();
     #[cfg(loom)]
-    loom::sync::atomic::fence(Ordering::SeqCst);
+    if !model::LIGHT_FENCE_FREE.with(std::cell::Cell::get) {
+        loom::sync::atomic::fence(Ordering::SeqCst);
+    }
 }
 
 /// A full `SeqCst` fence in every build (`mfence` on x86): the fence of both
@@ -228,6 +233,19 @@ mod model {
         TaskId { tid: ID.with(|id| *id), start: 1 }
     }
 
+    std::thread_local! {
+        /// Whether `light_fence` is a no-op in this model (loom runs every
+        /// model thread on the test's OS thread, so this is per model).
+        pub(crate) static LIGHT_FENCE_FREE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Makes `light_fence` a no-op (or a fence again) for the models run on
+    /// this test thread from now on: wakers then fence only when a fenced
+    /// waiter is registered, as in a process registered for membarrier.
+    pub fn light_fence_is_free(free: bool) {
+        LIGHT_FENCE_FREE.with(|f| f.set(free));
+    }
+
     loom::lazy_static! {
         /// The model threads that died ([`kill_current`]), for this execution.
         static ref DEAD: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
@@ -247,5 +265,7 @@ mod model {
     }
 }
 
+#[cfg(loom)]
+pub use model::light_fence_is_free;
 #[cfg(loom)]
 pub(crate) use model::{current_task, futex_wait, futex_wake, kill_current, task_alive};

@@ -20,7 +20,7 @@ use loom::thread;
 use loom_common::model;
 use shmproc::ring::mpmc::{self, Claim, Mpmc, MpmcIndex};
 use shmproc::ring::spsc::{self, Cache, Spsc, SpscHeader};
-use shmproc::ring::{Push, Side};
+use shmproc::ring::{FencedWaiter, Push, Side};
 
 /// An SPSC ring of `u32` with the two sides a queue sleeps on.
 #[derive(Debug)]
@@ -330,6 +330,50 @@ fn spsc_sleeping_producer_is_woken() {
         producer.join().unwrap();
         assert_eq!(got, [1, 2, 3, 4]);
     });
+}
+
+/// Fenced waiters (`WaitStrategy::Block` handles): with the waker's light
+/// fence free (as in a process registered for membarrier), a consumer that
+/// sleeps as a registered fenced waiter pairs with the full fence the waker
+/// adds once it sees the count, and is woken for each value. The waker reads
+/// both counts with one load and, seeing a fenced waiter, fences and reads
+/// the sleepers' count again: using the first read would lose a wake-up
+/// (a deadlock here). The registration is taken back at the end.
+///
+/// The waiter registers before the producer starts: a registration's
+/// membarrier forces a barrier on every CPU running a waker, which loom
+/// cannot model, so a notify racing with the registration itself is outside
+/// the model (the argument for it is in `ring::Side`'s docs).
+#[test]
+fn spsc_fenced_sleeping_consumer_is_woken() {
+    shmproc::ring::light_fence_is_free(true);
+    model(3, || {
+        let r = SpscRing::new(2);
+        let waiter = FencedWaiter::default();
+        r.not_empty.sleep_fenced_untimed(&waiter, || true); // registers, does not sleep
+        let r2 = r.clone();
+        let consumer = thread::spawn(move || {
+            let cache = Cache::default();
+            let mut got = [0; 2];
+            for slot in &mut got {
+                *slot = loop {
+                    if let Some(v) = r2.ring().try_pop(&cache).expect("pop") {
+                        break v;
+                    }
+                    r2.not_empty.sleep_fenced_untimed(&waiter, || !r2.ring().looks_empty());
+                };
+            }
+            r2.not_empty.unregister_fenced(&waiter);
+            got
+        });
+        let cache = Cache::default();
+        for v in [1, 2] {
+            r.ring().try_push(&cache, v).expect("room for two");
+            r.not_empty.notify(1);
+        }
+        assert_eq!(consumer.join().unwrap(), [1, 2]);
+    });
+    shmproc::ring::light_fence_is_free(false);
 }
 
 /// As [`spsc_sleeping_consumer_is_woken`], on the MPMC ring (whose

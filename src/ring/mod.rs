@@ -16,6 +16,8 @@
 
 #[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
 pub mod bytes;
+#[cfg(loom)]
+pub use crate::loom::light_fence_is_free;
 pub(crate) use bytes::BytesHeader;
 #[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
 pub mod mpmc;
@@ -119,7 +121,8 @@ const FENCED: u64 = 1 << 32;
 /// child (its generation differs): the child neither relies on, nor takes
 /// back, its parent's registration.
 #[derive(Debug, Default)]
-pub(crate) struct FencedWaiter(crate::loom::local::AtomicU64);
+#[cfg_attr(not(loom), allow(unreachable_pub, reason = "pub for the loom models; the module is private outside loom"))]
+pub struct FencedWaiter(crate::loom::local::AtomicU64);
 
 impl Clone for FencedWaiter {
     fn clone(&self) -> Self {
@@ -202,7 +205,9 @@ impl Side {
         let slice = if fenced_waiter {
             // Pairs with the full fence of every waker that sees `fenced`.
             loom::full_fence();
-            Some(FENCED_SLICE)
+            // The slices only survive a peer's zeroing of the count; the loom
+            // models sleep until woken, so that a lost wake-up deadlocks.
+            if cfg!(loom) { None } else { Some(FENCED_SLICE) }
         } else if loom::heavy_fence() {
             None
         } else {
@@ -273,6 +278,18 @@ impl Side {
     #[cfg(loom)]
     pub fn sleep_untimed(&self, ready: impl FnOnce() -> bool) {
         let _ = self.sleep(None, ready);
+    }
+
+    /// [`sleep_untimed`](Self::sleep_untimed) as the fenced waiter `waiter`.
+    #[cfg(loom)]
+    pub fn sleep_fenced_untimed(&self, waiter: &FencedWaiter, ready: impl FnOnce() -> bool) {
+        let _ = self.sleep_as(Some(waiter), None, ready);
+    }
+
+    /// Takes back `waiter`'s registration, for the loom models.
+    #[cfg(loom)]
+    pub fn unregister_fenced(&self, waiter: &FencedWaiter) {
+        self.unregister(waiter);
     }
 }
 
