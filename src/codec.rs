@@ -73,16 +73,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 /// allocation: callers that encode one message after another reuse one
 /// buffer instead of growing a new one each time.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
-    CUSTOM.with(|c| c.borrow_mut().take());
     out.clear();
-    let taken = std::mem::take(out);
-    match postcard::to_extend(value, taken) {
-        Ok(bytes) => {
-            *out = bytes;
-            Ok(())
-        }
-        Err(e) => Err(Error::Codec { detail: format!("encoding: {}", describe(&e)) }),
-    }
+    // A growing buffer always has room: the outcome is `true` or an error.
+    encode_to(value, |bytes| {
+        out.extend_from_slice(bytes);
+        true
+    })
+    .map(drop)
 }
 
 /// Encodes `value` through `sink`, which takes the encoding's bytes in order

@@ -299,16 +299,14 @@ extern "C" fn after_fork_in_child() {
     FENCE_IS_CHEAP.store(false, Ordering::Relaxed);
 }
 
-/// The fork generation in which this process registered for
-/// `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (0: not yet; [`MEMBARRIER_UNAVAILABLE`]:
-/// the kernel refused). Registration is per process and does not survive
-/// `fork`, hence the generation.
-static MEMBARRIER: AtomicU64 = AtomicU64::new(0);
-const MEMBARRIER_UNAVAILABLE: u64 = u64::MAX;
+/// Whether the kernel refused to register us for
+/// `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (then [`light_fence`] stays a real
+/// fence and stops asking).
+static MEMBARRIER_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether this process image is registered (`MEMBARRIER` holds the current
-/// fork generation), so that [`light_fence`] is a compiler fence: one load on
-/// every notify instead of two. Cleared in every forked child.
+/// Whether this process image is registered, so that [`light_fence`] is a
+/// compiler fence. Registration is per process and does not survive `fork`:
+/// cleared in every forked child.
 static FENCE_IS_CHEAP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The cheap side of an asymmetric fence, for a waker that publishes with a
@@ -329,17 +327,17 @@ pub(crate) fn light_fence() {
 #[cold]
 fn light_fence_slow() {
     let generation = FORK_GENERATION.load(Ordering::Relaxed);
-    if MEMBARRIER.load(Ordering::Relaxed) != MEMBARRIER_UNAVAILABLE {
+    if !MEMBARRIER_REFUSED.load(Ordering::Relaxed) {
         use rustix::thread::{MembarrierCommand, membarrier};
-        let outcome = match membarrier(MembarrierCommand::RegisterGlobalExpedited) {
-            Ok(()) => generation,
-            Err(_) => MEMBARRIER_UNAVAILABLE,
-        };
-        MEMBARRIER.store(outcome, Ordering::Relaxed);
-        // Only if no fork happened meanwhile (the registration would then be
-        // the parent's): a fork clears the flag after bumping the generation.
-        if outcome == generation && FORK_GENERATION.load(Ordering::Relaxed) == generation {
-            FENCE_IS_CHEAP.store(true, Ordering::Relaxed);
+        match membarrier(MembarrierCommand::RegisterGlobalExpedited) {
+            // Only if no fork happened meanwhile (the registration would then
+            // be the parent's): a fork clears the flag after bumping the
+            // generation.
+            Ok(()) if FORK_GENERATION.load(Ordering::Relaxed) == generation => {
+                FENCE_IS_CHEAP.store(true, Ordering::Relaxed);
+            }
+            Ok(()) => {}
+            Err(_) => MEMBARRIER_REFUSED.store(true, Ordering::Relaxed),
         }
     }
     // This call is not covered by the registration yet (another thread may

@@ -143,20 +143,6 @@ impl Region {
             std::slice::from_raw_parts(dst.as_ptr().cast::<u8>(), dst.len())
         }
     }
-
-    /// Appends `len` bytes from `at` to `out` (without zeroing them first).
-    fn copy_out_append(self, at: usize, len: usize, out: &mut Vec<u8>) {
-        assert!(at <= self.len && len <= self.len - at, "a record copy outside the ring");
-        out.reserve(len);
-        let start = out.len();
-        // SAFETY: the source is in bounds (checked above) and published (as
-        // in `copy_out`); `reserve` made room for `len` more bytes after
-        // `start`, which the copy initialises before `set_len` counts them.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.add(at), out.as_mut_ptr().add(start), len);
-            out.set_len(start + len);
-        }
-    }
 }
 
 #[cfg(loom)]
@@ -184,12 +170,6 @@ impl<'a> Region<'a> {
             // SAFETY: as in `copy_in`.
             *b = cell.with(|p| unsafe { *p });
         }
-    }
-
-    fn copy_out_append(self, at: usize, len: usize, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.resize(start + len, 0);
-        self.copy_out(at, &mut out[start..]);
     }
 
     fn copy_out_uninit(self, at: usize, dst: &mut [std::mem::MaybeUninit<u8>]) -> &[u8] {
@@ -434,7 +414,14 @@ macro_rules! bytes_impl {
             /// only); `false` if the ring is empty.
             pub fn try_read(&self, out: &mut Vec<u8>) -> Result<bool> {
                 let Some((len, at, next)) = self.next()? else { return Ok(false) };
-                self.region.copy_out_append(at, len, out);
+                // Appended without zeroing first: the copy initialises the
+                // spare capacity it is given.
+                out.reserve(len);
+                let start = out.len();
+                let copied = self.region.copy_out_uninit(at, &mut out.spare_capacity_mut()[..len]).len();
+                // SAFETY: the `copied` (= `len`) bytes after `start` were just
+                // initialised by the copy.
+                unsafe { out.set_len(start + copied) };
                 self.taken(next);
                 Ok(true)
             }

@@ -395,6 +395,18 @@ impl<T: Pod> Mpmc<'_, T> {
             .any(|c| c.pos.load(Ordering::Acquire) == want && Self::alive(c.owner.load(Ordering::Acquire)))
     }
 
+    /// Claims position `pos` on the side whose index is `index`, as the holder
+    /// of `rec`: names it in the record, then moves the index past it. `Err`:
+    /// the index had moved on (to the value given); the record is left naming
+    /// `pos` until the caller's next claim or its clearing of the record.
+    #[inline]
+    fn claim(index: &AtomicU64, rec: &Claim, pos: u64) -> std::result::Result<(), u64> {
+        // Release, both (the record, then the CAS that publishes it): see
+        // "Why a live claimant is never passed over" in the module docs.
+        rec.pos.store(pos.wrapping_add(1), Ordering::Release);
+        index.compare_exchange(pos, pos.wrapping_add(1), Ordering::Release, Ordering::Acquire).map(drop)
+    }
+
     /// Appends `v` if there is room. `probe`: a slot held by a dead reader may
     /// be checked and released (only when the ring is full there).
     ///
@@ -412,14 +424,9 @@ impl<T: Pod> Mpmc<'_, T> {
         let slot = self.slot(p);
         let lap = self.lap(p);
         // Acquire: pairs with the last reader's Release of EMPTY.
-        if slot.stamp.load(Ordering::Acquire) == empty(lap) {
-            // Release (pos, then the CAS): see "Why a live claimant is never
-            // passed over" in the module docs.
-            rec.pos.store(p.wrapping_add(1), Ordering::Release);
-            if enqueue.compare_exchange(p, p.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok() {
-                Self::write_claimed(slot, rec, lap, v);
-                return Ok(());
-            }
+        if slot.stamp.load(Ordering::Acquire) == empty(lap) && Self::claim(enqueue, rec, p).is_ok() {
+            Self::write_claimed(slot, rec, lap, v);
+            return Ok(());
         }
         self.push_slow(rec, cache, v, probe)
     }
@@ -452,16 +459,13 @@ impl<T: Pod> Mpmc<'_, T> {
                 let stamp = slot.stamp.load(Ordering::Acquire);
                 let (l, is_full) = decode(stamp);
                 match (lap_diff(l, lap), is_full) {
-                    (0, false) => {
-                        rec.pos.store(p.wrapping_add(1), Ordering::Release);
-                        match enqueue.compare_exchange(p, p.wrapping_add(1), Ordering::Release, Ordering::Acquire) {
-                            Ok(_) => {
-                                Self::write_claimed(slot, rec, lap, v);
-                                return Ok(());
-                            }
-                            Err(now) => p = now,
+                    (0, false) => match Self::claim(enqueue, rec, p) {
+                        Ok(()) => {
+                            Self::write_claimed(slot, rec, lap, v);
+                            return Ok(());
                         }
-                    }
+                        Err(now) => p = now,
+                    },
                     // The slot still holds the previous lap: its element not
                     // yet taken (or being taken), or its put still in flight.
                     // Full, unless the reader holding it is dead.
@@ -516,9 +520,7 @@ impl<T: Pod> Mpmc<'_, T> {
         // Acquire: pairs with the writer's Release of FULL.
         let stamp = slot.stamp.load(Ordering::Acquire);
         if stamp == full(lap) {
-            // Release: as in try_push.
-            rec.pos.store(q.wrapping_add(1), Ordering::Release);
-            if dequeue.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok() {
+            if Self::claim(dequeue, rec, q).is_ok() {
                 return Ok(Some(Self::read_claimed(slot, rec, lap)));
             }
         } else if stamp == empty(lap)
@@ -561,13 +563,10 @@ impl<T: Pod> Mpmc<'_, T> {
                 let stamp = slot.stamp.load(Ordering::Acquire);
                 let (l, is_full) = decode(stamp);
                 match (lap_diff(l, lap), is_full) {
-                    (0, true) => {
-                        rec.pos.store(q.wrapping_add(1), Ordering::Release);
-                        match dequeue.compare_exchange(q, q.wrapping_add(1), Ordering::Release, Ordering::Acquire) {
-                            Ok(_) => return Ok(Some(Self::read_claimed(slot, rec, lap))),
-                            Err(now) => q = now,
-                        }
-                    }
+                    (0, true) => match Self::claim(dequeue, rec, q) {
+                        Ok(()) => return Ok(Some(Self::read_claimed(slot, rec, lap))),
+                        Err(now) => q = now,
+                    },
                     (0, false) => {
                         let enqueue = self.index.enqueue.0.load(Ordering::Acquire);
                         // Nothing put there yet; or claimed by a producer that
@@ -714,8 +713,7 @@ impl<T: Pod> Mpmc<'_, T> {
                 rec.pos.store(0, Ordering::Release);
                 return None;
             }
-            rec.pos.store(pos.wrapping_add(1), Ordering::Release);
-            if index.compare_exchange(pos, pos.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok() {
+            if Self::claim(index, rec, pos).is_ok() {
                 crate::loom::kill_current();
                 return Some(pos);
             }
