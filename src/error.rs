@@ -118,6 +118,15 @@ pub enum Error {
         /// The largest message the queue can hold, in bytes.
         limit: usize,
     },
+    /// A buffer too short for the message that was to be read into it
+    /// (`Connection::recv_bytes_into`; Python's `BufferTooShort`). The message
+    /// stays for the next read.
+    BufferTooShort {
+        /// Bytes the message needs.
+        needed: usize,
+        /// Bytes the buffer had.
+        got: usize,
+    },
     /// A typecode that is none of Python's (`c b B h H i I l L q Q f d u`).
     UnknownTypecode {
         /// What was given.
@@ -171,6 +180,9 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("closed"),
             Error::TooLarge { size, limit } => {
                 write!(f, "a message of {size} bytes does not fit: the queue holds messages of at most {limit} bytes")
+            }
+            Error::BufferTooShort { needed, got } => {
+                write!(f, "the message needs a buffer of {needed} bytes, got {got}: it was left to the next read")
             }
             Error::UnknownTypecode { found } => {
                 write!(f, "unknown typecode {found:?}: expected one of c b B h H i I l L q Q f d u")

@@ -72,7 +72,10 @@ pub use array::{
     Array, ArrayBuilder, ArrayGuard, DATA_OFFSET, DynArray, Element, Integer, Scalar, Typecode, Value, ValueGuard,
 };
 #[cfg(not(loom))]
-pub use channel::{GetError, JoinableQueue, ObjectQueue, PutError, Queue, SpscQueue};
+pub use channel::{
+    Connection, GetError, JoinableQueue, ObjectQueue, PutError, Queue, SpscQueue, pipe, pipe_simplex,
+    pipe_with_capacity,
+};
 pub use codec::Bytes;
 pub use error::{Error, Result};
 #[cfg(not(loom))]

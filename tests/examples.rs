@@ -241,6 +241,8 @@ fn every_example_is_tested() {
         "queue_token",
         "queue_producer_consumer",
         "queue_results",
+        "pipe_produce_consume",
+        "pipe_duplex",
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
@@ -271,6 +273,20 @@ fn array_rlock() {
     let expected: Vec<String> = (0..10).rev().map(|n| format!("say hi {n}")).collect();
     assert_eq!(said, expected, "{}", r.stdout);
     assert_eq!(r.last(), Some("after three locked increments: 3"));
+}
+
+#[test]
+fn pipe_produce_consume() {
+    let r = run("pipe_produce_consume");
+    assert_eq!(r.lines(), ["666", "end of file: the producer has exited"], "{}", r.stdout);
+}
+
+#[test]
+fn pipe_duplex() {
+    let r = run("pipe_duplex");
+    r.has_line("parent_res I am child_conn");
+    r.has_line("child_conn I am parent_conn");
+    assert_eq!(r.last(), Some("after the child closed: Some(Closed)"));
 }
 
 #[test]

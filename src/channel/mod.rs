@@ -20,11 +20,13 @@
 
 mod fixed;
 mod object;
+mod pipe;
 
 use std::fmt;
 
 pub use fixed::{Queue, SpscQueue};
 pub use object::{JoinableQueue, ObjectQueue};
+pub use pipe::{Connection, DEFAULT_CAPACITY as PIPE_CAPACITY, pipe, pipe_simplex, pipe_with_capacity};
 
 use crate::error::Error;
 use crate::loom::{AtomicU32, Ordering};

@@ -580,6 +580,35 @@ pub(crate) fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(io_err)
 }
 
+/// A liveness token: an OS pipe on which nothing is ever written. Every
+/// holder of something (a pipe end) keeps a copy of the write side; the
+/// kernel closes a process's copies when it exits or is killed, and copies
+/// travel to children as descriptors do (inherited by `fork`, handed over
+/// for spawn). The read side reports a hang-up once every copy of the write
+/// side is closed ([`token_dropped`]). Both close on exec.
+pub(crate) fn token() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io_err)
+}
+
+/// Whether every copy of the write side of the token whose read side is
+/// `read` is closed (one `poll` system call, which does not block).
+pub(crate) fn token_dropped(read: impl AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(&read, PollFlags::IN)];
+    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+    loop {
+        match poll(&mut fds, Some(&zero)) {
+            Ok(_) => {
+                return fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL);
+            }
+            Err(Errno::INTR) => {}
+            // Not expected for a valid descriptor: alive, as waiting on is
+            // the safe answer while the caller's slices bound the wait.
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Resizes the file behind `fd` (growing a sealed memfd is allowed).
 pub(crate) fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
     rustix::fs::ftruncate(fd, len).map_err(io_err)

@@ -35,6 +35,27 @@ pub(crate) const RECORD_HEADER: usize = 8;
 const MSG: u64 = 0x4d53_4721;
 /// Tag of a record that only fills the region up to its end.
 const PAD: u64 = 0x5041_4421;
+/// Tag of the first chunk of a message streamed in several records (a pipe's
+/// message larger than one record): its payload is the message's total
+/// length (u64, little-endian), then the chunk's bytes.
+const FIRST: u64 = 0x4649_5221;
+/// Tag of a later chunk of a streamed message: the chunk's bytes.
+const MORE: u64 = 0x4d4f_5221;
+
+/// What a record holds, for the pipes' framing (queues write and accept only
+/// whole messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole message.
+    Whole,
+    /// The first chunk of a message of this many bytes in all.
+    First(u64),
+    /// A later chunk.
+    More,
+}
+
+/// Bytes of a [`Frame::First`] record's payload before the chunk's bytes.
+pub(crate) const FIRST_PREFIX: usize = 8;
 
 /// `n` rounded up to a multiple of 8.
 fn pad8(n: usize) -> usize {
@@ -268,13 +289,27 @@ macro_rules! bytes_impl {
 
             /// Appends one record with `payload` (writer only).
             pub fn try_write(&self, payload: &[u8]) -> Result<Result<(), Write>> {
-                let max = max_payload(self.capacity);
+                self.try_write_frame(Frame::Whole, payload)
+            }
+
+            /// Appends one record of kind `frame` with `payload` (writer
+            /// only); a [`Frame::First`] record carries the total length
+            /// before the payload, which must then fit [`max_payload`] less
+            /// [`FIRST_PREFIX`].
+            pub fn try_write_frame(&self, frame: Frame, payload: &[u8]) -> Result<Result<(), Write>> {
+                let prefix = if let Frame::First(_) = frame { FIRST_PREFIX } else { 0 };
+                let max = max_payload(self.capacity) - prefix;
                 if payload.len() > max {
                     return Ok(Err(Write::TooLarge(payload.len(), max)));
                 }
+                let (tag, total) = match frame {
+                    Frame::Whole => (MSG, None),
+                    Frame::First(total) => (FIRST, Some(total)),
+                    Frame::More => (MORE, None),
+                };
                 let writer = &self.header.writer.0;
                 let tail = writer.own.load(Ordering::Relaxed);
-                let rec = record_len(payload.len());
+                let rec = record_len(prefix + payload.len());
                 let off = self.offset(tail);
                 let to_end = self.capacity - off;
                 let need = self.need(tail, rec);
@@ -294,9 +329,12 @@ macro_rules! bytes_impl {
                     self.region.copy_in(off, &pad.to_le_bytes());
                     at = 0;
                 }
-                let header = payload.len() as u64 | MSG << 32;
+                let header = (prefix + payload.len()) as u64 | tag << 32;
                 self.region.copy_in(at, &header.to_le_bytes());
-                self.region.copy_in(at + RECORD_HEADER, payload);
+                if let Some(total) = total {
+                    self.region.copy_in(at + RECORD_HEADER, &total.to_le_bytes());
+                }
+                self.region.copy_in(at + RECORD_HEADER + prefix, payload);
                 // Our own copy first: a writer killed between the two stores
                 // leaves a whole record that the next write publishes with its
                 // own (the other order would let it overwrite a published one).
@@ -354,9 +392,23 @@ macro_rules! bytes_impl {
                 Ok(true)
             }
 
-            /// Finds the next message: `(payload length, where the payload
-            /// starts, the head after it)`, or `None` if the ring is empty.
+            /// Finds the next whole message: `(payload length, where the
+            /// payload starts, the head after it)`, or `None` if the ring is
+            /// empty. A chunk of a streamed message is `Corrupt` here (queues
+            /// never write one).
             fn next(&self) -> Result<Option<(usize, usize, u64)>> {
+                match self.next_record()? {
+                    None => Ok(None),
+                    Some((MSG, len, at, next)) => Ok(Some((len, at, next))),
+                    Some((tag, _, at, _)) => Err(self.corrupt(format!("record tag {tag:#x} at offset {}", at - RECORD_HEADER))),
+                }
+            }
+
+            /// Finds the next record that is not padding: `(tag, payload
+            /// length, where the payload starts, the head after it)`, or
+            /// `None` if the ring is empty. The tag is one of MSG, FIRST,
+            /// MORE, and a FIRST record is at least its prefix long.
+            fn next_record(&self) -> Result<Option<(u64, usize, usize, u64)>> {
                 let reader = &self.header.reader.0;
                 let mut head = reader.own.load(Ordering::Relaxed);
                 // The tail as last read: every byte before it is a whole,
@@ -395,14 +447,17 @@ macro_rules! bytes_impl {
                             head = head.wrapping_add((len + RECORD_HEADER) as u64);
                             used -= len + RECORD_HEADER;
                         }
-                        MSG => {
+                        tag @ (MSG | FIRST | MORE) => {
                             let rec = record_len(len);
                             if off + rec > self.capacity || rec > used {
                                 return Err(self.corrupt(format!(
-                                    "a {len}-byte message at offset {off} with {used} bytes published"
+                                    "a {len}-byte record at offset {off} with {used} bytes published"
                                 )));
                             }
-                            return Ok(Some((len, off + RECORD_HEADER, head.wrapping_add(rec as u64))));
+                            if tag == FIRST && len < FIRST_PREFIX {
+                                return Err(self.corrupt(format!("a {len}-byte first chunk at offset {off}")));
+                            }
+                            return Ok(Some((tag, len, off + RECORD_HEADER, head.wrapping_add(rec as u64))));
                         }
                         tag => return Err(self.corrupt(format!("record tag {tag:#x} at offset {off}"))),
                     }
@@ -414,16 +469,21 @@ macro_rules! bytes_impl {
             /// only); `false` if the ring is empty.
             pub fn try_read(&self, out: &mut Vec<u8>) -> Result<bool> {
                 let Some((len, at, next)) = self.next()? else { return Ok(false) };
-                // Appended without zeroing first: the copy initialises the
-                // spare capacity it is given.
+                self.append(at, len, out);
+                self.taken(next);
+                Ok(true)
+            }
+
+            /// Appends the `len` bytes at `at` (a checked, published range)
+            /// to `out`, without zeroing first: the copy initialises the
+            /// spare capacity it is given.
+            fn append(&self, at: usize, len: usize, out: &mut Vec<u8>) {
                 out.reserve(len);
                 let start = out.len();
                 let copied = self.region.copy_out_uninit(at, &mut out.spare_capacity_mut()[..len]).len();
                 // SAFETY: the `copied` (= `len`) bytes after `start` were just
                 // initialised by the copy.
                 unsafe { out.set_len(start + copied) };
-                self.taken(next);
-                Ok(true)
             }
 
             /// Takes the next message into `dst` if it fits there (reader
@@ -436,6 +496,39 @@ macro_rules! bytes_impl {
                 let message = self.region.copy_out_uninit(at, dst);
                 self.taken(next);
                 Ok(ReadInto::Message(message))
+            }
+
+            /// The next record's frame and its data length (a
+            /// [`Frame::First`]'s prefix not counted), without taking it
+            /// (reader only); `None` if the ring is empty.
+            pub fn peek_frame(&self) -> Result<Option<(Frame, usize)>> {
+                Ok(self.next_record()?.map(|(tag, len, at, _)| self.frame_at(tag, len, at)))
+            }
+
+            fn frame_at(&self, tag: u64, len: usize, at: usize) -> (Frame, usize) {
+                match tag {
+                    FIRST => (Frame::First(self.header_at(at)), len - FIRST_PREFIX),
+                    MORE => (Frame::More, len),
+                    _ => (Frame::Whole, len),
+                }
+            }
+
+            /// Takes the next record, appending its data to `out` (reader
+            /// only); its frame, or `None` if the ring is empty.
+            pub fn try_read_frame(&self, out: &mut Vec<u8>) -> Result<Option<Frame>> {
+                let Some((tag, len, at, next)) = self.next_record()? else { return Ok(None) };
+                let (frame, data) = self.frame_at(tag, len, at);
+                self.append(at + (len - data), data, out);
+                self.taken(next);
+                Ok(Some(frame))
+            }
+
+            /// Takes the next record without copying it out (reader only):
+            /// `false` if the ring is empty.
+            pub fn skip(&self) -> Result<bool> {
+                let Some((_, _, _, next)) = self.next_record()? else { return Ok(false) };
+                self.taken(next);
+                Ok(true)
             }
 
             /// Moves the reader's position to `next`, past the message just

@@ -73,10 +73,12 @@ pub enum Kind {
     Queue = 11,
     /// [`ObjectQueue`](crate::ObjectQueue) and [`JoinableQueue`](crate::JoinableQueue).
     ObjectQueue = 12,
+    /// The two ends of a [`pipe`](crate::pipe) ([`Connection`](crate::Connection)).
+    Pipe = 13,
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 13] = [
         Kind::Raw,
         Kind::Lock,
         Kind::RLock,
@@ -89,6 +91,7 @@ impl Kind {
         Kind::SpscQueue,
         Kind::Queue,
         Kind::ObjectQueue,
+        Kind::Pipe,
     ];
 
     /// The kind with this code, if any.

@@ -24,7 +24,7 @@ use memmap2::MmapRaw;
 pub(crate) use header::{Expect, Header, INIT_PENDING, INIT_READY};
 
 pub use header::{HEADER_LEN, HeaderSnapshot, Kind};
-pub(crate) use passing::{collect_fds, provide_fds};
+pub(crate) use passing::{collect_fds, pass_fd, provide_fds, received_fd};
 
 use crate::error::{Error, Result};
 use crate::os::{self, Deadline};

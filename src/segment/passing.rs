@@ -76,6 +76,35 @@ pub(crate) fn provide_fds<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// While handles are being serialised for a child ([`collect_fds`]): the
+/// index under which descriptor `raw` travels (added to the list if new).
+/// `None` outside that scope: there is no child to hand it to.
+pub(crate) fn pass_fd(raw: RawFd) -> Option<u32> {
+    PASSING.with(|p| match &mut *p.borrow_mut() {
+        Some(Passing::Collect(fds)) => Some(fds.iter().position(|f| *f == raw).unwrap_or_else(|| {
+            fds.push(raw);
+            fds.len() - 1
+        }) as u32),
+        _ => None,
+    })
+}
+
+/// While handles are being deserialised in a child ([`provide_fds`]): a new
+/// descriptor (close-on-exec) for the `i`-th one handed over.
+pub(crate) fn received_fd(i: u32) -> std::io::Result<OwnedFd> {
+    PASSING
+        .with(|p| match &*p.borrow() {
+            Some(Passing::Provide(fds)) => fds.get(i as usize).map(crate::os::dup),
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no descriptor #{i} was handed to this process"),
+            ))
+        })
+}
+
 impl<S: SharedState> Serialize for Shared<S> {
     fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
         use serde::ser::Error as _;
@@ -90,16 +119,8 @@ impl<S: SharedState> Serialize for Shared<S> {
         if let Some(name) = seg.name() {
             return Wire { at: Place::Named(name.to_owned()), within }.serialize(s);
         }
-        let raw = seg.fd().as_raw_fd();
-        let index = PASSING.with(|p| match &mut *p.borrow_mut() {
-            Some(Passing::Collect(fds)) => Some(fds.iter().position(|f| *f == raw).unwrap_or_else(|| {
-                fds.push(raw);
-                fds.len() - 1
-            })),
-            _ => None,
-        });
-        match index {
-            Some(i) => Wire { at: Place::Fd(i as u32), within }.serialize(s),
+        match pass_fd(seg.fd().as_raw_fd()) {
+            Some(i) => Wire { at: Place::Fd(i), within }.serialize(s),
             None => Err(custom(
                 "an anonymous shmproc object can only be passed to a shmproc process (or create it with a name)",
             )),
@@ -123,16 +144,7 @@ impl<'de, S: SharedState> Deserialize<'de> for Shared<S> {
         };
         let seg = match wire.at {
             Place::Named(name) => Segment::open_object(&name, &expect),
-            Place::Fd(i) => {
-                let fd = PASSING
-                    .with(|p| match &*p.borrow() {
-                        Some(Passing::Provide(fds)) => fds.get(i as usize).map(crate::os::dup),
-                        _ => None,
-                    })
-                    .ok_or_else(|| custom(format!("no descriptor #{i} was handed to this process")))?
-                    .map_err(custom)?;
-                Segment::open_fd(fd, None, &expect)
-            }
+            Place::Fd(i) => Segment::open_fd(received_fd(i).map_err(custom)?, None, &expect),
         }
         .map_err(custom)?;
         match wire.within {

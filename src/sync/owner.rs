@@ -87,6 +87,12 @@ impl OwnerLock {
         self.word.load(Ordering::Relaxed) & TID_MASK
     }
 
+    /// Whether a live task holds the lock (a liveness check: a system call).
+    pub(crate) fn held_by_live_task(&self) -> bool {
+        let tid = self.owner();
+        tid != 0 && self.owner_alive(tid)
+    }
+
     /// Whether `me` holds the lock.
     #[inline]
     pub(crate) fn is_owned_by(&self, me: TaskId) -> bool {

@@ -1,0 +1,896 @@
+//! Pipes: Python's `Pipe()` and `Connection`, on the byte-record ring.
+//!
+//! A pipe is one segment holding one ring per direction ([`Direction`]):
+//! direction `d` is written by end `d` and read by the other end. A simplex
+//! pipe has only direction 1 (end 1 sends, end 0 receives, as Python's
+//! `Pipe(duplex=False)` returns `(receiver, sender)`).
+//!
+//! # Messages of any size
+//! A message that fits one record (half the ring, less its header) is one
+//! `Whole` record. A larger one is streamed: a `First` record that carries
+//! the total length, then `More` records, written as the reader makes room.
+//! The reader collects the chunks in its own memory and returns the message
+//! only once it is complete, so a reader never sees part of a message.
+//!
+//! # Writers and readers
+//! An end may be held by several processes (a forked copy, a handle passed
+//! to a child) and threads. Each direction's writers take turns through an
+//! [`OwnerLock`] held for a whole message (its chunks must not interleave
+//! with another's), and its readers likewise. A writer killed mid-message
+//! leaves chunks that no `First` or `Whole` follows in its place: a reader
+//! drops such a partial message as soon as it sees the next message begin,
+//! the writers' lock free or held by a dead task, or the end gone. A reader
+//! killed mid-message leaves `More` chunks without their `First`: the next
+//! reader skips them. Either way one message at most is lost.
+//!
+//! # End of file
+//! Each end knows which processes hold it, two ways:
+//! - **Holder records** in the segment ([`Holders`]): a process that makes,
+//!   receives or first uses an end records itself (pid and start time), and
+//!   takes its record back when its last handle on the end drops. A process
+//!   killed keeps its record, which then names a dead process.
+//! - **A liveness token** ([`crate::os::token`]): an OS pipe whose write
+//!   side every holder keeps open. The kernel closes a process's copies when
+//!   it exits, and copies travel as descriptors do: inherited by `fork`,
+//!   handed over for spawn.
+//!
+//! The peer end is gone once it was closed (`close()` marks both directions
+//! closed in the segment and wakes every waiter), or once its records name
+//! only dead processes, or, when it has no record at all (every holder
+//! dropped its handles), once its token is closed everywhere. Records alone
+//! would miss a forked child that holds an end it has not used yet (it has
+//! no record until then); the token alone would be kept alive by the copies
+//! a forked child inherits of every end its parent held, used or not.
+//! A waiting reader looks once per probe slice (20 ms): once the peer is
+//! gone it takes what was fully sent, then gets [`Error::Closed`]. A waiting
+//! writer does the same with the reader and gets `Closed` instead of
+//! waiting for room that will never come.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{Control, Waiters};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::loom::{self, AtomicU64, Ordering};
+use crate::os::{self, Deadline, FutexWait, TaskId};
+use crate::ring::Padded;
+use crate::ring::bytes::{self, Bytes, BytesHeader, FIRST_PREFIX, Frame, Region, Write};
+use crate::segment::{Kind, Layout, Shared, SharedState};
+use crate::sync::owner::{Acquired, OwnerLock};
+use crate::sync::wait::{self, WaitTarget};
+
+/// One direction of a pipe.
+#[repr(C)]
+#[derive(Debug)]
+struct Direction {
+    ring: BytesHeader,
+    /// `closed`: either end closed the pipe; the sides readers and writers
+    /// sleep on.
+    ctl: Control,
+    /// Held by the writer of a message, for all its chunks.
+    writers: Padded<OwnerLock>,
+    /// Held by the reader of a message, for all its chunks.
+    readers: Padded<OwnerLock>,
+}
+
+impl Direction {
+    fn zeroed() -> Self {
+        Direction {
+            ring: BytesHeader::default(),
+            ctl: Control::default(),
+            writers: Padded(OwnerLock::zeroed()),
+            readers: Padded(OwnerLock::zeroed()),
+        }
+    }
+}
+
+/// Records per end of the processes that hold it.
+const HOLDERS: usize = 64;
+
+/// The processes that hold an end: their process stamps (`TaskId::stamp` of
+/// pid and start time), 0 in a free record. A record is taken (free, or a
+/// dead process's) by a process that makes, receives or first uses the end,
+/// and given back when its last handle on the end drops.
+#[repr(C, align(64))]
+#[derive(Debug)]
+struct Holders([AtomicU64; HOLDERS]);
+
+impl Holders {
+    /// Takes a record for the process `me` (a stamp): its index.
+    fn register(&self, me: u64) -> Result<usize> {
+        let take = |r: &AtomicU64, dead: bool| {
+            let owner = r.load(Ordering::Relaxed);
+            (owner == 0 || (dead && owner != me && !loom::task_alive(TaskId::from_stamp(owner))))
+                && r.compare_exchange(owner, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        };
+        (self.0.iter().position(|r| take(r, false)))
+            .or_else(|| self.0.iter().position(|r| take(r, true)))
+            .ok_or(Error::Overflow { what: "processes holding one end of a pipe (its holder records)" })
+    }
+
+    /// Gives back record `i`, if `me` still holds it.
+    fn release(&self, i: usize, me: u64) {
+        if let Some(r) = self.0.get(i) {
+            let _ = r.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// `None` if no record is taken; else whether one names a live process
+    /// (system calls: one liveness check per record).
+    fn any_alive(&self) -> Option<bool> {
+        let mut taken = self.0.iter().map(|r| r.load(Ordering::Acquire)).filter(|&s| s != 0).peekable();
+        taken.peek()?;
+        Some(taken.any(|s| loom::task_alive(TaskId::from_stamp(s))))
+    }
+}
+
+/// The state before the data regions: direction `d` is written by end `d`,
+/// and `holders[e]` records the processes that hold end `e`.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PipeState {
+    dirs: [Direction; 2],
+    holders: [Holders; 2],
+}
+
+const _: () = assert!(size_of::<PipeState>() % 64 == 0, "the data regions start on a cache line");
+
+/// Creation parameters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PipeParams {
+    /// Bytes of each direction's ring.
+    capacity: usize,
+    duplex: bool,
+}
+
+/// The type fingerprint of a pipe segment: this, with bit 0 set for duplex.
+const PIPE_FP: u64 = 0x5049_5045_0000_0000;
+/// The smallest ring of a direction.
+const MIN_CAPACITY: usize = 64;
+/// The ring of a direction when none is asked for.
+pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+
+// SAFETY: repr(C), atomics only (BytesHeader, Control, OwnerLock are repr(C)
+// atomics), size a multiple of 64, no pointers; the byte ring checks every
+// position, tag and length it reads.
+unsafe impl SharedState for PipeState {
+    const KIND: Kind = Kind::Pipe;
+    type Params = PipeParams;
+
+    fn zeroed() -> Self {
+        let holders = || Holders(std::array::from_fn(|_| AtomicU64::new(0)));
+        PipeState { dirs: [Direction::zeroed(), Direction::zeroed()], holders: [holders(), holders()] }
+    }
+
+    fn init(&self, _: PipeParams) {}
+
+    fn layout(p: &PipeParams) -> Result<Layout> {
+        let rings = if p.duplex { 2 } else { 1 };
+        Ok(Layout { type_fp: PIPE_FP | u64::from(p.duplex), tail_len: p.capacity * rings })
+    }
+
+    fn check_layout(found: Layout) -> Result<()> {
+        match params_of(found) {
+            Some(_) => Ok(()),
+            None => Err(Error::mismatch(
+                "pipe layout",
+                format!("one or two power-of-two rings of at least {MIN_CAPACITY} bytes"),
+                format!("fingerprint {:#x}, {} bytes", found.type_fp, found.tail_len),
+            )),
+        }
+    }
+}
+
+/// The parameters a checked layout stands for.
+fn params_of(found: Layout) -> Option<PipeParams> {
+    if found.type_fp & !1 != PIPE_FP {
+        return None;
+    }
+    let duplex = found.type_fp & 1 == 1;
+    let capacity = if duplex { found.tail_len / 2 } else { found.tail_len };
+    (capacity >= MIN_CAPACITY && capacity.is_power_of_two()).then_some(PipeParams { capacity, duplex })
+}
+
+/// One end of a pipe: Python's `multiprocessing.connection.Connection`.
+///
+/// `send`/`recv` move any serde value (postcard-encoded, as Python pickles);
+/// `send_bytes`/`recv_bytes`/`recv_bytes_into` move raw bytes. Messages have
+/// any size: one larger than the ring is streamed through it in chunks, and
+/// a reader only ever gets whole messages. Handles are `Clone` (copies share
+/// the end) and can be passed to processes started by this crate.
+///
+/// When the other end is closed, or every process that held it has exited
+/// or been killed, `recv` returns what was fully sent and then
+/// [`Error::Closed`] (within about 20 ms of the death), and `send` fails with
+/// `Closed` instead of waiting for room. As with OS pipes, a process that
+/// keeps a copy of an end it does not use (a forked child, say) keeps that
+/// end alive: drop the copies you do not need.
+///
+/// # Examples
+///
+/// ```
+/// let (a, b) = shmproc::pipe()?;
+/// a.send(&("ping", 1u32))?;
+/// let (word, n): (String, u32) = b.recv()?;
+/// b.send(&format!("{word}{n} back"))?;
+/// assert_eq!(a.recv::<String>()?, "ping1 back");
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+pub struct Connection {
+    state: Shared<PipeState>,
+    params: PipeParams,
+    /// Our end: 0 or 1.
+    end: usize,
+    readable: bool,
+    writable: bool,
+    shared: Arc<EndLocal>,
+    wait: Waiters,
+}
+
+/// What the copies of one end in this process share.
+#[derive(Debug)]
+struct EndLocal {
+    state: Shared<PipeState>,
+    end: usize,
+    /// The write side of our end's liveness token: held, never written.
+    keep: OwnedFd,
+    /// The read side of the peer end's token.
+    watch: OwnedFd,
+    /// Our holder record: (fork generation, record index, process stamp),
+    /// for the process that took it. A forked child has a copy that names
+    /// its parent's record, which it must neither use nor give back.
+    record: Mutex<Option<(u64, usize, u64)>>,
+    /// The fork generation `record` was taken in (0: none), read without the
+    /// lock on every operation.
+    held_in: std::sync::atomic::AtomicU64,
+    /// Closed by `close` in this process.
+    closed: std::sync::atomic::AtomicBool,
+    /// A message whose first chunks a timed-out read took: the next read in
+    /// this process goes on with it.
+    partial: Mutex<Option<Partial>>,
+}
+
+impl EndLocal {
+    fn new(state: Shared<PipeState>, end: usize, keep: OwnedFd, watch: OwnedFd) -> EndLocal {
+        EndLocal {
+            state,
+            end,
+            keep,
+            watch,
+            record: Mutex::new(None),
+            held_in: std::sync::atomic::AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            partial: Mutex::new(None),
+        }
+    }
+
+    /// Makes sure this process has a holder record for the end (once per
+    /// process: a forked child registers on its first use).
+    #[inline]
+    fn hold(&self) -> Result<()> {
+        let generation = os::fork_generation();
+        if self.held_in.load(std::sync::atomic::Ordering::Relaxed) == generation {
+            return Ok(());
+        }
+        self.hold_slow(generation)
+    }
+
+    #[cold]
+    fn hold_slow(&self, generation: u64) -> Result<()> {
+        let mut record = self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if record.is_some_and(|(g, _, _)| g == generation) {
+            return Ok(());
+        }
+        let me = os::current_process().stamp();
+        let i = self.state.holders[self.end].register(me)?;
+        *record = Some((generation, i, me));
+        self.held_in.store(generation, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for EndLocal {
+    fn drop(&mut self) {
+        let record = self.record.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((generation, i, me)) = *record
+            && generation == os::fork_generation()
+        {
+            self.state.holders[self.end].release(i, me);
+        }
+    }
+}
+
+/// A streamed message being collected.
+#[derive(Debug, Default)]
+struct Partial {
+    bytes: Vec<u8>,
+    total: u64,
+}
+
+/// Makes a pipe with rings of `capacity` bytes per direction (rounded up to
+/// a power of two, at least 64): `duplex` gives two connections that both
+/// send and receive; otherwise the first only receives and the second only
+/// sends (Python's `Pipe(duplex=False)`).
+pub fn pipe_with_capacity(capacity: usize, duplex: bool) -> Result<(Connection, Connection)> {
+    let capacity = capacity
+        .max(MIN_CAPACITY)
+        .checked_next_power_of_two()
+        .filter(|c| c.checked_mul(2).is_some_and(|t| isize::try_from(t).is_ok()))
+        .ok_or(Error::InvalidArgument { what: "pipe capacity too large" })?;
+    let params = PipeParams { capacity, duplex };
+    let state = Shared::<PipeState>::anonymous(params)?;
+    let (r0, w0) = os::token().map_err(|e| Error::io("creating a pipe's liveness token", e))?;
+    let (r1, w1) = os::token().map_err(|e| Error::io("creating a pipe's liveness token", e))?;
+    let end = |end: usize, keep, watch| Connection {
+        state: state.clone(),
+        params,
+        end,
+        readable: duplex || end == 0,
+        writable: duplex || end == 1,
+        shared: Arc::new(EndLocal::new(state.clone(), end, keep, watch)),
+        wait: Waiters::default(),
+    };
+    let (a, b) = (end(0, w0, r1), end(1, w1, r0));
+    a.shared.hold()?;
+    b.shared.hold()?;
+    Ok((a, b))
+}
+
+/// A duplex pipe with the default rings (256 KiB each way): Python's `Pipe()`.
+pub fn pipe() -> Result<(Connection, Connection)> {
+    pipe_with_capacity(DEFAULT_CAPACITY, true)
+}
+
+/// A one-way pipe: `(receiver, sender)`, as Python's `Pipe(duplex=False)`.
+pub fn pipe_simplex() -> Result<(Connection, Connection)> {
+    pipe_with_capacity(DEFAULT_CAPACITY, false)
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        Connection {
+            state: self.state.clone(),
+            params: self.params,
+            end: self.end,
+            readable: self.readable,
+            writable: self.writable,
+            shared: self.shared.clone(),
+            wait: self.wait.clone(),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let (incoming, outgoing) = (self.dir(1 - self.end), self.dir(self.end));
+        incoming.ctl.not_empty.unregister(&self.wait.not_empty);
+        outgoing.ctl.not_full.unregister(&self.wait.not_full);
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("segment", &self.state)
+            .field("end", &self.end)
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .field("capacity", &self.params.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    crate::sync::wait_strategy_accessors!();
+
+    fn dir(&self, d: usize) -> &Direction {
+        &self.state.dirs[d]
+    }
+
+    fn ring(&self, d: usize) -> Bytes<'_, Region> {
+        let cap = self.params.capacity;
+        let at = if self.params.duplex { d * cap } else { 0 };
+        // SAFETY: the tail holds one ring of `capacity` bytes per direction
+        // (checked at open), each 64-aligned (the state's size and the
+        // capacity are multiples of 64); mapped while `state` lives, and
+        // accessed only through the byte ring's protocol.
+        let region = unsafe { Region::new(self.state.tail().add(at), cap) };
+        Bytes { header: &self.dir(d).ring, region, capacity: cap }
+    }
+
+    /// Bytes of each direction's ring.
+    pub fn capacity(&self) -> usize {
+        self.params.capacity
+    }
+
+    /// Whether this end can receive.
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Whether this end can send.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Whether `close` was called on this end (in this process).
+    pub fn closed(&self) -> bool {
+        self.shared.closed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Closes the pipe: this end's sends and receives fail with
+    /// [`Error::Closed`] from now on, the peer's receives drain what was
+    /// sent and then fail with `Closed`, its sends fail with `Closed`, and
+    /// every waiter wakes. (Dropping every copy of an end closes it too, as
+    /// the death of every process holding it does.)
+    pub fn close(&self) {
+        self.shared.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        for d in &self.state.dirs {
+            d.ctl.close();
+        }
+    }
+
+    /// Whether the peer end is gone: closed, or dropped by every process
+    /// that held it (`probe`: look at its token, a system call).
+    fn peer_gone(&self, d: usize, probe: bool) -> bool {
+        if self.dir(d).ctl.is_closed() {
+            return true;
+        }
+        if !probe {
+            return false;
+        }
+        match self.state.holders[1 - self.end].any_alive() {
+            Some(alive) => !alive,
+            None => os::token_dropped(&self.shared.watch),
+        }
+    }
+
+    fn check_open(&self, want: bool, what: &'static str) -> Result<()> {
+        if self.closed() {
+            return Err(Error::Closed);
+        }
+        if !want {
+            return Err(Error::InvalidArgument { what });
+        }
+        Ok(())
+    }
+
+    /// Sends `value`, encoded (postcard); waits for room as long as the
+    /// reader lives.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the pipe was closed or the receiving end is gone;
+    /// [`Error::Codec`] if the value cannot be encoded.
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        codec::with_scratch(|buf| {
+            codec::encode_into(value, buf)?;
+            self.send_bytes(buf)
+        })
+    }
+
+    /// Sends `buf` as one message (any size: one larger than the ring is
+    /// streamed); waits for room as long as the reader lives.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the pipe was closed or the receiving end is gone
+    /// (part of a streamed message may then have gone, never to be read);
+    /// [`Error::InvalidArgument`] on a receive-only end; [`Error::Corrupt`]
+    /// if the ring's shared state is.
+    pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
+        self.check_open(self.writable, "send on a receive-only connection")?;
+        self.shared.hold()?;
+        let d = self.end;
+        let dir = self.dir(d);
+        if dir.ctl.is_closed() {
+            return Err(Error::Closed);
+        }
+        let me = loom::current_task();
+        // A writer that died holding the lock may have left part of a
+        // streamed message: readers drop it when ours begins.
+        let Some(_acquired @ (Acquired::Clean | Acquired::OwnerDied)) = dir.writers.0.lock(me, &self.wait.cfg, None)
+        else {
+            unreachable!("an untimed lock returns only once it holds the lock")
+        };
+        let sent = self.stream(d, buf);
+        dir.writers.0.unlock(me);
+        sent
+    }
+
+    /// `send_bytes(&buf[offset..offset + size])`, with Python's checks: the
+    /// range must lie in `buf` (`size` `None`: to its end).
+    pub fn send_bytes_part(&self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
+        let part = offset
+            .checked_add(size.unwrap_or(buf.len().saturating_sub(offset)))
+            .and_then(|end| buf.get(offset..end))
+            .ok_or(Error::InvalidArgument { what: "offset and size must lie within the buffer" })?;
+        self.send_bytes(part)
+    }
+
+    /// Writes `buf` into direction `d` as records (the caller holds the
+    /// writers' lock), waking the reader after each.
+    fn stream(&self, d: usize, buf: &[u8]) -> Result<()> {
+        let max = bytes::max_payload(self.params.capacity);
+        if buf.len() <= max {
+            return self.write_record(d, Frame::Whole, buf);
+        }
+        // Chunks of about half a record, so that the reader can take one
+        // while the next is written.
+        let chunk = (max / 2).max(1);
+        let total = buf.len() as u64;
+        let (first, mut rest) = buf.split_at(chunk.min(max - FIRST_PREFIX));
+        self.write_record(d, Frame::First(total), first)?;
+        while !rest.is_empty() {
+            let (part, after) = rest.split_at(chunk.min(rest.len()));
+            self.write_record(d, Frame::More, part)?;
+            rest = after;
+        }
+        Ok(())
+    }
+
+    fn write_record(&self, d: usize, frame: Frame, part: &[u8]) -> Result<()> {
+        let mut target = WriteTarget { conn: self, d, frame, part };
+        wait::wait(&self.wait.cfg, None, &mut target).expect("an untimed wait returns only when done")?;
+        self.dir(d).ctl.not_empty.notify(1);
+        Ok(())
+    }
+
+    /// Receives a message and decodes it as a `T`; waits as long as the
+    /// sender lives.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the pipe is closed or the sending end gone and
+    /// every whole message taken; [`Error::Codec`] if the message is not a
+    /// `T`.
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        codec::with_scratch(|buf| {
+            self.read(buf, None, None)?;
+            codec::decode(buf)
+        })
+    }
+
+    /// [`recv`](Self::recv), waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
+        codec::with_scratch(|buf| {
+            self.read(buf, Some(Deadline::after(timeout)), None)?;
+            codec::decode(buf)
+        })
+    }
+
+    /// Receives a message's bytes; waits as long as the sender lives.
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read(&mut out, None, None)?;
+        Ok(out)
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes), waiting at most `timeout`
+    /// ([`Error::Timeout`]).
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read(&mut out, Some(Deadline::after(timeout)), None)?;
+        Ok(out)
+    }
+
+    /// Receives a message into `buf`; returns its length.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooShort`] (naming the size needed) if the message is
+    /// longer than `buf`: it stays in the pipe for the next read.
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        codec::with_scratch(|scratch| {
+            self.read(scratch, None, Some(buf.len()))?;
+            buf[..scratch.len()].copy_from_slice(scratch);
+            Ok(scratch.len())
+        })
+    }
+
+    /// Whether a message (or the end of the stream) is there to be received,
+    /// waiting up to `timeout` for one (`None`: as long as it takes;
+    /// `Some(Duration::ZERO)`: a look).
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.check_open(self.readable, "poll on a send-only connection")?;
+        self.shared.hold()?;
+        let mut target = PollTarget { conn: self, d: 1 - self.end };
+        let deadline = timeout.map(Deadline::after);
+        Ok(wait::wait(&self.wait.cfg, deadline, &mut target).is_some())
+    }
+
+    /// Reads one whole message into `out` (cleared first), refusing one
+    /// longer than `limit` (left in the pipe), until `deadline`.
+    fn read(&self, out: &mut Vec<u8>, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
+        self.check_open(self.readable, "receive on a send-only connection")?;
+        self.shared.hold()?;
+        out.clear();
+        let d = 1 - self.end;
+        let dir = self.dir(d);
+        let me = loom::current_task();
+        if dir.readers.0.lock(me, &self.wait.cfg, deadline).is_none() {
+            return Err(Error::Timeout);
+        }
+        let mut partial = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stash = partial.take();
+        // A stashed partial message larger than `limit`: it can only be
+        // read whole by another call (it stays stashed).
+        if let (Some(p), Some(limit)) = (&stash, limit)
+            && p.total > limit as u64
+        {
+            let needed = usize::try_from(p.total).unwrap_or(usize::MAX);
+            *partial = stash;
+            dir.readers.0.unlock(me);
+            return Err(Error::BufferTooShort { needed, got: limit });
+        }
+        let mut target = ReadTarget { conn: self, d, out, limit, collecting: None };
+        if let Some(p) = stash {
+            target.out.extend_from_slice(&p.bytes);
+            target.collecting = Some(p.total);
+        }
+        let outcome = wait::wait(&self.wait.cfg, deadline, &mut target);
+        if outcome.is_none()
+            && let Some(total) = target.collecting
+        {
+            // Timed out in the middle of a streamed message: keep what we
+            // took for the next read here.
+            *partial = Some(Partial { bytes: std::mem::take(target.out), total });
+        }
+        drop(partial);
+        dir.readers.0.unlock(me);
+        outcome.unwrap_or(Err(Error::Timeout))
+    }
+}
+
+/// A writer waiting for room for one record.
+struct WriteTarget<'a> {
+    conn: &'a Connection,
+    d: usize,
+    frame: Frame,
+    part: &'a [u8],
+}
+
+impl WaitTarget for WriteTarget<'_> {
+    type Output = Result<()>;
+    const PROBES: bool = true;
+
+    fn attempt(&mut self, probe: bool) -> Option<Result<()>> {
+        if self.conn.closed() || self.conn.dir(self.d).ctl.is_closed() {
+            return Some(Err(Error::Closed));
+        }
+        match self.conn.ring(self.d).try_write_frame(self.frame, self.part) {
+            Ok(Ok(())) => Some(Ok(())),
+            Ok(Err(Write::Full)) if self.conn.peer_gone(self.d, probe) => Some(Err(Error::Closed)),
+            Ok(Err(Write::Full)) => None,
+            Ok(Err(Write::TooLarge(..))) => unreachable!("records are cut to fit"),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+        let (conn, d, len) = (self.conn, self.d, self.part.len() + FIRST_PREFIX);
+        let ctl = &conn.dir(d).ctl;
+        ctl.not_full
+            .sleep_as(conn.wait.fenced(&conn.wait.not_full), until, || ctl.is_closed() || !conn.ring(d).looks_full(len))
+    }
+}
+
+/// A reader collecting one message.
+struct ReadTarget<'a> {
+    conn: &'a Connection,
+    d: usize,
+    out: &'a mut Vec<u8>,
+    limit: Option<usize>,
+    /// The total length of the streamed message being collected.
+    collecting: Option<u64>,
+}
+
+impl ReadTarget<'_> {
+    /// Drops a partial message that will never be completed.
+    fn drop_partial(&mut self) {
+        self.collecting = None;
+        self.out.clear();
+    }
+
+    /// Whether the message is too long for the caller's buffer.
+    fn too_long(&self, len: u64) -> Option<Error> {
+        let limit = self.limit?;
+        (len > limit as u64)
+            .then(|| Error::BufferTooShort { needed: usize::try_from(len).unwrap_or(usize::MAX), got: limit })
+    }
+
+    /// Takes records until a message is complete (`Some(Ok)`), the ring is
+    /// empty (`None`), or an error.
+    fn take(&mut self) -> Option<Result<()>> {
+        let ring = self.conn.ring(self.d);
+        loop {
+            let (frame, len) = match ring.peek_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            match frame {
+                Frame::Whole | Frame::First(_) if self.collecting.is_some() => {
+                    // The writer of the message we were collecting died, and
+                    // another one began: that message is lost.
+                    self.drop_partial();
+                    continue;
+                }
+                Frame::Whole => {
+                    if let Some(e) = self.too_long(len as u64) {
+                        return Some(Err(e));
+                    }
+                }
+                Frame::First(total) => {
+                    if total <= len as u64 || total > isize::MAX as u64 {
+                        return Some(Err(Error::corrupt(
+                            "pipe",
+                            format!("a streamed message of {total} bytes in all starting with {len}"),
+                        )));
+                    }
+                    if let Some(e) = self.too_long(total) {
+                        return Some(Err(e));
+                    }
+                }
+                Frame::More => match self.collecting {
+                    // A chunk whose reader died after taking the first ones:
+                    // that message is lost.
+                    None => {
+                        if let Err(e) = ring.skip() {
+                            return Some(Err(e));
+                        }
+                        continue;
+                    }
+                    Some(total) if self.out.len() as u64 + len as u64 > total => {
+                        return Some(Err(Error::corrupt(
+                            "pipe",
+                            format!("chunks of more than the {total} bytes announced"),
+                        )));
+                    }
+                    Some(_) => {}
+                },
+            }
+            if let Err(e) = ring.try_read_frame(self.out) {
+                return Some(Err(e));
+            }
+            self.conn.dir(self.d).ctl.not_full.notify(1);
+            match frame {
+                Frame::Whole => return Some(Ok(())),
+                Frame::First(total) => self.collecting = Some(total),
+                Frame::More => {}
+            }
+            if self.collecting.is_some_and(|total| self.out.len() as u64 == total) {
+                self.collecting = None;
+                return Some(Ok(()));
+            }
+        }
+    }
+}
+
+impl WaitTarget for ReadTarget<'_> {
+    type Output = Result<()>;
+    const PROBES: bool = true;
+
+    fn attempt(&mut self, probe: bool) -> Option<Result<()>> {
+        if let Some(done) = self.take() {
+            return Some(done);
+        }
+        let writers = &self.conn.dir(self.d).writers.0;
+        // Collecting, and no writer is at work: whatever chunks there were
+        // are taken (the writer publishes its last chunk before it unlocks),
+        // so the message will never be complete.
+        let orphaned = self.collecting.is_some() && (writers.owner() == 0 || (probe && !writers.held_by_live_task()));
+        let gone = self.conn.closed() || self.conn.peer_gone(self.d, probe);
+        if !orphaned && !gone {
+            return None;
+        }
+        // What the writer published before it unlocked, closed or died.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if let Some(done) = self.take() {
+            return Some(done);
+        }
+        if self.collecting.is_some() {
+            self.drop_partial();
+        }
+        if gone { Some(Err(Error::Closed)) } else { None }
+    }
+
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+        let (conn, d) = (self.conn, self.d);
+        let ctl = &conn.dir(d).ctl;
+        ctl.not_empty
+            .sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || ctl.is_closed() || !conn.ring(d).looks_empty())
+    }
+}
+
+/// A `poll`: waits for a record, or the end of the stream.
+struct PollTarget<'a> {
+    conn: &'a Connection,
+    d: usize,
+}
+
+impl WaitTarget for PollTarget<'_> {
+    type Output = ();
+    const PROBES: bool = true;
+
+    fn attempt(&mut self, probe: bool) -> Option<()> {
+        let ready = !self.conn.ring(self.d).looks_empty() || self.conn.closed() || self.conn.peer_gone(self.d, probe);
+        ready.then_some(())
+    }
+
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+        let (conn, d) = (self.conn, self.d);
+        let ctl = &conn.dir(d).ctl;
+        ctl.not_empty
+            .sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || ctl.is_closed() || !conn.ring(d).looks_empty())
+    }
+}
+
+/// How a connection travels to a child: its segment, which end, and the
+/// indices of its two token descriptors among those handed over.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    state: Shared<PipeState>,
+    end: u8,
+    readable: bool,
+    writable: bool,
+    keep: u32,
+    watch: u32,
+}
+
+impl Serialize for Connection {
+    fn serialize<Z: serde::Serializer>(&self, s: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        use serde::ser::Error as _;
+        let fds = crate::segment::pass_fd(self.shared.keep.as_raw_fd())
+            .zip(crate::segment::pass_fd(self.shared.watch.as_raw_fd()));
+        let Some((keep, watch)) = fds else {
+            let msg = "a connection can only be passed to a process started by shmproc";
+            codec::note_custom(&msg);
+            return Err(Z::Error::custom(msg));
+        };
+        Wire {
+            state: self.state.clone(),
+            end: self.end as u8,
+            readable: self.readable,
+            writable: self.writable,
+            keep,
+            watch,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let custom = |msg: String| {
+            codec::note_custom(&msg);
+            D::Error::custom(msg)
+        };
+        let w = Wire::deserialize(d)?;
+        let params = params_of(w.state.layout()).ok_or_else(|| custom("not a pipe layout".to_owned()))?;
+        let end = usize::from(w.end);
+        if end > 1 || (!params.duplex && (w.readable != (end == 0) || w.writable != (end == 1))) {
+            return Err(custom(format!(
+                "end {} of a {} pipe",
+                w.end,
+                if params.duplex { "duplex" } else { "simplex" }
+            )));
+        }
+        let keep = crate::segment::received_fd(w.keep).map_err(|e| custom(e.to_string()))?;
+        let watch = crate::segment::received_fd(w.watch).map_err(|e| custom(e.to_string()))?;
+        let conn = Connection {
+            state: w.state.clone(),
+            params,
+            end,
+            readable: w.readable,
+            writable: w.writable,
+            shared: Arc::new(EndLocal::new(w.state.clone(), end, keep, watch)),
+            wait: Waiters::default(),
+        };
+        conn.shared.hold().map_err(|e| custom(e.to_string()))?;
+        Ok(conn)
+    }
+}
