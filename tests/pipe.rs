@@ -416,3 +416,72 @@ fn a_timed_out_read_in_the_middle_of_a_message_goes_on_at_the_next_read() {
     assert_pattern(4, &got, 3000, "the message resumed after the timeout");
     assert_eq!(writer.wait_timeout(WATCHDOG), Some(0));
 }
+
+/// A forked reader sees end of file when the process at the other end, its
+/// parent, is killed, though it inherited a copy of every descriptor of that
+/// end at the fork. And when that parent closes the pipe instead.
+///
+/// A subreaper process runs each case, so that the reader, orphaned when its
+/// parent is killed, is reaped (no zombie is left behind).
+#[test]
+fn a_forked_reader_sees_its_killed_or_closing_parent_go() {
+    for kill in [true, false] {
+        // outcome[0]: messages the reader received; outcome[1]: 1 once it got
+        // end of file, 2 on any other error.
+        let outcome = shmproc::Array::<u32>::new(2).unwrap();
+        let seen = outcome.clone();
+        let mut reaper = fork_child(move || {
+            // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory-safety
+            // preconditions.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            let out = seen.clone();
+            let mut parent = fork_child(move || {
+                let (a, b) = pipe().unwrap();
+                let out = seen.clone();
+                let _reader = fork_child(move || {
+                    loop {
+                        match b.recv::<u32>() {
+                            Ok(_) => {
+                                out.fetch_add(0, 1);
+                            }
+                            Err(Error::Closed) => {
+                                out.store(1, 1);
+                                return 0;
+                            }
+                            Err(_) => {
+                                out.store(1, 2);
+                                return 1;
+                            }
+                        }
+                    }
+                });
+                for i in 0..3u32 {
+                    a.send(&i).unwrap();
+                }
+                while seen.load(1) == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                    if !kill && seen.load(0) == 3 {
+                        a.close();
+                    }
+                }
+                0
+            });
+            assert!(common::poll_until(WATCHDOG, || out.load(0) == 3), "{} of 3 messages", out.load(0));
+            if kill {
+                // Killed while it holds `a`.
+                parent.kill();
+            }
+            assert!(common::poll_until(WATCHDOG, || out.load(1) != 0), "no end of file");
+            if !kill {
+                assert_eq!(parent.wait_timeout(WATCHDOG), Some(0));
+            }
+            // Reap the reader (orphaned into us if its parent was killed).
+            // SAFETY: waitpid on our own children, with no status wanted.
+            while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
+            0
+        });
+        let code = reaper.wait_timeout(WATCHDOG);
+        assert_eq!(code, Some(0), "kill {kill}: {}", reaper.describe());
+        assert_eq!((outcome.load(0), outcome.load(1)), (3, 1), "kill {kill}: three messages, then end of file");
+    }
+}

@@ -613,6 +613,43 @@ mod tests {
     }
 
     #[test]
+    fn frames_round_trip_and_queues_refuse_chunks() {
+        let mut ring = Ring::new(128);
+        let r = ring.view();
+        // The largest chunk of a first record leaves room for the total.
+        let max = max_payload(128);
+        assert_eq!(r.try_write_frame(Frame::First(500), &[1; 57]).unwrap(), Err(Write::TooLarge(57, max - FIRST_PREFIX)));
+        r.try_write_frame(Frame::First(500), &[1; 13]).unwrap().unwrap();
+        r.try_write_frame(Frame::More, &[2; 3]).unwrap().unwrap();
+        r.try_write_frame(Frame::Whole, &[3; 5]).unwrap().unwrap();
+        assert_eq!(r.peek_frame().unwrap(), Some((Frame::First(500), 13)));
+        // A queue's read finds a chunk where a message should be: corrupt.
+        assert!(matches!(r.try_read(&mut Vec::new()), Err(Error::Corrupt { .. })));
+        let mut out = vec![9];
+        assert_eq!(r.try_read_frame(&mut out).unwrap(), Some(Frame::First(500)));
+        assert_eq!(out, [&[9][..], &[1; 13]].concat(), "appended: the total is not data");
+        assert_eq!(r.peek_frame().unwrap(), Some((Frame::More, 3)));
+        assert!(r.skip().unwrap(), "skipped, not read");
+        assert_eq!(r.peek_frame().unwrap(), Some((Frame::Whole, 5)));
+        out.clear();
+        assert_eq!(r.try_read_frame(&mut out).unwrap(), Some(Frame::Whole));
+        assert_eq!(out, [3; 5]);
+        assert_eq!((r.peek_frame().unwrap(), r.try_read_frame(&mut out).unwrap(), r.skip().unwrap()), (None, None, false));
+    }
+
+    #[test]
+    fn a_first_record_shorter_than_its_total_is_corrupt() {
+        let mut ring = Ring::new(64);
+        // A FIRST header with a 4-byte payload: no room for the total.
+        ring.data[0] = 4 | FIRST << 32;
+        ring.header.tail.0.store(16, Ordering::Relaxed);
+        let r = ring.view();
+        assert!(matches!(r.peek_frame(), Err(Error::Corrupt { .. })));
+        assert!(matches!(r.try_read_frame(&mut Vec::new()), Err(Error::Corrupt { .. })));
+        assert!(matches!(r.skip(), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
     fn records_wrap_with_padding_and_come_back_whole() {
         let mut ring = Ring::new(128);
         let r = ring.view();
