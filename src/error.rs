@@ -127,6 +127,12 @@ pub enum Error {
         /// Bytes the buffer had.
         got: usize,
     },
+    /// A named connection's authentication failed (Python's
+    /// `AuthenticationError`): a wrong or missing authkey on either side.
+    Authentication {
+        /// What went wrong.
+        detail: &'static str,
+    },
     /// A typecode that is none of Python's (`c b B h H i I l L q Q f d u`).
     UnknownTypecode {
         /// What was given.
@@ -181,6 +187,7 @@ impl fmt::Display for Error {
             Error::TooLarge { size, limit } => {
                 write!(f, "a message of {size} bytes does not fit: the queue holds messages of at most {limit} bytes")
             }
+            Error::Authentication { detail } => write!(f, "authentication failed: {detail}"),
             Error::BufferTooShort { needed, got } => {
                 write!(f, "the message needs a buffer of {needed} bytes, got {got}: it was left to the next read")
             }

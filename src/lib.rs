@@ -73,7 +73,7 @@ pub use array::{
 };
 #[cfg(not(loom))]
 pub use channel::{
-    Connection, GetError, JoinableQueue, ObjectQueue, PutError, Queue, SpscQueue, pipe, pipe_simplex,
+    Connection, GetError, JoinableQueue, Listener, ObjectQueue, PutError, Queue, SpscQueue, client, pipe, pipe_simplex,
     pipe_with_capacity,
 };
 pub use codec::Bytes;

@@ -237,21 +237,40 @@ fn close_wakes_a_blocked_reader_and_a_blocked_writer() {
     }
 }
 
+/// `blocks` MiB: a 1 MiB pattern whose first 8 bytes are replaced by the
+/// block's number in each (cheap to build and check even in a debug build).
+fn big_message(blocks: usize) -> Vec<u8> {
+    let base = pattern(5, 1 << 20);
+    let mut msg = Vec::with_capacity(blocks << 20);
+    for k in 0..blocks as u64 {
+        msg.extend_from_slice(&k.to_le_bytes());
+        msg.extend_from_slice(&base[8..]);
+    }
+    msg
+}
+
+fn check_big_message(got: &[u8], blocks: usize) {
+    assert_eq!(got.len(), blocks << 20, "length");
+    let base = pattern(5, 1 << 20);
+    for (k, block) in got.chunks(1 << 20).enumerate() {
+        assert_eq!(block[..8], (k as u64).to_le_bytes(), "block {k} is out of place");
+        assert!(block[8..] == base[8..], "block {k} differs");
+    }
+}
+
 #[test]
 fn a_streamed_message_of_256_mib_crosses_a_256_kib_ring_to_a_child() {
-    const LEN: usize = 256 << 20;
+    const BLOCKS: usize = 256;
     let (a, b) = pipe().unwrap();
     let dog = watch(&a);
     let there = b.clone();
     let mut child = start(Fork, move || {
-        let b = there;
-        let got = b.recv_bytes().unwrap();
-        assert_pattern(5, &got, LEN, "256 MiB");
-        b.send(&(got.len() as u64)).unwrap();
+        let got = there.recv_bytes().unwrap();
+        check_big_message(&got, BLOCKS);
+        there.send(&(got.len() as u64)).unwrap();
     });
-    let msg = pattern(5, LEN);
-    a.send_bytes(&msg).unwrap();
-    assert_eq!(a.recv::<u64>().unwrap_or_else(|e| panic!("{e}{}", dog.hung_note())), LEN as u64);
+    a.send_bytes(&big_message(BLOCKS)).unwrap();
+    assert_eq!(a.recv::<u64>().unwrap_or_else(|e| panic!("{e}{}", dog.hung_note())), (BLOCKS << 20) as u64);
     join_ok(&mut child);
 }
 

@@ -19,12 +19,14 @@
 //! lost wake-up, and no system call on the fast path when nobody sleeps.
 
 mod fixed;
+mod listener;
 mod object;
 mod pipe;
 
 use std::fmt;
 
 pub use fixed::{Queue, SpscQueue};
+pub use listener::{Listener, client};
 pub use object::{JoinableQueue, ObjectQueue};
 pub use pipe::{Connection, DEFAULT_CAPACITY as PIPE_CAPACITY, pipe, pipe_simplex, pipe_with_capacity};
 

@@ -269,6 +269,11 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
         self.capacity
     }
 
+    /// The process that created the queue's segment (`None` on the heap).
+    pub(crate) fn creator(&self) -> Option<crate::os::TaskId> {
+        self.state.segment().map(crate::Segment::creator)
+    }
+
     /// The largest encoded message the queue takes, in bytes.
     pub fn max_message(&self) -> usize {
         bytes::max_payload(self.capacity)

@@ -239,9 +239,11 @@ struct EndLocal {
     state: Shared<PipeState>,
     end: usize,
     /// The write side of our end's liveness token: held, never written.
-    keep: OwnedFd,
+    /// (`None`, like `watch`, for a connection made by name: unrelated
+    /// processes cannot share descriptors, and the records suffice.)
+    keep: Option<OwnedFd>,
     /// The read side of the peer end's token.
-    watch: OwnedFd,
+    watch: Option<OwnedFd>,
     /// Our holder record: (fork generation, record index, process stamp),
     /// for the process that took it. A forked child has a copy that names
     /// its parent's record, which it must neither use nor give back.
@@ -257,7 +259,7 @@ struct EndLocal {
 }
 
 impl EndLocal {
-    fn new(state: Shared<PipeState>, end: usize, keep: OwnedFd, watch: OwnedFd) -> EndLocal {
+    fn new(state: Shared<PipeState>, end: usize, keep: Option<OwnedFd>, watch: Option<OwnedFd>) -> EndLocal {
         EndLocal {
             state,
             end,
@@ -283,12 +285,23 @@ impl EndLocal {
 
     #[cold]
     fn hold_slow(&self, generation: u64) -> Result<()> {
+        self.hold_as(generation, false)
+    }
+
+    /// Takes a holder record for this process (`adopt`: the one that names
+    /// it already, taken for it by the peer, if there is one).
+    fn hold_as(&self, generation: u64, adopt: bool) -> Result<()> {
         let mut record = self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if record.is_some_and(|(g, _, _)| g == generation) {
             return Ok(());
         }
         let me = os::current_process().stamp();
-        let i = self.state.holders[self.end].register(me)?;
+        let holders = &self.state.holders[self.end];
+        let adopted = if adopt { holders.0.iter().position(|r| r.load(Ordering::Acquire) == me) } else { None };
+        let i = match adopted {
+            Some(i) => i,
+            None => holders.register(me)?,
+        };
         *record = Some((generation, i, me));
         self.held_in.store(generation, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -336,7 +349,7 @@ pub fn pipe_with_capacity(capacity: usize, duplex: bool) -> Result<(Connection, 
         shared: Arc::new(EndLocal::new(state.clone(), end, keep, watch)),
         wait: Waiters::default(),
     };
-    let (a, b) = (end(0, w0, r1), end(1, w1, r0));
+    let (a, b) = (end(0, Some(w0), Some(r1)), end(1, Some(w1), Some(r0)));
     a.shared.hold()?;
     b.shared.hold()?;
     Ok((a, b))
@@ -350,6 +363,63 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 /// A one-way pipe: `(receiver, sender)`, as Python's `Pipe(duplex=False)`.
 pub fn pipe_simplex() -> Result<(Connection, Connection)> {
     pipe_with_capacity(DEFAULT_CAPACITY, false)
+}
+
+impl Connection {
+    /// A handle on end `end` of the pipe in `state`, with no tokens: a
+    /// connection made by name.
+    fn named_end(state: Shared<PipeState>, end: usize) -> Result<Connection> {
+        let params = params_of(state.layout())
+            .filter(|p| p.duplex)
+            .ok_or_else(|| Error::mismatch("pipe", "a duplex pipe".to_owned(), format!("{:?}", state.layout())))?;
+        Ok(Connection {
+            state: state.clone(),
+            params,
+            end,
+            readable: true,
+            writable: true,
+            shared: Arc::new(EndLocal::new(state, end, None, None)),
+            wait: Waiters::default(),
+        })
+    }
+
+    /// Makes a duplex pipe in the named segment `name` and returns its end 1,
+    /// held by this process; end 0 is recorded as held by `peer` (a process
+    /// that will open it by name, and adopt that record) until then.
+    pub(crate) fn create_named(name: &str, capacity: usize, peer: TaskId) -> Result<Connection> {
+        let capacity = capacity
+            .max(MIN_CAPACITY)
+            .checked_next_power_of_two()
+            .ok_or(Error::InvalidArgument { what: "pipe capacity too large" })?;
+        let state = Shared::<PipeState>::create(name, PipeParams { capacity, duplex: true })?;
+        state.holders[0].register(peer.stamp())?;
+        let conn = Connection::named_end(state, 1)?;
+        conn.shared.hold()?;
+        Ok(conn)
+    }
+
+    /// Opens end `end` of the duplex pipe in the named segment `name`,
+    /// adopting the holder record made for this process if there is one.
+    ///
+    /// For the accepting side of a [`Listener`](crate::Listener), and for
+    /// tests and fuzzing, which forge pipe segments.
+    #[doc(hidden)]
+    pub fn open_named_end(name: &str, end: usize) -> Result<Connection> {
+        if end > 1 {
+            return Err(Error::InvalidArgument { what: "a pipe has ends 0 and 1" });
+        }
+        let conn = Connection::named_end(Shared::open(name)?, end)?;
+        conn.shared.hold_as(os::fork_generation(), true)?;
+        Ok(conn)
+    }
+
+    /// Removes the pipe segment's name (a connection made by name, once
+    /// both sides have it mapped); it then passes by descriptor.
+    pub(crate) fn unlink_name(&self) {
+        if let Some(seg) = self.state.segment() {
+            let _ = seg.unlink();
+        }
+    }
 }
 
 impl Clone for Connection {
@@ -447,7 +517,7 @@ impl Connection {
         }
         match self.state.holders[1 - self.end].any_alive() {
             Some(alive) => !alive,
-            None => os::token_dropped(&self.shared.watch),
+            None => self.shared.watch.as_ref().is_none_or(os::token_dropped),
         }
     }
 
@@ -836,20 +906,24 @@ struct Wire {
     end: u8,
     readable: bool,
     writable: bool,
-    keep: u32,
-    watch: u32,
+    keep: Option<u32>,
+    watch: Option<u32>,
 }
 
 impl Serialize for Connection {
     fn serialize<Z: serde::Serializer>(&self, s: Z) -> std::result::Result<Z::Ok, Z::Error> {
         use serde::ser::Error as _;
-        let fds = crate::segment::pass_fd(self.shared.keep.as_raw_fd())
-            .zip(crate::segment::pass_fd(self.shared.watch.as_raw_fd()));
-        let Some((keep, watch)) = fds else {
-            let msg = "a connection can only be passed to a process started by shmproc";
-            codec::note_custom(&msg);
-            return Err(Z::Error::custom(msg));
+        // Each token travels as a descriptor: only to a process started by
+        // this crate.
+        let pass = |fd: &Option<OwnedFd>| match fd {
+            None => Ok(None),
+            Some(fd) => crate::segment::pass_fd(fd.as_raw_fd()).map(Some).ok_or_else(|| {
+                let msg = "a connection made by pipe() can only be passed to a process started by shmproc";
+                codec::note_custom(&msg);
+                Z::Error::custom(msg)
+            }),
         };
+        let (keep, watch) = (pass(&self.shared.keep)?, pass(&self.shared.watch)?);
         Wire {
             state: self.state.clone(),
             end: self.end as u8,
@@ -879,8 +953,9 @@ impl<'de> Deserialize<'de> for Connection {
                 if params.duplex { "duplex" } else { "simplex" }
             )));
         }
-        let keep = crate::segment::received_fd(w.keep).map_err(|e| custom(e.to_string()))?;
-        let watch = crate::segment::received_fd(w.watch).map_err(|e| custom(e.to_string()))?;
+        let received =
+            |i: Option<u32>| i.map(crate::segment::received_fd).transpose().map_err(|e| custom(e.to_string()));
+        let (keep, watch) = (received(w.keep)?, received(w.watch)?);
         let conn = Connection {
             state: w.state.clone(),
             params,

@@ -609,6 +609,19 @@ pub(crate) fn token_dropped(read: impl AsFd) -> bool {
     }
 }
 
+/// Fills `buf` with random bytes from the kernel (`getrandom`).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Resizes the file behind `fd` (growing a sealed memfd is allowed).
 pub(crate) fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
     rustix::fs::ftruncate(fd, len).map_err(io_err)

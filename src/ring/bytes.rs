@@ -618,7 +618,10 @@ mod tests {
         let r = ring.view();
         // The largest chunk of a first record leaves room for the total.
         let max = max_payload(128);
-        assert_eq!(r.try_write_frame(Frame::First(500), &[1; 57]).unwrap(), Err(Write::TooLarge(57, max - FIRST_PREFIX)));
+        assert_eq!(
+            r.try_write_frame(Frame::First(500), &[1; 57]).unwrap(),
+            Err(Write::TooLarge(57, max - FIRST_PREFIX))
+        );
         r.try_write_frame(Frame::First(500), &[1; 13]).unwrap().unwrap();
         r.try_write_frame(Frame::More, &[2; 3]).unwrap().unwrap();
         r.try_write_frame(Frame::Whole, &[3; 5]).unwrap().unwrap();
@@ -634,7 +637,10 @@ mod tests {
         out.clear();
         assert_eq!(r.try_read_frame(&mut out).unwrap(), Some(Frame::Whole));
         assert_eq!(out, [3; 5]);
-        assert_eq!((r.peek_frame().unwrap(), r.try_read_frame(&mut out).unwrap(), r.skip().unwrap()), (None, None, false));
+        assert_eq!(
+            (r.peek_frame().unwrap(), r.try_read_frame(&mut out).unwrap(), r.skip().unwrap()),
+            (None, None, false)
+        );
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct Segment {
     len: usize,
     /// Pid of the process that unlinks the name on drop; 0 for none.
     unlink_pid: std::sync::atomic::AtomicU32,
+    /// Set by [`Segment::unlink`]: the name no longer leads here, so handles
+    /// pass to children by descriptor.
+    unlinked: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Segment {
@@ -200,10 +203,23 @@ impl Segment {
     /// anonymous segments. After this, drop no longer unlinks.
     pub fn unlink(&self) -> Result<()> {
         self.unlink_pid.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.unlinked.store(true, std::sync::atomic::Ordering::Relaxed);
         match &self.name {
             Some(name) => os::shm_unlink(name).map_err(|e| Error::io("shm_unlink", e)),
             None => Ok(()),
         }
+    }
+
+    /// The name to pass this segment by: `None` if anonymous or unlinked
+    /// here.
+    pub(crate) fn passable_name(&self) -> Option<&str> {
+        if self.unlinked.load(std::sync::atomic::Ordering::Relaxed) { None } else { self.name.as_deref() }
+    }
+
+    /// The process that created the segment, as its header names it.
+    pub(crate) fn creator(&self) -> os::TaskId {
+        let snap = self.header().snapshot();
+        os::TaskId { tid: snap.creator_pid, start: snap.creator_start }
     }
 
     /// Leaves the name in place when the creating handle is dropped (Python's
@@ -262,6 +278,7 @@ impl Segment {
             kind,
             len,
             unlink_pid: std::sync::atomic::AtomicU32::new(if name.is_some() { creator.tid } else { 0 }),
+            unlinked: std::sync::atomic::AtomicBool::new(false),
         };
         seg.header().write(kind, type_fp, len as u64, creator);
         init(seg.as_ptr());
@@ -293,8 +310,15 @@ impl Segment {
         }
         let map_len = usize::try_from(file_len).map_err(|_| Error::InvalidArgument { what: "segment too large" })?;
         let map = os::map_shared(&fd, map_len).map_err(|e| Error::io("mmap", e))?;
-        let mut seg =
-            Segment { map, fd, name, kind: expect.kind, len: 0, unlink_pid: std::sync::atomic::AtomicU32::new(0) };
+        let mut seg = Segment {
+            map,
+            fd,
+            name,
+            kind: expect.kind,
+            len: 0,
+            unlink_pid: std::sync::atomic::AtomicU32::new(0),
+            unlinked: std::sync::atomic::AtomicBool::new(false),
+        };
         let snap = seg.wait_ready()?;
         snap.validate(file_len, expect)?;
         // validate() proved HEADER_LEN + payload_len <= file_len == map_len.

@@ -116,7 +116,7 @@ impl<S: SharedState> Serialize for Shared<S> {
             return Err(custom("a heap-backed object cannot leave its process"));
         };
         let within = (seg.kind() != S::KIND || self.offset() != 0).then(|| (seg.kind() as u32, self.offset() as u64));
-        if let Some(name) = seg.name() {
+        if let Some(name) = seg.passable_name() {
             return Wire { at: Place::Named(name.to_owned()), within }.serialize(s);
         }
         match pass_fd(seg.fd().as_raw_fd()) {

@@ -1,0 +1,210 @@
+//! Named connections: `Listener` and `client` (src/channel/listener.rs).
+//!
+//! Several clients in other processes (forked, and spawned: a fresh program
+//! that knows only the address); authkeys right, wrong and missing on either
+//! side; no listener; an address in use; a listener that closes or dies
+//! before it accepts; accepted connections passed on to a child; and no
+//! `/dev/shm` entry left behind. Every cross-process test runs under the
+//! watchdog.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{WATCHDOG, Watchdog, fork_child, join_ok, shm_path, start_fn, unique_name};
+use shmproc::{
+    Connection, Error, Listener,
+    StartMethod::{Fork, Spawn},
+    client,
+};
+
+/// The tests here run one at a time, so that each can check that no
+/// connection's pipe is left in `/dev/shm` (their names say only which
+/// process made them).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Asserts that no connection's pipe segment is left in `/dev/shm`.
+fn assert_no_pipes_left() {
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("shmproc-conn-"))
+        .collect();
+    assert!(left.is_empty(), "connection pipes left in /dev/shm: {left:?}");
+}
+
+/// A listener's authkey and a client's.
+type Keys = (Option<&'static [u8]>, Option<&'static [u8]>);
+
+/// A watchdog that closes `l` when it fires.
+fn watch(l: &std::sync::Arc<Listener>) -> Watchdog {
+    let l = l.clone();
+    Watchdog::new(move || l.close())
+}
+
+/// A client process: connects to `address`, sends its number, and expects it
+/// back plus one.
+fn one_client((address, key, n): (String, Option<Vec<u8>>, u32)) -> u32 {
+    let conn = client(&address, key.as_deref()).unwrap_or_else(|e| panic!("client {n}: {e}"));
+    conn.send(&n).unwrap();
+    conn.recv::<u32>().unwrap()
+}
+
+#[test]
+fn several_clients_in_other_processes_connect_and_talk() {
+    let _serial = serial();
+    for (method, key) in [(Fork, None), (Spawn, Some(b"k3y".to_vec())), (Fork, Some(Vec::new()))] {
+        let address = unique_name("listen-many");
+        let listener = std::sync::Arc::new(Listener::bind(&address, key.as_deref()).unwrap());
+        assert_eq!(listener.address(), address);
+        let dog = watch(&listener);
+        let mut children: Vec<_> =
+            (0..3).map(|n| start_fn(method, one_client, (address.clone(), key.clone(), n))).collect();
+        for _ in 0..3 {
+            let conn = listener.accept().unwrap_or_else(|e| panic!("{method:?}: {e}{}", dog.hung_note()));
+            let n: u32 = conn.recv().unwrap();
+            conn.send(&(n + 1)).unwrap();
+        }
+        let mut got: Vec<u32> = children.iter_mut().map(|c| join_ok(c)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2, 3], "{method:?}");
+        drop(dog);
+        drop(listener);
+        assert_no_pipes_left();
+        assert!(!shm_path(&address).exists(), "the listener's address is removed with it");
+    }
+}
+
+#[test]
+fn authkeys_must_match_on_both_sides() {
+    let _serial = serial();
+    let cases: [Keys; 3] = [(Some(b"right"), Some(b"wrong")), (Some(b"right"), None), (None, Some(b"right"))];
+    for (listen_key, client_key) in cases {
+        let address = unique_name("listen-auth");
+        let listener = std::sync::Arc::new(Listener::bind(&address, listen_key).unwrap());
+        let dog = watch(&listener);
+        let key = client_key.map(<[u8]>::to_vec);
+        let refused = {
+            let address = address.clone();
+            std::thread::spawn(move || client(&address, key.as_deref()).map(drop))
+        };
+        let accepted = listener.accept();
+        let outcome = refused.join().unwrap();
+        assert!(
+            matches!(outcome, Err(Error::Authentication { .. })),
+            "listener {listen_key:?}, client {client_key:?}: the client got {outcome:?}{}",
+            dog.hung_note()
+        );
+        // A listener with a key refuses the client; one without cannot
+        // tell, and its connection is closed by the client's refusal.
+        if listen_key.is_some() {
+            assert!(matches!(accepted, Err(Error::Authentication { .. })), "{accepted:?}");
+        }
+        // The right client is accepted next.
+        let good = {
+            let (address, key) = (address.clone(), listen_key.map(<[u8]>::to_vec));
+            std::thread::spawn(move || client(&address, key.as_deref()).map(|c| c.recv::<String>()))
+        };
+        let conn = listener.accept().unwrap();
+        conn.send(&"welcome").unwrap();
+        assert_eq!(good.join().unwrap().unwrap().unwrap(), "welcome");
+    }
+    assert_no_pipes_left();
+}
+
+#[test]
+fn no_listener_an_address_in_use_and_a_bad_address() {
+    let _serial = serial();
+    let address = unique_name("listen-none");
+    assert!(matches!(client(&address, None), Err(Error::NotFound { .. })));
+    let l = Listener::bind(&address, None).unwrap();
+    assert!(matches!(Listener::bind(&address, None), Err(Error::AlreadyExists { .. })));
+    assert!(matches!(Listener::bind("../escape", None), Err(Error::InvalidName { .. })));
+    drop(l);
+    assert!(matches!(client(&address, None), Err(Error::NotFound { .. })), "the address goes with the listener");
+    assert!(matches!(
+        Listener::bind(&address, None).unwrap().accept_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+}
+
+#[test]
+fn a_listener_that_closes_before_it_accepts_refuses_the_waiting_client() {
+    let _serial = serial();
+    let address = unique_name("listen-close");
+    let listener = std::sync::Arc::new(Listener::bind(&address, None).unwrap());
+    let _dog = watch(&listener);
+    let waiting = {
+        let address = address.clone();
+        std::thread::spawn(move || client(&address, None).map(drop))
+    };
+    // The request is in the queue, not accepted.
+    std::thread::sleep(Duration::from_millis(50));
+    listener.close();
+    assert!(matches!(waiting.join().unwrap(), Err(Error::Closed)));
+    assert!(matches!(listener.accept(), Err(Error::Closed)));
+    drop(listener);
+    assert_no_pipes_left();
+}
+
+#[test]
+fn a_listener_that_dies_before_it_accepts_refuses_the_waiting_client() {
+    let _serial = serial();
+    let address = unique_name("listen-dies");
+    let ready = shmproc::Event::new().unwrap();
+    let bound = ready.clone();
+    let name = address.clone();
+    let mut server = fork_child(move || {
+        let _l = Listener::bind(&name, None).unwrap();
+        bound.set();
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    assert!(ready.wait_timeout(WATCHDOG).unwrap());
+    let waiting = {
+        let address = address.clone();
+        std::thread::spawn(move || client(&address, None).map(drop))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    server.kill();
+    assert!(matches!(waiting.join().unwrap(), Err(Error::Closed)));
+    // The dead listener left its address and the client its pipe; remove
+    // them as `cleanup` would.
+    std::fs::remove_file(shm_path(&address)).unwrap();
+    assert_no_pipes_left();
+}
+
+/// Echoes one message on a connection it was handed.
+#[allow(clippy::needless_pass_by_value)] // process targets take their arguments by value
+fn echo_once(conn: Connection) -> bool {
+    let m: String = conn.recv().unwrap();
+    conn.send(&m).is_ok()
+}
+
+#[test]
+fn an_accepted_connection_passes_to_a_child_by_descriptor() {
+    let _serial = serial();
+    let address = unique_name("listen-pass");
+    let listener = std::sync::Arc::new(Listener::bind(&address, None).unwrap());
+    let dog = watch(&listener);
+    let far = {
+        let address = address.clone();
+        std::thread::spawn(move || {
+            let conn = client(&address, None).unwrap();
+            conn.send(&"hello".to_owned()).unwrap();
+            conn.recv::<String>()
+        })
+    };
+    let conn = listener.accept().unwrap();
+    // Its segment's name is gone: the child maps it through a descriptor.
+    assert!(!shm_path(conn.name().unwrap()).exists());
+    let mut child = start_fn(Spawn, echo_once, conn);
+    assert!(join_ok(&mut child));
+    assert_eq!(far.join().unwrap().unwrap_or_else(|e| panic!("{e}{}", dog.hung_note())), "hello");
+    assert_no_pipes_left();
+}
