@@ -887,3 +887,144 @@ fn byte_records_written_in_place_arrive_whole_and_in_order() {
         assert_eq!(got, MESSAGES.map(<[u8]>::to_vec));
     });
 }
+
+// ---------------------------------------------------------------------------
+// Pipes (src/channel/pipe.rs): the byte ring with framing, a closed flag and
+// a writers' lock, as a connection uses them.
+
+/// A pipe's direction: a byte ring, the closed flag of its `Control`, the
+/// side readers sleep on, and the writers' lock word (1 while a writer
+/// streams a message).
+#[derive(Debug)]
+struct PipeDir {
+    bytes: Arc<ByteRing>,
+    closed: loom::sync::atomic::AtomicU32,
+    not_empty: Side,
+    writers: loom::sync::atomic::AtomicU32,
+}
+
+impl PipeDir {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(PipeDir {
+            bytes: ByteRing::new(capacity),
+            closed: loom::sync::atomic::AtomicU32::new(0),
+            not_empty: Side::new(),
+            writers: loom::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    /// Writes one record of `frame`, yielding while the ring is full.
+    fn write(&self, frame: shmproc::ring::bytes::Frame, part: &[u8]) {
+        use shmproc::ring::bytes::Write;
+        loop {
+            match self.bytes.ring().try_write_frame(frame, part).expect("a healthy ring") {
+                Ok(()) => break,
+                Err(Write::Full) => thread::yield_now(),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        self.not_empty.notify(1);
+    }
+
+    /// `Control::close`: the flag (`Release`), then every sleeper woken.
+    fn close(&self) {
+        self.closed.store(1, loom::sync::atomic::Ordering::Release);
+        self.not_empty.notify(u32::MAX);
+    }
+}
+
+/// What a reader got: a message, or end of file.
+#[derive(Debug, PartialEq)]
+enum Got {
+    Message(Vec<u8>),
+    Closed,
+}
+
+/// The connection's read: takes records, assembling a streamed message; on
+/// an empty ring, end of file once the pipe is closed (after one more look,
+/// behind a fence, for what was published before the close), a dropped
+/// partial message once the writers' lock is free with nothing left; else a
+/// sleep on `not_empty` (ready once closed or not empty).
+fn pipe_read(dir: &PipeDir) -> Got {
+    use shmproc::ring::bytes::Frame;
+    let mut out = Vec::new();
+    let mut collecting: Option<u64> = None;
+    loop {
+        match dir.bytes.ring().try_read_frame(&mut out).expect("a healthy ring") {
+            Some(Frame::Whole) => return Got::Message(out),
+            Some(Frame::First(total)) => collecting = Some(total),
+            Some(Frame::More) => assert!(collecting.is_some(), "a chunk with no first chunk"),
+            None => {
+                let closed = dir.closed.load(loom::sync::atomic::Ordering::Acquire) != 0;
+                let orphaned = collecting.is_some() && dir.writers.load(loom::sync::atomic::Ordering::Relaxed) == 0;
+                if closed || orphaned {
+                    loom::sync::atomic::fence(loom::sync::atomic::Ordering::SeqCst);
+                    if dir.bytes.ring().peek_frame().expect("a healthy ring").is_some() {
+                        continue;
+                    }
+                    if closed {
+                        return Got::Closed;
+                    }
+                    panic!("a streamed message dropped though its writer published it all before unlocking");
+                }
+                let ring = dir.bytes.ring();
+                dir.not_empty.sleep_untimed(|| {
+                    dir.closed.load(loom::sync::atomic::Ordering::Acquire) != 0 || !ring.looks_empty()
+                });
+                continue;
+            }
+        }
+        if collecting.is_some_and(|total| out.len() as u64 == total) {
+            return Got::Message(out);
+        }
+    }
+}
+
+/// A writer sends two messages and closes the pipe while a reader, sleeping
+/// when it finds nothing, reads: it gets both messages, then end of file,
+/// never end of file first, and is always woken.
+#[test]
+fn pipe_close_after_messages_drains_them_then_reports_end_of_file() {
+    use shmproc::ring::bytes::Frame;
+    model(3, || {
+        let dir = PipeDir::new(32);
+        let writer = {
+            let dir = dir.clone();
+            thread::spawn(move || {
+                dir.write(Frame::Whole, b"one");
+                dir.write(Frame::Whole, b"two");
+                dir.close();
+            })
+        };
+        assert_eq!(pipe_read(&dir), Got::Message(b"one".to_vec()));
+        assert_eq!(pipe_read(&dir), Got::Message(b"two".to_vec()));
+        assert_eq!(pipe_read(&dir), Got::Closed);
+        writer.join().unwrap();
+    });
+}
+
+/// A writer streams a message larger than a record (a first chunk and a
+/// later one) through a 64-byte ring under the writers' lock, then unlocks;
+/// the reader, which drops a partial message once the lock is free and the
+/// ring empty, always gets the whole message: the last chunk is published
+/// before the unlock, and the reader looks again behind a fence.
+#[test]
+fn pipe_streamed_message_is_never_dropped_by_a_reader_that_sees_the_unlock() {
+    use shmproc::ring::bytes::Frame;
+    model(3, || {
+        let dir = PipeDir::new(64);
+        dir.writers.store(1, loom::sync::atomic::Ordering::Relaxed);
+        let writer = {
+            let dir = dir.clone();
+            thread::spawn(move || {
+                dir.write(Frame::First(10), b"abcde");
+                dir.write(Frame::More, b"fghij");
+                // The unlock (`Release`, as `OwnerLock::unlock`'s CAS).
+                dir.writers.store(0, loom::sync::atomic::Ordering::Release);
+                dir.not_empty.notify(1);
+            })
+        };
+        assert_eq!(pipe_read(&dir), Got::Message(b"abcdefghij".to_vec()));
+        writer.join().unwrap();
+    });
+}
