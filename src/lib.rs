@@ -73,8 +73,8 @@ pub use array::{
 };
 #[cfg(not(loom))]
 pub use channel::{
-    Connection, GetError, JoinableQueue, Listener, ObjectQueue, PutError, Queue, SpscQueue, client, pipe, pipe_simplex,
-    pipe_with_capacity,
+    Connection, GetError, JoinableQueue, Listener, MessageWriter, ObjectQueue, PutError, Queue, Received, SpscQueue,
+    client, pipe, pipe_simplex, pipe_with_capacity,
 };
 pub use codec::Bytes;
 pub use error::{Error, Result};

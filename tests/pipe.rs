@@ -504,3 +504,65 @@ fn a_forked_reader_sees_its_killed_or_closing_parent_go() {
         assert_eq!((outcome.load(0), outcome.load(1)), (3, 1), "kill {kill}: three messages, then end of file");
     }
 }
+
+#[test]
+fn messages_written_and_read_in_place_round_trip_through_many_wraps() {
+    let (a, b) = pipe_with_capacity(256, true).unwrap();
+    let dog = watch(&a);
+    assert_eq!(a.max_in_place(), 256 / 2 - 8);
+    let writer = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            for i in 0..5000u64 {
+                let len = 8 + (i as usize * 7) % 100;
+                a.send_in_place(len, |w| {
+                    assert_eq!(w.remaining(), len);
+                    assert!(w.write(&i.to_le_bytes()));
+                    // Past the end: refused, nothing written.
+                    assert!(!w.write(&vec![1; len]));
+                    // The rest is left unwritten: zeros.
+                })
+                .unwrap();
+            }
+        })
+    };
+    for i in 0..5000u64 {
+        let (n, len, rest_zero) = b
+            .recv_in_place(|m| {
+                let mut n = [0; 8];
+                assert!(m.copy_to(0, &mut n));
+                let rest = m.to_vec();
+                assert!(!m.copy_to(m.len(), &mut [0]), "past the end");
+                (u64::from_le_bytes(n), m.len(), rest[8..].iter().all(|&x| x == 0))
+            })
+            .unwrap_or_else(|e| panic!("message {i}: {e}{}", dog.hung_note()));
+        assert_eq!((n, len, rest_zero), (i, 8 + (i as usize * 7) % 100, true), "message {i}");
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+#[allow(
+    clippy::redundant_closure_for_method_calls,
+    reason = "`Received::to_vec` as a path is not general over the message's lifetime"
+)]
+fn in_place_reads_take_streamed_messages_too_and_mix_with_the_other_forms() {
+    let (a, b) = pipe_with_capacity(256, true).unwrap();
+    let _dog = watch(&a);
+    assert!(matches!(a.send_in_place(121, |_| ()), Err(Error::TooLarge { size: 121, limit: 120 })));
+    let writer = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            a.send_bytes(&pattern(1, 5000)).unwrap();
+            a.send_in_place(3, |w| assert!(w.write(b"abc"))).unwrap();
+            a.send_bytes(b"plain").unwrap();
+        })
+    };
+    let streamed = b.recv_in_place(|m| m.to_vec()).unwrap();
+    assert_pattern(1, &streamed, 5000, "a streamed message read in place");
+    assert_eq!(b.recv_bytes().unwrap(), b"abc");
+    assert_eq!(b.recv_in_place(|m| m.to_vec()).unwrap(), b"plain");
+    writer.join().unwrap();
+    a.close();
+    assert!(matches!(b.recv_in_place(|m| m.len()), Err(Error::Closed)));
+}

@@ -28,7 +28,9 @@ use std::fmt;
 pub use fixed::{Queue, SpscQueue};
 pub use listener::{Listener, client};
 pub use object::{JoinableQueue, ObjectQueue};
-pub use pipe::{Connection, DEFAULT_CAPACITY as PIPE_CAPACITY, pipe, pipe_simplex, pipe_with_capacity};
+pub use pipe::{
+    Connection, DEFAULT_CAPACITY as PIPE_CAPACITY, MessageWriter, Received, pipe, pipe_simplex, pipe_with_capacity,
+};
 
 use crate::error::Error;
 use crate::loom::{AtomicU32, Ordering};

@@ -604,10 +604,119 @@ impl Connection {
     }
 
     fn write_record(&self, d: usize, frame: Frame, part: &[u8]) -> Result<()> {
-        let mut target = WriteTarget { conn: self, d, frame, part };
+        self.write_waiting(d, part.len() + FIRST_PREFIX, &mut |ring| ring.try_write_frame(frame, part))
+    }
+
+    /// Runs `write` (a record of `len` payload bytes into direction `d`)
+    /// until there is room, then wakes the reader.
+    fn write_waiting(&self, d: usize, len: usize, write: &mut RecordWrite<'_>) -> Result<()> {
+        let mut target = WriteTarget { conn: self, d, len, write };
         wait::wait(&self.wait.cfg, None, &mut target).expect("an untimed wait returns only when done")?;
         self.dir(d).ctl.not_empty.notify(1);
         Ok(())
+    }
+
+    /// The largest message [`send_in_place`](Self::send_in_place) takes:
+    /// one record, half the ring less its header.
+    pub fn max_in_place(&self) -> usize {
+        bytes::max_payload(self.params.capacity)
+    }
+
+    /// Sends a message of `len` bytes that `fill` writes straight into the
+    /// ring, with no buffer in between (zero-copy): `fill` gets a
+    /// [`MessageWriter`] once there is room, and writes the bytes in order;
+    /// bytes it leaves unwritten are zero. Waits for room as long as the
+    /// reader lives.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if `len` is over [`max_in_place`](Self::max_in_place)
+    /// (send it with [`send_bytes`](Self::send_bytes), which streams);
+    /// otherwise as `send_bytes`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = shmproc::pipe()?;
+    /// a.send_in_place(12, |w| {
+    ///     w.write(&7u64.to_le_bytes());
+    ///     w.write(b"abcd");
+    /// })?;
+    /// let (n, tail) = b.recv_in_place(|m| {
+    ///     let (mut n, mut tail) = ([0; 8], [0; 4]);
+    ///     assert!(m.copy_to(0, &mut n) && m.copy_to(8, &mut tail));
+    ///     (u64::from_le_bytes(n), tail)
+    /// })?;
+    /// assert_eq!((n, &tail), (7, b"abcd"));
+    /// # Ok::<(), shmproc::Error>(())
+    /// ```
+    pub fn send_in_place(&self, len: usize, fill: impl FnOnce(&mut MessageWriter<'_>)) -> Result<()> {
+        self.check_open(self.writable, "send on a receive-only connection")?;
+        self.shared.hold()?;
+        let limit = self.max_in_place();
+        if len > limit {
+            return Err(Error::TooLarge { size: len, limit });
+        }
+        let d = self.end;
+        let dir = self.dir(d);
+        if dir.ctl.is_closed() {
+            return Err(Error::Closed);
+        }
+        let me = loom::current_task();
+        let Some(_acquired @ (Acquired::Clean | Acquired::OwnerDied)) = dir.writers.0.lock(me, &self.wait.cfg, None)
+        else {
+            unreachable!("an untimed lock returns only once it holds the lock")
+        };
+        let mut fill = Some(fill);
+        let sent = self.write_waiting(d, len, &mut |ring| {
+            ring.try_write_with(len, |record| {
+                if let Some(fill) = fill.take() {
+                    fill(&mut MessageWriter(record));
+                }
+            })
+        });
+        dir.writers.0.unlock(me);
+        sent
+    }
+
+    /// Receives a message and hands it to `f` where it lies in the ring
+    /// (zero-copy: `f` copies out only what it needs through [`Received`]),
+    /// then frees its room; returns what `f` returned. A streamed message
+    /// (larger than [`max_in_place`](Self::max_in_place)) is assembled first
+    /// and handed over from there. Waits as long as the sender lives.
+    ///
+    /// # Errors
+    /// As [`recv_bytes`](Self::recv_bytes).
+    pub fn recv_in_place<T>(&self, f: impl FnOnce(&Received<'_>) -> T) -> Result<T> {
+        self.check_open(self.readable, "receive on a send-only connection")?;
+        self.shared.hold()?;
+        let d = 1 - self.end;
+        let dir = self.dir(d);
+        let me = loom::current_task();
+        let Some(_) = dir.readers.0.lock(me, &self.wait.cfg, None) else {
+            unreachable!("an untimed lock returns only once it holds the lock")
+        };
+        let stashed = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some();
+        let mut target = InPlaceTarget { conn: self, d, f: Some(f) };
+        let outcome = if stashed {
+            Ok(None)
+        } else {
+            wait::wait(&self.wait.cfg, None, &mut target).expect("an untimed wait returns only when done")
+        };
+        let result = match outcome {
+            Ok(Some(out)) => Ok(out),
+            Err(e) => Err(e),
+            // A streamed message (or one a timed-out read began): assembled
+            // as `recv_bytes` does, under the lock we hold.
+            Ok(None) => {
+                let f = target.f.take().expect("not called yet");
+                codec::with_scratch(|buf| {
+                    self.read_locked(buf, None, None)?;
+                    Ok(f(&Received(Place::Heap(buf))))
+                })
+            }
+        };
+        dir.readers.0.unlock(me);
+        result
     }
 
     /// Receives a message and decodes it as a `T`; waits as long as the
@@ -683,6 +792,15 @@ impl Connection {
         if dir.readers.0.lock(me, &self.wait.cfg, deadline).is_none() {
             return Err(Error::Timeout);
         }
+        let read = self.read_locked(out, deadline, limit);
+        dir.readers.0.unlock(me);
+        read
+    }
+
+    /// [`read`](Self::read) for a caller that holds the readers' lock.
+    fn read_locked(&self, out: &mut Vec<u8>, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
+        out.clear();
+        let d = 1 - self.end;
         let mut partial = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let stash = partial.take();
         // A stashed partial message larger than `limit`: it can only be
@@ -692,7 +810,6 @@ impl Connection {
         {
             let needed = usize::try_from(p.total).unwrap_or(usize::MAX);
             *partial = stash;
-            dir.readers.0.unlock(me);
             return Err(Error::BufferTooShort { needed, got: limit });
         }
         let mut target = ReadTarget { conn: self, d, out, limit, collecting: None };
@@ -709,17 +826,139 @@ impl Connection {
             *partial = Some(Partial { bytes: std::mem::take(target.out), total });
         }
         drop(partial);
-        dir.readers.0.unlock(me);
         outcome.unwrap_or(Err(Error::Timeout))
     }
 }
+
+/// Where [`Connection::send_in_place`]'s `fill` writes its message: straight
+/// into the ring.
+#[derive(Debug)]
+pub struct MessageWriter<'a>(&'a mut bytes::InPlace<Region>);
+
+impl MessageWriter<'_> {
+    /// Appends `bytes` to the message; `false`, and nothing written, if they
+    /// would go past its length.
+    pub fn write(&mut self, bytes: &[u8]) -> bool {
+        self.0.push(bytes)
+    }
+
+    /// Bytes of the message not written yet.
+    pub fn remaining(&self) -> usize {
+        self.0.room()
+    }
+}
+
+/// A message handed over by [`Connection::recv_in_place`]: it stays where it
+/// lies (in the ring, or assembled if it was streamed), and only what is
+/// asked for is copied out. (It is never a `&[u8]` into shared memory: the
+/// peer could write there.)
+#[derive(Debug)]
+pub struct Received<'a>(Place<'a>);
+
+#[derive(Debug)]
+enum Place<'a> {
+    Ring(bytes::InRing<Region>),
+    Heap(&'a [u8]),
+}
+
+impl Received<'_> {
+    /// The message's length.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Place::Ring(m) => m.len(),
+            Place::Heap(b) => b.len(),
+        }
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the message's bytes `offset..offset + dst.len()` into `dst`;
+    /// `false`, and nothing copied, unless they all lie in the message.
+    pub fn copy_to(&self, offset: usize, dst: &mut [u8]) -> bool {
+        match &self.0 {
+            Place::Ring(m) => m.copy_to(offset, dst),
+            Place::Heap(b) => match offset.checked_add(dst.len()).and_then(|end| b.get(offset..end)) {
+                Some(src) => {
+                    dst.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// The whole message, copied.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        self.copy_to(0, &mut v);
+        v
+    }
+}
+
+/// A reader waiting for a whole record to hand over in place; done with
+/// `Ok(None)` when the next message is streamed (for the caller to
+/// assemble).
+struct InPlaceTarget<'a, F> {
+    conn: &'a Connection,
+    d: usize,
+    f: Option<F>,
+}
+
+impl<T, F: FnOnce(&Received<'_>) -> T> WaitTarget for InPlaceTarget<'_, F> {
+    type Output = Result<Option<T>>;
+    const PROBES: bool = true;
+
+    fn attempt(&mut self, probe: bool) -> Option<Result<Option<T>>> {
+        let ring = self.conn.ring(self.d);
+        loop {
+            match ring.peek_frame() {
+                Err(e) => return Some(Err(e)),
+                Ok(Some((Frame::Whole, _))) => {
+                    let f = self.f.take().expect("called once");
+                    let out = ring.try_read_with(|m| f(&Received(Place::Ring(m))));
+                    self.conn.dir(self.d).ctl.not_full.notify(1);
+                    return match out {
+                        Ok(Some(out)) => Some(Ok(Some(out))),
+                        Ok(None) => unreachable!("the record peeked is a whole message"),
+                        Err(e) => Some(Err(e)),
+                    };
+                }
+                // A streamed message (or a dead reader's chunks): for the
+                // assembling read.
+                Ok(Some(_)) => return Some(Ok(None)),
+                Ok(None) if self.conn.closed() || self.conn.peer_gone(self.d, probe) => {
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    if ring.looks_empty() {
+                        return Some(Err(Error::Closed));
+                    }
+                }
+                Ok(None) => return None,
+            }
+        }
+    }
+
+    fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
+        let (conn, d) = (self.conn, self.d);
+        let ctl = &conn.dir(d).ctl;
+        ctl.not_empty
+            .sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || ctl.is_closed() || !conn.ring(d).looks_empty())
+    }
+}
+
+/// Writes one record if the ring has room (`Write::Full` if not).
+type RecordWrite<'a> = dyn FnMut(&Bytes<'_, Region>) -> Result<std::result::Result<(), Write>> + 'a;
 
 /// A writer waiting for room for one record.
 struct WriteTarget<'a> {
     conn: &'a Connection,
     d: usize,
-    frame: Frame,
-    part: &'a [u8],
+    /// Record payload bytes (for the sleeper's look at the room).
+    len: usize,
+    /// Writes the record if there is room (`Write::Full` if not).
+    write: &'a mut RecordWrite<'a>,
 }
 
 impl WaitTarget for WriteTarget<'_> {
@@ -730,7 +969,7 @@ impl WaitTarget for WriteTarget<'_> {
         if self.conn.closed() || self.conn.dir(self.d).ctl.is_closed() {
             return Some(Err(Error::Closed));
         }
-        match self.conn.ring(self.d).try_write_frame(self.frame, self.part) {
+        match (self.write)(&self.conn.ring(self.d)) {
             Ok(Ok(())) => Some(Ok(())),
             Ok(Err(Write::Full)) if self.conn.peer_gone(self.d, probe) => Some(Err(Error::Closed)),
             Ok(Err(Write::Full)) => None,
@@ -740,7 +979,7 @@ impl WaitTarget for WriteTarget<'_> {
     }
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
-        let (conn, d, len) = (self.conn, self.d, self.part.len() + FIRST_PREFIX);
+        let (conn, d, len) = (self.conn, self.d, self.len);
         let ctl = &conn.dir(d).ctl;
         ctl.not_full
             .sleep_as(conn.wait.fenced(&conn.wait.not_full), until, || ctl.is_closed() || !conn.ring(d).looks_full(len))

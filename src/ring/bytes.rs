@@ -225,6 +225,16 @@ pub enum ReadInto<'b> {
     Longer,
 }
 
+/// A whole message in the ring, read in place ([`Bytes::try_read_with`]):
+/// only what is asked for is copied out.
+#[derive(Debug, Clone, Copy)]
+pub struct InRing<R> {
+    region: R,
+    /// Where the payload starts in the region.
+    at: usize,
+    len: usize,
+}
+
 /// Why a write did not happen.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Write {
@@ -307,9 +317,45 @@ macro_rules! bytes_impl {
                     Frame::First(total) => (FIRST, Some(total)),
                     Frame::More => (MORE, None),
                 };
+                let Some((tail, at, next)) = self.reserve(record_len(prefix + payload.len()))? else {
+                    return Ok(Err(Write::Full));
+                };
+                if let Some(total) = total {
+                    self.region.copy_in(at + RECORD_HEADER, &total.to_le_bytes());
+                }
+                self.region.copy_in(at + RECORD_HEADER + prefix, payload);
+                self.publish(tail, at, (prefix + payload.len()) as u64 | tag << 32, next);
+                Ok(Ok(()))
+            }
+
+            /// Appends one whole-message record of `len` payload bytes that
+            /// `fill` writes in place, in order (writer only), padding to the
+            /// region's start when it does not fit before the end. Bytes
+            /// `fill` leaves unwritten are zero.
+            pub fn try_write_with(&self, len: usize, fill: impl FnOnce(&mut InPlace<Region$(<$lt>)?>)) -> Result<Result<(), Write>> {
+                let max = max_payload(self.capacity);
+                if len > max {
+                    return Ok(Err(Write::TooLarge(len, max)));
+                }
+                let Some((tail, at, next)) = self.reserve(record_len(len))? else { return Ok(Err(Write::Full)) };
+                let start = at + RECORD_HEADER;
+                let mut record = InPlace { region: self.region, at: start, end: start + len };
+                fill(&mut record);
+                while record.at < record.end {
+                    let n = (record.end - record.at).min(64);
+                    record.push(&[0; 64][..n]);
+                }
+                self.publish(tail, at, len as u64 | MSG << 32, next);
+                Ok(Ok(()))
+            }
+
+            /// Finds room for a record of `rec` bytes at the writer's
+            /// position: `(tail, where the record goes, the tail after it)`,
+            /// with the padding before it written if it goes to the region's
+            /// start; `None` if there is no room now.
+            fn reserve(&self, rec: usize) -> Result<Option<(u64, usize, u64)>> {
                 let writer = &self.header.writer.0;
                 let tail = writer.own.load(Ordering::Relaxed);
-                let rec = record_len(prefix + payload.len());
                 let off = self.offset(tail);
                 let to_end = self.capacity - off;
                 let need = self.need(tail, rec);
@@ -320,7 +366,7 @@ macro_rules! bytes_impl {
                     let head = self.header.head.0.load(Ordering::Acquire);
                     writer.seen.store(head, Ordering::Relaxed);
                     if self.used(tail, head)? + need > self.capacity {
-                        return Ok(Err(Write::Full));
+                        return Ok(None);
                     }
                 }
                 let mut at = off;
@@ -329,19 +375,20 @@ macro_rules! bytes_impl {
                     self.region.copy_in(off, &pad.to_le_bytes());
                     at = 0;
                 }
-                let header = (prefix + payload.len()) as u64 | tag << 32;
+                Ok(Some((tail, at, tail.wrapping_add(need as u64))))
+            }
+
+            /// Writes the header of the record at `at` and publishes it (and
+            /// any padding before it): the tail moves from `tail` to `next`.
+            fn publish(&self, tail: u64, at: usize, header: u64, next: u64) {
+                debug_assert_ne!(tail, next);
                 self.region.copy_in(at, &header.to_le_bytes());
-                if let Some(total) = total {
-                    self.region.copy_in(at + RECORD_HEADER, &total.to_le_bytes());
-                }
-                self.region.copy_in(at + RECORD_HEADER + prefix, payload);
                 // Our own copy first: a writer killed between the two stores
                 // leaves a whole record that the next write publishes with its
                 // own (the other order would let it overwrite a published one).
-                writer.own.store(tail.wrapping_add(need as u64), Ordering::Relaxed);
+                self.header.writer.0.own.store(next, Ordering::Relaxed);
                 // Release: pairs with the reader's Acquire load of tail.
-                self.header.tail.0.store(tail.wrapping_add(need as u64), Ordering::Release);
-                Ok(Ok(()))
+                self.header.tail.0.store(next, Ordering::Release);
             }
 
             /// Appends one record whose payload `fill` writes in place
@@ -382,13 +429,7 @@ macro_rules! bytes_impl {
                     return Ok(false);
                 }
                 let len = record.at - start;
-                let header = len as u64 | MSG << 32;
-                self.region.copy_in(off, &header.to_le_bytes());
-                let next = tail.wrapping_add(record_len(len) as u64);
-                // As in `try_write`: our own copy first, then the published tail
-                // (Release: pairs with the reader's Acquire load of tail).
-                writer.own.store(next, Ordering::Relaxed);
-                self.header.tail.0.store(next, Ordering::Release);
+                self.publish(tail, off, len as u64 | MSG << 32, tail.wrapping_add(record_len(len) as u64));
                 Ok(true)
             }
 
@@ -531,6 +572,20 @@ macro_rules! bytes_impl {
                 Ok(true)
             }
 
+            /// Takes the next record if it is a whole message, handing `f`
+            /// the message in place (reader only); `None`, and nothing
+            /// taken, if the ring is empty or the next record is a chunk.
+            pub fn try_read_with<T>(&self, f: impl FnOnce(InRing<Region$(<$lt>)?>) -> T) -> Result<Option<T>> {
+                match self.next_record()? {
+                    Some((MSG, len, at, next)) => {
+                        let out = f(InRing { region: self.region, at, len });
+                        self.taken(next);
+                        Ok(Some(out))
+                    }
+                    _ => Ok(None),
+                }
+            }
+
             /// Moves the reader's position to `next`, past the message just
             /// copied out.
             #[inline]
@@ -569,7 +624,29 @@ macro_rules! bytes_impl {
             }
         }
 
+        impl$(<$lt>)? InRing<Region$(<$lt>)?> {
+            /// The message's length.
+            pub fn len(&self) -> usize {
+                self.len
+            }
+
+            /// Copies the message's bytes `offset..offset + dst.len()` into
+            /// `dst`; `false`, and nothing copied, unless they all lie in it.
+            pub fn copy_to(&self, offset: usize, dst: &mut [u8]) -> bool {
+                if offset.checked_add(dst.len()).is_none_or(|end| end > self.len) {
+                    return false;
+                }
+                self.region.copy_out(self.at + offset, dst);
+                true
+            }
+        }
+
         impl$(<$lt>)? InPlace<Region$(<$lt>)?> {
+            /// Bytes of room left.
+            pub fn room(&self) -> usize {
+                self.end - self.at
+            }
+
             /// Appends `data` to the payload if it fits the room left
             /// (`false`, and nothing written, if not).
             #[inline]
