@@ -553,23 +553,31 @@ impl Connection {
     /// [`Error::InvalidArgument`] on a receive-only end; [`Error::Corrupt`]
     /// if the ring's shared state is.
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
+        let _turn = self.writer_turn()?;
+        self.stream(self.end, buf)
+    }
+
+    /// Checks that this end may send, then takes the writers' lock of its
+    /// direction (held until the turn drops, also if a caller's closure
+    /// panics).
+    fn writer_turn(&self) -> Result<Turn<'_>> {
         self.check_open(self.writable, "send on a receive-only connection")?;
         self.shared.hold()?;
-        let d = self.end;
-        let dir = self.dir(d);
+        let dir = self.dir(self.end);
         if dir.ctl.is_closed() {
             return Err(Error::Closed);
         }
-        let me = loom::current_task();
         // A writer that died holding the lock may have left part of a
         // streamed message: readers drop it when ours begins.
-        let Some(_acquired @ (Acquired::Clean | Acquired::OwnerDied)) = dir.writers.0.lock(me, &self.wait.cfg, None)
-        else {
-            unreachable!("an untimed lock returns only once it holds the lock")
-        };
-        let sent = self.stream(d, buf);
-        dir.writers.0.unlock(me);
-        sent
+        Ok(Turn::take(&dir.writers.0, &self.wait.cfg, None).expect("an untimed lock returns once it holds the lock"))
+    }
+
+    /// Checks that this end may receive, then takes the readers' lock of
+    /// the incoming direction until `deadline` ([`Error::Timeout`]).
+    fn reader_turn(&self, deadline: Option<Deadline>) -> Result<Turn<'_>> {
+        self.check_open(self.readable, "receive on a send-only connection")?;
+        self.shared.hold()?;
+        Turn::take(&self.dir(1 - self.end).readers.0, &self.wait.cfg, deadline).ok_or(Error::Timeout)
     }
 
     /// `send_bytes(&buf[offset..offset + size])`, with Python's checks: the
@@ -650,32 +658,19 @@ impl Connection {
     /// # Ok::<(), shmproc::Error>(())
     /// ```
     pub fn send_in_place(&self, len: usize, fill: impl FnOnce(&mut MessageWriter<'_>)) -> Result<()> {
-        self.check_open(self.writable, "send on a receive-only connection")?;
-        self.shared.hold()?;
         let limit = self.max_in_place();
         if len > limit {
             return Err(Error::TooLarge { size: len, limit });
         }
-        let d = self.end;
-        let dir = self.dir(d);
-        if dir.ctl.is_closed() {
-            return Err(Error::Closed);
-        }
-        let me = loom::current_task();
-        let Some(_acquired @ (Acquired::Clean | Acquired::OwnerDied)) = dir.writers.0.lock(me, &self.wait.cfg, None)
-        else {
-            unreachable!("an untimed lock returns only once it holds the lock")
-        };
+        let _turn = self.writer_turn()?;
         let mut fill = Some(fill);
-        let sent = self.write_waiting(d, len, &mut |ring| {
+        self.write_waiting(self.end, len, &mut |ring| {
             ring.try_write_with(len, |record| {
                 if let Some(fill) = fill.take() {
                     fill(&mut MessageWriter(record));
                 }
             })
-        });
-        dir.writers.0.unlock(me);
-        sent
+        })
     }
 
     /// Receives a message and hands it to `f` where it lies in the ring
@@ -687,14 +682,8 @@ impl Connection {
     /// # Errors
     /// As [`recv_bytes`](Self::recv_bytes).
     pub fn recv_in_place<T>(&self, f: impl FnOnce(&Received<'_>) -> T) -> Result<T> {
-        self.check_open(self.readable, "receive on a send-only connection")?;
-        self.shared.hold()?;
+        let _turn = self.reader_turn(None)?;
         let d = 1 - self.end;
-        let dir = self.dir(d);
-        let me = loom::current_task();
-        let Some(_) = dir.readers.0.lock(me, &self.wait.cfg, None) else {
-            unreachable!("an untimed lock returns only once it holds the lock")
-        };
         let stashed = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some();
         let mut target = InPlaceTarget { conn: self, d, f: Some(f) };
         let outcome = if stashed {
@@ -702,7 +691,7 @@ impl Connection {
         } else {
             wait::wait(&self.wait.cfg, None, &mut target).expect("an untimed wait returns only when done")
         };
-        let result = match outcome {
+        match outcome {
             Ok(Some(out)) => Ok(out),
             Err(e) => Err(e),
             // A streamed message (or one a timed-out read began): assembled
@@ -714,9 +703,7 @@ impl Connection {
                     Ok(f(&Received(Place::Heap(buf))))
                 })
             }
-        };
-        dir.readers.0.unlock(me);
-        result
+        }
     }
 
     /// Receives a message and decodes it as a `T`; waits as long as the
@@ -783,18 +770,9 @@ impl Connection {
     /// Reads one whole message into `out` (cleared first), refusing one
     /// longer than `limit` (left in the pipe), until `deadline`.
     fn read(&self, out: &mut Vec<u8>, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
-        self.check_open(self.readable, "receive on a send-only connection")?;
-        self.shared.hold()?;
         out.clear();
-        let d = 1 - self.end;
-        let dir = self.dir(d);
-        let me = loom::current_task();
-        if dir.readers.0.lock(me, &self.wait.cfg, deadline).is_none() {
-            return Err(Error::Timeout);
-        }
-        let read = self.read_locked(out, deadline, limit);
-        dir.readers.0.unlock(me);
-        read
+        let _turn = self.reader_turn(deadline)?;
+        self.read_locked(out, deadline, limit)
     }
 
     /// [`read`](Self::read) for a caller that holds the readers' lock.
@@ -827,6 +805,28 @@ impl Connection {
         }
         drop(partial);
         outcome.unwrap_or(Err(Error::Timeout))
+    }
+}
+
+/// A turn at one direction's writers' or readers' lock, given back on drop.
+struct Turn<'a> {
+    lock: &'a OwnerLock,
+    me: TaskId,
+}
+
+impl<'a> Turn<'a> {
+    /// Takes `lock` (from a dead owner too: a writer's partial message is
+    /// dropped by readers when the next one begins, a reader's orphan chunks
+    /// are skipped), waiting per `cfg` until `deadline`.
+    fn take(lock: &'a OwnerLock, cfg: &crate::sync::wait::WaitConfig, deadline: Option<Deadline>) -> Option<Self> {
+        let me = loom::current_task();
+        lock.lock(me, cfg, deadline).map(|_: Acquired| Turn { lock, me })
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.lock.unlock(self.me);
     }
 }
 
