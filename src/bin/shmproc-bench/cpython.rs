@@ -5,6 +5,7 @@
 //! the script stopped (its process group killed) once the wanted figures are
 //! in or the time is up. Nothing is written to disk.
 
+use std::cell::RefCell;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,80 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::stored::{self, Stored};
+
+/// The figures of one baselines script for a set of rows: run now (once, by
+/// the first row that asks; `ANCHORS_SCALE=0.2` and at most 30 s with
+/// `--quick`, else full length and at most 120 s) when `python3` and the
+/// script are there, else the newest stored run's.
+#[derive(Debug)]
+pub(crate) struct Baseline {
+    /// The baseline column: where the figures come from.
+    pub(crate) label: String,
+    /// The script's benchmark name (`py/queue_throughput`).
+    bench: &'static str,
+    /// The unit of its figures (`msg/s`, `ns`).
+    unit: &'static str,
+    /// Every metric the rows use: the script is stopped once it has printed them.
+    metrics: Vec<String>,
+    /// Where to get them: the script to run, or the stored run.
+    source: Source,
+    /// The figures, once measured (or why not).
+    measured: RefCell<Option<Result<Stored, String>>>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Live(PathBuf),
+    Stored(Result<Stored, String>),
+}
+
+impl Baseline {
+    /// The figures of `script` (in the baselines' python folder), whose
+    /// benchmark `bench` prints `metrics` in `unit`; `what` names the
+    /// `CPython` object measured in the label (`mp.Queue`).
+    pub(crate) fn new(
+        script_name: &str,
+        bench: &'static str,
+        unit: &'static str,
+        what: &str,
+        metrics: Vec<String>,
+    ) -> Self {
+        let (label, source) = if let (Some(_), Some(path)) = (python(), script(script_name)) {
+            (format!("CPython {what}, run now"), Source::Live(path))
+        } else {
+            let stored = stored::newest(bench);
+            let label = match &stored {
+                Ok(run) => format!("CPython {what} {} (no python3)", run.stamp),
+                Err(_) => "CPython: no python3, no stored figures".to_owned(),
+            };
+            (label, Source::Stored(stored))
+        };
+        Baseline { label, bench, unit, metrics, source, measured: RefCell::new(None) }
+    }
+
+    /// The figure of `metric`, running the script first if it has not run
+    /// yet (`quick`: the short run). NaN when the stored run lacks it (the row
+    /// shows no ratio).
+    ///
+    /// # Errors
+    /// The script failed, or did not print `metric`.
+    pub(crate) fn value(&self, quick: bool, metric: &str) -> Result<f64, String> {
+        let of = |run: &Stored| run.value(self.bench, metric, self.unit);
+        match &self.source {
+            Source::Stored(run) => Ok(run.as_ref().ok().and_then(of).unwrap_or(f64::NAN)),
+            Source::Live(script) => {
+                let mut measured = self.measured.borrow_mut();
+                let run = measured.get_or_insert_with(|| {
+                    let wanted: Vec<_> = self.metrics.iter().map(|m| (self.bench, m.clone(), self.unit)).collect();
+                    let (scale, timeout) = if quick { (0.2, 30) } else { (1.0, 120) };
+                    run(script, scale, &wanted, Duration::from_secs(timeout))
+                });
+                let run = run.as_ref().map_err(|e| format!("CPython baseline: {e}"))?;
+                of(run).ok_or_else(|| format!("CPython baseline: no {metric}"))
+            }
+        }
+    }
+}
 
 /// The script `name` in the baselines' python folder, if it exists (beside the
 /// crate's repository as built, or beside the working directory's parent).

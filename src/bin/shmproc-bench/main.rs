@@ -13,7 +13,7 @@
 //!
 //! Layout: [`kit`] measures (forked ping-pong pairs with pinning and a
 //! watchdog, interleaving, spin-floor probes, in-process batches); each group
-//! of rows is a module ([`sync`], [`process`], [`array`](mod@array), [`queue`]) that lists its [`Plan`]s;
+//! of rows is a module ([`sync`], [`process`], [`array`](mod@array), [`queue`], [`pipe`]) that lists its [`Plan`]s;
 //! [`report`] renders the rows as a table or JSON; [`stored`] reads `CPython`'s figures from
 //! the baselines runs, [`cpython`] runs a baselines script now; [`args`] parses the command
 //! line.
@@ -27,11 +27,14 @@ mod args;
 // Arrays and processes do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod array;
-// The live CPython runs serve the queue rows, which do not build under loom.
+// The live CPython runs serve the queue and pipe rows, which do not build under loom.
 #[cfg(not(loom))]
 mod cpython;
 mod kit;
 mod load;
+// Pipes do not build under loom (which builds every bin for the loom tests).
+#[cfg(not(loom))]
+mod pipe;
 // Processes do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod process;
@@ -63,7 +66,7 @@ pub(crate) struct Group {
 
 /// Every group, in table order.
 #[cfg(not(loom))]
-const GROUPS: [Group; 4] = [sync::GROUP, process::GROUP, array::GROUP, queue::GROUP];
+const GROUPS: [Group; 5] = [sync::GROUP, process::GROUP, array::GROUP, queue::GROUP, pipe::GROUP];
 #[cfg(loom)]
 const GROUPS: [Group; 1] = [sync::GROUP];
 

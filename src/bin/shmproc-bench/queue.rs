@@ -8,7 +8,7 @@
 //! producers, per-producer order, counts and sums), so a run that loses,
 //! repeats or reorders a message fails its row.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -98,7 +98,7 @@ fn consumer_producer(kit: &Kit, placement: Placement) -> Result<(Option<usize>, 
 
 fn plan() -> Vec<Plan> {
     let mut plans = vec![spsc_throughput(Waiting::Blocking), spsc_throughput(Waiting::Spinning), mpmc_throughput()];
-    let cpython = Rc::new(PyThroughput::new());
+    let cpython = Rc::new(py_throughput());
     for placement in Placement::ALL {
         plans.push(object_throughput::<Bytes>(placement, Rc::clone(&cpython), Some(0.01)));
     }
@@ -470,63 +470,19 @@ fn object_messages(quick: bool) -> u64 {
     if quick { 250_000 } else { 1_000_000 }
 }
 
+/// The benchmark of `CPython`'s `multiprocessing.Queue` throughput figures.
+const PY_BENCH: &str = "py/queue_throughput";
+
+/// The `CPython` figure of `placement`.
+fn py_metric(placement: Placement) -> String {
+    format!("msgs_per_s_bytes64B_{}", placement.name())
+}
+
 /// `CPython`'s `multiprocessing.Queue` throughput of 64-byte messages: run
 /// once (by the first row that needs it), or stored.
-struct PyThroughput {
-    /// The baseline column: where the figures come from.
-    label: String,
-    /// Where to get them: the script to run, or the stored run.
-    source: PySource,
-    /// The figures, once measured.
-    measured: RefCell<Option<Result<Stored, String>>>,
-}
-
-enum PySource {
-    Live(std::path::PathBuf),
-    Stored(Result<Stored, String>),
-}
-
-impl PyThroughput {
-    const BENCH: &'static str = "py/queue_throughput";
-
-    fn new() -> Self {
-        if let (Some(_), Some(script)) = (cpython::python(), cpython::script("queue_throughput.py")) {
-            return PyThroughput {
-                label: "CPython mp.Queue, run now".to_owned(),
-                source: PySource::Live(script),
-                measured: RefCell::new(None),
-            };
-        }
-        let stored = stored::newest(Self::BENCH);
-        let label = match &stored {
-            Ok(run) => format!("CPython mp.Queue {} (no python3)", run.stamp),
-            Err(_) => "CPython: no python3, no stored figures".to_owned(),
-        };
-        PyThroughput { label, source: PySource::Stored(stored), measured: RefCell::new(None) }
-    }
-
-    fn metric(placement: Placement) -> String {
-        format!("msgs_per_s_bytes64B_{}", placement.name())
-    }
-
-    /// ns per message in `placement` (NaN: no figure, shown without a ratio).
-    fn ns(&self, kit: &Kit, placement: Placement) -> Result<f64, String> {
-        let per_s = |run: &Stored| run.value(Self::BENCH, &Self::metric(placement), "msg/s");
-        match &self.source {
-            PySource::Stored(run) => Ok(run.as_ref().ok().and_then(per_s).map_or(f64::NAN, |r| 1e9 / r)),
-            PySource::Live(script) => {
-                let mut measured = self.measured.borrow_mut();
-                let run = measured.get_or_insert_with(|| {
-                    let wanted: Vec<_> =
-                        Placement::ALL.iter().map(|&p| (Self::BENCH, Self::metric(p), "msg/s")).collect();
-                    let (scale, timeout) = if kit.settings().quick { (0.2, 30) } else { (1.0, 120) };
-                    cpython::run(script, scale, &wanted, Duration::from_secs(timeout))
-                });
-                let run = run.as_ref().map_err(|e| format!("CPython baseline: {e}"))?;
-                per_s(run).map(|r| 1e9 / r).ok_or_else(|| format!("CPython baseline: no {}", Self::metric(placement)))
-            }
-        }
-    }
+fn py_throughput() -> cpython::Baseline {
+    let metrics = Placement::ALL.iter().map(|&p| py_metric(p)).collect();
+    cpython::Baseline::new("queue_throughput.py", PY_BENCH, "msg/s", "mp.Queue", metrics)
 }
 
 /// A message type of the `ObjectQueue` rows: Python's `bytes` as
@@ -548,7 +504,7 @@ impl Message for Vec<u8> {
 
 /// `ObjectQueue<M>` of 64-byte messages across two processes in
 /// `placement`, against `CPython`.
-fn object_throughput<M: Message>(placement: Placement, cpython: Rc<PyThroughput>, target: Option<f64>) -> Plan {
+fn object_throughput<M: Message>(placement: Placement, cpython: Rc<cpython::Baseline>, target: Option<f64>) -> Plan {
     let spec = RowSpec {
         group: GROUP.name,
         name: format!("ObjectQueue<{}> 64 B one-way, put/get", M::NAME),
@@ -558,7 +514,8 @@ fn object_throughput<M: Message>(placement: Placement, cpython: Rc<PyThroughput>
         target,
     };
     Plan::new(spec, move |kit| {
-        let py = cpython.ns(kit, placement)?;
+        // ns per message (NaN: no figure, shown without a ratio).
+        let py = 1e9 / cpython.value(kit.settings().quick, &py_metric(placement))?;
         let n = object_messages(kit.settings().quick);
         let (consumer_cpu, producer_cpu) = consumer_producer(kit, placement)?;
         let limit = MESSAGE_LIMIT * n as u32;

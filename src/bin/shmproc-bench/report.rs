@@ -14,6 +14,9 @@ pub(crate) enum Unit {
     /// Nanoseconds per message of a stream (run time / messages); the table
     /// also shows the rate, messages per second.
     NsPerMsg,
+    /// Nanoseconds per MiB of a bulk transfer (transfer time / MiB moved);
+    /// the table also shows the bandwidth, GB/s.
+    NsPerMiB,
 }
 
 impl Unit {
@@ -22,6 +25,7 @@ impl Unit {
             Unit::Ns => "ns",
             Unit::NsPerOp => "ns/op",
             Unit::NsPerMsg => "ns/msg",
+            Unit::NsPerMiB => "ns/MiB",
         }
     }
 }
@@ -103,13 +107,15 @@ pub(crate) fn ratio(r: f64) -> String {
 
 /// Formats a target: `≤ 1.5×`, or for targets below 1 the speed-up it asks
 /// for: `≥ 100× faster` (a ratio of at most 0.01). Throughput rows (`unit`
-/// [`Unit::NsPerMsg`]) also say what a bound on the time per message means for
-/// the rate: `≤ 1.25× (≥ 0.8× msg/s)`.
+/// [`Unit::NsPerMsg`], [`Unit::NsPerMiB`]) also say what a bound on the time
+/// per message or MiB means for the rate: `≤ 1.25× (≥ 0.8× msg/s)`,
+/// `≤ 2.5× (≥ 0.4× GB/s)`.
 fn target(t: Option<f64>, unit: Unit) -> String {
     match t {
         None => "ref".to_owned(),
         Some(t) if t < 1.0 && t > 0.0 => format!("≥ {:.0}× faster", 1.0 / t),
         Some(t) if unit == Unit::NsPerMsg => format!("≤ {t}× (≥ {}× msg/s)", 1.0 / t),
+        Some(t) if unit == Unit::NsPerMiB => format!("≤ {t}× (≥ {}× GB/s)", 1.0 / t),
         Some(t) => format!("≤ {t}×"),
     }
 }
@@ -143,6 +149,13 @@ fn rate(ns: f64) -> String {
     }
 }
 
+/// Formats the bandwidth of a transfer that takes `ns` per MiB: `10.07 GB/s`
+/// (GB = 10^9 bytes, as the baselines report it).
+fn bandwidth(ns: f64) -> String {
+    let gb_per_s = (1u64 << 20) as f64 / ns;
+    if gb_per_s.is_finite() && gb_per_s > 0.0 { format!("{gb_per_s:.2} GB/s") } else { "?".to_owned() }
+}
+
 fn opt_time(ns: Option<f64>) -> String {
     ns.map_or_else(|| "—".to_owned(), time)
 }
@@ -151,7 +164,11 @@ fn opt_time(ns: Option<f64>) -> String {
 fn cells(row: &Row) -> Vec<String> {
     let spec = &row.spec;
     let mut out = vec![spec.name.clone(), spec.placement.to_owned()];
-    let p50 = |ns: f64| if spec.unit == Unit::NsPerMsg { format!("{} = {}", time(ns), rate(ns)) } else { time(ns) };
+    let p50 = |ns: f64| match spec.unit {
+        Unit::NsPerMsg => format!("{} = {}", time(ns), rate(ns)),
+        Unit::NsPerMiB => format!("{} = {}", time(ns), bandwidth(ns)),
+        Unit::Ns | Unit::NsPerOp => time(ns),
+    };
     let figures = |f: &Figures| vec![p50(f.p50), opt_time(f.p99), opt_time(f.p999)];
     let target = target(spec.target, spec.unit);
     match &row.outcome {
@@ -357,6 +374,7 @@ mod tests {
         assert_eq!(target(Some(0.02), Unit::NsPerMsg), "≥ 50× faster");
         assert_eq!(target(Some(1.5), Unit::Ns), "≤ 1.5×");
         assert_eq!(target(Some(1.25), Unit::NsPerMsg), "≤ 1.25× (≥ 0.8× msg/s)");
+        assert_eq!(target(Some(2.5), Unit::NsPerMiB), "≤ 2.5× (≥ 0.4× GB/s)");
         assert_eq!(target(None, Unit::Ns), "ref");
         // Judged as shown: 0.0104 shows as 0.010 (meets ≥ 100× faster), 0.0106 as 0.011.
         let mut r = row(Ok(comparison(0.0104)));
@@ -387,5 +405,7 @@ mod tests {
         assert_eq!(rate(9.81), "101.9 M/s");
         assert_eq!(rate(6900.0), "144.9 k/s");
         assert_eq!(rate(f64::NAN), "?");
+        assert_eq!(bandwidth(104_857.6), "10.00 GB/s");
+        assert_eq!(bandwidth(f64::NAN), "?");
     }
 }
