@@ -256,6 +256,9 @@ struct EndLocal {
     /// A message whose first chunks a timed-out read took: the next read in
     /// this process goes on with it.
     partial: Mutex<Option<Partial>>,
+    /// Whether `partial` holds one (read without the lock; written under it
+    /// by a reader holding the readers' lock).
+    has_partial: std::sync::atomic::AtomicBool,
 }
 
 impl EndLocal {
@@ -269,6 +272,7 @@ impl EndLocal {
             held_in: std::sync::atomic::AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
             partial: Mutex::new(None),
+            has_partial: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -684,7 +688,7 @@ impl Connection {
     pub fn recv_in_place<T>(&self, f: impl FnOnce(&Received<'_>) -> T) -> Result<T> {
         let _turn = self.reader_turn(None)?;
         let d = 1 - self.end;
-        let stashed = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some();
+        let stashed = self.shared.has_partial.load(std::sync::atomic::Ordering::Relaxed);
         let mut target = InPlaceTarget { conn: self, d, f: Some(f) };
         let outcome = if stashed {
             Ok(None)
@@ -749,11 +753,10 @@ impl Connection {
     /// [`Error::BufferTooShort`] (naming the size needed) if the message is
     /// longer than `buf`: it stays in the pipe for the next read.
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        codec::with_scratch(|scratch| {
-            self.read(scratch, None, Some(buf.len()))?;
-            buf[..scratch.len()].copy_from_slice(scratch);
-            Ok(scratch.len())
-        })
+        let limit = buf.len();
+        let mut sink = SliceSink { buf, len: 0 };
+        self.read(&mut sink, None, Some(limit))?;
+        Ok(sink.len)
     }
 
     /// Whether a message (or the end of the stream) is there to be received,
@@ -769,42 +772,48 @@ impl Connection {
 
     /// Reads one whole message into `out` (cleared first), refusing one
     /// longer than `limit` (left in the pipe), until `deadline`.
-    fn read(&self, out: &mut Vec<u8>, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
+    fn read(&self, out: &mut impl Sink, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
         out.clear();
         let _turn = self.reader_turn(deadline)?;
         self.read_locked(out, deadline, limit)
     }
 
     /// [`read`](Self::read) for a caller that holds the readers' lock.
-    fn read_locked(&self, out: &mut Vec<u8>, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
+    fn read_locked(&self, out: &mut impl Sink, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
         out.clear();
-        let d = 1 - self.end;
-        let mut partial = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let stash = partial.take();
-        // A stashed partial message larger than `limit`: it can only be
-        // read whole by another call (it stays stashed).
-        if let (Some(p), Some(limit)) = (&stash, limit)
-            && p.total > limit as u64
-        {
-            let needed = usize::try_from(p.total).unwrap_or(usize::MAX);
-            *partial = stash;
-            return Err(Error::BufferTooShort { needed, got: limit });
+        let mut target = ReadTarget { conn: self, d: 1 - self.end, out, limit, collecting: None };
+        // Rare: a message begun by a timed-out read here goes on.
+        if self.shared.has_partial.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut partial = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let (Some(p), Some(limit)) = (&*partial, limit)
+                && p.total > limit as u64
+            {
+                // Too large for the caller's buffer: it stays stashed, to
+                // be read whole by another call.
+                let needed = usize::try_from(p.total).unwrap_or(usize::MAX);
+                return Err(Error::BufferTooShort { needed, got: limit });
+            }
+            if let Some(p) = partial.take() {
+                target.out.extend(&p.bytes);
+                target.collecting = Some(p.total);
+            }
+            self.shared.has_partial.store(false, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut target = ReadTarget { conn: self, d, out, limit, collecting: None };
-        if let Some(p) = stash {
-            target.out.extend_from_slice(&p.bytes);
-            target.collecting = Some(p.total);
+        let Some(done) = wait::wait(&self.wait.cfg, deadline, &mut target) else {
+            self.stash(&mut target);
+            return Err(Error::Timeout);
+        };
+        done
+    }
+
+    /// After a read timed out: if it was in the middle of a streamed
+    /// message, keeps what it took for the next read here.
+    fn stash(&self, target: &mut ReadTarget<'_, impl Sink>) {
+        if let Some(total) = target.collecting {
+            let mut partial = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *partial = Some(Partial { bytes: target.out.take_bytes(), total });
+            self.shared.has_partial.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let outcome = wait::wait(&self.wait.cfg, deadline, &mut target);
-        if outcome.is_none()
-            && let Some(total) = target.collecting
-        {
-            // Timed out in the middle of a streamed message: keep what we
-            // took for the next read here.
-            *partial = Some(Partial { bytes: std::mem::take(target.out), total });
-        }
-        drop(partial);
-        outcome.unwrap_or(Err(Error::Timeout))
     }
 }
 
@@ -986,17 +995,100 @@ impl WaitTarget for WriteTarget<'_> {
     }
 }
 
+/// Where a read puts a message's bytes: a `Vec` it grows, or the caller's
+/// buffer (`recv_bytes_into`, sized by the frames before any copy).
+trait Sink {
+    fn len(&self) -> usize;
+    fn clear(&mut self);
+    fn extend(&mut self, bytes: &[u8]);
+    /// Makes room for a message of `total` bytes in all.
+    fn expect(&mut self, total: u64);
+    /// Takes the next record into the sink: its frame, `None` if the ring
+    /// is empty.
+    fn take_record(&mut self, ring: &Bytes<'_, Region>) -> Result<Option<Frame>>;
+    /// The bytes so far, moved out.
+    fn take_bytes(&mut self) -> Vec<u8>;
+}
+
+/// Room reserved up front for a streamed message at most (its announced
+/// total is the peer's word: more grows as the chunks come).
+const RESERVE_AT_MOST: u64 = 256 << 20;
+
+impl Sink for Vec<u8> {
+    fn len(&self) -> usize {
+        self.len()
+    }
+
+    fn clear(&mut self) {
+        self.clear();
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn expect(&mut self, total: u64) {
+        let more = total.min(RESERVE_AT_MOST).saturating_sub(self.len() as u64);
+        self.reserve(usize::try_from(more).unwrap_or(0));
+    }
+
+    fn take_record(&mut self, ring: &Bytes<'_, Region>) -> Result<Option<Frame>> {
+        ring.try_read_frame(self)
+    }
+
+    fn take_bytes(&mut self) -> Vec<u8> {
+        std::mem::take(self)
+    }
+}
+
+/// The caller's buffer and how much of it holds the message so far.
+struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Sink for SliceSink<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn expect(&mut self, _: u64) {}
+
+    fn take_record(&mut self, ring: &Bytes<'_, Region>) -> Result<Option<Frame>> {
+        let taken = ring.try_read_frame_to(&mut self.buf[self.len..])?;
+        Ok(taken.map(|(frame, n)| {
+            self.len += n;
+            frame
+        }))
+    }
+
+    fn take_bytes(&mut self) -> Vec<u8> {
+        let bytes = self.buf[..self.len].to_vec();
+        self.len = 0;
+        bytes
+    }
+}
+
 /// A reader collecting one message.
-struct ReadTarget<'a> {
+struct ReadTarget<'a, S> {
     conn: &'a Connection,
     d: usize,
-    out: &'a mut Vec<u8>,
+    out: &'a mut S,
     limit: Option<usize>,
     /// The total length of the streamed message being collected.
     collecting: Option<u64>,
 }
 
-impl ReadTarget<'_> {
+impl<S: Sink> ReadTarget<'_, S> {
     /// Drops a partial message that will never be completed.
     fn drop_partial(&mut self) {
         self.collecting = None;
@@ -1061,13 +1153,16 @@ impl ReadTarget<'_> {
                     Some(_) => {}
                 },
             }
-            if let Err(e) = ring.try_read_frame(self.out) {
+            if let Err(e) = self.out.take_record(&ring) {
                 return Some(Err(e));
             }
             self.conn.dir(self.d).ctl.not_full.notify(1);
             match frame {
                 Frame::Whole => return Some(Ok(())),
-                Frame::First(total) => self.collecting = Some(total),
+                Frame::First(total) => {
+                    self.collecting = Some(total);
+                    self.out.expect(total);
+                }
                 Frame::More => {}
             }
             if self.collecting.is_some_and(|total| self.out.len() as u64 == total) {
@@ -1078,7 +1173,7 @@ impl ReadTarget<'_> {
     }
 }
 
-impl WaitTarget for ReadTarget<'_> {
+impl<S: Sink> WaitTarget for ReadTarget<'_, S> {
     type Output = Result<()>;
     const PROBES: bool = true;
 

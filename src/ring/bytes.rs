@@ -564,6 +564,21 @@ macro_rules! bytes_impl {
                 Ok(Some(frame))
             }
 
+            /// Takes the next record, copying its data to the start of
+            /// `dst` (reader only): its frame and data length, or `None` if
+            /// the ring is empty. A record with more data than `dst` holds is
+            /// not taken (`Corrupt`: the caller sized `dst` from the frames).
+            pub fn try_read_frame_to(&self, dst: &mut [u8]) -> Result<Option<(Frame, usize)>> {
+                let Some((tag, len, at, next)) = self.next_record()? else { return Ok(None) };
+                let (frame, data) = self.frame_at(tag, len, at);
+                let Some(dst) = dst.get_mut(..data) else {
+                    return Err(self.corrupt(format!("a record of {data} bytes where {} were left for it", dst.len())));
+                };
+                self.region.copy_out(at + (len - data), dst);
+                self.taken(next);
+                Ok(Some((frame, data)))
+            }
+
             /// Takes the next record without copying it out (reader only):
             /// `false` if the ring is empty.
             pub fn skip(&self) -> Result<bool> {
