@@ -327,7 +327,7 @@ fn dropping_every_copy_of_an_end_is_end_of_file_for_the_peer() {
 
 #[test]
 fn a_peer_killed_by_sigkill_is_end_of_file_after_what_it_sent() {
-    for run in 0..12u64 {
+    for run in 0..40u64 {
         let (a, b) = pipe_with_capacity(4096, true).unwrap();
         let dog = watch(&a);
         // The child sends numbered messages as fast as it can, some of them
@@ -359,7 +359,7 @@ fn a_peer_killed_by_sigkill_is_end_of_file_after_what_it_sent() {
 
 #[test]
 fn a_reader_killed_mid_stream_makes_the_writer_fail_not_hang() {
-    for run in 0..6u64 {
+    for run in 0..20u64 {
         let (a, b) = pipe_with_capacity(1024, true).unwrap();
         let dog = watch(&a);
         let reader = b.clone();
