@@ -122,6 +122,9 @@ fn no_listener_an_address_in_use_and_a_bad_address() {
     let address = unique_name("listen-none");
     assert!(matches!(client(&address, None), Err(Error::NotFound { .. })));
     let l = Listener::bind(&address, None).unwrap();
+    // Only the owning user may connect.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(shm_path(&address)).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the listener's segment is private to its user");
     assert!(matches!(Listener::bind(&address, None), Err(Error::AlreadyExists { .. })));
     assert!(matches!(Listener::bind("../escape", None), Err(Error::InvalidName { .. })));
     drop(l);
