@@ -60,7 +60,7 @@ use crate::error::{Error, Result};
 use crate::loom::{self, AtomicU64, Ordering};
 use crate::os::{self, Deadline, FutexWait, TaskId};
 use crate::ring::Padded;
-use crate::ring::bytes::{self, Bytes, BytesHeader, FIRST_PREFIX, Frame, Region, Write};
+use crate::ring::bytes::{self, Bytes, BytesHeader, FIRST_PREFIX, Frame, Peeked, Region, Write};
 use crate::segment::{Kind, Layout, Shared, SharedState};
 use crate::sync::owner::{Acquired, OwnerLock};
 use crate::sync::wait::{self, WaitTarget};
@@ -1003,9 +1003,8 @@ trait Sink {
     fn extend(&mut self, bytes: &[u8]);
     /// Makes room for a message of `total` bytes in all.
     fn expect(&mut self, total: u64);
-    /// Takes the next record into the sink: its frame, `None` if the ring
-    /// is empty.
-    fn take_record(&mut self, ring: &Bytes<'_, Region>) -> Result<Option<Frame>>;
+    /// Takes the record `p` (just peeked) into the sink.
+    fn take_record(&mut self, ring: &Bytes<'_, Region>, p: &Peeked) -> Result<()>;
     /// The bytes so far, moved out.
     fn take_bytes(&mut self) -> Vec<u8>;
 }
@@ -1032,8 +1031,9 @@ impl Sink for Vec<u8> {
         self.reserve(usize::try_from(more).unwrap_or(0));
     }
 
-    fn take_record(&mut self, ring: &Bytes<'_, Region>) -> Result<Option<Frame>> {
-        ring.try_read_frame(self)
+    fn take_record(&mut self, ring: &Bytes<'_, Region>, p: &Peeked) -> Result<()> {
+        ring.take_peeked(p, self);
+        Ok(())
     }
 
     fn take_bytes(&mut self) -> Vec<u8> {
@@ -1063,12 +1063,10 @@ impl Sink for SliceSink<'_> {
 
     fn expect(&mut self, _: u64) {}
 
-    fn take_record(&mut self, ring: &Bytes<'_, Region>) -> Result<Option<Frame>> {
-        let taken = ring.try_read_frame_to(&mut self.buf[self.len..])?;
-        Ok(taken.map(|(frame, n)| {
-            self.len += n;
-            frame
-        }))
+    fn take_record(&mut self, ring: &Bytes<'_, Region>, p: &Peeked) -> Result<()> {
+        ring.take_peeked_to(p, &mut self.buf[self.len..])?;
+        self.len += p.len;
+        Ok(())
     }
 
     fn take_bytes(&mut self) -> Vec<u8> {
@@ -1107,11 +1105,12 @@ impl<S: Sink> ReadTarget<'_, S> {
     fn take(&mut self) -> Option<Result<()>> {
         let ring = self.conn.ring(self.d);
         loop {
-            let (frame, len) = match ring.peek_frame() {
-                Ok(Some(f)) => f,
+            let p = match ring.peek_record() {
+                Ok(Some(p)) => p,
                 Ok(None) => return None,
                 Err(e) => return Some(Err(e)),
             };
+            let (frame, len) = (p.frame, p.len);
             match frame {
                 Frame::Whole | Frame::First(_) if self.collecting.is_some() => {
                     // The writer of the message we were collecting died, and
@@ -1139,9 +1138,7 @@ impl<S: Sink> ReadTarget<'_, S> {
                     // A chunk whose reader died after taking the first ones:
                     // that message is lost.
                     None => {
-                        if let Err(e) = ring.skip() {
-                            return Some(Err(e));
-                        }
+                        ring.skip_peeked(&p);
                         continue;
                     }
                     Some(total) if self.out.len() as u64 + len as u64 > total => {
@@ -1153,7 +1150,7 @@ impl<S: Sink> ReadTarget<'_, S> {
                     Some(_) => {}
                 },
             }
-            if let Err(e) = self.out.take_record(&ring) {
+            if let Err(e) = self.out.take_record(&ring, &p) {
                 return Some(Err(e));
             }
             self.conn.dir(self.d).ctl.not_full.notify(1);

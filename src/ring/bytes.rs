@@ -235,6 +235,19 @@ pub struct InRing<R> {
     len: usize,
 }
 
+/// A record found by [`Bytes::peek_record`], not taken yet.
+#[derive(Debug, Clone, Copy)]
+pub struct Peeked {
+    /// What the record holds.
+    pub frame: Frame,
+    /// Its data bytes (a [`Frame::First`]'s prefix not counted).
+    pub len: usize,
+    /// Where its data starts in the region.
+    at: usize,
+    /// The reader's position after it.
+    next: u64,
+}
+
 /// Why a write did not happen.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Write {
@@ -539,51 +552,68 @@ macro_rules! bytes_impl {
                 Ok(ReadInto::Message(message))
             }
 
-            /// The next record's frame and its data length (a
-            /// [`Frame::First`]'s prefix not counted), without taking it
-            /// (reader only); `None` if the ring is empty.
-            pub fn peek_frame(&self) -> Result<Option<(Frame, usize)>> {
-                Ok(self.next_record()?.map(|(tag, len, at, _)| self.frame_at(tag, len, at)))
+            /// The next record, without taking it (reader only): its frame,
+            /// its data length (a [`Frame::First`]'s prefix not counted) and
+            /// where it lies, checked; `None` if the ring is empty. Take it
+            /// with [`take_peeked`](Self::take_peeked) and friends.
+            pub fn peek_record(&self) -> Result<Option<Peeked>> {
+                Ok(self.next_record()?.map(|(tag, len, at, next)| {
+                    let (frame, data) = match tag {
+                        FIRST => (Frame::First(self.header_at(at)), len - FIRST_PREFIX),
+                        MORE => (Frame::More, len),
+                        _ => (Frame::Whole, len),
+                    };
+                    Peeked { frame, len: data, at: at + (len - data), next }
+                }))
             }
 
-            fn frame_at(&self, tag: u64, len: usize, at: usize) -> (Frame, usize) {
-                match tag {
-                    FIRST => (Frame::First(self.header_at(at)), len - FIRST_PREFIX),
-                    MORE => (Frame::More, len),
-                    _ => (Frame::Whole, len),
-                }
+            /// The next record's frame and data length, without taking it
+            /// (reader only); `None` if the ring is empty.
+            pub fn peek_frame(&self) -> Result<Option<(Frame, usize)>> {
+                Ok(self.peek_record()?.map(|p| (p.frame, p.len)))
+            }
+
+            /// Takes the record `p` (the last one peeked), appending its data
+            /// to `out`.
+            pub fn take_peeked(&self, p: &Peeked, out: &mut Vec<u8>) {
+                self.append(p.at, p.len, out);
+                self.taken(p.next);
+            }
+
+            /// Takes the record `p`, copying its data to the start of `dst`;
+            /// a record with more data than `dst` holds is not taken
+            /// (`Corrupt`: the caller sized `dst` from the frames).
+            pub fn take_peeked_to(&self, p: &Peeked, dst: &mut [u8]) -> Result<()> {
+                let room = dst.len();
+                let Some(dst) = dst.get_mut(..p.len) else {
+                    return Err(self.corrupt(format!("a record of {} bytes where {room} were left for it", p.len)));
+                };
+                self.region.copy_out(p.at, dst);
+                self.taken(p.next);
+                Ok(())
+            }
+
+            /// Takes the record `p` without copying it out.
+            pub fn skip_peeked(&self, p: &Peeked) {
+                self.taken(p.next);
             }
 
             /// Takes the next record, appending its data to `out` (reader
-            /// only); its frame, or `None` if the ring is empty.
+            /// only); its frame, or `None` if the ring is empty. (For the
+            /// models and tests: a pipe peeks, checks, then takes.)
+            #[cfg(any(test, loom))]
             pub fn try_read_frame(&self, out: &mut Vec<u8>) -> Result<Option<Frame>> {
-                let Some((tag, len, at, next)) = self.next_record()? else { return Ok(None) };
-                let (frame, data) = self.frame_at(tag, len, at);
-                self.append(at + (len - data), data, out);
-                self.taken(next);
-                Ok(Some(frame))
-            }
-
-            /// Takes the next record, copying its data to the start of
-            /// `dst` (reader only): its frame and data length, or `None` if
-            /// the ring is empty. A record with more data than `dst` holds is
-            /// not taken (`Corrupt`: the caller sized `dst` from the frames).
-            pub fn try_read_frame_to(&self, dst: &mut [u8]) -> Result<Option<(Frame, usize)>> {
-                let Some((tag, len, at, next)) = self.next_record()? else { return Ok(None) };
-                let (frame, data) = self.frame_at(tag, len, at);
-                let Some(dst) = dst.get_mut(..data) else {
-                    return Err(self.corrupt(format!("a record of {data} bytes where {} were left for it", dst.len())));
-                };
-                self.region.copy_out(at + (len - data), dst);
-                self.taken(next);
-                Ok(Some((frame, data)))
+                let Some(p) = self.peek_record()? else { return Ok(None) };
+                self.take_peeked(&p, out);
+                Ok(Some(p.frame))
             }
 
             /// Takes the next record without copying it out (reader only):
             /// `false` if the ring is empty.
+            #[cfg(any(test, loom))]
             pub fn skip(&self) -> Result<bool> {
-                let Some((_, _, _, next)) = self.next_record()? else { return Ok(false) };
-                self.taken(next);
+                let Some(p) = self.peek_record()? else { return Ok(false) };
+                self.skip_peeked(&p);
                 Ok(true)
             }
 
@@ -639,6 +669,7 @@ macro_rules! bytes_impl {
             }
         }
 
+        #[allow(clippy::len_without_is_empty, reason = "a view for `Received`, which has both")]
         impl$(<$lt>)? InRing<Region$(<$lt>)?> {
             /// The message's length.
             pub fn len(&self) -> usize {
