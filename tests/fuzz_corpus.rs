@@ -15,6 +15,8 @@
 
 #[path = "../fuzz/harness/open_array.rs"]
 mod open_array;
+#[path = "../fuzz/harness/open_pipe.rs"]
+mod open_pipe;
 #[path = "../fuzz/harness/open_queue.rs"]
 mod open_queue;
 #[path = "../fuzz/harness/open_segment.rs"]
@@ -53,11 +55,12 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 type Harness = fn(&[u8]) -> Vec<&'static str>;
 
 /// Every fuzz target and its harness.
-const TARGETS: [(&str, Harness); 4] = [
+const TARGETS: [(&str, Harness); 5] = [
     ("open_segment", open_segment::exercise),
     ("open_array", open_array::exercise),
     ("queue_model", queue_model::exercise),
     ("open_queue", open_queue::exercise),
+    ("open_pipe", open_pipe::exercise),
 ];
 
 /// Runs `harness` on `path`'s bytes (see [`replay_bytes`]).
@@ -163,6 +166,7 @@ fn fresh_seeds_open_as_expected() {
             "open_array" => array_seeds(),
             "queue_model" => model_seeds(),
             "open_queue" => queue_seeds(),
+            "open_pipe" => pipe_seeds(),
             other => panic!("no seeds for fuzz target {other}"),
         };
         if let Some(dir) = &out {
@@ -837,4 +841,347 @@ fn object_seeds(ob: &[u8], jo: &[u8]) -> Vec<Seed> {
     out.push(seed("object-counts-max", &u64_at(&u64_at(ob, 256, u64::MAX), 264, u64::MAX)));
     out.push(seed("object-unfinished-zero", &u64_at(jo, 264, 0)));
     out
+}
+
+/// A pipe payload (`open_pipe`'s layout constants), built up for the seeds:
+/// records are appended as a writer appends them, padding included.
+#[derive(Clone)]
+struct PipeState {
+    p: Vec<u8>,
+    capacity: usize,
+}
+
+impl PipeState {
+    /// A fresh pipe with rings of `capacity` bytes: every byte zero.
+    fn new(capacity: usize) -> Self {
+        PipeState { p: vec![0; open_pipe::STATE + 2 * capacity], capacity }
+    }
+
+    fn at(mut self, at: usize, v: u64) -> Self {
+        self.p[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    fn at32(mut self, at: usize, v: u32) -> Self {
+        self.p[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    fn get(&self, at: usize) -> u64 {
+        u64::from_le_bytes(self.p[at..at + 8].try_into().unwrap())
+    }
+
+    /// Direction `d`'s field at `field` (an `open_pipe::at` offset).
+    fn field(self, d: usize, field: usize, v: u64) -> Self {
+        self.at(open_pipe::dir_at(d, field), v)
+    }
+
+    /// Direction `d`'s positions, as a ring at rest has them (each side's
+    /// copies equal to the published positions).
+    fn positions(self, d: usize, head: u64, tail: u64) -> Self {
+        use open_pipe::at;
+        let s = self.field(d, at::HEAD, head).field(d, at::READER_OWN, head).field(d, at::WRITER_SEEN, head);
+        s.field(d, at::TAIL, tail).field(d, at::WRITER_OWN, tail).field(d, at::READER_SEEN, tail)
+    }
+
+    /// Appends a record to direction `d` at the writer's position, as the
+    /// crate's writer does (padding to the region's end first if it does
+    /// not fit there), with `len` as its header's length.
+    fn record_len(mut self, d: usize, tag: u64, len: u64, payload: &[u8]) -> Self {
+        use open_pipe::{at, data_at, tag::PAD};
+        let cap = self.capacity as u64;
+        let tail = self.get(open_pipe::dir_at(d, at::WRITER_OWN));
+        let rec = 8 + payload.len().next_multiple_of(8) as u64;
+        let (mut off, mut next) = (tail % cap, tail.wrapping_add(rec));
+        let base = data_at(d, self.capacity);
+        if off + rec > cap {
+            self = self.at(base + off as usize, (cap - off - 8) | PAD << 32);
+            next = next.wrapping_add(cap - off);
+            off = 0;
+        }
+        let head = self.get(open_pipe::dir_at(d, at::READER_OWN));
+        assert!(next.wrapping_sub(head) <= cap, "records past the ring's room");
+        let at = base + off as usize;
+        self = self.at(at, len | tag << 32);
+        self.p[at + 8..at + 8 + payload.len()].copy_from_slice(payload);
+        self.field(d, at::TAIL, next).field(d, at::WRITER_OWN, next)
+    }
+
+    fn record(self, d: usize, tag: u64, payload: &[u8]) -> Self {
+        self.record_len(d, tag, payload.len() as u64, payload)
+    }
+
+    fn whole(self, d: usize, message: &[u8]) -> Self {
+        self.record(d, open_pipe::tag::MSG, message)
+    }
+
+    /// A FIRST record: the total, then the first chunk.
+    fn first(self, d: usize, total: u64, chunk: &[u8]) -> Self {
+        self.record(d, open_pipe::tag::FIRST, &[&total.to_le_bytes()[..], chunk].concat())
+    }
+
+    fn more(self, d: usize, chunk: &[u8]) -> Self {
+        self.record(d, open_pipe::tag::MORE, chunk)
+    }
+
+    /// `message` streamed into direction `d` as the crate's writer cuts it
+    /// (a FIRST, then MORE chunks of half a record); only its first `records`.
+    fn streamed(self, d: usize, message: &[u8], records: usize) -> Self {
+        let max = open_pipe::max_payload(self.capacity);
+        let chunk = (max / 2).max(1);
+        let (first, rest) = message.split_at(chunk.min(max - 8));
+        let s = self.first(d, message.len() as u64, first);
+        rest.chunks(chunk).take(records - 1).fold(s, |s, c| s.more(d, c))
+    }
+
+    fn closed(self, d: usize, v: u32) -> Self {
+        self.at32(open_pipe::dir_at(d, open_pipe::at::CLOSED), v)
+    }
+
+    /// Direction `d`'s writers' lock (`lock` = `at::WRITERS`) or readers'.
+    fn lock(self, d: usize, lock: usize, word: u32, stamp: u64) -> Self {
+        let at = open_pipe::dir_at(d, lock);
+        self.at32(at, word).at(at + 8, stamp)
+    }
+
+    /// Record `i` of end `e`'s holder table.
+    fn holder(self, e: usize, i: usize, stamp: u64) -> Self {
+        self.at(open_pipe::holder_at(e, i), stamp)
+    }
+}
+
+/// A pipe payload as an `open_pipe` shaped input (mode `mode`, which gets
+/// the shaped bit): the size byte, then the parts `open_pipe::shaped_regions`
+/// names, trailing zeros cut. Checks that the harness makes the payload of
+/// it again: it must hold nothing outside those parts.
+fn pipe_shaped(mode: u8, s: &PipeState) -> Vec<u8> {
+    use open_pipe::{shaped_capacity, shaped_payload, shaped_regions};
+    let size = (s.capacity / open_pipe::MIN_CAPACITY).trailing_zeros() as u8;
+    assert_eq!(shaped_capacity(size), s.capacity, "no shaped size for a {}-byte ring", s.capacity);
+    let mut body: Vec<u8> = shaped_regions(s.capacity).iter().flat_map(|&(at, n)| &s.p[at..at + n]).copied().collect();
+    body.truncate(body.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
+    assert!(shaped_payload(size, &body) == s.p, "a pipe payload holds bytes that a shaped input does not reach");
+    [&[mode | open_pipe::mode::SHAPED, size][..], &body].concat()
+}
+
+/// Checks the seeds' layout against the crate: a pipe forged with the
+/// harness's header opens by name, and messages sent through it by the crate
+/// leave exactly the bytes [`PipeState`] writes (holder records and lock
+/// stamps aside: they name this process); then the crate reads them back.
+fn check_pipe_layout() {
+    use open_pipe::{HOLDERS, at, dir_at, holder_at};
+    use shmproc::Connection;
+    let capacity = 1024;
+    let empty = PipeState::new(capacity);
+    let mut file = open_pipe::header(empty.p.len(), true);
+    file.extend_from_slice(&empty.p);
+    let shm = shm_file::ShmFile::write(&file);
+    let (a, b) = (Connection::open_named_end(&shm.name, 0).unwrap(), Connection::open_named_end(&shm.name, 1).unwrap());
+    assert_eq!((a.capacity(), b.capacity()), (capacity, capacity));
+    let big: Vec<u8> = (0..600u32).map(|i| (i * 7) as u8).collect();
+    b.send_bytes(b"hello").unwrap();
+    b.send_bytes(&big).unwrap(); // a FIRST and two MOREs
+    a.send_bytes(b"back").unwrap();
+    let mut sent = PipeState { p: file_of(&shm.name)[shmproc::segment::HEADER_LEN..].to_vec(), capacity };
+    for e in 0..2 {
+        assert_ne!(sent.get(holder_at(e, 0)), 0, "end {e}'s holder record");
+        assert!((1..HOLDERS).all(|i| sent.get(holder_at(e, i)) == 0), "one record per end");
+        sent = sent.holder(e, 0, 0);
+        let writers = dir_at(e, at::WRITERS);
+        assert_eq!(sent.get(writers) as u32, 0, "the writers' lock of direction {e} is released");
+        sent = sent.at(writers + 8, 0);
+    }
+    let expected = PipeState::new(capacity).whole(1, b"hello").streamed(1, &big, 3).whole(0, b"back");
+    assert!(sent.p == expected.p, "the crate's pipe differs from the seeds' layout");
+    let tick = Duration::from_millis(100);
+    assert_eq!(a.recv_bytes_timeout(tick).unwrap(), b"hello");
+    assert_eq!(a.recv_bytes_timeout(tick).unwrap(), big);
+    assert_eq!(b.recv_bytes_timeout(tick).unwrap(), b"back");
+    drop((a, b, shm));
+}
+
+/// Process stamps (`start << 22 | pid`) and lock words (a tid) for the
+/// `open_pipe` seeds: 4194303 is past `pid_max`, so no such process...
+const DEAD: u64 = (1 << 22) - 1;
+/// ... and pid 1 lives (start time 0: not checked).
+const LIVE: u64 = 1;
+/// What an `open_pipe` input that opens both ends and sees nothing else
+/// reports.
+const BOTH_ENDS: [&str; 2] = ["end0", "end1"];
+
+/// [`BOTH_ENDS`], then `extra`.
+fn both_and(extra: &[&'static str]) -> Vec<&'static str> {
+    [&BOTH_ENDS[..], extra].concat()
+}
+
+/// An `open_pipe` seed of pipe `s` in the shaped encoding, mode `mode`.
+fn pipe_seed(name: &str, mode: u8, s: &PipeState, opens_as: &[&'static str]) -> Seed {
+    Seed { name: format!("seed-{name}"), bytes: pipe_shaped(mode, s), opens_as: opens_as.to_vec() }
+}
+
+/// An `open_pipe` seed of a raw payload, mode `mode`.
+fn raw_pipe_seed(name: &str, mode: u8, payload: &[u8], opens_as: &[&'static str]) -> Seed {
+    Seed { name: format!("seed-{name}"), bytes: [&[mode][..], payload].concat(), opens_as: opens_as.to_vec() }
+}
+
+/// `open_pipe` seeds: valid pipes holding whole, streamed and partial
+/// messages, framing garbage, closed directions, locks and holder records
+/// naming dead (pid 4194303) and live (pid 1) processes, and raw payloads of
+/// the right and wrong sizes. The layout is checked against the crate first.
+fn pipe_seeds() -> Vec<Seed> {
+    check_pipe_layout();
+    let mut out = pipe_message_seeds();
+    out.extend(pipe_state_seeds());
+    out.extend(pipe_raw_seeds());
+    out
+}
+
+/// `open_pipe` seeds: messages whole and streamed, complete or not, and
+/// garbage in their records.
+fn pipe_message_seeds() -> Vec<Seed> {
+    use open_pipe::at;
+    use open_pipe::mode::{BOTH, BOTH_REVERSED, END0, END1, LONG};
+    use open_pipe::tag::{FIRST, MSG, PAD};
+    let message = both_and(&["message"]);
+    let corrupt = both_and(&["corrupt"]);
+    let streamed = both_and(&["streamed"]);
+    let fresh = PipeState::new(256);
+    let mut out = Vec::new();
+    let mut seed = |name: &str, mode: u8, s: &PipeState, opens_as: &[&'static str]| {
+        out.push(pipe_seed(name, mode, s, opens_as));
+    };
+    for size in 0..6u8 {
+        seed(&format!("empty-{size}"), BOTH, &PipeState::new(64 << size), &BOTH_ENDS);
+    }
+    let hello = fresh.clone().whole(1, b"hello").whole(0, b"world!");
+    seed("whole-message", BOTH, &hello, &message);
+    seed("whole-message-reversed", BOTH_REVERSED, &hello, &message);
+    seed("whole-message-end0", END0, &hello, &["end0", "message"]);
+    seed("whole-message-end1-long", END1 | LONG, &hello, &["end1", "message"]);
+
+    // Streamed: 600 bytes through a 1024-byte ring (a FIRST, two MOREs).
+    let big: Vec<u8> = (0..600u32).map(|i| (i * 13 + 1) as u8).collect();
+    let k = PipeState::new(1024);
+    seed("streamed", BOTH, &k.clone().streamed(1, &big, 3), &streamed);
+    seed("streamed-long", BOTH | LONG, &k.clone().streamed(1, &big, 3).streamed(0, &big[..300], 2), &streamed);
+    // The writer died after two records, holding the writers' lock: kept
+    // between timed-out reads, dropped once probed (long) or at the close.
+    let partial = k.clone().streamed(1, &big, 2);
+    let dead_writer = partial.clone().lock(1, at::WRITERS, DEAD as u32, DEAD);
+    seed("stream-partial-dead-writer", BOTH, &dead_writer, &BOTH_ENDS);
+    seed("stream-partial-dead-writer-long", BOTH | LONG, &dead_writer, &BOTH_ENDS);
+    seed("stream-partial-writer-free", BOTH, &partial, &BOTH_ENDS);
+    seed(
+        "stream-partial-live-writer",
+        BOTH | LONG,
+        &partial.clone().lock(1, at::WRITERS, LIVE as u32, LIVE),
+        &BOTH_ENDS,
+    );
+    seed("writers-lock-junk", BOTH, &partial.clone().lock(1, at::WRITERS, 0x7fc0_0000, u64::MAX), &BOTH_ENDS);
+    // Another message begins after the partial one: that one is lost.
+    seed("stream-partial-then-whole", BOTH, &dead_writer.clone().whole(1, b"next"), &message);
+    seed("stream-partial-then-streamed", BOTH, &partial.clone().streamed(1, &big[..300], 2), &streamed);
+    // MORE chunks whose FIRST a dead reader took: skipped.
+    seed("orphan-more", BOTH, &k.clone().more(1, &big[..40]).more(1, &big[40..50]).whole(1, b"after"), &message);
+    seed("orphan-more-only", BOTH, &k.clone().more(1, &big[..40]), &BOTH_ENDS);
+
+    // Framing garbage.
+    seed("first-short", BOTH, &fresh.clone().record(1, FIRST, &[1, 2, 3, 4]), &corrupt);
+    seed("first-total-not-above-chunk", BOTH, &fresh.clone().first(1, 10, &[7; 10]).more(1, &[1]), &corrupt);
+    seed("first-total-huge", BOTH, &fresh.clone().first(1, u64::MAX, &[7; 10]).more(1, &[1]), &corrupt);
+    seed("first-total-over-isize", BOTH, &fresh.clone().first(1, 1 << 63, &[7; 10]), &corrupt);
+    seed("chunks-past-total", BOTH, &fresh.clone().first(1, 20, &[7; 10]).more(1, &[8; 16]), &corrupt);
+    let restarted = fresh.clone().first(1, 20, &[7; 10]).first(1, 12, &[5; 4]).more(1, &[6; 8]);
+    seed("first-then-first", BOTH, &restarted, &streamed);
+    seed("record-len-lies", BOTH, &fresh.clone().record_len(1, MSG, 200, b"short"), &corrupt);
+    seed("record-tag-junk", BOTH, &fresh.clone().record(1, 0xdead, b"junk"), &corrupt);
+    // Padding at the end of a 64-byte ring: a message at 40, padding at 56,
+    // the next message from 0.
+    let small = PipeState::new(64).positions(1, 40, 40);
+    seed("pad-at-end", BOTH, &small.clone().whole(1, &[1; 8]).whole(1, &[2; 3]), &message);
+    let pad_alone = small.clone().field(1, at::TAIL, 64).field(1, at::WRITER_OWN, 64);
+    seed("pad-alone", BOTH, &pad_alone.at(open_pipe::data_at(1, 64) + 40, 16 | PAD << 32), &corrupt);
+    seed("pad-short", BOTH, &small.clone().record(1, PAD, &[]).whole(1, &[3; 8]), &corrupt);
+    // Half the ring and more in one MSG record: no writer makes one (the
+    // largest is 24 bytes in 64), yet it lies inside the region.
+    seed("whole-over-max-payload", BOTH, &PipeState::new(64).whole(1, &[9; 48]), &both_and(&["message", "oversized"]));
+    seed("whole-past-region", BOTH, &PipeState::new(64).record_len(1, MSG, 60, &[9; 48]), &corrupt);
+    out
+}
+
+/// `open_pipe` seeds: positions, closed flags, sleepers, locks and holder
+/// records.
+fn pipe_state_seeds() -> Vec<Seed> {
+    use open_pipe::at;
+    use open_pipe::mode::{BOTH, END0, END1, LONG};
+    let message = both_and(&["message"]);
+    let both_corrupt = both_and(&["message", "corrupt"]);
+    let fresh = PipeState::new(256);
+    let hello = fresh.clone().whole(1, b"hello").whole(0, b"world!");
+    let mut out = Vec::new();
+    let mut seed = |name: &str, mode: u8, s: &PipeState, opens_as: &[&'static str]| {
+        out.push(pipe_seed(name, mode, s, opens_as));
+    };
+    // Positions (direction 1's; direction 0 still holds a message).
+    seed("tail-unaligned", BOTH, &hello.clone().field(1, at::TAIL, 12), &both_corrupt);
+    seed("tail-unaligned-seen", BOTH, &hello.clone().field(1, at::READER_SEEN, 12), &both_corrupt);
+    seed("tail-far-ahead", BOTH, &fresh.clone().field(1, at::TAIL, 1000), &both_and(&["corrupt"]));
+    seed("head-ahead-of-tail", BOTH, &hello.clone().field(1, at::READER_OWN, 64), &both_corrupt);
+    seed("positions-wrap", BOTH, &fresh.clone().positions(1, u64::MAX - 7, u64::MAX - 7).whole(1, b"wrap"), &message);
+    // Closed directions, with data left to drain.
+    seed("closed-with-data", BOTH, &hello.clone().closed(1, 1), &message);
+    seed("closed-junk", END0, &hello.clone().closed(1, 0xdead_beef).closed(0, 7), &["end0", "message"]);
+    seed("closed-empty", BOTH, &fresh.clone().closed(0, 1).closed(1, 1), &BOTH_ENDS);
+    seed("sleepers-junk", BOTH, &hello.clone().field(1, at::CLOSED + 16, u64::MAX), &message);
+    // The readers' lock: held by a live process, a dead one (taken over
+    // after a probe: long mode), junk (taken over at once).
+    let read_locked = |word: u32, stamp: u64| fresh.clone().whole(1, b"hello").lock(1, at::READERS, word, stamp);
+    seed("readers-lock-live", BOTH, &read_locked(LIVE as u32, LIVE), &BOTH_ENDS);
+    seed("readers-lock-dead", BOTH, &read_locked(DEAD as u32, DEAD), &BOTH_ENDS);
+    seed("readers-lock-dead-long", BOTH | LONG, &read_locked(DEAD as u32, DEAD), &message);
+    seed("readers-lock-junk", BOTH, &read_locked(0x7fff_ffff, 0), &message);
+    // A long wait probes the peer: no holder record at all (and no token for
+    // a connection made by name), or only dead ones, is a peer gone.
+    seed("empty-end0-long", END0 | LONG, &fresh, &["end0", "gone"]);
+    let dead_peer = (0..open_pipe::SHAPED_HOLDERS).fold(fresh.clone(), |s, i| s.holder(1, i, DEAD - i as u64));
+    seed("holders-dead-end0-long", END0 | LONG, &dead_peer, &["end0", "gone"]);
+    seed("holders-live-end0-long", END0 | LONG, &dead_peer.clone().holder(1, 3, LIVE), &["end0"]);
+    seed("holders-dead-end1-long", END1 | LONG, &fresh.clone().holder(0, 2, DEAD), &["end1", "gone"]);
+    seed("holders-dead-both-long", BOTH | LONG, &dead_peer.clone().holder(0, 0, DEAD).whole(1, b"x"), &message);
+    out
+}
+
+/// `open_pipe` seeds as raw payloads: every holder record of a table (a
+/// shaped input reaches the first few only), and payload sizes.
+fn pipe_raw_seeds() -> Vec<Seed> {
+    use open_pipe::mode::{BOTH, END0, END1, LONG, SHAPED, SIMPLEX};
+    use open_pipe::{HOLDERS, STATE};
+    let message = both_and(&["message"]);
+    let every = |e: usize, stamp: &dyn Fn(usize) -> u64| {
+        (0..HOLDERS).fold(PipeState::new(64).whole(1, b"hi"), |s, i| s.holder(e, i, stamp(i)))
+    };
+    let dead = |i: usize| DEAD - i as u64;
+    let junk = |i: usize| 0x2545_f491_4f6c_dd1d_u64.wrapping_mul(i as u64 + 3);
+    let all_junk = (0..HOLDERS).fold(every(0, &junk), |s, i| s.holder(1, i, junk(i + HOLDERS)));
+    let hello = PipeState::new(256).whole(1, b"hello").whole(0, b"world!");
+    let p = &PipeState::new(256).p;
+    vec![
+        raw_pipe_seed("raw-valid", BOTH, &hello.p, &message),
+        raw_pipe_seed("holders-end0-all-live", BOTH, &every(0, &|_| LIVE).p, &["end1", "overflow"]),
+        raw_pipe_seed("holders-end0-all-dead", BOTH, &every(0, &dead).p, &message),
+        raw_pipe_seed("holders-end0-all-dead-long", END1 | LONG, &every(0, &dead).p, &["end1", "gone"]),
+        raw_pipe_seed("holders-end1-all-live-long", END0 | LONG, &every(1, &|_| LIVE).p, &["end0", "message"]),
+        raw_pipe_seed("holders-all-junk", BOTH | LONG, &all_junk.p, &message),
+        raw_pipe_seed("raw-simplex", SIMPLEX, p, &[]),
+        raw_pipe_seed("raw-simplex-size", SIMPLEX, &p[..STATE + 256], &[]),
+        raw_pipe_seed("raw-truncated", BOTH, &p[..p.len() - 8], &[]),
+        raw_pipe_seed("raw-state-only", BOTH, &p[..STATE], &[]),
+        raw_pipe_seed("raw-rings-not-power-of-two", BOTH, &[&p[..], &[0; 64]].concat(), &[]),
+        // One byte past two rings: the crate takes half the bytes after the
+        // state, rounded down (harmless: the rings lie inside the payload).
+        raw_pipe_seed("raw-odd-tail", BOTH, &[&p[..], &[0]].concat(), &BOTH_ENDS),
+        raw_pipe_seed("raw-empty", BOTH, &[], &[]),
+        Seed { name: "seed-empty".into(), bytes: Vec::new(), opens_as: vec![] },
+        Seed { name: "seed-shaped-nothing".into(), bytes: vec![SHAPED], opens_as: BOTH_ENDS.to_vec() },
+    ]
 }
