@@ -221,11 +221,12 @@ pub(crate) fn shaped_payload(size: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 /// The ring capacity a duplex pipe with a `len`-byte payload has, if it is
-/// one (as the crate judges it: half the bytes after the state, a power of
-/// two of at least 64).
+/// one (as the crate judges it: the bytes after the state are exactly two
+/// rings of a power of two of at least 64 bytes).
 pub(crate) fn capacity_of(len: usize) -> Option<usize> {
-    let capacity = len.checked_sub(STATE)? / 2;
-    (capacity >= MIN_CAPACITY && capacity.is_power_of_two()).then_some(capacity)
+    let rings = len.checked_sub(STATE)?;
+    let capacity = rings / 2;
+    (capacity >= MIN_CAPACITY && capacity.is_power_of_two() && capacity * 2 == rings).then_some(capacity)
 }
 
 /// A ready segment header for a pipe with a `payload_len`-byte payload.

@@ -193,8 +193,10 @@ fn params_of(found: Layout) -> Option<PipeParams> {
         return None;
     }
     let duplex = found.type_fp & 1 == 1;
-    let capacity = if duplex { found.tail_len / 2 } else { found.tail_len };
-    (capacity >= MIN_CAPACITY && capacity.is_power_of_two()).then_some(PipeParams { capacity, duplex })
+    let rings = if duplex { 2 } else { 1 };
+    let capacity = found.tail_len / rings;
+    (capacity >= MIN_CAPACITY && capacity.is_power_of_two() && capacity * rings == found.tail_len)
+        .then_some(PipeParams { capacity, duplex })
 }
 
 /// One end of a pipe: Python's `multiprocessing.connection.Connection`.
