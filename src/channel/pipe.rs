@@ -601,6 +601,11 @@ impl Connection {
     fn stream(&self, d: usize, buf: &[u8]) -> Result<()> {
         let max = bytes::max_payload(self.params.capacity);
         if buf.len() <= max {
+            // The common case, room now: no wait machinery.
+            if let Ok(()) = self.ring(d).try_write_frame(Frame::Whole, buf)? {
+                self.dir(d).ctl.not_empty.notify(1);
+                return Ok(());
+            }
             return self.write_record(d, Frame::Whole, buf);
         }
         // Chunks of about half a record, so that the reader can take one
@@ -783,7 +788,20 @@ impl Connection {
     /// [`read`](Self::read) for a caller that holds the readers' lock.
     fn read_locked(&self, out: &mut impl Sink, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
         out.clear();
-        let mut target = ReadTarget { conn: self, d: 1 - self.end, out, limit, collecting: None };
+        let d = 1 - self.end;
+        if !self.shared.has_partial.load(std::sync::atomic::Ordering::Relaxed) {
+            // The common case, a whole message there now: no wait machinery.
+            let ring = self.ring(d);
+            if let Some(p) = ring.peek_record()?
+                && p.frame == Frame::Whole
+                && limit.is_none_or(|limit| p.len <= limit)
+            {
+                out.take_record(&ring, &p)?;
+                self.dir(d).ctl.not_full.notify(1);
+                return Ok(());
+            }
+        }
+        let mut target = ReadTarget { conn: self, d, out, limit, collecting: None };
         // Rare: a message begun by a timed-out read here goes on.
         if self.shared.has_partial.load(std::sync::atomic::Ordering::Relaxed) {
             let mut partial = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
