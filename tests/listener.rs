@@ -211,3 +211,39 @@ fn an_accepted_connection_passes_to_a_child_by_descriptor() {
     assert_eq!(far.join().unwrap().unwrap_or_else(|e| panic!("{e}{}", dog.hung_note())), "hello");
     assert_no_pipes_left();
 }
+
+/// A listener bound in one process and accepting in a forked child (a
+/// pre-fork server): the child adopts the record the client made for the
+/// binder, so the client sees end of file when the child drops its end,
+/// while both processes live.
+#[test]
+fn a_forked_acceptor_takes_over_the_binders_hold() {
+    let _serial = serial();
+    let address = unique_name("listen-prefork");
+    // The parent keeps the listener (its drop would close it and remove the
+    // address); the child gets a copy of the handle by the fork.
+    let listener = std::sync::Arc::new(Listener::bind(&address, None).unwrap());
+    let theirs = listener.clone();
+    let done = shmproc::Event::new().unwrap();
+    let dropped = done.clone();
+    let mut acceptor = fork_child(move || {
+        let listener = theirs;
+        let conn = listener.accept().unwrap();
+        let n: u32 = conn.recv().unwrap();
+        conn.send(&(n + 1)).unwrap();
+        drop(conn);
+        dropped.set();
+        // Alive, holding nothing of the connection.
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let conn = client(&address, None).unwrap();
+    conn.send(&1u32).unwrap();
+    assert_eq!(conn.recv::<u32>().unwrap(), 2);
+    assert!(done.wait_timeout(WATCHDOG).unwrap());
+    let got = conn.recv_timeout::<u32>(WATCHDOG);
+    assert!(matches!(got, Err(Error::Closed)), "{got:?}");
+    acceptor.kill();
+    assert_no_pipes_left();
+}

@@ -566,3 +566,51 @@ fn in_place_reads_take_streamed_messages_too_and_mix_with_the_other_forms() {
     a.close();
     assert!(matches!(b.recv_in_place(|m| m.len()), Err(Error::Closed)));
 }
+
+/// A poll of zero timeout sees a dead peer (it looks on its way out, at most
+/// once per probe slice), so a `while !poll(0) { work }` loop ends.
+#[test]
+fn a_zero_timeout_poll_sees_a_dead_peer() {
+    let (a, b) = pipe().unwrap();
+    let mut child = start(Fork, move || drop(b.send(&1u8)));
+    join_ok(&mut child);
+    assert_eq!(a.recv::<u8>().unwrap(), 1);
+    assert!(common::poll_until(WATCHDOG, || a.poll(Some(Duration::ZERO)).unwrap()), "poll(0) never saw the peer go");
+    let closed = || matches!(a.recv_bytes_timeout(Duration::ZERO), Err(Error::Closed));
+    assert!(common::poll_until(WATCHDOG, closed), "a zero-timeout read never saw the peer go");
+}
+
+/// A partial message set aside by a timed-out read goes on only if nobody
+/// read on meanwhile: here a forked reader takes the next message (skipping
+/// the first one's later chunks), and the first reader's next read returns
+/// the message after that, not the first message's head spliced to the
+/// second's tail.
+#[test]
+fn a_set_aside_partial_message_is_dropped_once_another_reader_read_on() {
+    let (a, b) = pipe_with_capacity(256, true).unwrap();
+    let dog = watch(&a);
+    // M1 stalls half-way: `b` holds part of it.
+    let mut writer = stopped_mid_stream(&a, &b, 1, 3000);
+    // SAFETY: as in `stopped_mid_stream`.
+    assert_eq!(unsafe { libc::kill(writer.pid(), libc::SIGCONT) }, 0);
+    // M1's writer can finish only once M1's later chunks are read (skipped).
+    // M2, of the same size, and then a small one.
+    let sender = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            a.send_bytes(&pattern(2, 3000)).unwrap();
+            a.send_bytes(b"after").unwrap();
+        })
+    };
+    let other = b.clone();
+    let mut reader = fork_child(move || {
+        // A forked copy of the set-aside part is not ours to go on with.
+        let m = other.recv_bytes().unwrap();
+        assert_pattern(2, &m, 3000, "the forked reader's message");
+        0
+    });
+    assert_eq!(reader.wait_timeout(WATCHDOG), Some(0), "{}", reader.describe());
+    assert_eq!(writer.wait_timeout(WATCHDOG), Some(0), "{}", writer.describe());
+    sender.join().unwrap();
+    assert_eq!(b.recv_bytes().unwrap_or_else(|e| panic!("{e}{}", dog.hung_note())), b"after");
+}

@@ -52,6 +52,8 @@ const WELCOME: &[u8] = b"#WELCOME#";
 const FAILURE: &[u8] = b"#FAILURE#";
 /// Random bytes in a challenge.
 const NONCE_LEN: usize = 32;
+/// The longest handshake message (Python reads at most 256 bytes there).
+const HANDSHAKE_MAX: usize = 256;
 
 /// A named endpoint that unrelated processes of the same user connect to:
 /// Python's `multiprocessing.connection.Listener`.
@@ -79,6 +81,9 @@ pub struct Listener {
     requests: ObjectQueue<Request>,
     address: String,
     authkey: Option<Vec<u8>>,
+    /// The process that bound it: clients record it as the holder of their
+    /// pipe's end 0 until it is accepted (by it or a forked child).
+    creator: os::TaskId,
 }
 
 impl Listener {
@@ -90,11 +95,9 @@ impl Listener {
     /// [`Error::AlreadyExists`] if the address is taken (a listener that died
     /// leaves it until [`cleanup`](crate::cleanup)); [`Error::InvalidName`].
     pub fn bind(address: &str, authkey: Option<&[u8]>) -> Result<Listener> {
-        Ok(Listener {
-            requests: ObjectQueue::create(address, BACKLOG_BYTES)?,
-            address: address.to_owned(),
-            authkey: authkey.map(<[u8]>::to_vec),
-        })
+        let requests = ObjectQueue::create(address, BACKLOG_BYTES)?;
+        let creator = requests.creator().ok_or(Error::Closed)?;
+        Ok(Listener { requests, address: address.to_owned(), authkey: authkey.map(<[u8]>::to_vec), creator })
     }
 
     /// The address clients connect to.
@@ -133,16 +136,22 @@ impl Listener {
             };
             // A client that gave up (or died and was swept) took its pipe's
             // name with it: nothing to accept there.
-            let Ok(conn) = Connection::open_named_end(&request.pipe, 0) else { continue };
+            let Ok(conn) = Connection::open_named_end_adopting(&request.pipe, 0, self.creator) else { continue };
             conn.unlink_name();
-            match &self.authkey {
-                None => conn.send_bytes(WELCOME)?,
-                Some(key) => {
-                    deliver_challenge(&conn, key)?;
-                    answer_challenge(&conn, key)?;
-                }
-            }
-            return Ok(conn);
+            let greeted = match &self.authkey {
+                None => send(&conn, WELCOME),
+                Some(key) => deliver_challenge(&conn, key).and_then(|()| answer_challenge(&conn, key)),
+            };
+            return match greeted {
+                Ok(()) => Ok(conn),
+                // Not `Closed`, which says the listener is: a client that
+                // went away must not end an accept loop.
+                Err(Error::Closed) => Err(Error::io(
+                    "accept: the client went away during the handshake",
+                    std::io::Error::from(std::io::ErrorKind::ConnectionAborted),
+                )),
+                Err(e) => Err(e),
+            };
         }
     }
 
@@ -192,7 +201,7 @@ pub fn client(address: &str, authkey: Option<&[u8]>) -> Result<Connection> {
     }
     // The listener's first message says it accepted us.
     let first = loop {
-        match conn.recv_bytes_timeout(LOOK_EVERY) {
+        match recv_small(&conn, LOOK_EVERY) {
             Ok(m) => break m,
             Err(Error::Timeout) if !requests.is_closed() => {}
             Err(Error::Timeout) => return Err(Error::Closed),
@@ -204,7 +213,7 @@ pub fn client(address: &str, authkey: Option<&[u8]>) -> Result<Connection> {
         None if first == WELCOME => {}
         None if first.starts_with(CHALLENGE) => {
             // Refused out loud, so that the listener's accept says why.
-            let _ = conn.send_bytes(FAILURE);
+            let _ = send(&conn, FAILURE);
             return Err(Error::Authentication { detail: "the listener requires an authkey" });
         }
         None => return Err(Error::Authentication { detail: "unexpected greeting from the listener" }),
@@ -230,9 +239,29 @@ fn digest(key: &[u8], message: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Receives one handshake message, waiting at most [`HANDSHAKE_TIMEOUT`].
+/// Receives one handshake message, waiting at most [`HANDSHAKE_TIMEOUT`];
+/// a message longer than any the handshake sends is refused unread.
 fn handshake_recv(conn: &Connection) -> Result<Vec<u8>> {
-    conn.recv_bytes_timeout(HANDSHAKE_TIMEOUT)
+    recv_small(conn, HANDSHAKE_TIMEOUT)
+}
+
+/// Receives one handshake message of at most [`HANDSHAKE_MAX`] bytes,
+/// waiting at most `timeout`.
+fn recv_small(conn: &Connection, timeout: Duration) -> Result<Vec<u8>> {
+    let mut buf = [0u8; HANDSHAKE_MAX];
+    match conn.recv_bytes_into_within(&mut buf, timeout) {
+        Ok(n) => Ok(buf[..n].to_vec()),
+        Err(Error::BufferTooShort { .. }) => {
+            Err(Error::Authentication { detail: "the peer sent a handshake message longer than any there is" })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends one handshake message, waiting at most [`HANDSHAKE_TIMEOUT`] (a
+/// peer may hold the pipe's writers' lock, or fill its ring, and never read).
+fn send(conn: &Connection, message: &[u8]) -> Result<()> {
+    conn.send_bytes_until(message, Some(Deadline::after(HANDSHAKE_TIMEOUT)))
 }
 
 /// Challenges the peer to prove it knows `key`.
@@ -241,15 +270,15 @@ fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
     let mut nonce = [0u8; NONCE_LEN];
     os::random_bytes(&mut nonce).map_err(|e| Error::io("getrandom", e))?;
     challenge.extend_from_slice(&nonce);
-    conn.send_bytes(&challenge)?;
+    send(conn, &challenge)?;
     let answer = handshake_recv(conn)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(&challenge);
     // Compared in constant time.
     if mac.verify_slice(&answer).is_ok() {
-        conn.send_bytes(WELCOME)
+        send(conn, WELCOME)
     } else {
-        conn.send_bytes(FAILURE)?;
+        send(conn, FAILURE)?;
         Err(Error::Authentication {
             detail: "the peer's answer to the challenge is wrong: a different authkey, or none",
         })
@@ -268,7 +297,7 @@ fn answer_challenge_to(conn: &Connection, key: &[u8], challenge: &[u8]) -> Resul
     if !challenge.starts_with(CHALLENGE) {
         return Err(Error::Authentication { detail: "the peer sent no challenge: it has no authkey" });
     }
-    conn.send_bytes(&digest(key, challenge))?;
+    send(conn, &digest(key, challenge))?;
     match handshake_recv(conn)?.as_slice() {
         WELCOME => Ok(()),
         _ => Err(Error::Authentication { detail: "the peer refused our answer: a different authkey" }),

@@ -620,7 +620,7 @@ impl<T: Serialize + DeserializeOwned> WaitTarget for WriteTarget<'_, T> {
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let ctl = &self.q.state.ctl;
-        ctl.sleep_not_full(&self.q.wait, until, || ctl.is_closed() || !self.q.ring().looks_full(self.bytes.len()))
+        ctl.sleep_not_full(&self.q.wait, until, || ctl.is_closed() || self.q.ring().writer_has_room(self.bytes.len()))
     }
 }
 
@@ -649,7 +649,7 @@ impl<T: Serialize + DeserializeOwned> WaitTarget for ReadTarget<'_, T> {
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let ctl = &self.q.state.ctl;
-        ctl.sleep_not_empty(&self.q.wait, until, || ctl.is_closed() || !self.q.ring().looks_empty())
+        ctl.sleep_not_empty(&self.q.wait, until, || ctl.is_closed() || self.q.ring().reader_has_record())
     }
 }
 

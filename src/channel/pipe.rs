@@ -261,6 +261,10 @@ struct EndLocal {
     /// Whether `partial` holds one (read without the lock; written under it
     /// by a reader holding the readers' lock).
     has_partial: std::sync::atomic::AtomicBool,
+    /// When a timed-out call last looked at the peer (monotonic ns): a wait
+    /// too short to reach the probe slice looks on its way out, at most
+    /// once per slice.
+    last_probe: std::sync::atomic::AtomicU64,
 }
 
 impl EndLocal {
@@ -275,7 +279,21 @@ impl EndLocal {
             closed: std::sync::atomic::AtomicBool::new(false),
             partial: Mutex::new(None),
             has_partial: std::sync::atomic::AtomicBool::new(false),
+            last_probe: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Whether a timed-out call should look at the peer now (at most once
+    /// per probe slice per end and process).
+    fn probe_due(&self) -> bool {
+        let now = Deadline::now().nanos();
+        let last = self.last_probe.load(std::sync::atomic::Ordering::Relaxed);
+        let slice = u64::try_from(wait::PROBE_SLICE.as_nanos()).unwrap_or(u64::MAX);
+        now.saturating_sub(last) >= slice
+            && self
+                .last_probe
+                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Makes sure this process has a holder record for the end (once per
@@ -291,19 +309,25 @@ impl EndLocal {
 
     #[cold]
     fn hold_slow(&self, generation: u64) -> Result<()> {
-        self.hold_as(generation, false)
+        self.hold_as(generation, None)
     }
 
-    /// Takes a holder record for this process (`adopt`: the one that names
-    /// it already, taken for it by the peer, if there is one).
-    fn hold_as(&self, generation: u64, adopt: bool) -> Result<()> {
+    /// Takes a holder record for this process: with `adopt`, the record
+    /// that names that process stamp (taken for us by the peer), made ours,
+    /// if there is one.
+    fn hold_as(&self, generation: u64, adopt: Option<u64>) -> Result<()> {
         let mut record = self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if record.is_some_and(|(g, _, _)| g == generation) {
             return Ok(());
         }
         let me = os::current_process().stamp();
         let holders = &self.state.holders[self.end];
-        let adopted = if adopt { holders.0.iter().position(|r| r.load(Ordering::Acquire) == me) } else { None };
+        let adopted = adopt.and_then(|from| {
+            holders.0.iter().position(|r| {
+                r.load(Ordering::Acquire) == from
+                    && r.compare_exchange(from, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            })
+        });
         let i = match adopted {
             Some(i) => i,
             None => holders.register(me)?,
@@ -330,6 +354,19 @@ impl Drop for EndLocal {
 struct Partial {
     bytes: Vec<u8>,
     total: u64,
+    /// The reader's position after the last chunk taken, and the fork
+    /// generation: the partial message goes on only if nobody read on
+    /// meanwhile (another process's reader skips its later chunks as
+    /// orphans) and only in the process that took it.
+    at: u64,
+    generation: u64,
+}
+
+impl Partial {
+    /// Whether the message can go on from where it was set aside.
+    fn resumes(&self, conn: &Connection) -> bool {
+        self.generation == os::fork_generation() && self.at == conn.ring(1 - conn.end).reader_position()
+    }
 }
 
 /// Makes a pipe with rings of `capacity` bytes per direction (rounded up to
@@ -411,11 +448,18 @@ impl Connection {
     /// tests and fuzzing, which forge pipe segments.
     #[doc(hidden)]
     pub fn open_named_end(name: &str, end: usize) -> Result<Connection> {
+        Connection::open_named_end_adopting(name, end, os::current_process())
+    }
+
+    /// [`open_named_end`](Self::open_named_end), adopting the holder record
+    /// made for the process `named` (the listener's creator, which may
+    /// be this process's parent).
+    pub(crate) fn open_named_end_adopting(name: &str, end: usize, named: TaskId) -> Result<Connection> {
         if end > 1 {
             return Err(Error::InvalidArgument { what: "a pipe has ends 0 and 1" });
         }
         let conn = Connection::named_end(Shared::open(name)?, end)?;
-        conn.shared.hold_as(os::fork_generation(), true)?;
+        conn.shared.hold_as(os::fork_generation(), Some(named.stamp()))?;
         Ok(conn)
     }
 
@@ -559,14 +603,21 @@ impl Connection {
     /// [`Error::InvalidArgument`] on a receive-only end; [`Error::Corrupt`]
     /// if the ring's shared state is.
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
-        let _turn = self.writer_turn()?;
-        self.stream(self.end, buf)
+        self.send_bytes_until(buf, None)
+    }
+
+    /// [`send_bytes`](Self::send_bytes), giving up at `deadline`
+    /// ([`Error::Timeout`]; part of a streamed message may then have gone,
+    /// which the reader drops).
+    pub(crate) fn send_bytes_until(&self, buf: &[u8], deadline: Option<Deadline>) -> Result<()> {
+        let _turn = self.writer_turn(deadline)?;
+        self.stream(self.end, buf, deadline)
     }
 
     /// Checks that this end may send, then takes the writers' lock of its
-    /// direction (held until the turn drops, also if a caller's closure
-    /// panics).
-    fn writer_turn(&self) -> Result<Turn<'_>> {
+    /// direction until `deadline` (held until the turn drops, also if a
+    /// caller's closure panics).
+    fn writer_turn(&self, deadline: Option<Deadline>) -> Result<Turn<'_>> {
         self.check_open(self.writable, "send on a receive-only connection")?;
         self.shared.hold()?;
         let dir = self.dir(self.end);
@@ -575,7 +626,7 @@ impl Connection {
         }
         // A writer that died holding the lock may have left part of a
         // streamed message: readers drop it when ours begins.
-        Ok(Turn::take(&dir.writers.0, &self.wait.cfg, None).expect("an untimed lock returns once it holds the lock"))
+        Turn::take(&dir.writers.0, &self.wait.cfg, deadline).ok_or(Error::Timeout)
     }
 
     /// Checks that this end may receive, then takes the readers' lock of
@@ -598,7 +649,7 @@ impl Connection {
 
     /// Writes `buf` into direction `d` as records (the caller holds the
     /// writers' lock), waking the reader after each.
-    fn stream(&self, d: usize, buf: &[u8]) -> Result<()> {
+    fn stream(&self, d: usize, buf: &[u8], deadline: Option<Deadline>) -> Result<()> {
         let max = bytes::max_payload(self.params.capacity);
         if buf.len() <= max {
             // The common case, room now: no wait machinery.
@@ -606,31 +657,38 @@ impl Connection {
                 self.dir(d).ctl.not_empty.notify(1);
                 return Ok(());
             }
-            return self.write_record(d, Frame::Whole, buf);
+            return self.write_record(d, Frame::Whole, buf, deadline);
         }
         // Chunks of about half a record, so that the reader can take one
         // while the next is written.
         let chunk = (max / 2).max(1);
         let total = buf.len() as u64;
         let (first, mut rest) = buf.split_at(chunk.min(max - FIRST_PREFIX));
-        self.write_record(d, Frame::First(total), first)?;
+        self.write_record(d, Frame::First(total), first, deadline)?;
         while !rest.is_empty() {
             let (part, after) = rest.split_at(chunk.min(rest.len()));
-            self.write_record(d, Frame::More, part)?;
+            self.write_record(d, Frame::More, part, deadline)?;
             rest = after;
         }
         Ok(())
     }
 
-    fn write_record(&self, d: usize, frame: Frame, part: &[u8]) -> Result<()> {
-        self.write_waiting(d, part.len() + FIRST_PREFIX, &mut |ring| ring.try_write_frame(frame, part))
+    fn write_record(&self, d: usize, frame: Frame, part: &[u8], deadline: Option<Deadline>) -> Result<()> {
+        let len = part.len() + if let Frame::First(_) = frame { FIRST_PREFIX } else { 0 };
+        self.write_waiting(d, len, &mut |ring| ring.try_write_frame(frame, part), deadline)
     }
 
     /// Runs `write` (a record of `len` payload bytes into direction `d`)
     /// until there is room, then wakes the reader.
-    fn write_waiting(&self, d: usize, len: usize, write: &mut RecordWrite<'_>) -> Result<()> {
+    fn write_waiting(
+        &self,
+        d: usize,
+        len: usize,
+        write: &mut RecordWrite<'_>,
+        deadline: Option<Deadline>,
+    ) -> Result<()> {
         let mut target = WriteTarget { conn: self, d, len, write };
-        wait::wait(&self.wait.cfg, None, &mut target).expect("an untimed wait returns only when done")?;
+        wait::wait(&self.wait.cfg, deadline, &mut target).unwrap_or(Err(Error::Timeout))?;
         self.dir(d).ctl.not_empty.notify(1);
         Ok(())
     }
@@ -673,15 +731,20 @@ impl Connection {
         if len > limit {
             return Err(Error::TooLarge { size: len, limit });
         }
-        let _turn = self.writer_turn()?;
+        let _turn = self.writer_turn(None)?;
         let mut fill = Some(fill);
-        self.write_waiting(self.end, len, &mut |ring| {
-            ring.try_write_with(len, |record| {
-                if let Some(fill) = fill.take() {
-                    fill(&mut MessageWriter(record));
-                }
-            })
-        })
+        self.write_waiting(
+            self.end,
+            len,
+            &mut |ring| {
+                ring.try_write_with(len, |record| {
+                    if let Some(fill) = fill.take() {
+                        fill(&mut MessageWriter(record));
+                    }
+                })
+            },
+            None,
+        )
     }
 
     /// Receives a message and hands it to `f` where it lies in the ring
@@ -766,6 +829,15 @@ impl Connection {
         Ok(sink.len)
     }
 
+    /// [`recv_bytes_into`](Self::recv_bytes_into), waiting at most
+    /// `timeout` ([`Error::Timeout`]).
+    pub(crate) fn recv_bytes_into_within(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        let limit = buf.len();
+        let mut sink = SliceSink { buf, len: 0 };
+        self.read(&mut sink, Some(Deadline::after(timeout)), Some(limit))?;
+        Ok(sink.len)
+    }
+
     /// Whether a message (or the end of the stream) is there to be received,
     /// waiting up to `timeout` for one (`None`: as long as it takes;
     /// `Some(Duration::ZERO)`: a look).
@@ -774,7 +846,10 @@ impl Connection {
         self.shared.hold()?;
         let mut target = PollTarget { conn: self, d: 1 - self.end };
         let deadline = timeout.map(Deadline::after);
-        Ok(wait::wait(&self.wait.cfg, deadline, &mut target).is_some())
+        let ready = wait::wait(&self.wait.cfg, deadline, &mut target)
+            // A wait too short to probe: one look at the peer on the way out.
+            .or_else(|| if self.shared.probe_due() { target.attempt(true) } else { None });
+        Ok(ready.is_some())
     }
 
     /// Reads one whole message into `out` (cleared first), refusing one
@@ -805,6 +880,11 @@ impl Connection {
         // Rare: a message begun by a timed-out read here goes on.
         if self.shared.has_partial.load(std::sync::atomic::Ordering::Relaxed) {
             let mut partial = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Someone read on since (or this is a forked copy): the rest of
+            // that message went to them as orphans; it is lost.
+            if partial.as_ref().is_some_and(|p| !p.resumes(self)) {
+                *partial = None;
+            }
             if let (Some(p), Some(limit)) = (&*partial, limit)
                 && p.total > limit as u64
             {
@@ -819,7 +899,10 @@ impl Connection {
             }
             self.shared.has_partial.store(false, std::sync::atomic::Ordering::Relaxed);
         }
-        let Some(done) = wait::wait(&self.wait.cfg, deadline, &mut target) else {
+        let done = wait::wait(&self.wait.cfg, deadline, &mut target)
+            // A wait too short to probe: one look at the peer on the way out.
+            .or_else(|| if self.shared.probe_due() { target.attempt(true) } else { None });
+        let Some(done) = done else {
             self.stash(&mut target);
             return Err(Error::Timeout);
         };
@@ -831,7 +914,8 @@ impl Connection {
     fn stash(&self, target: &mut ReadTarget<'_, impl Sink>) {
         if let Some(total) = target.collecting {
             let mut partial = self.shared.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            *partial = Some(Partial { bytes: target.out.take_bytes(), total });
+            let at = self.ring(target.d).reader_position();
+            *partial = Some(Partial { bytes: target.out.take_bytes(), total, at, generation: os::fork_generation() });
             self.shared.has_partial.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -946,12 +1030,16 @@ impl<T, F: FnOnce(&Received<'_>) -> T> WaitTarget for InPlaceTarget<'_, F> {
             match ring.peek_frame() {
                 Err(e) => return Some(Err(e)),
                 Ok(Some((Frame::Whole, _))) => {
-                    let f = self.f.take().expect("called once");
-                    let out = ring.try_read_with(|m| f(&Received(Place::Ring(m))));
+                    let mut f = self.f.take();
+                    let out = ring.try_read_with(|m| f.take().map(|f| f(&Received(Place::Ring(m)))));
                     self.conn.dir(self.d).ctl.not_full.notify(1);
                     return match out {
-                        Ok(Some(out)) => Some(Ok(Some(out))),
-                        Ok(None) => unreachable!("the record peeked is a whole message"),
+                        Ok(Some(Some(out))) => Some(Ok(Some(out))),
+                        // The record changed under us (a peer's garbage):
+                        // `f` was not called.
+                        Ok(_) => {
+                            Some(Err(Error::corrupt("pipe", "the record peeked changed before it was read".to_owned())))
+                        }
                         Err(e) => Some(Err(e)),
                     };
                 }
@@ -959,8 +1047,10 @@ impl<T, F: FnOnce(&Received<'_>) -> T> WaitTarget for InPlaceTarget<'_, F> {
                 // assembling read.
                 Ok(Some(_)) => return Some(Ok(None)),
                 Ok(None) if self.conn.closed() || self.conn.peer_gone(self.d, probe) => {
+                    // What the peer published before it closed or died, then
+                    // end of file: one more look, not a loop.
                     std::sync::atomic::fence(Ordering::SeqCst);
-                    if ring.looks_empty() {
+                    if !ring.reader_has_record() {
                         return Some(Err(Error::Closed));
                     }
                 }
@@ -972,8 +1062,9 @@ impl<T, F: FnOnce(&Received<'_>) -> T> WaitTarget for InPlaceTarget<'_, F> {
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let (conn, d) = (self.conn, self.d);
         let ctl = &conn.dir(d).ctl;
-        ctl.not_empty
-            .sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || ctl.is_closed() || !conn.ring(d).looks_empty())
+        ctl.not_empty.sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || {
+            ctl.is_closed() || conn.ring(d).reader_has_record()
+        })
     }
 }
 
@@ -1010,8 +1101,9 @@ impl WaitTarget for WriteTarget<'_> {
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let (conn, d, len) = (self.conn, self.d, self.len);
         let ctl = &conn.dir(d).ctl;
-        ctl.not_full
-            .sleep_as(conn.wait.fenced(&conn.wait.not_full), until, || ctl.is_closed() || !conn.ring(d).looks_full(len))
+        ctl.not_full.sleep_as(conn.wait.fenced(&conn.wait.not_full), until, || {
+            ctl.is_closed() || conn.ring(d).writer_has_room(len)
+        })
     }
 }
 
@@ -1221,8 +1313,9 @@ impl<S: Sink> WaitTarget for ReadTarget<'_, S> {
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
         let (conn, d) = (self.conn, self.d);
         let ctl = &conn.dir(d).ctl;
-        ctl.not_empty
-            .sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || ctl.is_closed() || !conn.ring(d).looks_empty())
+        ctl.not_empty.sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || {
+            ctl.is_closed() || conn.ring(d).reader_has_record()
+        })
     }
 }
 

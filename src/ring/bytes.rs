@@ -648,7 +648,33 @@ macro_rules! bytes_impl {
                 self.header.writer.0.own.load(Ordering::Relaxed)
             }
 
-            /// Whether the reader would find nothing (a snapshot, for sleepers).
+            /// Whether the reader, which holds the ring's read turn, has a
+            /// record to take (by its own position, as its reads go; garbage
+            /// counts as something, for the read to report). For its
+            /// sleeps: the published head may lag its own position after a
+            /// reader died between the two stores.
+            pub fn reader_has_record(&self) -> bool {
+                !matches!(self.next_record(), Ok(None))
+            }
+
+            /// Whether a record of `payload` bytes fits now for the writer,
+            /// which holds the ring's write turn (by its own position, as its
+            /// writes go; garbage counts as room, for the write to report).
+            pub fn writer_has_room(&self, payload: usize) -> bool {
+                let tail = self.header.writer.0.own.load(Ordering::Relaxed);
+                // Acquire: pairs with the reader's Release store of head.
+                let head = self.header.head.0.load(Ordering::Acquire);
+                self.used(tail, head).map_or(true, |used| used + self.need(tail, record_len(payload)) <= self.capacity)
+            }
+
+            /// The reader's own position (a reader that set a partial message
+            /// aside checks that nobody read on meanwhile).
+            pub fn reader_position(&self) -> u64 {
+                self.header.reader.0.own.load(Ordering::Relaxed)
+            }
+
+            /// Whether the reader would find nothing (a snapshot of the
+            /// published positions, for pollers that hold no turn).
             pub fn looks_empty(&self) -> bool {
                 self.header.tail.0.load(Ordering::Acquire) == self.header.head.0.load(Ordering::Relaxed)
             }
