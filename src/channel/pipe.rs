@@ -705,6 +705,9 @@ impl Connection {
     /// bytes it leaves unwritten are zero. Waits for room as long as the
     /// reader lives.
     ///
+    /// `fill` runs while this end holds its direction's writers' lock: it
+    /// must not send on this end (that would wait for itself).
+    ///
     /// # Errors
     /// [`Error::TooLarge`] if `len` is over [`max_in_place`](Self::max_in_place)
     /// (send it with [`send_bytes`](Self::send_bytes), which streams);
@@ -751,7 +754,9 @@ impl Connection {
     /// (zero-copy: `f` copies out only what it needs through [`Received`]),
     /// then frees its room; returns what `f` returned. A streamed message
     /// (larger than [`max_in_place`](Self::max_in_place)) is assembled first
-    /// and handed over from there. Waits as long as the sender lives.
+    /// and handed over from there. Waits as long as the sender lives. `f`
+    /// runs while this end holds its direction's readers' lock: it must not
+    /// receive on this end.
     ///
     /// # Errors
     /// As [`recv_bytes`](Self::recv_bytes).
