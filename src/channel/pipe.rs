@@ -926,6 +926,21 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Sleeps on direction `d`'s `not_empty` side until a record or the
+    /// close (or `until`). A reader holding the readers' turn (`own`) judges
+    /// by its own position; a poller, which holds none, by the published
+    /// ones.
+    fn sleep_for_message(&self, d: usize, until: Option<Deadline>, own: bool) -> FutexWait {
+        let ctl = &self.dir(d).ctl;
+        let ready = || {
+            let ring = self.ring(d);
+            ctl.is_closed() || if own { ring.reader_has_record() } else { !ring.looks_empty() }
+        };
+        ctl.not_empty.sleep_as(self.wait.fenced(&self.wait.not_empty), until, ready)
+    }
+}
+
 /// A turn at one direction's writers' or readers' lock, given back on drop.
 struct Turn<'a> {
     lock: &'a OwnerLock,
@@ -1032,21 +1047,13 @@ impl<T, F: FnOnce(&Received<'_>) -> T> WaitTarget for InPlaceTarget<'_, F> {
     fn attempt(&mut self, probe: bool) -> Option<Result<Option<T>>> {
         let ring = self.conn.ring(self.d);
         loop {
-            match ring.peek_frame() {
+            match ring.peek_record() {
                 Err(e) => return Some(Err(e)),
-                Ok(Some((Frame::Whole, _))) => {
-                    let mut f = self.f.take();
-                    let out = ring.try_read_with(|m| f.take().map(|f| f(&Received(Place::Ring(m)))));
+                Ok(Some(p)) if p.frame == Frame::Whole => {
+                    let f = self.f.take().expect("called once");
+                    let out = ring.take_peeked_with(&p, |m| f(&Received(Place::Ring(m))));
                     self.conn.dir(self.d).ctl.not_full.notify(1);
-                    return match out {
-                        Ok(Some(Some(out))) => Some(Ok(Some(out))),
-                        // The record changed under us (a peer's garbage):
-                        // `f` was not called.
-                        Ok(_) => {
-                            Some(Err(Error::corrupt("pipe", "the record peeked changed before it was read".to_owned())))
-                        }
-                        Err(e) => Some(Err(e)),
-                    };
+                    return Some(Ok(Some(out)));
                 }
                 // A streamed message (or a dead reader's chunks): for the
                 // assembling read.
@@ -1065,11 +1072,7 @@ impl<T, F: FnOnce(&Received<'_>) -> T> WaitTarget for InPlaceTarget<'_, F> {
     }
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
-        let (conn, d) = (self.conn, self.d);
-        let ctl = &conn.dir(d).ctl;
-        ctl.not_empty.sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || {
-            ctl.is_closed() || conn.ring(d).reader_has_record()
-        })
+        self.conn.sleep_for_message(self.d, until, true)
     }
 }
 
@@ -1316,11 +1319,7 @@ impl<S: Sink> WaitTarget for ReadTarget<'_, S> {
     }
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
-        let (conn, d) = (self.conn, self.d);
-        let ctl = &conn.dir(d).ctl;
-        ctl.not_empty.sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || {
-            ctl.is_closed() || conn.ring(d).reader_has_record()
-        })
+        self.conn.sleep_for_message(self.d, until, true)
     }
 }
 
@@ -1340,10 +1339,7 @@ impl WaitTarget for PollTarget<'_> {
     }
 
     fn sleep(&mut self, until: Option<Deadline>) -> FutexWait {
-        let (conn, d) = (self.conn, self.d);
-        let ctl = &conn.dir(d).ctl;
-        ctl.not_empty
-            .sleep_as(conn.wait.fenced(&conn.wait.not_empty), until, || ctl.is_closed() || !conn.ring(d).looks_empty())
+        self.conn.sleep_for_message(self.d, until, false)
     }
 }
 

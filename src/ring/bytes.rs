@@ -225,7 +225,7 @@ pub enum ReadInto<'b> {
     Longer,
 }
 
-/// A whole message in the ring, read in place ([`Bytes::try_read_with`]):
+/// A whole message in the ring, read in place ([`Bytes::take_peeked_with`]):
 /// only what is asked for is copied out.
 #[derive(Debug, Clone, Copy)]
 pub struct InRing<R> {
@@ -568,7 +568,9 @@ macro_rules! bytes_impl {
             }
 
             /// The next record's frame and data length, without taking it
-            /// (reader only); `None` if the ring is empty.
+            /// (reader only); `None` if the ring is empty. (For the models
+            /// and tests.)
+            #[cfg(any(test, loom))]
             pub fn peek_frame(&self) -> Result<Option<(Frame, usize)>> {
                 Ok(self.peek_record()?.map(|p| (p.frame, p.len)))
             }
@@ -617,18 +619,12 @@ macro_rules! bytes_impl {
                 Ok(true)
             }
 
-            /// Takes the next record if it is a whole message, handing `f`
-            /// the message in place (reader only); `None`, and nothing
-            /// taken, if the ring is empty or the next record is a chunk.
-            pub fn try_read_with<T>(&self, f: impl FnOnce(InRing<Region$(<$lt>)?>) -> T) -> Result<Option<T>> {
-                match self.next_record()? {
-                    Some((MSG, len, at, next)) => {
-                        let out = f(InRing { region: self.region, at, len });
-                        self.taken(next);
-                        Ok(Some(out))
-                    }
-                    _ => Ok(None),
-                }
+            /// Takes the record `p` (just peeked), handing `f` its data in
+            /// place first.
+            pub fn take_peeked_with<T>(&self, p: &Peeked, f: impl FnOnce(InRing<Region$(<$lt>)?>) -> T) -> T {
+                let out = f(InRing { region: self.region, at: p.at, len: p.len });
+                self.taken(p.next);
+                out
             }
 
             /// Moves the reader's position to `next`, past the message just
