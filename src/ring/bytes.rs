@@ -146,6 +146,7 @@ impl Region {
         }
     }
 
+    #[inline]
     fn copy_out(self, at: usize, dst: &mut [u8]) {
         assert!(at <= self.len && dst.len() <= self.len - at, "a record copy outside the ring");
         // SAFETY: as in `copy_in`, for a published range.
@@ -248,6 +249,14 @@ pub struct Peeked {
     next: u64,
 }
 
+/// What [`Bytes::glance`] found.
+#[derive(Debug)]
+enum Glance {
+    Empty,
+    Whole(Peeked),
+    Other,
+}
+
 /// Why a write did not happen.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Write {
@@ -281,6 +290,7 @@ macro_rules! bytes_impl {
                 Error::corrupt("byte ring", what)
             }
 
+            #[inline]
             fn header_at(&self, off: usize) -> u64 {
                 let mut b = [0u8; 8];
                 self.region.copy_out(off, &mut b);
@@ -339,6 +349,41 @@ macro_rules! bytes_impl {
                 self.region.copy_in(at + RECORD_HEADER + prefix, payload);
                 self.publish(tail, at, (prefix + payload.len()) as u64 | tag << 32, next);
                 Ok(Ok(()))
+            }
+
+            /// Appends one whole-message record with `payload` if it fits now
+            /// before the region's end (writer only): `false` in every other
+            /// case (no room, padding needed, too large, positions that fail
+            /// the checks), with nothing written, for
+            /// [`try_write_frame`](Self::try_write_frame) to sort out. The
+            /// lean path of a pipe's send: no frame to match, no error to
+            /// build.
+            #[inline]
+            pub fn try_write_whole_now(&self, payload: &[u8]) -> bool {
+                let rec = record_len(payload.len());
+                let writer = &self.header.writer.0;
+                let tail = writer.own.load(Ordering::Relaxed);
+                let off = self.offset(tail);
+                if payload.len() > max_payload(self.capacity) || rec > self.capacity - off {
+                    return false;
+                }
+                // As in `reserve`: the head as last read is never ahead of the
+                // real one, so room by it is room.
+                let fits = |head: u64| {
+                    let used = distance(tail, head);
+                    (tail | head) % 8 == 0 && used <= self.capacity as u64 && used as usize + rec <= self.capacity
+                };
+                if !fits(writer.seen.load(Ordering::Relaxed)) {
+                    // Acquire: pairs with the reader's Release store of head.
+                    let head = self.header.head.0.load(Ordering::Acquire);
+                    writer.seen.store(head, Ordering::Relaxed);
+                    if !fits(head) {
+                        return false;
+                    }
+                }
+                self.region.copy_in(off + RECORD_HEADER, payload);
+                self.publish(tail, off, payload.len() as u64 | MSG << 32, tail.wrapping_add(rec as u64));
+                true
             }
 
             /// Appends one whole-message record of `len` payload bytes that
@@ -557,6 +602,11 @@ macro_rules! bytes_impl {
             /// where it lies, checked; `None` if the ring is empty. Take it
             /// with [`take_peeked`](Self::take_peeked) and friends.
             pub fn peek_record(&self) -> Result<Option<Peeked>> {
+                match self.glance() {
+                    Glance::Empty => return Ok(None),
+                    Glance::Whole(p) => return Ok(Some(p)),
+                    Glance::Other => {}
+                }
                 Ok(self.next_record()?.map(|(tag, len, at, next)| {
                     let (frame, data) = match tag {
                         FIRST => (Frame::First(self.header_at(at)), len - FIRST_PREFIX),
@@ -565,6 +615,58 @@ macro_rules! bytes_impl {
                     };
                     Peeked { frame, len: data, at: at + (len - data), next }
                 }))
+            }
+
+            /// The next record if it is a whole message right at the
+            /// reader's position (reader only), checked as
+            /// [`peek_record`](Self::peek_record) checks it; `None` in every
+            /// other case, for `peek_record` to sort out. The lean path of a
+            /// pipe's read.
+            #[inline]
+            pub fn peek_whole(&self) -> Option<Peeked> {
+                match self.glance() {
+                    Glance::Whole(p) => Some(p),
+                    Glance::Empty | Glance::Other => None,
+                }
+            }
+
+            /// What the reader finds at its position, the common cases
+            /// decided with a few loads and no error built: nothing (checked
+            /// positions that agree), a whole message (checked as
+            /// `next_record` checks it), or something else (padding first, a
+            /// chunk, anything that fails the checks) for `next_record`.
+            #[inline]
+            fn glance(&self) -> Glance {
+                let reader = &self.header.reader.0;
+                let head = reader.own.load(Ordering::Relaxed);
+                // As in `next_record`: bytes before the tail as last read are
+                // whole published records.
+                let mut tail = reader.seen.load(Ordering::Relaxed);
+                if tail == head {
+                    // Acquire: pairs with the writer's Release store of tail.
+                    tail = self.header.tail.0.load(Ordering::Acquire);
+                    reader.seen.store(tail, Ordering::Relaxed);
+                }
+                let used = distance(tail, head);
+                if (tail | head) % 8 != 0 || used > self.capacity as u64 {
+                    return Glance::Other;
+                }
+                if used == 0 {
+                    return Glance::Empty;
+                }
+                if used < RECORD_HEADER as u64 {
+                    return Glance::Other;
+                }
+                // 8-aligned and below the capacity (a multiple of 8): the
+                // header lies in the region.
+                let off = self.offset(head);
+                let h = self.header_at(off);
+                let len = (h & 0xffff_ffff) as usize;
+                let rec = record_len(len);
+                if h >> 32 != MSG || rec > self.capacity - off || rec as u64 > used {
+                    return Glance::Other;
+                }
+                Glance::Whole(Peeked { frame: Frame::Whole, len, at: off + RECORD_HEADER, next: head.wrapping_add(rec as u64) })
             }
 
             /// The next record's frame and data length, without taking it
@@ -855,6 +957,51 @@ mod tests {
             assert!(r.try_read(&mut out).unwrap());
             assert_eq!(out, [3; 8]);
         }
+    }
+
+    #[test]
+    fn the_lean_paths_take_only_the_plain_cases() {
+        let mut ring = Ring::new(64);
+        let r = ring.view();
+        let mut out = Vec::new();
+        let mut read_whole = |r: &Bytes<'_, Region>| {
+            let p = r.peek_whole().expect("a whole message first");
+            out.clear();
+            r.take_peeked(&p, &mut out);
+            out.clone()
+        };
+        // Too large, or no room now: refused with nothing written.
+        assert!(!r.try_write_whole_now(&[0; 25]));
+        assert!(r.try_write_whole_now(&[1; 24]));
+        assert!(r.try_write_whole_now(&[2; 16]));
+        assert!(r.try_write_whole_now(&[]));
+        assert!(!r.try_write_whole_now(&[]), "full");
+        assert_eq!(r.tail(), 64);
+        assert_eq!((read_whole(&r), read_whole(&r), read_whole(&r)), (vec![1; 24], vec![2; 16], vec![]));
+        assert!(r.try_write_whole_now(&[3; 8]));
+        assert!(r.try_write_whole_now(&[4; 24]));
+        assert_eq!((read_whole(&r), read_whole(&r)), (vec![3; 8], vec![4; 24]));
+        // 16 bytes before the end: a 24-byte record needs padding, which is
+        // the full path's work (and the lean read leaves the padding to it).
+        assert!(!r.try_write_whole_now(&[5; 16]));
+        r.try_write(&[5; 16]).unwrap().unwrap();
+        assert!(r.peek_whole().is_none(), "padding first");
+        out.clear();
+        assert!(r.try_read(&mut out).unwrap());
+        assert_eq!(out, [5; 16]);
+        assert!(r.peek_whole().is_none() && matches!(r.peek_record(), Ok(None)), "empty");
+        // A chunk, and garbage: none for the lean read; the full one sorts
+        // them out.
+        r.try_write_frame(Frame::First(100), &[4; 8]).unwrap().unwrap();
+        assert!(r.peek_whole().is_none());
+        assert_eq!(r.peek_frame().unwrap(), Some((Frame::First(100), 8)));
+        r.skip().unwrap();
+        assert!(r.try_write_whole_now(b"ok"));
+        set_positions(r.header, r.header.head.0.load(Ordering::Relaxed), 1000);
+        r.header.reader.0.seen.store(1000, Ordering::Relaxed);
+        assert!(r.peek_whole().is_none());
+        assert!(matches!(r.peek_record(), Err(Error::Corrupt { .. })));
+        assert!(!r.try_write_whole_now(b"x"), "the positions fail the checks");
     }
 
     #[test]

@@ -183,13 +183,18 @@ pub(crate) fn wait_after_attempt<W: WaitTarget>(
         WaitStrategy::Adaptive => {
             let spins = cfg.spins.load(local::Ordering::Relaxed);
             for i in 1..=spins {
-                if i % CLOCK_EVERY == 0 {
+                let yielded = i % CLOCK_EVERY == 0;
+                if yielded {
                     loom::yield_now();
                 } else {
                     loom::spin_loop();
                 }
                 if let Some(v) = target.attempt(false) {
-                    cfg.adapt(|s| s.saturating_mul(2));
+                    // Served right after a yield: the peer most likely shares
+                    // our CPU and ran in it, as after the yield phase's first
+                    // yield below; spinning only delayed it. Otherwise a
+                    // longer spin may catch the next wait too.
+                    cfg.adapt(|s| if yielded { s / 2 } else { s.saturating_mul(2) });
                     return Some(v);
                 }
             }
