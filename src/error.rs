@@ -109,6 +109,13 @@ pub enum Error {
         /// Python's `exitcode`: the exit status, or minus the signal number.
         exitcode: Option<i32>,
     },
+    /// A pool task has no result: it panicked (with its message), its
+    /// worker process died while running it (naming how), or the pool was
+    /// terminated or broken before it finished.
+    TaskFailed {
+        /// What happened, e.g. `"the task panicked: boom"`.
+        reason: String,
+    },
     /// The queue (or connection) is closed.
     Closed,
     /// A message can never fit: its encoded size, and the most the queue takes.
@@ -196,6 +203,7 @@ impl fmt::Display for Error {
             }
             Error::Codec { detail } => write!(f, "encoding error: {detail}"),
             Error::ChildFailed { reason, .. } => write!(f, "child process failed: {reason}"),
+            Error::TaskFailed { reason } => write!(f, "pool task failed: {reason}"),
         }
     }
 }

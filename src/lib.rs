@@ -57,6 +57,8 @@ mod error;
 mod loom;
 mod os;
 #[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
 pub mod process;
 // Public under loom only, for the models in tests/loom_ring.rs.
 #[cfg(loom)]
@@ -78,6 +80,8 @@ pub use channel::{
 };
 pub use codec::Bytes;
 pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use pool::{AsCompleted, AsyncResult, Future, IMap, IMapUnordered, Pool, PoolBuilder, as_completed};
 #[cfg(not(loom))]
 pub use process::{
     Builder, Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process, get_context,

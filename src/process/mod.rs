@@ -20,7 +20,7 @@
 mod child;
 mod forkserver;
 mod result;
-mod target;
+pub(crate) mod target;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -567,6 +567,16 @@ impl<R: DeserializeOwned> Process<R> {
         Ok(())
     }
 
+    /// Drops the copy of a spawned child's arguments kept until it exits,
+    /// for a caller that knows the child has opened every handle in them (a
+    /// pool's worker that said it is ready): a pipe end among them would
+    /// otherwise keep the child's end alive here.
+    pub(crate) fn release_args(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            child.args = None;
+        }
+    }
+
     /// Whether the child has started and not yet exited.
     pub fn is_alive(&mut self) -> bool {
         self.child.is_some() && matches!(self.poll_exit(), Ok(None))
@@ -653,7 +663,7 @@ impl<R: DeserializeOwned> Process<R> {
 }
 
 /// Why a child that reported nothing ended.
-fn describe_exit(code: i32) -> String {
+pub(crate) fn describe_exit(code: i32) -> String {
     if code == UNKNOWN_EXIT {
         "exited, but the fork server died before reporting its exit status".to_owned()
     } else if code < 0 {

@@ -63,16 +63,44 @@ impl Entry {
         Entry { exe: os::exe_identity(), trampoline: offset(trampoline as usize), target: offset(f as usize) }
     }
 
-    /// Calls the function with encoded arguments (in the child).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] if the entry was made by another executable.
-    pub(crate) fn call(&self, args: &[u8]) -> Result<Outcome> {
+    /// Names `f` for a pool's chunks: called with an encoded `Vec<A>`, it
+    /// returns the encoded `Vec<R>` of `f` applied to each (a panic on any
+    /// item fails the chunk).
+    pub(crate) fn chunked<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Self {
+        let trampoline: Trampoline = chunk_trampoline::<A, R>;
+        Entry { exe: os::exe_identity(), trampoline: offset(trampoline as usize), target: offset(f as usize) }
+    }
+
+    /// Names the two-argument `f` for a pool's chunks of pairs (Python's
+    /// `starmap`): called with an encoded `Vec<(A, B)>`, it returns the
+    /// encoded `Vec<R>`.
+    pub(crate) fn star_chunked<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(f: fn(A, B) -> R) -> Self {
+        let trampoline: Trampoline = star_trampoline::<A, B, R>;
+        Entry { exe: os::exe_identity(), trampoline: offset(trampoline as usize), target: offset(f as usize) }
+    }
+
+    /// What tells two entries apart in one executable: the trampoline (the
+    /// types and the form) and the function.
+    pub(crate) fn key(&self) -> (u64, u64) {
+        (self.trampoline, self.target)
+    }
+
+    /// Refuses an entry made by another executable.
+    fn check_exe(&self) -> Result<()> {
         if self.exe != os::exe_identity() {
             return Err(Error::InvalidArgument {
                 what: "the spawned executable is not the one that named the target (build-id mismatch)",
             });
         }
+        Ok(())
+    }
+
+    /// Calls the function with encoded arguments (in the child).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the entry was made by another executable.
+    pub(crate) fn call(&self, args: &[u8]) -> Result<Outcome> {
+        self.check_exe()?;
         // SAFETY: the entry was made by `Entry::new` in a process running this
         // very executable (identity checked above), where `trampoline` was the
         // address of a `Trampoline`-typed function; the same offset from the
@@ -92,6 +120,72 @@ fn trampoline<A: DeserializeOwned, R: Serialize>(target: usize, args: &[u8]) -> 
         Err(e) => return Outcome::Failed(format!("the target's arguments did not decode: {e}")),
     };
     run_caught(move || f(args))
+}
+
+/// Decodes a `Vec<A>`, applies the `fn(A) -> R` at `target` to each item,
+/// encodes the `Vec<R>`.
+fn chunk_trampoline<A: DeserializeOwned, R: Serialize>(target: usize, args: &[u8]) -> Outcome {
+    // SAFETY: `target` is the address of an `fn(A) -> R` (this trampoline is
+    // only reached through the entry `Entry::chunked` made for that `f`).
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    let items: Vec<A> = match codec::decode(args) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failed(format!("the task's arguments did not decode: {e}")),
+    };
+    run_caught(move || items.into_iter().map(f).collect::<Vec<R>>())
+}
+
+/// Decodes a `Vec<(A, B)>`, applies the `fn(A, B) -> R` at `target` to each
+/// pair, encodes the `Vec<R>`.
+fn star_trampoline<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(target: usize, args: &[u8]) -> Outcome {
+    // SAFETY: `target` is the address of an `fn(A, B) -> R` (this trampoline
+    // is only reached through the entry `Entry::star_chunked` made for it).
+    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(target) };
+    let items: Vec<(A, B)> = match codec::decode(args) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failed(format!("the task's arguments did not decode: {e}")),
+    };
+    run_caught(move || items.into_iter().map(|(a, b)| f(a, b)).collect::<Vec<R>>())
+}
+
+/// An `fn(A) -> R` named as an [`Entry`] is, for a caller that holds the
+/// argument as a value and calls the function directly: a pool's
+/// initializer, whose arguments may hold handles that only the process start
+/// can pass (encoding them again in the child would fail).
+#[allow(clippy::unsafe_derive_deserialize)] // as `Entry`'s, plus the types: see `get`
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(crate) struct TypedEntry<A, R> {
+    entry: Entry,
+    #[serde(skip)]
+    types: std::marker::PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Clone for TypedEntry<A, R> {
+    fn clone(&self) -> Self {
+        TypedEntry { entry: self.entry.clone(), types: std::marker::PhantomData }
+    }
+}
+
+impl<A: DeserializeOwned, R: Serialize> TypedEntry<A, R> {
+    /// Names `f`.
+    pub(crate) fn new(f: fn(A) -> R) -> Self {
+        TypedEntry { entry: Entry::new(f), types: std::marker::PhantomData }
+    }
+
+    /// The function, in this process.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the entry was made by another executable.
+    pub(crate) fn get(&self) -> Result<fn(A) -> R> {
+        self.entry.check_exe()?;
+        // SAFETY: a `TypedEntry<A, R>` is only made by `new` from an
+        // `fn(A) -> R`, and reaches a child only inside arguments whose type
+        // (and so `A` and `R`) the child's own entry fixes: the same offset
+        // from the same anchor in the same executable (checked above) is
+        // that function.
+        Ok(unsafe { std::mem::transmute::<usize, fn(A) -> R>(address(self.entry.target)) })
+    }
 }
 
 /// Runs `f`, catching a panic, and encodes what it returns.

@@ -1,0 +1,948 @@
+//! Process pools: [`Pool`] (Python's `multiprocessing.Pool`) and its futures
+//! (Python's `ProcessPoolExecutor`), which never hang when a worker dies.
+//!
+//! # How it works
+//! Each worker is a child process (any start method) with a duplex pipe to
+//! the pool ([`crate::pipe`]): tasks go down it, results come back. The pool
+//! sends each worker at most a small window of tasks at a time and keeps the
+//! rest in its own queue, so a slow task delays at most the window behind
+//! it, and it knows at every moment which tasks each worker holds. One
+//! thread per worker, in the pool's process, receives that worker's results
+//! and watches it; nothing else runs in the background.
+//!
+//! Before it runs a task a worker writes the task's id into a shared word.
+//! When a worker dies (even by `SIGKILL`), its thread reaps it and looks at
+//! that word: the task it names, if the worker still held it, gets an error
+//! naming the signal ([`Error::TaskFailed`]); the tasks the worker held but
+//! had not started go to the other workers; and a new worker takes the dead
+//! one's place. A task that panics gets an error carrying the panic message,
+//! and its worker goes on. So every task ends, in a result or an error.
+//!
+//! # Dropping
+//! Dropping a [`Pool`] terminates it (as leaving Python's `with Pool() as
+//! p:` does): workers are killed, and every unfinished task's result is an
+//! error. Call [`Pool::close`] and [`Pool::join`] first to let the tasks
+//! finish.
+//!
+//! # Callbacks
+//! `on_success`/`on_error`/`add_done_callback` run in the thread of the
+//! worker that finished the task. They must not call [`Pool::join`] (a
+//! thread cannot wait for itself); submitting more tasks is fine.
+//!
+//! # Fork in a threaded program
+//! The pool's threads exist while workers are replaced; with
+//! [`StartMethod::Fork`] a replacement is forked from a threaded process
+//! and inherits only the forking thread (see [`crate::process`]).
+//! [`StartMethod::ForkServer`] and [`StartMethod::Spawn`] avoid this.
+
+mod iter;
+mod result;
+mod worker;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use self::iter::{IMap, IMapUnordered};
+pub use self::result::{AsCompleted, AsyncResult, Future, as_completed};
+use self::result::{Failure, PartOutcome, Slot, Target, decode_chunks, decode_one};
+use self::worker::{Message, WorkerArgs};
+use crate::array::Value;
+use crate::channel::{Connection, pipe};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::process::target::{Entry, TypedEntry};
+use crate::process::{Process, StartMethod, describe_exit, get_start_method};
+
+/// Tasks a worker holds at most (sent, not yet answered). Two: the next task
+/// is there when one ends, and a long task holds back at most one other.
+const WINDOW: usize = 2;
+
+/// How often a worker's thread looks at the worker's process while waiting
+/// for a message (the pipe reports a death by itself; this is the backstop).
+const LOOK_EVERY: Duration = Duration::from_millis(200);
+
+/// Starts one worker process: its end of the pipe, its started word, the
+/// start method, its task budget.
+type Spawner = Arc<dyn Fn(Connection, Value<u64>, StartMethod, Option<u64>) -> Result<Process<()>> + Send + Sync>;
+
+/// Configures a [`Pool`] (Python's `Pool(processes, initializer, initargs,
+/// maxtasksperchild, context)`).
+#[must_use]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    method: Option<StartMethod>,
+    max_tasks: Option<u64>,
+    spawner: Spawner,
+}
+
+impl std::fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("processes", &self.processes)
+            .field("method", &self.method)
+            .field("max_tasks", &self.max_tasks)
+            .finish_non_exhaustive()
+    }
+}
+
+fn spawner<IA>(init: Option<(TypedEntry<IA, ()>, IA)>) -> Spawner
+where
+    IA: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    Arc::new(move |conn, started, method, max_tasks| {
+        let args = WorkerArgs { conn, started, init: init.clone(), max_tasks };
+        let mut p = Process::builder()
+            .name("PoolWorker")
+            .daemon(true)
+            .start_method(method)
+            .target(worker::worker_main::<IA>, args);
+        p.start()?;
+        Ok(p)
+    })
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder { processes: None, method: None, max_tasks: None, spawner: spawner::<()>(None) }
+    }
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (default: [`cpu_count`](crate::cpu_count)).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// The workers' start method (default: [`get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Each worker exits after this many tasks and a new one replaces it
+    /// (Python's `maxtasksperchild`); no task is left behind.
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks = Some(n.max(1));
+        self
+    }
+
+    /// Each worker calls `f(args)` when it starts, before any task (Python's
+    /// `initializer`/`initargs`). `args` travels as a process argument, so it
+    /// may hold shmproc handles (a lock for every task, say). If `f` panics
+    /// in a worker of a new pool, [`build`](Self::build) fails with the
+    /// message; in a replacement worker, the pool stops with every
+    /// unfinished task failing (it does not start workers for ever).
+    pub fn initializer<IA>(mut self, f: fn(IA), args: IA) -> Self
+    where
+        IA: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.spawner = spawner(Some((TypedEntry::new(f), args)));
+        self
+    }
+
+    /// Starts the workers and waits until each has run its initializer.
+    ///
+    /// # Errors
+    /// [`Error::ChildFailed`] if a worker's initializer panicked or a worker
+    /// died before it was ready; [`Error::InvalidArgument`] for 0 processes;
+    /// [`Error::Io`] if the system refuses a process.
+    pub fn build(self) -> Result<Pool> {
+        let n = self.processes.unwrap_or_else(crate::cpu_count);
+        if n == 0 {
+            return Err(Error::InvalidArgument { what: "a pool needs at least one process" });
+        }
+        let method = self.method.unwrap_or_else(get_start_method);
+        let inner = Arc::new(Inner {
+            spawner: self.spawner,
+            method,
+            max_tasks: self.max_tasks,
+            state: Mutex::new(State {
+                phase: Phase::Running,
+                pending: VecDeque::new(),
+                tasks: HashMap::new(),
+                slots: (0..n).map(|_| Worker::default()).collect(),
+                funcs: HashMap::new(),
+                next_id: 1,
+            }),
+            idle: Condvar::new(),
+            links: (0..n).map(|_| Mutex::new(Link::default())).collect(),
+            processes: n,
+        });
+        // Start them all, then wait for each: their start-ups overlap.
+        let mut launched = Vec::with_capacity(n);
+        let mut failure = None;
+        for _ in 0..n {
+            match inner.launch() {
+                Ok(x) => launched.push(x),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut ready = Vec::with_capacity(n);
+        for (conn, mut process, started) in launched {
+            if failure.is_some() {
+                let _ = process.kill();
+                let _ = process.join();
+                continue;
+            }
+            match await_ready(&conn, &mut process) {
+                Ok(()) => ready.push((conn, process, started)),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            for (_, mut process, _) in ready {
+                let _ = process.kill();
+                let _ = process.join();
+            }
+            return Err(e);
+        }
+        let mut threads = Vec::with_capacity(n);
+        for (i, (conn, process, started)) in ready.into_iter().enumerate() {
+            let process = Arc::new(Mutex::new(process));
+            let _ = inner.worker_up(i, &conn, process.clone());
+            let inner = inner.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("shmproc-pool-{i}"))
+                .spawn(move || inner.supervise(i, conn, process, started))
+                .map_err(|e| Error::io("spawning a pool thread", e))?;
+            threads.push(thread);
+        }
+        Ok(Pool { inner, threads: Mutex::new(threads) })
+    }
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`, and
+/// `ProcessPoolExecutor` through [`submit`](Self::submit)).
+///
+/// Tasks are `fn(A) -> R` with serde arguments and results, named so that
+/// every start method can run them. See the [module docs](self) for what
+/// happens when a worker dies and when the pool is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::Pool;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(square, 1..=4, None)?, [1, 4, 9, 16]);
+/// let r = pool.apply_async(square, 12)?;
+/// assert_eq!(r.get()?, 144);
+/// pool.close();
+/// pool.join()?;
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+pub struct Pool {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("processes", &self.inner.processes).finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default start method.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder, for the initializer, the start method and
+    /// `max_tasks_per_child`.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.inner.processes
+    }
+
+    /// Runs `f(args)` in a worker and waits for its result.
+    ///
+    /// # Errors
+    /// [`Error::TaskFailed`] if the task panicked, its worker died, or the
+    /// pool was terminated; [`Error::InvalidArgument`] if the pool is not
+    /// running; [`Error::Codec`] if the arguments do not encode (an
+    /// anonymous handle among them: pass handles through the initializer, or
+    /// use named ones) or the result does not decode.
+    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Queues `f(args)`; its result comes through the [`AsyncResult`].
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply), for what is known at once.
+    #[allow(clippy::needless_pass_by_value, reason = "Python's form: the arguments are the task's")]
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let bytes = codec::encode(&args)?;
+        let slot = Slot::new(1);
+        self.inner.submit(Entry::new(f), vec![(bytes, Target::Part(slot.clone(), 0))])?;
+        Ok(AsyncResult::new(slot, decode_one::<R>))
+    }
+
+    /// Queues `f(args)` and returns its future (Python's
+    /// `executor.submit`); the future is also a [`std::future::Future`].
+    ///
+    /// # Errors
+    /// As [`apply_async`](Self::apply_async).
+    pub fn submit<A, R>(&self, f: fn(A) -> R, args: A) -> Result<Future<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Ok(Future::new(self.apply_async(f, args)?))
+    }
+
+    /// Applies `f` to every item, in chunks of `chunksize` items per task
+    /// (`None`: Python's default, about four chunks per worker), and returns
+    /// the results in order. The input is collected first, as Python's does;
+    /// use [`imap`](Self::imap) for a long or endless input.
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply): the first failed chunk's error.
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.map_async(f, items, chunksize)?.get()
+    }
+
+    /// [`map`](Self::map), without waiting.
+    ///
+    /// # Errors
+    /// As [`apply_async`](Self::apply_async).
+    pub fn map_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.chunked(Entry::chunked(f), &items.into_iter().collect::<Vec<_>>(), chunksize)
+    }
+
+    /// [`map`](Self::map) for two-argument functions, each item a pair
+    /// (Python's `starmap`).
+    ///
+    /// # Errors
+    /// As [`map`](Self::map).
+    pub fn starmap<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.starmap_async(f, items, chunksize)?.get()
+    }
+
+    /// [`starmap`](Self::starmap), without waiting.
+    ///
+    /// # Errors
+    /// As [`apply_async`](Self::apply_async).
+    pub fn starmap_async<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.chunked(Entry::star_chunked(f), &items.into_iter().collect::<Vec<_>>(), chunksize)
+    }
+
+    fn chunked<T: Serialize, R: DeserializeOwned + 'static>(
+        &self,
+        entry: Entry,
+        items: &[T],
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>> {
+        let size = match chunksize {
+            Some(n) => n.max(1),
+            // Python's: about four chunks per worker.
+            None => items.len().div_ceil(self.inner.processes * 4).max(1),
+        };
+        let chunks = items.len().div_ceil(size);
+        let slot = Slot::new(chunks);
+        let mut jobs = Vec::with_capacity(chunks);
+        for (n, chunk) in items.chunks(size).enumerate() {
+            jobs.push((codec::encode(chunk)?, Target::Part(slot.clone(), n)));
+        }
+        self.inner.submit(entry, jobs)?;
+        Ok(AsyncResult::new(slot, decode_chunks::<R>))
+    }
+
+    /// Applies `f` to every item lazily, yielding results in order: the
+    /// input is read only as results are taken, a bounded number of chunks
+    /// ahead, so an endless iterator works (with `take`) and memory stays
+    /// flat. Each item is a `Result`: a failed chunk gives an error for each
+    /// of its items, and the iteration goes on.
+    pub fn imap<'p, A, R>(
+        &'p self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A> + 'p,
+        chunksize: usize,
+    ) -> IMap<'p, A, R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        IMap::new(self, Entry::chunked(f), Box::new(items.into_iter()), chunksize)
+    }
+
+    /// [`imap`](Self::imap), yielding results in the order they finish.
+    pub fn imap_unordered<'p, A, R>(
+        &'p self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A> + 'p,
+        chunksize: usize,
+    ) -> IMapUnordered<'p, A, R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        IMapUnordered::new(self, Entry::chunked(f), Box::new(items.into_iter()), chunksize)
+    }
+
+    /// No more tasks: the queued ones finish, then the workers exit
+    /// ([`join`](Self::join) waits for that).
+    pub fn close(&self) {
+        let mut st = self.inner.lock();
+        if matches!(st.phase, Phase::Running) {
+            st.phase = Phase::Closed;
+        }
+    }
+
+    /// Stops at once: workers are killed and every unfinished task's result
+    /// is an error ([`Error::TaskFailed`]).
+    pub fn terminate(&self) {
+        self.inner.terminate();
+    }
+
+    /// Python's `executor.shutdown(wait)`: [`close`](Self::close), then, if
+    /// `wait`, [`join`](Self::join).
+    ///
+    /// # Errors
+    /// As `join`.
+    pub fn shutdown(&self, wait: bool) -> Result<()> {
+        self.close();
+        if wait { self.join() } else { Ok(()) }
+    }
+
+    /// Waits for the workers to exit, after [`close`](Self::close) (once
+    /// every task has finished) or [`terminate`](Self::terminate).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the pool is still running.
+    pub fn join(&self) -> Result<()> {
+        let mut st = self.inner.lock();
+        if matches!(st.phase, Phase::Running) {
+            return Err(Error::InvalidArgument { what: "join a pool after close or terminate" });
+        }
+        while matches!(st.phase, Phase::Closed) && !st.tasks.is_empty() {
+            st = self.inner.idle.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(st);
+        // Every task is done (or the pool stopped): tell the workers to go.
+        for link in &self.inner.links {
+            let link = link.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(conn) = &link.conn {
+                let _ = conn.send_bytes(&worker::STOP_MESSAGE);
+            }
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let done = self.threads.get_mut().unwrap_or_else(PoisonError::into_inner).is_empty();
+        if !done {
+            self.terminate();
+            let _ = self.join();
+        }
+    }
+}
+
+/// Where the pool is in its life.
+enum Phase {
+    Running,
+    /// `close` was called: queued tasks finish, no new ones.
+    Closed,
+    Terminated,
+    /// A replacement worker's initializer failed: every task fails.
+    Broken(String),
+}
+
+/// One queued or running task.
+struct Task {
+    fid: u32,
+    entry: Arc<Entry>,
+    args: Arc<Vec<u8>>,
+    target: Target,
+}
+
+/// The pool's view of one worker slot.
+#[derive(Default)]
+struct Worker {
+    /// A worker is there and takes tasks.
+    up: bool,
+    /// Bumped for each new worker in the slot (matches its `Link`).
+    generation: u64,
+    /// Tasks sent to it, not answered yet, in the order sent.
+    inflight: Vec<u64>,
+    /// Tasks it may still be sent (`max_tasks_per_child`).
+    budget: Option<u64>,
+    /// Its process, to kill on `terminate`.
+    process: Option<Arc<Mutex<Process<()>>>>,
+}
+
+/// The send side of one worker slot.
+#[derive(Default)]
+struct Link {
+    conn: Option<Connection>,
+    generation: u64,
+    /// Functions defined to the current worker.
+    known: Vec<bool>,
+    buf: Vec<u8>,
+}
+
+struct State {
+    phase: Phase,
+    /// Tasks not sent yet, oldest first.
+    pending: VecDeque<u64>,
+    /// Every unfinished task (queued or sent).
+    tasks: HashMap<u64, Task>,
+    slots: Vec<Worker>,
+    /// Functions by entry key: their id and entry.
+    funcs: HashMap<(u64, u64), (u32, Arc<Entry>)>,
+    next_id: u64,
+}
+
+/// A task to send to a worker, decided under the state lock and sent after.
+struct Dispatch {
+    slot: usize,
+    generation: u64,
+    id: u64,
+    fid: u32,
+    entry: Arc<Entry>,
+    args: Arc<Vec<u8>>,
+}
+
+impl State {
+    /// Hands queued tasks to workers with room: what to send.
+    fn assign(&mut self) -> Vec<Dispatch> {
+        let mut sends = Vec::new();
+        while let Some(&id) = self.pending.front() {
+            let Some(slot) = (0..self.slots.len())
+                .filter(|&i| {
+                    let w = &self.slots[i];
+                    w.up && w.inflight.len() < WINDOW && w.budget != Some(0)
+                })
+                .min_by_key(|&i| self.slots[i].inflight.len())
+            else {
+                break;
+            };
+            self.pending.pop_front();
+            let Some(task) = self.tasks.get(&id) else { continue };
+            let w = &mut self.slots[slot];
+            w.inflight.push(id);
+            if let Some(b) = &mut w.budget {
+                *b -= 1;
+            }
+            sends.push(Dispatch {
+                slot,
+                generation: w.generation,
+                id,
+                fid: task.fid,
+                entry: task.entry.clone(),
+                args: task.args.clone(),
+            });
+        }
+        sends
+    }
+
+    /// Takes every unfinished task out, for failing them all.
+    fn drain_tasks(&mut self) -> Vec<Task> {
+        self.pending.clear();
+        for w in &mut self.slots {
+            w.inflight.clear();
+        }
+        self.tasks.drain().map(|(_, t)| t).collect()
+    }
+}
+
+struct Inner {
+    spawner: Spawner,
+    method: StartMethod,
+    max_tasks: Option<u64>,
+    processes: usize,
+    state: Mutex<State>,
+    /// Signalled when the last unfinished task finishes.
+    idle: Condvar,
+    links: Vec<Mutex<Link>>,
+}
+
+/// What a worker's thread does after its worker went.
+enum Next {
+    Replace,
+    Stop,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues tasks of `entry` (encoded arguments, where each outcome goes)
+    /// and sends what workers have room for.
+    fn submit(&self, entry: Entry, jobs: Vec<(Vec<u8>, Target)>) -> Result<()> {
+        let mut st = self.lock();
+        match &st.phase {
+            Phase::Running => {}
+            Phase::Broken(why) => return Err(Failure::Broken(why.clone()).error()),
+            Phase::Closed | Phase::Terminated => {
+                return Err(Error::InvalidArgument { what: "the pool is not running (closed or terminated)" });
+            }
+        }
+        let next_fid = u32::try_from(st.funcs.len()).unwrap_or(u32::MAX);
+        let (fid, entry) = st.funcs.entry(entry.key()).or_insert_with(|| (next_fid, Arc::new(entry))).clone();
+        for (args, target) in jobs {
+            let id = st.next_id;
+            st.next_id += 1;
+            st.tasks.insert(id, Task { fid, entry: entry.clone(), args: Arc::new(args), target });
+            st.pending.push_back(id);
+        }
+        let sends = st.assign();
+        drop(st);
+        self.send_all(sends);
+        Ok(())
+    }
+
+    /// Sends tasks decided under the lock. One whose worker has gone since
+    /// (another generation) is skipped: the death sent it elsewhere. A send
+    /// that fails is left to the worker's thread, which sees the death.
+    fn send_all(&self, sends: Vec<Dispatch>) {
+        for s in sends {
+            let mut link = self.links[s.slot].lock().unwrap_or_else(PoisonError::into_inner);
+            let link = &mut *link;
+            let Some(conn) = link.conn.as_ref().filter(|_| link.generation == s.generation) else { continue };
+            let fid = s.fid as usize;
+            if !link.known.get(fid).copied().unwrap_or(false) {
+                if worker::define(&mut link.buf, s.fid, &s.entry).is_err() || conn.send_bytes(&link.buf).is_err() {
+                    continue;
+                }
+                if link.known.len() <= fid {
+                    link.known.resize(fid + 1, false);
+                }
+                link.known[fid] = true;
+            }
+            worker::run(&mut link.buf, s.id, s.fid, &s.args);
+            let _ = conn.send_bytes(&link.buf);
+        }
+    }
+
+    /// A worker answered task `id`.
+    fn complete(&self, slot: usize, id: u64, outcome: PartOutcome) {
+        let mut st = self.lock();
+        let w = &mut st.slots[slot];
+        // Only a task this worker holds: anything else is ignored.
+        let Some(at) = w.inflight.iter().position(|&x| x == id) else { return };
+        w.inflight.remove(at);
+        let task = st.tasks.remove(&id);
+        let sends = st.assign();
+        let idle = st.tasks.is_empty();
+        drop(st);
+        if idle {
+            self.idle.notify_all();
+        }
+        self.send_all(sends);
+        if let Some(task) = task {
+            task.target.deliver(outcome);
+        }
+    }
+
+    /// Starts a worker for a slot (not waiting for it): the pool's end of
+    /// its pipe, its process, its started word.
+    fn launch(&self) -> Result<(Connection, Process<()>, Value<u64>)> {
+        let started = Value::new(0u64)?;
+        let (here, there) = pipe()?;
+        let process = (self.spawner)(there, started.clone(), self.method, self.max_tasks)?;
+        Ok((here, process, started))
+    }
+
+    /// A new worker is ready in `slot`: it takes tasks. `false` if the pool
+    /// stopped meanwhile (the worker is stopped).
+    fn worker_up(&self, slot: usize, conn: &Connection, process: Arc<Mutex<Process<()>>>) -> bool {
+        let generation = {
+            let mut link = self.links[slot].lock().unwrap_or_else(PoisonError::into_inner);
+            link.generation += 1;
+            link.known.clear();
+            link.conn = Some(conn.clone());
+            link.generation
+        };
+        let mut st = self.lock();
+        let stop = match st.phase {
+            Phase::Running => false,
+            Phase::Closed => st.tasks.is_empty(),
+            Phase::Terminated | Phase::Broken(_) => true,
+        };
+        if stop {
+            drop(st);
+            let _ = conn.send_bytes(&worker::STOP_MESSAGE);
+            return false;
+        }
+        let max_tasks = self.max_tasks;
+        let w = &mut st.slots[slot];
+        *w = Worker { up: true, generation, inflight: Vec::new(), budget: max_tasks, process: Some(process) };
+        let sends = st.assign();
+        drop(st);
+        self.send_all(sends);
+        true
+    }
+
+    /// The worker in `slot` is gone: `how` it died (`None`: it exited by
+    /// itself), `started` the id in its started word. Fails the task it was
+    /// running, queues again those it had not started, and says whether to
+    /// replace it.
+    fn worker_gone(&self, slot: usize, how: Option<&str>, started: u64) -> Next {
+        {
+            let mut link = self.links[slot].lock().unwrap_or_else(PoisonError::into_inner);
+            link.conn = None;
+            link.generation += 1;
+            link.known.clear();
+        }
+        let mut st = self.lock();
+        let w = &mut st.slots[slot];
+        w.up = false;
+        w.process = None;
+        let held = std::mem::take(&mut w.inflight);
+        let mut failed = None;
+        for &id in held.iter().rev() {
+            match how {
+                Some(how) if id == started => failed = st.tasks.remove(&id).map(|t| (t, how.to_owned())),
+                _ => st.pending.push_front(id),
+            }
+        }
+        let sends = st.assign();
+        let next = match st.phase {
+            Phase::Running => Next::Replace,
+            Phase::Closed if !st.tasks.is_empty() => Next::Replace,
+            Phase::Closed | Phase::Terminated | Phase::Broken(_) => Next::Stop,
+        };
+        let idle = st.tasks.is_empty();
+        drop(st);
+        if idle {
+            self.idle.notify_all();
+        }
+        self.send_all(sends);
+        if let Some((task, how)) = failed {
+            task.target.deliver(Err(Failure::Died(how)));
+        }
+        next
+    }
+
+    fn terminate(&self) {
+        let mut st = self.lock();
+        st.phase = Phase::Terminated;
+        let tasks = st.drain_tasks();
+        let processes: Vec<_> = st.slots.iter().filter_map(|w| w.process.clone()).collect();
+        drop(st);
+        self.idle.notify_all();
+        for p in processes {
+            let _ = p.lock().unwrap_or_else(PoisonError::into_inner).kill();
+        }
+        for t in tasks {
+            t.target.deliver(Err(Failure::Terminated));
+        }
+    }
+
+    /// A replacement's initializer failed: the pool fails every task.
+    fn broken(&self, why: &str) {
+        let mut st = self.lock();
+        if matches!(st.phase, Phase::Terminated) {
+            return;
+        }
+        st.phase = Phase::Broken(why.to_owned());
+        let tasks = st.drain_tasks();
+        drop(st);
+        self.idle.notify_all();
+        for t in tasks {
+            t.target.deliver(Err(Failure::Broken(why.to_owned())));
+        }
+    }
+
+    /// The thread of worker slot `slot`: receives results, and replaces the
+    /// worker when it goes.
+    fn supervise(
+        &self,
+        slot: usize,
+        mut conn: Connection,
+        mut process: Arc<Mutex<Process<()>>>,
+        mut started: Value<u64>,
+    ) {
+        let mut buf = vec![0; 4096];
+        loop {
+            let gone = match receive_within(&conn, &mut buf, LOOK_EVERY) {
+                Ok(len) => match worker::parse(&buf[..len]) {
+                    Ok(Message::Done { id, state, payload }) => {
+                        let outcome = match state {
+                            worker::RETURNED => Ok(payload.to_vec()),
+                            worker::PANICKED => Err(Failure::Panicked(String::from_utf8_lossy(payload).into_owned())),
+                            _ => Err(Failure::Failed(String::from_utf8_lossy(payload).into_owned())),
+                        };
+                        self.complete(slot, id, outcome);
+                        false
+                    }
+                    // Anything else from a running worker breaks the protocol.
+                    _ => true,
+                },
+                Err(Error::Timeout) => !lock_process(&process).is_alive(),
+                Err(_) => true,
+            };
+            if !gone {
+                continue;
+            }
+            let how = finish(&mut lock_process(&process));
+            match self.worker_gone(slot, how.as_deref(), started.get()) {
+                Next::Stop => return,
+                Next::Replace => {}
+            }
+            // A new worker in the slot; until one is ready, the others work.
+            let replacement = self.launch().and_then(|(c, mut p, s)| {
+                await_ready(&c, &mut p)?;
+                Ok((c, p, s))
+            });
+            match replacement {
+                Ok((c, p, s)) => {
+                    conn = c;
+                    process = Arc::new(Mutex::new(p));
+                    started = s;
+                    if !self.worker_up(slot, &conn, process.clone()) {
+                        let _ = finish(&mut lock_process(&process));
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.broken(&format!("a replacement worker could not start: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn lock_process(p: &Mutex<Process<()>>) -> MutexGuard<'_, Process<()>> {
+    p.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reaps a worker that went (killing it first if it still runs after a
+/// grace period): how it died, or `None` if it exited by itself.
+fn finish(p: &mut Process<()>) -> Option<String> {
+    let outcome = match p.join_timeout(Duration::from_secs(1)) {
+        Ok(Some(())) => return None,
+        Ok(None) => {
+            // Alive but off the protocol: it cannot be trusted with tasks.
+            let _ = p.kill();
+            p.join()
+        }
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => None,
+        Err(Error::ChildFailed { exitcode: Some(code), .. }) => Some(describe_exit(code)),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Receives one message into `buf` (growing it) within `timeout`.
+fn receive_within(conn: &Connection, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
+    loop {
+        match conn.recv_bytes_into_within(buf, timeout) {
+            Err(Error::BufferTooShort { needed, .. }) => buf.resize(needed, 0),
+            other => return other,
+        }
+    }
+}
+
+/// Waits until a new worker says it is ready.
+///
+/// # Errors
+/// [`Error::ChildFailed`] if its initializer failed or it died first.
+fn await_ready(conn: &Connection, process: &mut Process<()>) -> Result<()> {
+    let mut buf = vec![0; 256];
+    loop {
+        let failed = |reason: String| Error::ChildFailed { reason, exitcode: None };
+        match receive_within(conn, &mut buf, LOOK_EVERY) {
+            Ok(len) => {
+                let msg = worker::parse(&buf[..len]);
+                match msg {
+                    Ok(Message::Ready) => {
+                        // It has opened every handle in its arguments.
+                        process.release_args();
+                        return Ok(());
+                    }
+                    Ok(Message::InitFailed(why)) => {
+                        let _ = finish(process);
+                        return Err(failed(format!("a pool worker failed to start: {why}")));
+                    }
+                    _ => {
+                        let _ = process.kill();
+                        let _ = finish(process);
+                        return Err(failed("a pool worker broke the protocol while starting".to_owned()));
+                    }
+                }
+            }
+            Err(Error::Timeout) if process.is_alive() => {}
+            Err(_) => {
+                let how = finish(process).unwrap_or_else(|| "exited".to_owned());
+                return Err(failed(format!("a pool worker {how} before it was ready")));
+            }
+        }
+    }
+}

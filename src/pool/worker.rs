@@ -1,0 +1,243 @@
+//! A pool worker: the process side, and the messages on its pipe.
+//!
+//! Each worker has a duplex [`Connection`] with the pool. Messages are a tag
+//! byte, fixed little-endian fields, then raw bytes (already-encoded
+//! arguments or results travel without a second encoding):
+//!
+//! | tag | direction | fields |
+//! |---|---|---|
+//! | `DEFINE` | pool → worker | `fid` u32, the function's [`Entry`] (postcard) |
+//! | `RUN` | pool → worker | task `id` u64, `fid` u32, the encoded arguments |
+//! | `STOP` | pool → worker | — |
+//! | `READY` | worker → pool | — (the initializer returned) |
+//! | `INIT_FAILED` | worker → pool | why, UTF-8 |
+//! | `DONE` | worker → pool | task `id` u64, state u8 (`RETURNED`, `PANICKED`, `FAILED`), then the encoded result or the message |
+//!
+//! Every length is checked by [`parse`]: a malformed message from either side
+//! is [`Error::Corrupt`], never an out-of-range read. Before it runs a task
+//! the worker stores the task's id in its `started` word (shared memory), so
+//! that after its death the pool can tell the task it was running (an error)
+//! from the ones it had not taken yet (sent to another worker).
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::array::Value;
+use crate::channel::Connection;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::process::target::{Entry, Outcome, TypedEntry, run_caught};
+
+const DEFINE: u8 = 1;
+const RUN: u8 = 2;
+const STOP: u8 = 3;
+const READY: u8 = 10;
+const INIT_FAILED: u8 = 11;
+const DONE: u8 = 12;
+
+/// A task's outcome as a `DONE` message carries it.
+pub(crate) const RETURNED: u8 = 0;
+/// The task panicked; the payload is the message.
+pub(crate) const PANICKED: u8 = 1;
+/// The task could not run (its arguments did not decode, say); the payload
+/// says why.
+pub(crate) const FAILED: u8 = 2;
+
+/// A message, parsed (borrowing the received bytes).
+#[derive(Debug)]
+pub(crate) enum Message<'a> {
+    Define { fid: u32, entry: Entry },
+    Run { id: u64, fid: u32, args: &'a [u8] },
+    Stop,
+    Ready,
+    InitFailed(String),
+    Done { id: u64, state: u8, payload: &'a [u8] },
+}
+
+fn corrupt(what: String) -> Error {
+    Error::corrupt("pool message", what)
+}
+
+/// Takes `N` bytes from the front of `rest`.
+fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N]> {
+    let (head, tail) =
+        rest.split_first_chunk::<N>().ok_or_else(|| corrupt(format!("{} bytes where {N} were needed", rest.len())))?;
+    *rest = tail;
+    Ok(*head)
+}
+
+/// Parses one message; anything malformed is `Corrupt`.
+pub(crate) fn parse(msg: &[u8]) -> Result<Message<'_>> {
+    let Some((&tag, mut rest)) = msg.split_first() else { return Err(corrupt("an empty message".to_owned())) };
+    let whole = |rest: &[u8], m: Message<'static>| {
+        if rest.is_empty() { Ok(m) } else { Err(corrupt(format!("{} bytes after a message of tag {tag}", rest.len()))) }
+    };
+    match tag {
+        DEFINE => {
+            let fid = u32::from_le_bytes(take(&mut rest)?);
+            let entry = codec::decode(rest).map_err(|e| corrupt(format!("a function entry: {e}")))?;
+            Ok(Message::Define { fid, entry })
+        }
+        RUN => {
+            let id = u64::from_le_bytes(take(&mut rest)?);
+            let fid = u32::from_le_bytes(take(&mut rest)?);
+            Ok(Message::Run { id, fid, args: rest })
+        }
+        STOP => whole(rest, Message::Stop),
+        READY => whole(rest, Message::Ready),
+        INIT_FAILED => Ok(Message::InitFailed(String::from_utf8_lossy(rest).into_owned())),
+        DONE => {
+            let id = u64::from_le_bytes(take(&mut rest)?);
+            let [state] = take::<1>(&mut rest)?;
+            if state > FAILED {
+                return Err(corrupt(format!("task state {state}")));
+            }
+            Ok(Message::Done { id, state, payload: rest })
+        }
+        other => Err(corrupt(format!("unknown tag {other}"))),
+    }
+}
+
+/// Writes a `DEFINE` message into `buf`.
+pub(crate) fn define(buf: &mut Vec<u8>, fid: u32, entry: &Entry) -> Result<()> {
+    buf.clear();
+    buf.push(DEFINE);
+    buf.extend_from_slice(&fid.to_le_bytes());
+    codec::encode_to(entry, |b| {
+        buf.extend_from_slice(b);
+        true
+    })
+    .map(drop)
+}
+
+/// Writes a `RUN` message into `buf`.
+pub(crate) fn run(buf: &mut Vec<u8>, id: u64, fid: u32, args: &[u8]) {
+    buf.clear();
+    buf.push(RUN);
+    buf.extend_from_slice(&id.to_le_bytes());
+    buf.extend_from_slice(&fid.to_le_bytes());
+    buf.extend_from_slice(args);
+}
+
+/// A `STOP` message.
+pub(crate) const STOP_MESSAGE: [u8; 1] = [STOP];
+
+/// Writes a `DONE` message into `buf`.
+fn done(buf: &mut Vec<u8>, id: u64, state: u8, payload: &[u8]) {
+    buf.clear();
+    buf.push(DONE);
+    buf.extend_from_slice(&id.to_le_bytes());
+    buf.push(state);
+    buf.extend_from_slice(payload);
+}
+
+/// What a worker process is started with.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "IA: Serialize + DeserializeOwned")]
+pub(crate) struct WorkerArgs<IA> {
+    /// The worker's end of its pipe with the pool.
+    pub(crate) conn: Connection,
+    /// The id of the task it runs or last ran (0: none yet).
+    pub(crate) started: Value<u64>,
+    /// The initializer and its argument.
+    pub(crate) init: Option<(TypedEntry<IA, ()>, IA)>,
+    /// Tasks after which the worker exits (Python's `maxtasksperchild`).
+    pub(crate) max_tasks: Option<u64>,
+}
+
+/// Receives one message into `buf`, growing it as needed: its length.
+pub(crate) fn receive(conn: &Connection, buf: &mut Vec<u8>) -> Result<usize> {
+    loop {
+        match conn.recv_bytes_into(buf) {
+            Err(Error::BufferTooShort { needed, .. }) => buf.resize(needed, 0),
+            other => return other,
+        }
+    }
+}
+
+/// The worker process: runs the initializer, says it is ready, then runs
+/// tasks until told to stop, until `max_tasks`, or until the pool is gone.
+pub(crate) fn worker_main<IA: Serialize + DeserializeOwned>(args: WorkerArgs<IA>) {
+    let WorkerArgs { conn, started, init, max_tasks } = args;
+    if let Some((entry, arg)) = init {
+        let outcome = match entry.get() {
+            Ok(f) => run_caught(move || f(arg)),
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        let why = match outcome {
+            Outcome::Returned(_) => None,
+            Outcome::Panicked(msg) => Some(format!("the initializer panicked: {msg}")),
+            Outcome::Failed(msg) => Some(format!("the initializer could not run: {msg}")),
+        };
+        if let Some(why) = why {
+            let _ = conn.send_bytes(&[&[INIT_FAILED][..], why.as_bytes()].concat());
+            return;
+        }
+    }
+    if conn.send_bytes(&[READY]).is_err() {
+        return;
+    }
+    let mut funcs: Vec<Option<Entry>> = Vec::new();
+    let mut ran = 0u64;
+    let mut inbox = vec![0; 4096];
+    let mut outbox = Vec::new();
+    loop {
+        let Ok(len) = receive(&conn, &mut inbox) else { return };
+        match parse(&inbox[..len]) {
+            Ok(Message::Define { fid, entry }) => {
+                let i = fid as usize;
+                if funcs.len() <= i {
+                    funcs.resize(i + 1, None);
+                }
+                funcs[i] = Some(entry);
+            }
+            Ok(Message::Run { id, fid, args }) => {
+                started.set(id);
+                let outcome = match funcs.get(fid as usize).and_then(Option::as_ref) {
+                    Some(entry) => entry.call(args).unwrap_or_else(|e| Outcome::Failed(e.to_string())),
+                    None => Outcome::Failed(format!("no function {fid} was defined to this worker")),
+                };
+                match outcome {
+                    Outcome::Returned(bytes) => done(&mut outbox, id, RETURNED, &bytes),
+                    Outcome::Panicked(msg) => done(&mut outbox, id, PANICKED, msg.as_bytes()),
+                    Outcome::Failed(msg) => done(&mut outbox, id, FAILED, msg.as_bytes()),
+                }
+                if conn.send_bytes(&outbox).is_err() {
+                    return;
+                }
+                ran += 1;
+                if max_tasks.is_some_and(|max| ran >= max) {
+                    return;
+                }
+            }
+            // Told to stop; or a message no pool sends: leaving says so (the
+            // pool sees the worker go, and replaces it if it has work).
+            Ok(_) | Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(x: u8) -> u8 {
+        x
+    }
+
+    #[test]
+    fn messages_round_trip_and_malformed_ones_are_corrupt() {
+        let mut buf = Vec::new();
+        run(&mut buf, 7, 3, b"args");
+        assert!(matches!(parse(&buf).unwrap(), Message::Run { id: 7, fid: 3, args: b"args" }));
+        done(&mut buf, 9, PANICKED, b"boom");
+        assert!(matches!(parse(&buf).unwrap(), Message::Done { id: 9, state: PANICKED, payload: b"boom" }));
+        define(&mut buf, 2, &Entry::new(f)).unwrap();
+        assert!(matches!(parse(&buf).unwrap(), Message::Define { fid: 2, .. }));
+        for bad in
+            [&[][..], &[RUN, 1, 2], &[DONE, 0, 0, 0, 0, 0, 0, 0, 0, 9], &[STOP, 0], &[99], &[DEFINE, 0, 0, 0, 0, 0xff]]
+        {
+            assert!(matches!(parse(bad), Err(Error::Corrupt { .. })), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Pool and futures: every method, under fork and spawn, and the failures
+//! CPython's pool hangs on (a worker killed mid-task, a panicking task or
+//! initializer, terminate during a map, max_tasks_per_child).
+//!
+//! Every test runs under a watchdog that aborts the test binary if the pool
+//! hangs (workers are daemons: they go with it).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Watchdog;
+use shmproc::{Error, Pool, StartMethod, as_completed};
+
+/// Fork and Spawn: the pool's two kinds of workers (ForkServer is Spawn's
+/// protocol with Fork's cost; one test covers it).
+const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+
+fn watchdog(what: &'static str) -> Watchdog {
+    Watchdog::new(move || {
+        eprintln!("watchdog: the pool test `{what}` hung; aborting");
+        std::process::abort();
+    })
+}
+
+fn pool(method: StartMethod, n: usize) -> Pool {
+    Pool::builder().processes(n).start_method(method).build().unwrap_or_else(|e| panic!("a {method:?} pool: {e}"))
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn pid_of(_: u32) -> u32 {
+    std::process::id()
+}
+
+fn boom(x: u32) -> u32 {
+    if x == 3 {
+        panic!("boom at {x}");
+    }
+    x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Kills its own worker with SIGKILL (mid-task).
+fn die(x: u32) -> u32 {
+    // SAFETY: raise(3) with a valid signal number; it does not return.
+    unsafe { libc::raise(libc::SIGKILL) };
+    x
+}
+
+#[test]
+fn apply_map_starmap_and_imap_give_every_result_in_order() {
+    let _w = watchdog("apply_map");
+    for method in METHODS {
+        let p = pool(method, 2);
+        assert_eq!(p.apply(square, 7).unwrap(), 49);
+        let r = p.apply_async(square, 12).unwrap();
+        assert_eq!(r.get().unwrap(), 144);
+        assert_eq!(r.get().unwrap(), 144, "get again");
+        assert!(r.ready());
+        assert_eq!(r.successful(), Some(true));
+        assert_eq!(p.map(square, 0..100, None).unwrap(), (0..100).map(|x| x * x).collect::<Vec<_>>());
+        assert_eq!(p.map(square, 0..10, Some(1)).unwrap(), (0..10).map(|x| x * x).collect::<Vec<_>>());
+        assert!(p.map(square, Vec::new(), None).unwrap().is_empty());
+        assert_eq!(
+            p.starmap(add, (0..50).map(|i| (i, 2 * i)), Some(7)).unwrap(),
+            (0..50).map(|i| 3 * i).collect::<Vec<_>>()
+        );
+        let ordered: Vec<u64> = p.imap(square, 0..1000, 3).map(Result::unwrap).collect();
+        assert_eq!(ordered, (0..1000).map(|x| x * x).collect::<Vec<_>>());
+        let mut unordered: Vec<u64> = p.imap_unordered(square, 0..1000, 5).map(Result::unwrap).collect();
+        unordered.sort_unstable();
+        assert_eq!(unordered, (0..1000).map(|x| x * x).collect::<Vec<_>>());
+        p.close();
+        p.join().unwrap();
+    }
+}
+
+#[test]
+fn imap_on_an_endless_iterator_reads_only_what_it_needs() {
+    let _w = watchdog("imap_endless");
+    let p = pool(StartMethod::Fork, 2);
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = pulled.clone();
+    let input = (0u64..).inspect(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let first: Vec<u64> = p.imap(square, input, 1).take(10).map(Result::unwrap).collect();
+    assert_eq!(first, (0..10).map(|x| x * x).collect::<Vec<_>>());
+    let n = pulled.load(Ordering::Relaxed);
+    assert!(n < 100, "an endless input was read {n} items ahead");
+}
+
+#[test]
+fn a_panicking_task_is_an_error_with_its_message_and_the_worker_goes_on() {
+    let _w = watchdog("panic");
+    for method in METHODS {
+        let p = pool(method, 1);
+        let before = p.apply(pid_of, 0).unwrap();
+        let err = p.apply(boom, 3).unwrap_err();
+        assert!(matches!(&err, Error::TaskFailed { reason } if reason.contains("boom at 3")), "{err}");
+        assert_eq!(p.apply(pid_of, 0).unwrap(), before, "the same worker goes on");
+        let err = p.map(boom, 0..10, Some(2)).unwrap_err();
+        assert!(err.to_string().contains("boom at 3"), "{err}");
+        let items: Vec<_> = p.imap(boom, 0..6, 1).collect();
+        assert!(items[3].is_err() && items.iter().filter(|r| r.is_ok()).count() == 5, "{items:?}");
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_task_fails_that_task_only_and_is_replaced() {
+    let _w = watchdog("sigkill");
+    for method in METHODS {
+        let p = pool(method, 2);
+        let pids: std::collections::HashSet<u32> = (0..20).map(|_| p.apply(pid_of, 0).unwrap()).collect();
+        let others: Vec<_> = (0..40).map(|i| p.apply_async(square, i).unwrap()).collect();
+        let killed = p.apply_async(die, 1).unwrap();
+        let more: Vec<_> = (40..80).map(|i| p.apply_async(square, i).unwrap()).collect();
+        let err = killed.get().unwrap_err();
+        assert!(matches!(&err, Error::TaskFailed { reason } if reason.contains("SIGKILL")), "{err}");
+        for (i, r) in others.iter().chain(&more).enumerate() {
+            assert_eq!(r.get().unwrap(), (i as u64) * (i as u64));
+        }
+        // A new worker took the dead one's place.
+        let after: std::collections::HashSet<u32> = (0..20).map(|_| p.apply(pid_of, 0).unwrap()).collect();
+        assert!(after.iter().any(|pid| !pids.contains(pid)), "no new worker: {pids:?} then {after:?}");
+        p.close();
+        p.join().unwrap();
+    }
+}
+
+fn init_panics(_: ()) {
+    panic!("no initializing today");
+}
+
+static INIT_VALUE: Mutex<u64> = Mutex::new(0);
+
+fn init_set(v: u64) {
+    *INIT_VALUE.lock().unwrap() = v;
+}
+
+fn read_init(_: u32) -> u64 {
+    *INIT_VALUE.lock().unwrap()
+}
+
+#[test]
+fn the_initializer_runs_in_every_worker_and_a_panicking_one_fails_the_pool() {
+    let _w = watchdog("initializer");
+    for method in METHODS {
+        let p = Pool::builder().processes(2).start_method(method).initializer(init_set, 77).build().unwrap();
+        assert!(p.map(read_init, 0..8, Some(1)).unwrap().iter().all(|&v| v == 77));
+        let started = Instant::now();
+        let err = Pool::builder().processes(2).start_method(method).initializer(init_panics, ()).build().unwrap_err();
+        assert!(err.to_string().contains("no initializing today"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20), "no endless respawn loop");
+    }
+}
+
+#[test]
+fn terminate_during_a_map_fails_what_is_pending_and_join_returns() {
+    let _w = watchdog("terminate");
+    let p = pool(StartMethod::Fork, 2);
+    let r = p.map_async(sleep_ms, vec![200; 20], Some(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    p.terminate();
+    let err = r.get().unwrap_err();
+    assert!(err.to_string().contains("terminated"), "{err}");
+    p.join().unwrap();
+    assert!(p.apply(square, 1).is_err(), "a terminated pool takes no tasks");
+}
+
+#[test]
+fn max_tasks_per_child_replaces_workers_without_stranding_tasks() {
+    let _w = watchdog("max_tasks");
+    for method in METHODS {
+        let p = Pool::builder().processes(2).start_method(method).max_tasks_per_child(3).build().unwrap();
+        let rs: Vec<_> = (0..30).map(|_| p.apply_async(pid_of, 0).unwrap()).collect();
+        let pids: Vec<u32> = rs.iter().map(|r| r.get().unwrap()).collect();
+        let mut distinct = pids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() >= 10, "30 tasks at 3 per worker need 10 workers: {distinct:?}");
+        for pid in &distinct {
+            assert!(pids.iter().filter(|&p| p == pid).count() <= 3, "{pid} ran more than 3");
+        }
+        p.close();
+        p.join().unwrap();
+    }
+}
+
+#[test]
+fn futures_callbacks_and_as_completed() {
+    let _w = watchdog("futures");
+    let p = pool(StartMethod::Fork, 2);
+    let f = p.submit(square, 9).unwrap();
+    assert_eq!(f.result().unwrap(), 81);
+    assert!(f.done());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let futures: Vec<_> = (0..10).map(|i| p.submit(sleep_ms, (10 - i) * 5).unwrap()).collect();
+    for f in &futures {
+        let calls = calls.clone();
+        f.add_done_callback(move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let order: Vec<u64> = as_completed(futures.clone()).map(|f| f.result().unwrap()).collect();
+    assert_eq!(order.len(), 10);
+    // A callback added after completion runs at once, here.
+    futures[0].add_done_callback(move |f| seen.lock().unwrap().push(f.result().unwrap()));
+    assert_eq!(calls.load(Ordering::SeqCst), 10, "each callback exactly once");
+    let ok = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let (o, b) = (ok.clone(), bad.clone());
+    p.apply_async(square, 3).unwrap().on_success(move |v| {
+        assert_eq!(v, 9);
+        o.fetch_add(1, Ordering::SeqCst);
+    });
+    let r = p.apply_async(boom, 3).unwrap();
+    r.on_error(move |e| {
+        assert!(e.to_string().contains("boom"));
+        b.fetch_add(1, Ordering::SeqCst);
+    });
+    let _ = r.wait_timeout(Duration::from_secs(10));
+    p.shutdown(true).unwrap();
+    assert_eq!((ok.load(Ordering::SeqCst), bad.load(Ordering::SeqCst)), (1, 1));
+    // A future is a std future too.
+    let p = pool(StartMethod::Fork, 1);
+    let f = p.submit(square, 5).unwrap();
+    assert_eq!(block_on(f).unwrap(), 25);
+}
+
+/// A minimal executor: polls `f` on this thread, parking between polls.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
