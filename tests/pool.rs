@@ -1,6 +1,6 @@
 //! Pool and futures: every method, under fork and spawn, and the failures
-//! CPython's pool hangs on (a worker killed mid-task, a panicking task or
-//! initializer, terminate during a map, max_tasks_per_child).
+//! `CPython`'s pool hangs on (a worker killed mid-task, a panicking task or
+//! initializer, terminate during a map, `max_tasks_per_child`).
 //!
 //! Every test runs under a watchdog that aborts the test binary if the pool
 //! hangs (workers are daemons: they go with it).
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::Watchdog;
 use shmproc::{Error, Pool, StartMethod, as_completed};
 
-/// Fork and Spawn: the pool's two kinds of workers (ForkServer is Spawn's
+/// Fork and Spawn: the pool's two kinds of workers (`ForkServer` is Spawn's
 /// protocol with Fork's cost; one test covers it).
 const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
 
@@ -42,9 +42,7 @@ fn pid_of(_: u32) -> u32 {
 }
 
 fn boom(x: u32) -> u32 {
-    if x == 3 {
-        panic!("boom at {x}");
-    }
+    assert!(x != 3, "boom at {x}");
     x
 }
 
@@ -124,7 +122,11 @@ fn a_worker_killed_mid_task_fails_that_task_only_and_is_replaced() {
     let _w = watchdog("sigkill");
     for method in METHODS {
         let p = pool(method, 2);
-        let pids: std::collections::HashSet<u32> = (0..20).map(|_| p.apply(pid_of, 0).unwrap()).collect();
+        let workers = |p: &Pool| -> std::collections::HashSet<u32> {
+            p.map(pid_square, 0..40, Some(1)).unwrap().into_iter().map(|(pid, _)| pid).collect()
+        };
+        let before = workers(&p);
+        assert_eq!(before.len(), 2, "both workers take tasks: {before:?}");
         let others: Vec<_> = (0..40).map(|i| p.apply_async(square, i).unwrap()).collect();
         let killed = p.apply_async(die, 1).unwrap();
         let more: Vec<_> = (40..80).map(|i| p.apply_async(square, i).unwrap()).collect();
@@ -134,8 +136,9 @@ fn a_worker_killed_mid_task_fails_that_task_only_and_is_replaced() {
             assert_eq!(r.get().unwrap(), (i as u64) * (i as u64));
         }
         // A new worker took the dead one's place.
-        let after: std::collections::HashSet<u32> = (0..20).map(|_| p.apply(pid_of, 0).unwrap()).collect();
-        assert!(after.iter().any(|pid| !pids.contains(pid)), "no new worker: {pids:?} then {after:?}");
+        let after = workers(&p);
+        assert_eq!(after.len(), 2, "two workers again: {after:?}");
+        assert_eq!(after.intersection(&before).count(), 1, "one worker replaced: {before:?} then {after:?}");
         p.close();
         p.join().unwrap();
     }
@@ -204,9 +207,9 @@ fn max_tasks_per_child_replaces_workers_without_stranding_tasks() {
 fn futures_callbacks_and_as_completed() {
     let _w = watchdog("futures");
     let p = pool(StartMethod::Fork, 2);
-    let f = p.submit(square, 9).unwrap();
-    assert_eq!(f.result().unwrap(), 81);
-    assert!(f.done());
+    let nine = p.submit(square, 9).unwrap();
+    assert_eq!(nine.result().unwrap(), 81);
+    assert!(nine.done());
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let futures: Vec<_> = (0..10).map(|i| p.submit(sleep_ms, (10 - i) * 5).unwrap()).collect();
@@ -223,23 +226,22 @@ fn futures_callbacks_and_as_completed() {
     assert_eq!(calls.load(Ordering::SeqCst), 10, "each callback exactly once");
     let ok = Arc::new(AtomicUsize::new(0));
     let bad = Arc::new(AtomicUsize::new(0));
-    let (o, b) = (ok.clone(), bad.clone());
+    let (ok2, bad2) = (ok.clone(), bad.clone());
     p.apply_async(square, 3).unwrap().on_success(move |v| {
         assert_eq!(v, 9);
-        o.fetch_add(1, Ordering::SeqCst);
+        ok2.fetch_add(1, Ordering::SeqCst);
     });
-    let r = p.apply_async(boom, 3).unwrap();
-    r.on_error(move |e| {
+    let failing = p.apply_async(boom, 3).unwrap();
+    failing.on_error(move |e| {
         assert!(e.to_string().contains("boom"));
-        b.fetch_add(1, Ordering::SeqCst);
+        bad2.fetch_add(1, Ordering::SeqCst);
     });
-    let _ = r.wait_timeout(Duration::from_secs(10));
+    let _ = failing.wait_timeout(Duration::from_secs(10));
     p.shutdown(true).unwrap();
     assert_eq!((ok.load(Ordering::SeqCst), bad.load(Ordering::SeqCst)), (1, 1));
     // A future is a std future too.
-    let p = pool(StartMethod::Fork, 1);
-    let f = p.submit(square, 5).unwrap();
-    assert_eq!(block_on(f).unwrap(), 25);
+    let one = pool(StartMethod::Fork, 1);
+    assert_eq!(block_on(one.submit(square, 5).unwrap()).unwrap(), 25);
 }
 
 /// A minimal executor: polls `f` on this thread, parking between polls.
@@ -259,4 +261,149 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         }
         std::thread::park();
     }
+}
+
+/// `x * x`, and the pid of the worker that computed it; spins about a
+/// millisecond first, so that kills land mid-task too.
+fn pid_square(x: u64) -> (u32, u64) {
+    let until = Instant::now() + Duration::from_micros(800);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    (std::process::id(), x * x)
+}
+
+/// Whether `pid` is a live child of this process (so that a kill never
+/// reaches a process that took a dead worker's pid).
+fn is_our_child(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        let mut fields = after.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let parent: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        state != "Z" && parent == std::process::id()
+    })
+}
+
+#[test]
+fn workers_killed_at_random_points_lose_only_the_tasks_they_were_running() {
+    let _w = watchdog("random_kills");
+    let mut rng = common::XorShift::new(0x5eed_0007);
+    for method in METHODS {
+        for round in 0..3 {
+            let p = pool(method, 2);
+            let seen = Arc::new(Mutex::new(Vec::<u32>::new()));
+            let results: Vec<_> = (0..300u64)
+                .map(|i| {
+                    let r = p.apply_async(pid_square, i).unwrap();
+                    let seen = seen.clone();
+                    r.on_success(move |(pid, _)| {
+                        let mut s = seen.lock().unwrap();
+                        if !s.contains(&pid) {
+                            s.push(pid);
+                        }
+                    });
+                    r
+                })
+                .collect();
+            let mut kills = 0;
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(5 + rng.next_u64() % 30));
+                let pids = seen.lock().unwrap().clone();
+                let live: Vec<u32> = pids.into_iter().filter(|&pid| is_our_child(pid)).collect();
+                if let Some(&pid) = live.get((rng.next_u64() as usize) % live.len().max(1)) {
+                    // SAFETY: kill(2) on a live child of ours (checked just above).
+                    if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
+                        kills += 1;
+                    }
+                }
+            }
+            assert!(kills > 0, "{method:?} round {round}: no worker was killed, the test proves nothing");
+            let mut failed = 0;
+            for (i, r) in results.iter().enumerate() {
+                match r.get() {
+                    Ok((_, v)) => assert_eq!(v, (i as u64) * (i as u64)),
+                    Err(Error::TaskFailed { reason }) if reason.contains("SIGKILL") => failed += 1,
+                    Err(e) => panic!("{method:?} round {round}: task {i}: {e}"),
+                }
+            }
+            assert!(failed <= kills, "{method:?} round {round}: {failed} tasks failed for {kills} kills");
+            // The pool still works, with every worker replaced as needed.
+            assert_eq!(p.map(square, 0..50, Some(1)).unwrap(), (0..50).map(|x| x * x).collect::<Vec<_>>());
+            p.close();
+            p.join().unwrap();
+        }
+    }
+}
+
+fn is_the_one(i: u32) -> bool {
+    i == 137
+}
+
+#[test]
+fn early_exit_at_the_first_true_result_among_50000_tasks_returns_promptly() {
+    let _w = watchdog("early_exit");
+    let p = pool(StartMethod::Fork, 2);
+    let results: Vec<_> = (0..50_000).map(|i| p.apply_async(is_the_one, i).unwrap()).collect();
+    let found = results.iter().position(|r| r.get().unwrap());
+    assert_eq!(found, Some(137));
+    p.terminate();
+    p.join().unwrap();
+    assert!(results.last().unwrap().get().is_err() || results.last().unwrap().ready());
+}
+
+fn stays_for(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn misuse_is_an_error_and_a_dropped_pool_fails_its_tasks_without_hanging() {
+    let _w = watchdog("misuse");
+    let p = pool(StartMethod::Fork, 1);
+    assert!(matches!(p.join(), Err(Error::InvalidArgument { .. })), "join before close");
+    let pending: Vec<_> = (0..5).map(|_| p.apply_async(stays_for, 300).unwrap()).collect();
+    drop(p);
+    for r in &pending {
+        let err = r.get().unwrap_err();
+        assert!(err.to_string().contains("terminated"), "{err}");
+    }
+    let p = pool(StartMethod::Fork, 1);
+    p.close();
+    assert!(matches!(p.apply(square, 2), Err(Error::InvalidArgument { .. })), "apply after close");
+    p.join().unwrap();
+    assert!(Pool::builder().processes(0).build().is_err());
+}
+
+#[test]
+fn a_killed_task_calls_its_error_callback_exactly_once() {
+    let _w = watchdog("callback_once");
+    let p = pool(StartMethod::Fork, 2);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let successes = Arc::new(AtomicUsize::new(0));
+    let r = p.apply_async(die, 1).unwrap();
+    let e = errors.clone();
+    let s = successes.clone();
+    r.on_error(move |_| {
+        e.fetch_add(1, Ordering::SeqCst);
+    })
+    .on_success(move |_| {
+        s.fetch_add(1, Ordering::SeqCst);
+    });
+    assert!(r.get().is_err());
+    assert_eq!(r.successful(), Some(false));
+    p.close();
+    p.join().unwrap();
+    assert_eq!((errors.load(Ordering::SeqCst), successes.load(Ordering::SeqCst)), (1, 0));
+}
+
+#[test]
+fn a_forkserver_pool_runs_tasks_too() {
+    let _w = watchdog("forkserver");
+    let p = pool(StartMethod::ForkServer, 2);
+    assert_eq!(p.map(square, 0..20, None).unwrap(), (0..20).map(|x| x * x).collect::<Vec<_>>());
+    assert!(p.apply(boom, 3).is_err());
+    assert_eq!(p.apply(square, 4).unwrap(), 16);
+    p.close();
+    p.join().unwrap();
 }
