@@ -98,7 +98,7 @@ fn imap_on_an_endless_iterator_reads_only_what_it_needs() {
     let first: Vec<u64> = p.imap(square, input, 1).take(10).map(Result::unwrap).collect();
     assert_eq!(first, (0..10).map(|x| x * x).collect::<Vec<_>>());
     let n = pulled.load(Ordering::Relaxed);
-    assert!(n < 100, "an endless input was read {n} items ahead");
+    assert!(n <= 2 * 2 * 64 + 1, "an endless input was read {n} items ahead");
 }
 
 #[test]

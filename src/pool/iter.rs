@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::result::{PartOutcome, Stream, Target};
-use super::{Pool, WINDOW};
+use super::Pool;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::process::target::Entry;
@@ -46,10 +46,10 @@ impl<'p, A: Serialize> Feed<'p, A> {
         }
     }
 
-    /// Queues chunks until enough are outstanding (two windows' worth per
-    /// worker) or the input ends.
+    /// Queues chunks until enough are outstanding (twice what the workers
+    /// may hold now) or the input ends.
     fn top_up(&mut self) {
-        let ahead = (self.pool.processes() * WINDOW * 2) as u64;
+        let ahead = (self.pool.capacity() * 2) as u64;
         while !self.exhausted && self.sent - self.taken < ahead {
             let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
             if chunk.is_empty() {

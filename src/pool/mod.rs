@@ -42,7 +42,7 @@ mod worker;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,9 +58,16 @@ use crate::error::{Error, Result};
 use crate::process::target::{Entry, TypedEntry};
 use crate::process::{Process, StartMethod, describe_exit, get_start_method};
 
-/// Tasks a worker holds at most (sent, not yet answered). Two: the next task
-/// is there when one ends, and a long task holds back at most one other.
-const WINDOW: usize = 2;
+/// Tasks a worker holds (sent, not yet answered) at least: the next task is
+/// there when one ends, and a long task holds back at most one other.
+const MIN_WINDOW: usize = 2;
+/// ... and at most, for quick tasks: each one's round trip through the pool
+/// then overlaps the others' work.
+pub(crate) const MAX_WINDOW: usize = 64;
+/// The work a worker may have queued behind the task it runs, by its recent
+/// task times: the window is this over the mean task time, so quick tasks
+/// stream and a slow one holds back little.
+const QUEUED_WORK: Duration = Duration::from_micros(100);
 
 /// How often a worker's thread looks at the worker's process while waiting
 /// for a message (the pipe reports a death by itself; this is the backstop).
@@ -273,6 +280,11 @@ impl Pool {
         self.inner.processes
     }
 
+    /// Tasks the workers may hold in all now (for `imap`'s read-ahead).
+    pub(crate) fn capacity(&self) -> usize {
+        self.inner.lock().slots.iter().map(|w| w.window.max(MIN_WINDOW)).sum()
+    }
+
     /// Runs `f(args)` in a worker and waits for its result.
     ///
     /// # Errors
@@ -405,11 +417,12 @@ impl Pool {
         };
         let chunks = items.len().div_ceil(size);
         let slot = Slot::new(chunks);
-        let mut jobs = Vec::with_capacity(chunks);
+        // Each chunk goes as soon as it is encoded: the workers start on the
+        // first while the rest are encoded.
         for (n, chunk) in items.chunks(size).enumerate() {
-            jobs.push((codec::encode(chunk)?, Target::Part(slot.clone(), n)));
+            let job = (codec::encode(chunk)?, Target::Part(slot.clone(), n));
+            self.inner.submit(entry.clone(), vec![job])?;
         }
-        self.inner.submit(entry, jobs)?;
         Ok(AsyncResult::new(slot, decode_chunks::<R>))
     }
 
@@ -540,6 +553,28 @@ struct Worker {
     budget: Option<u64>,
     /// Its process, to kill on `terminate`.
     process: Option<Arc<Mutex<Process<()>>>>,
+    /// Tasks it may hold now (`MIN_WINDOW..=MAX_WINDOW`).
+    window: usize,
+    /// When it last answered, and the mean of its recent task times (ns).
+    last_done: Option<Instant>,
+    mean_ns: u64,
+}
+
+impl Worker {
+    /// A task ended at `now`. If the worker held another, it went straight
+    /// on, so the time since its last answer is one task's: the window
+    /// follows the mean of those.
+    fn answered(&mut self, now: Instant, held: usize) {
+        if held >= 2
+            && let Some(last) = self.last_done
+        {
+            let took = u64::try_from(now.duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+            self.mean_ns = if self.mean_ns == 0 { took } else { self.mean_ns - self.mean_ns / 8 + took / 8 };
+            let budget = u64::try_from(QUEUED_WORK.as_nanos()).unwrap_or(u64::MAX);
+            self.window = usize::try_from(budget / self.mean_ns.max(1)).unwrap_or(MAX_WINDOW).clamp(MIN_WINDOW, MAX_WINDOW);
+        }
+        self.last_done = Some(now);
+    }
 }
 
 /// The send side of one worker slot.
@@ -582,7 +617,7 @@ impl State {
             let Some(slot) = (0..self.slots.len())
                 .filter(|&i| {
                     let w = &self.slots[i];
-                    w.up && w.inflight.len() < WINDOW && w.budget != Some(0)
+                    w.up && w.inflight.len() < w.window && w.budget != Some(0)
                 })
                 .min_by_key(|&i| self.slots[i].inflight.len())
             else {
@@ -693,6 +728,7 @@ impl Inner {
         let w = &mut st.slots[slot];
         // Only a task this worker holds: anything else is ignored.
         let Some(at) = w.inflight.iter().position(|&x| x == id) else { return };
+        w.answered(Instant::now(), w.inflight.len());
         w.inflight.remove(at);
         let task = st.tasks.remove(&id);
         let sends = st.assign();
@@ -739,7 +775,16 @@ impl Inner {
         }
         let max_tasks = self.max_tasks;
         let w = &mut st.slots[slot];
-        *w = Worker { up: true, generation, inflight: Vec::new(), budget: max_tasks, process: Some(process) };
+        *w = Worker {
+            up: true,
+            generation,
+            inflight: Vec::new(),
+            budget: max_tasks,
+            process: Some(process),
+            window: MIN_WINDOW,
+            last_done: None,
+            mean_ns: 0,
+        };
         let sends = st.assign();
         drop(st);
         self.send_all(sends);
