@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::result::{PartOutcome, Stream, Target};
 use super::Pool;
+use super::result::{PartOutcome, Stream, Target};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::process::target::Entry;
@@ -57,9 +57,7 @@ impl<'p, A: Serialize> Feed<'p, A> {
                 break;
             }
             let queued = codec::encode(&chunk).and_then(|bytes| {
-                self.pool
-                    .inner
-                    .submit(self.entry.clone(), vec![(bytes, Target::Stream(self.stream.clone(), self.sent))])
+                self.pool.inner.submit(&self.entry, vec![(bytes, Target::Stream(self.stream.clone(), self.sent))])
             });
             if let Err(e) = queued {
                 self.error = Some(e);

@@ -313,7 +313,7 @@ impl Pool {
     {
         let bytes = codec::encode(&args)?;
         let slot = Slot::new(1);
-        self.inner.submit(Entry::new(f), vec![(bytes, Target::Part(slot.clone(), 0))])?;
+        self.inner.submit(&Entry::new(f), vec![(bytes, Target::Part(slot.clone(), 0))])?;
         Ok(AsyncResult::new(slot, decode_one::<R>))
     }
 
@@ -364,7 +364,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.chunked(Entry::chunked(f), &items.into_iter().collect::<Vec<_>>(), chunksize)
+        self.chunked(&Entry::chunked(f), &items.into_iter().collect::<Vec<_>>(), chunksize)
     }
 
     /// [`map`](Self::map) for two-argument functions, each item a pair
@@ -401,12 +401,12 @@ impl Pool {
         B: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.chunked(Entry::star_chunked(f), &items.into_iter().collect::<Vec<_>>(), chunksize)
+        self.chunked(&Entry::star_chunked(f), &items.into_iter().collect::<Vec<_>>(), chunksize)
     }
 
     fn chunked<T: Serialize, R: DeserializeOwned + 'static>(
         &self,
-        entry: Entry,
+        entry: &Entry,
         items: &[T],
         chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>> {
@@ -421,7 +421,7 @@ impl Pool {
         // first while the rest are encoded.
         for (n, chunk) in items.chunks(size).enumerate() {
             let job = (codec::encode(chunk)?, Target::Part(slot.clone(), n));
-            self.inner.submit(entry.clone(), vec![job])?;
+            self.inner.submit(entry, vec![job])?;
         }
         Ok(AsyncResult::new(slot, decode_chunks::<R>))
     }
@@ -571,7 +571,8 @@ impl Worker {
             let took = u64::try_from(now.duration_since(last).as_nanos()).unwrap_or(u64::MAX);
             self.mean_ns = if self.mean_ns == 0 { took } else { self.mean_ns - self.mean_ns / 8 + took / 8 };
             let budget = u64::try_from(QUEUED_WORK.as_nanos()).unwrap_or(u64::MAX);
-            self.window = usize::try_from(budget / self.mean_ns.max(1)).unwrap_or(MAX_WINDOW).clamp(MIN_WINDOW, MAX_WINDOW);
+            self.window =
+                usize::try_from(budget / self.mean_ns.max(1)).unwrap_or(MAX_WINDOW).clamp(MIN_WINDOW, MAX_WINDOW);
         }
         self.last_done = Some(now);
     }
@@ -676,7 +677,7 @@ impl Inner {
 
     /// Queues tasks of `entry` (encoded arguments, where each outcome goes)
     /// and sends what workers have room for.
-    fn submit(&self, entry: Entry, jobs: Vec<(Vec<u8>, Target)>) -> Result<()> {
+    fn submit(&self, entry: &Entry, jobs: Vec<(Vec<u8>, Target)>) -> Result<()> {
         let mut st = self.lock();
         match &st.phase {
             Phase::Running => {}
@@ -686,7 +687,7 @@ impl Inner {
             }
         }
         let next_fid = u32::try_from(st.funcs.len()).unwrap_or(u32::MAX);
-        let (fid, entry) = st.funcs.entry(entry.key()).or_insert_with(|| (next_fid, Arc::new(entry))).clone();
+        let (fid, entry) = st.funcs.entry(entry.key()).or_insert_with(|| (next_fid, Arc::new(entry.clone()))).clone();
         for (args, target) in jobs {
             let id = st.next_id;
             st.next_id += 1;
