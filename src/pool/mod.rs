@@ -703,35 +703,50 @@ impl Inner {
     /// Sends tasks decided under the lock. One whose worker has gone since
     /// (another generation) is skipped: the death sent it elsewhere. A send
     /// that fails is left to the worker's thread, which sees the death.
-    fn send_all(&self, sends: Vec<Dispatch>) {
-        for s in sends {
-            let mut link = self.links[s.slot].lock().unwrap_or_else(PoisonError::into_inner);
+    fn send_all(&self, mut sends: Vec<Dispatch>) {
+        // One message per worker: a batch of its tasks, in order.
+        sends.sort_by_key(|s| s.slot);
+        for group in sends.chunk_by(|a, b| a.slot == b.slot) {
+            let mut link = self.links[group[0].slot].lock().unwrap_or_else(PoisonError::into_inner);
             let link = &mut *link;
-            let Some(conn) = link.conn.as_ref().filter(|_| link.generation == s.generation) else { continue };
-            let fid = s.fid as usize;
-            if !link.known.get(fid).copied().unwrap_or(false) {
-                if worker::define(&mut link.buf, s.fid, &s.entry).is_err() || conn.send_bytes(&link.buf).is_err() {
-                    continue;
+            let Some(conn) = link.conn.clone() else { continue };
+            worker::batch_start(&mut link.buf);
+            for s in group.iter().filter(|s| s.generation == link.generation) {
+                let fid = s.fid as usize;
+                if !link.known.get(fid).copied().unwrap_or(false) {
+                    if worker::batch_push(&mut link.buf, |b| worker::define(b, s.fid, &s.entry)).is_err() {
+                        continue;
+                    }
+                    if link.known.len() <= fid {
+                        link.known.resize(fid + 1, false);
+                    }
+                    link.known[fid] = true;
                 }
-                if link.known.len() <= fid {
-                    link.known.resize(fid + 1, false);
-                }
-                link.known[fid] = true;
+                let _ = worker::batch_push(&mut link.buf, |b| {
+                    worker::run(b, s.id, s.fid, &s.args);
+                    Ok(())
+                });
             }
-            worker::run(&mut link.buf, s.id, s.fid, &s.args);
+            // A failed send is the worker's death: its thread sees it.
             let _ = conn.send_bytes(&link.buf);
         }
     }
 
-    /// A worker answered task `id`.
-    fn complete(&self, slot: usize, id: u64, outcome: PartOutcome) {
+    /// A worker answered tasks (ids and outcomes, in order).
+    fn complete(&self, slot: usize, answers: &mut Vec<(u64, PartOutcome)>) {
         let mut st = self.lock();
-        let w = &mut st.slots[slot];
-        // Only a task this worker holds: anything else is ignored.
-        let Some(at) = w.inflight.iter().position(|&x| x == id) else { return };
-        w.answered(Instant::now(), w.inflight.len());
-        w.inflight.remove(at);
-        let task = st.tasks.remove(&id);
+        let now = Instant::now();
+        let mut done = Vec::with_capacity(answers.len());
+        for (id, outcome) in answers.drain(..) {
+            let w = &mut st.slots[slot];
+            // Only a task this worker holds: anything else is ignored.
+            let Some(at) = w.inflight.iter().position(|&x| x == id) else { continue };
+            w.answered(now, w.inflight.len());
+            w.inflight.remove(at);
+            if let Some(task) = st.tasks.remove(&id) {
+                done.push((task, outcome));
+            }
+        }
         let sends = st.assign();
         let idle = st.tasks.is_empty();
         drop(st);
@@ -739,7 +754,7 @@ impl Inner {
             self.idle.notify_all();
         }
         self.send_all(sends);
-        if let Some(task) = task {
+        for (task, outcome) in done {
             task.target.deliver(outcome);
         }
     }
@@ -873,24 +888,33 @@ impl Inner {
         mut started: Value<u64>,
     ) {
         let mut buf = vec![0; 4096];
+        let mut answers = Vec::new();
         loop {
-            let gone = match receive_within(&conn, &mut buf, LOOK_EVERY) {
-                Ok(len) => match worker::parse(&buf[..len]) {
-                    Ok(Message::Done { id, state, payload }) => {
-                        let outcome = match state {
-                            worker::RETURNED => Ok(payload.to_vec()),
-                            worker::PANICKED => Err(Failure::Panicked(String::from_utf8_lossy(payload).into_owned())),
-                            _ => Err(Failure::Failed(String::from_utf8_lossy(payload).into_owned())),
-                        };
-                        self.complete(slot, id, outcome);
-                        false
+            // One answer (waiting), then whatever else is there already: the
+            // pool's lock is taken once for all of them.
+            let mut gone = false;
+            let mut wait = LOOK_EVERY;
+            loop {
+                match receive_within(&conn, &mut buf, wait) {
+                    Ok(len) => match worker::parse(&buf[..len]) {
+                        Ok(Message::Done { id, state, payload }) => answers.push((id, answer(state, payload))),
+                        // Anything else from a running worker breaks the protocol.
+                        _ => gone = true,
+                    },
+                    Err(Error::Timeout) => {
+                        gone = answers.is_empty() && !lock_process(&process).is_alive();
+                        break;
                     }
-                    // Anything else from a running worker breaks the protocol.
-                    _ => true,
-                },
-                Err(Error::Timeout) => !lock_process(&process).is_alive(),
-                Err(_) => true,
-            };
+                    Err(_) => gone = true,
+                }
+                if gone || answers.len() >= MAX_WINDOW {
+                    break;
+                }
+                wait = Duration::ZERO;
+            }
+            if !answers.is_empty() {
+                self.complete(slot, &mut answers);
+            }
             if !gone {
                 continue;
             }
@@ -920,6 +944,15 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// A `DONE` message's outcome.
+fn answer(state: u8, payload: &[u8]) -> PartOutcome {
+    match state {
+        worker::RETURNED => Ok(payload.to_vec()),
+        worker::PANICKED => Err(Failure::Panicked(String::from_utf8_lossy(payload).into_owned())),
+        _ => Err(Failure::Failed(String::from_utf8_lossy(payload).into_owned())),
     }
 }
 

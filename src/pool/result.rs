@@ -72,6 +72,9 @@ impl Target {
 
 type Callback = Box<dyn FnOnce(&Slot) + Send>;
 
+/// Looks at a result before a waiter sleeps on it.
+const SPINS_BEFORE_SLEEP: u32 = 20;
+
 /// The shared state of one result.
 pub(crate) struct Slot {
     state: Mutex<SlotState>,
@@ -79,8 +82,12 @@ pub(crate) struct Slot {
 }
 
 struct SlotState {
-    parts: Vec<Option<Vec<u8>>>,
+    /// Each part's encoded result (empty until it arrives).
+    parts: Vec<Vec<u8>>,
+    arrived: Vec<bool>,
     remaining: usize,
+    /// Threads asleep in `wait` (a notify is a system call: only for them).
+    sleepers: u32,
     /// Set once: every part arrived, or the first failure did.
     outcome: Option<std::result::Result<(), Failure>>,
     callbacks: Vec<Callback>,
@@ -92,8 +99,10 @@ impl Slot {
     pub(crate) fn new(parts: usize) -> Arc<Slot> {
         Arc::new(Slot {
             state: Mutex::new(SlotState {
-                parts: vec![None; parts],
+                parts: vec![Vec::new(); parts],
+                arrived: vec![false; parts],
                 remaining: parts,
+                sleepers: 0,
                 outcome: (parts == 0).then_some(Ok(())),
                 callbacks: Vec::new(),
                 wakers: Vec::new(),
@@ -113,10 +122,9 @@ impl Slot {
         }
         match outcome {
             Ok(bytes) => {
-                if let Some(part) = s.parts.get_mut(n)
-                    && part.is_none()
-                {
-                    *part = Some(bytes);
+                if s.arrived.get(n) == Some(&false) {
+                    s.arrived[n] = true;
+                    s.parts[n] = bytes;
                     s.remaining -= 1;
                 }
                 if s.remaining > 0 {
@@ -128,8 +136,11 @@ impl Slot {
         }
         let callbacks = std::mem::take(&mut s.callbacks);
         let wakers = std::mem::take(&mut s.wakers);
+        let sleepers = s.sleepers;
         drop(s);
-        self.done.notify_all();
+        if sleepers > 0 {
+            self.done.notify_all();
+        }
         for callback in callbacks {
             callback(self);
         }
@@ -143,22 +154,34 @@ impl Slot {
         self.lock().outcome.is_some()
     }
 
-    /// Waits for the outcome until `deadline`: whether it is there.
+    /// Waits for the outcome until `deadline`: whether it is there. Looks a
+    /// few times, yielding, before it sleeps: results of quick tasks come
+    /// within microseconds, and a sleep costs a wake-up on each side.
     fn wait(&self, deadline: Option<Deadline>) -> bool {
+        for _ in 0..SPINS_BEFORE_SLEEP {
+            if self.ready() {
+                return true;
+            }
+            std::thread::yield_now();
+        }
         let mut s = self.lock();
+        s.sleepers += 1;
+        let mut ready = true;
         while s.outcome.is_none() {
             match deadline {
                 None => s = self.done.wait(s).unwrap_or_else(PoisonError::into_inner),
                 Some(d) => {
                     let left = d.since(Deadline::now());
                     if left.is_zero() {
-                        return false;
+                        ready = false;
+                        break;
                     }
                     s = self.done.wait_timeout(s, left).unwrap_or_else(PoisonError::into_inner).0;
                 }
             }
         }
-        true
+        s.sleepers -= 1;
+        ready
     }
 
     /// Decodes the outcome with `decode` (over the parts in order); `None`
@@ -168,9 +191,7 @@ impl Slot {
         if let Err(failure) = s.outcome.as_ref()? {
             return Some(Err(failure.error()));
         }
-        let parts: Vec<Vec<u8>> = s.parts.iter().map(|p| p.clone().unwrap_or_default()).collect();
-        drop(s);
-        Some(decode(&parts))
+        Some(decode(&s.parts))
     }
 
     /// Whether it succeeded; `None` if not finished.
@@ -415,27 +436,41 @@ impl<R> Iterator for AsCompleted<R> {
 
 /// Outcomes of an `imap`'s tasks as they arrive, for its iterator.
 pub(crate) struct Stream {
-    arrived: Mutex<VecDeque<(u64, PartOutcome)>>,
+    /// What arrived, and whether the reader sleeps.
+    arrived: Mutex<(VecDeque<(u64, PartOutcome)>, bool)>,
     signal: Condvar,
 }
 
 impl Stream {
     pub(crate) fn new() -> Arc<Stream> {
-        Arc::new(Stream { arrived: Mutex::new(VecDeque::new()), signal: Condvar::new() })
+        Arc::new(Stream { arrived: Mutex::new((VecDeque::new(), false)), signal: Condvar::new() })
     }
 
     fn push(&self, n: u64, outcome: PartOutcome) {
-        self.arrived.lock().unwrap_or_else(PoisonError::into_inner).push_back((n, outcome));
-        self.signal.notify_all();
+        let mut arrived = self.arrived.lock().unwrap_or_else(PoisonError::into_inner);
+        arrived.0.push_back((n, outcome));
+        let asleep = arrived.1;
+        drop(arrived);
+        if asleep {
+            self.signal.notify_all();
+        }
     }
 
     /// Waits for the next outcome to arrive.
     pub(crate) fn next(&self) -> (u64, PartOutcome) {
-        let mut arrived = self.arrived.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(x) = arrived.pop_front() {
+        for _ in 0..SPINS_BEFORE_SLEEP {
+            if let Some(x) = self.arrived.lock().unwrap_or_else(PoisonError::into_inner).0.pop_front() {
                 return x;
             }
+            std::thread::yield_now();
+        }
+        let mut arrived = self.arrived.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(x) = arrived.0.pop_front() {
+                arrived.1 = false;
+                return x;
+            }
+            arrived.1 = true;
             arrived = self.signal.wait(arrived).unwrap_or_else(PoisonError::into_inner);
         }
     }

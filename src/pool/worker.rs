@@ -12,6 +12,7 @@
 //! | `READY` | worker → pool | — (the initializer returned) |
 //! | `INIT_FAILED` | worker → pool | why, UTF-8 |
 //! | `DONE` | worker → pool | task `id` u64, state u8 (`RETURNED`, `PANICKED`, `FAILED`), then the encoded result or the message |
+//! | `BATCH` | pool → worker | `count` u32, then `count` × (`len` u32, a message other than `BATCH`) |
 //!
 //! Every length is checked by [`parse`]: a malformed message from either side
 //! is [`Error::Corrupt`], never an out-of-range read. Before it runs a task
@@ -34,6 +35,7 @@ const STOP: u8 = 3;
 const READY: u8 = 10;
 const INIT_FAILED: u8 = 11;
 const DONE: u8 = 12;
+const BATCH: u8 = 13;
 
 /// A task's outcome as a `DONE` message carries it.
 pub(crate) const RETURNED: u8 = 0;
@@ -46,12 +48,25 @@ pub(crate) const FAILED: u8 = 2;
 /// A message, parsed (borrowing the received bytes).
 #[derive(Debug)]
 pub(crate) enum Message<'a> {
-    Define { fid: u32, entry: Entry },
-    Run { id: u64, fid: u32, args: &'a [u8] },
+    Define {
+        fid: u32,
+        entry: Entry,
+    },
+    Run {
+        id: u64,
+        fid: u32,
+        args: &'a [u8],
+    },
     Stop,
     Ready,
     InitFailed(String),
-    Done { id: u64, state: u8, payload: &'a [u8] },
+    Done {
+        id: u64,
+        state: u8,
+        payload: &'a [u8],
+    },
+    /// Several messages, each checked to lie within the batch (parse each).
+    Batch(Vec<&'a [u8]>),
 }
 
 fn corrupt(what: String) -> Error {
@@ -94,13 +109,56 @@ pub(crate) fn parse(msg: &[u8]) -> Result<Message<'_>> {
             }
             Ok(Message::Done { id, state, payload: rest })
         }
+        BATCH => {
+            let count = u32::from_le_bytes(take(&mut rest)?);
+            // Each item takes at least its length word and a tag.
+            if u64::from(count) * 5 > rest.len() as u64 {
+                return Err(corrupt(format!("a batch of {count} in {} bytes", rest.len())));
+            }
+            let mut items = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let len = u32::from_le_bytes(take(&mut rest)?) as usize;
+                let Some((item, after)) = rest.split_at_checked(len) else {
+                    return Err(corrupt(format!("a batch item of {len} bytes with {} left", rest.len())));
+                };
+                if item.first() == Some(&BATCH) {
+                    return Err(corrupt("a batch inside a batch".to_owned()));
+                }
+                items.push(item);
+                rest = after;
+            }
+            whole(rest, Message::Batch(Vec::new())).map(|_| Message::Batch(items))
+        }
         other => Err(corrupt(format!("unknown tag {other}"))),
     }
 }
 
-/// Writes a `DEFINE` message into `buf`.
-pub(crate) fn define(buf: &mut Vec<u8>, fid: u32, entry: &Entry) -> Result<()> {
+/// Starts a `BATCH` message in `buf`.
+pub(crate) fn batch_start(buf: &mut Vec<u8>) {
     buf.clear();
+    buf.push(BATCH);
+    buf.extend_from_slice(&0u32.to_le_bytes());
+}
+
+/// Appends to the batch in `buf` the message `write` appends (nothing, if
+/// it fails).
+pub(crate) fn batch_push(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    let at = buf.len();
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    if let Err(e) = write(buf) {
+        buf.truncate(at);
+        return Err(e);
+    }
+    let len =
+        u32::try_from(buf.len() - at - 4).map_err(|_| Error::TooLarge { size: buf.len(), limit: u32::MAX as usize })?;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    let count = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) + 1;
+    buf[1..5].copy_from_slice(&count.to_le_bytes());
+    Ok(())
+}
+
+/// Appends a `DEFINE` message to `buf`.
+pub(crate) fn define(buf: &mut Vec<u8>, fid: u32, entry: &Entry) -> Result<()> {
     buf.push(DEFINE);
     buf.extend_from_slice(&fid.to_le_bytes());
     codec::encode_to(entry, |b| {
@@ -110,9 +168,8 @@ pub(crate) fn define(buf: &mut Vec<u8>, fid: u32, entry: &Entry) -> Result<()> {
     .map(drop)
 }
 
-/// Writes a `RUN` message into `buf`.
+/// Appends a `RUN` message to `buf`.
 pub(crate) fn run(buf: &mut Vec<u8>, id: u64, fid: u32, args: &[u8]) {
-    buf.clear();
     buf.push(RUN);
     buf.extend_from_slice(&id.to_le_bytes());
     buf.extend_from_slice(&fid.to_le_bytes());
@@ -183,37 +240,61 @@ pub(crate) fn worker_main<IA: Serialize + DeserializeOwned>(args: WorkerArgs<IA>
     let mut outbox = Vec::new();
     loop {
         let Ok(len) = receive(&conn, &mut inbox) else { return };
-        match parse(&inbox[..len]) {
-            Ok(Message::Define { fid, entry }) => {
-                let i = fid as usize;
-                if funcs.len() <= i {
-                    funcs.resize(i + 1, None);
-                }
-                funcs[i] = Some(entry);
+        // A batch that does not parse is handled as one message: `handle`
+        // refuses it, and the worker leaves.
+        let items = match parse(&inbox[..len]) {
+            Ok(Message::Batch(items)) => items,
+            _ => vec![&inbox[..len]],
+        };
+        for item in items {
+            if !handle(item, &conn, &started, &mut funcs, &mut outbox) {
+                return;
             }
-            Ok(Message::Run { id, fid, args }) => {
-                started.set(id);
-                let outcome = match funcs.get(fid as usize).and_then(Option::as_ref) {
-                    Some(entry) => entry.call(args).unwrap_or_else(|e| Outcome::Failed(e.to_string())),
-                    None => Outcome::Failed(format!("no function {fid} was defined to this worker")),
-                };
-                match outcome {
-                    Outcome::Returned(bytes) => done(&mut outbox, id, RETURNED, &bytes),
-                    Outcome::Panicked(msg) => done(&mut outbox, id, PANICKED, msg.as_bytes()),
-                    Outcome::Failed(msg) => done(&mut outbox, id, FAILED, msg.as_bytes()),
-                }
-                if conn.send_bytes(&outbox).is_err() {
-                    return;
-                }
+            if item.first() == Some(&RUN) {
                 ran += 1;
                 if max_tasks.is_some_and(|max| ran >= max) {
                     return;
                 }
             }
-            // Told to stop; or a message no pool sends: leaving says so (the
-            // pool sees the worker go, and replaces it if it has work).
-            Ok(_) | Err(_) => return,
         }
+    }
+}
+
+/// Handles one message from the pool: whether to go on.
+fn handle(
+    msg: &[u8],
+    conn: &Connection,
+    started: &Value<u64>,
+    funcs: &mut Vec<Option<Entry>>,
+    outbox: &mut Vec<u8>,
+) -> bool {
+    match parse(msg) {
+        Ok(Message::Define { fid, entry }) => {
+            let i = fid as usize;
+            if funcs.len() <= i {
+                funcs.resize(i + 1, None);
+            }
+            funcs[i] = Some(entry);
+            true
+        }
+        Ok(Message::Run { id, fid, args }) => {
+            started.set(id);
+            let outcome = match funcs.get(fid as usize).and_then(Option::as_ref) {
+                Some(entry) => entry.call(args).unwrap_or_else(|e| Outcome::Failed(e.to_string())),
+                None => Outcome::Failed(format!("no function {fid} was defined to this worker")),
+            };
+            // Each answer goes before the next task starts: after a death,
+            // the started word names the one task without an answer.
+            match outcome {
+                Outcome::Returned(bytes) => done(outbox, id, RETURNED, &bytes),
+                Outcome::Panicked(msg) => done(outbox, id, PANICKED, msg.as_bytes()),
+                Outcome::Failed(msg) => done(outbox, id, FAILED, msg.as_bytes()),
+            }
+            conn.send_bytes(outbox).is_ok()
+        }
+        // Told to stop; or a message no pool sends: leaving says so (the
+        // pool sees the worker go, and replaces it if it has work).
+        Ok(_) | Err(_) => false,
     }
 }
 
@@ -232,8 +313,35 @@ mod tests {
         assert!(matches!(parse(&buf).unwrap(), Message::Run { id: 7, fid: 3, args: b"args" }));
         done(&mut buf, 9, PANICKED, b"boom");
         assert!(matches!(parse(&buf).unwrap(), Message::Done { id: 9, state: PANICKED, payload: b"boom" }));
+        buf.clear();
         define(&mut buf, 2, &Entry::new(f)).unwrap();
         assert!(matches!(parse(&buf).unwrap(), Message::Define { fid: 2, .. }));
+        batch_start(&mut buf);
+        batch_push(&mut buf, |b| define(b, 0, &Entry::new(f))).unwrap();
+        batch_push(&mut buf, |b| {
+            run(b, 5, 0, b"xy");
+            Ok(())
+        })
+        .unwrap();
+        match parse(&buf).unwrap() {
+            Message::Batch(items) => {
+                assert_eq!(items.len(), 2);
+                assert!(matches!(parse(items[1]).unwrap(), Message::Run { id: 5, fid: 0, args: b"xy" }));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut nested = Vec::new();
+        batch_start(&mut nested);
+        let inner = buf.clone();
+        batch_push(&mut nested, |b| {
+            b.extend_from_slice(&inner);
+            Ok(())
+        })
+        .unwrap();
+        assert!(matches!(parse(&nested), Err(Error::Corrupt { .. })), "a batch in a batch");
+        let mut short = buf.clone();
+        short.truncate(short.len() - 1);
+        assert!(matches!(parse(&short), Err(Error::Corrupt { .. })), "a cut batch");
         for bad in
             [&[][..], &[RUN, 1, 2], &[DONE, 0, 0, 0, 0, 0, 0, 0, 0, 9], &[STOP, 0], &[99], &[DEFINE, 0, 0, 0, 0, 0xff]]
         {

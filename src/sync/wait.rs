@@ -149,6 +149,11 @@ pub(crate) fn wait<W: WaitTarget>(cfg: &WaitConfig, deadline: Option<Deadline>, 
     if let Some(v) = target.attempt(false) {
         return Some(v);
     }
+    // A look (a deadline already passed, a zero timeout) ends here: the
+    // spin phase reads no clock, and would spin its whole budget first.
+    if deadline.is_some_and(Deadline::has_passed) {
+        return None;
+    }
     wait_after_attempt(cfg, deadline, target)
 }
 
