@@ -1,6 +1,6 @@
 //! Pool and futures: every method, under fork and spawn, and the failures
-//! CPython's pool hangs on (a worker killed mid-task, a panicking task or
-//! initializer, terminate during a map, max_tasks_per_child).
+//! `CPython`'s pool hangs on (a worker killed mid-task, a panicking task or
+//! initializer, terminate during a map, `max_tasks_per_child`).
 //!
 //! Every test runs under a watchdog that aborts the test binary if the pool
 //! hangs (workers are daemons: they go with it).
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::Watchdog;
 use shmproc::{Error, Pool, StartMethod, as_completed};
 
-/// Fork and Spawn: the pool's two kinds of workers (ForkServer is Spawn's
+/// Fork and Spawn: the pool's two kinds of workers (`ForkServer` is Spawn's
 /// protocol with Fork's cost; one test covers it).
 const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
 
@@ -42,9 +42,7 @@ fn pid_of(_: u32) -> u32 {
 }
 
 fn boom(x: u32) -> u32 {
-    if x == 3 {
-        panic!("boom at {x}");
-    }
+    assert!(x != 3, "boom at {x}");
     x
 }
 
@@ -223,15 +221,15 @@ fn futures_callbacks_and_as_completed() {
     assert_eq!(calls.load(Ordering::SeqCst), 10, "each callback exactly once");
     let ok = Arc::new(AtomicUsize::new(0));
     let bad = Arc::new(AtomicUsize::new(0));
-    let (o, b) = (ok.clone(), bad.clone());
+    let (on_ok, on_bad) = (ok.clone(), bad.clone());
     p.apply_async(square, 3).unwrap().on_success(move |v| {
         assert_eq!(v, 9);
-        o.fetch_add(1, Ordering::SeqCst);
+        on_ok.fetch_add(1, Ordering::SeqCst);
     });
     let r = p.apply_async(boom, 3).unwrap();
     r.on_error(move |e| {
         assert!(e.to_string().contains("boom"));
-        b.fetch_add(1, Ordering::SeqCst);
+        on_bad.fetch_add(1, Ordering::SeqCst);
     });
     let _ = r.wait_timeout(Duration::from_secs(10));
     p.shutdown(true).unwrap();
