@@ -243,6 +243,13 @@ fn every_example_is_tested() {
         "queue_results",
         "pipe_produce_consume",
         "pipe_duplex",
+        "pool_apply_async_sleep",
+        "pool_map_squares",
+        "pool_collect_results",
+        "pool_early_exit",
+        "pool_feeder_thread",
+        "executor_done_callback",
+        "pool_lock",
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
@@ -342,4 +349,110 @@ fn queue_results() {
     assert_eq!(r.count(|l| l.contains(" -> ")), 12, "{}", r.stdout);
     r.has_line("10.0.2.10 -> 22");
     assert_eq!(r.last(), Some("12 results collected"));
+}
+
+#[test]
+fn pool_apply_async_sleep() {
+    let r = run("pool_apply_async_sleep");
+    let main: u32 = r.after("main process (").trim_end_matches(')').parse().expect("main pid");
+    let mut pids = Vec::new();
+    for i in 0..10 {
+        assert_eq!(r.count(|l| l.starts_with(&format!("running task {i} in worker ("))), 1, "{}", r.stdout);
+        let pid: u32 = r.after(&format!("task {i} ran in worker (")).trim_end_matches(')').parse().expect("pid");
+        // The worker that said it ran the task is the one whose pid came back.
+        r.has_line(&format!("running task {i} in worker ({pid})"));
+        pids.push(pid);
+    }
+    assert!(!pids.contains(&main), "a task ran in the main process: {}", r.stdout);
+    pids.sort_unstable();
+    pids.dedup();
+    assert!(pids.len() <= 5, "more than five workers: {pids:?}");
+    assert_eq!(r.last(), Some("all 10 tasks done"));
+}
+
+#[test]
+fn pool_map_squares() {
+    let r = run("pool_map_squares");
+    r.has_line("squares of [1, 2, 3]: [1, 4, 9]");
+    for max in [50, 100, 150] {
+        assert_eq!(r.count(|l| l.ends_with(&format!(") process summing range({max})"))), 1, "{}", r.stdout);
+    }
+    // The sums, in the input's order, after the dashes.
+    let lines = r.lines();
+    let dashes = lines.iter().position(|l| *l == "--------------").expect("the dashes");
+    assert_eq!(lines[dashes + 1..], ["1225", "4950", "11175"], "{}", r.stdout);
+}
+
+#[test]
+fn pool_collect_results() {
+    let r = run("pool_collect_results");
+    r.has_line("results: [0, 1, 1048576, 3486784401]");
+    for i in 0..4 {
+        assert_eq!(r.count(|l| l.starts_with("child process: ") && l.ends_with(&format!(" - task {i}"))), 1);
+    }
+    r.has_line("collected 50000 results");
+    r.has_line("each result is its task's argument: true");
+    assert_eq!(r.last(), Some("sum: 1249975000"));
+}
+
+#[test]
+fn pool_early_exit() {
+    let r = run("pool_early_exit");
+    r.has_line("found: true");
+    // Results are checked in submission order: 0 to 137.
+    r.has_line("checked 138 of 50000 results");
+    let rest = r.after("results left unchecked: ");
+    let (left, failed) = rest.split_once(", failed by terminate: ").expect("both counts");
+    assert_eq!(left, "49862");
+    // Only the tasks the workers finished before terminate succeeded.
+    let failed: u64 = failed.parse().expect("failed count");
+    assert!(failed > 40_000, "{rest}");
+}
+
+#[test]
+fn pool_feeder_thread() {
+    let r = run("pool_feeder_thread");
+    r.has_line("the checker found task 137's true after checking 138 results");
+    // The feeder is at most the channel's capacity (1000), one result in
+    // flight and one being checked ahead of the checker.
+    let submitted: u64 = r
+        .after("the feeder stopped after submitting ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("submitted count");
+    assert!((138..=138 + 1000 + 2).contains(&submitted), "{}", r.stdout);
+}
+
+#[test]
+fn executor_done_callback() {
+    let r = run("executor_done_callback");
+    let urls = ["https://www.baidu.com", "https://www.zhihu.com", "https://www.163.com"];
+    for url in urls {
+        assert_eq!(r.count(|l| l.starts_with(&format!("{url} handled by ("))), 1, "{}", r.stdout);
+        assert_eq!(r.count(|l| l == format!("callback: {url}")), 1, "{}", r.stdout);
+    }
+    // shutdown(true) waits for the tasks, and for the callbacks.
+    let lines = r.lines();
+    let done = lines.iter().position(|l| *l == "all processes done...").expect("shutdown returned");
+    assert!(lines[..done].iter().filter(|l| l.contains(" handled by (")).count() == 3, "{}", r.stdout);
+    r.has_line("callbacks ran: 3 (https://www.163.com, https://www.baidu.com, https://www.zhihu.com)");
+    let mut completed: Vec<&str> = (1..=3).map(|n| r.after(&format!("completed #{n}: "))).collect();
+    completed.sort_unstable();
+    assert_eq!(completed, ["https://www.163.com", "https://www.baidu.com", "https://www.zhihu.com"]);
+}
+
+#[test]
+fn pool_lock() {
+    let r = run("pool_lock");
+    // An anonymous lock does not travel in a task's arguments.
+    assert!(r.after("the lock in a task's arguments: ").contains("anonymous"), "{}", r.stdout);
+    let results: Vec<&str> = r.lines().into_iter().filter(|l| l.starts_with("i am ")).collect();
+    assert_eq!(results.len(), 20, "{}", r.stdout);
+    for (i, l) in results.iter().enumerate() {
+        // In submission order; each task printed "i pid" under the lock.
+        let pid = l.strip_prefix(&format!("i am {i} and ")).unwrap_or_else(|| panic!("result {i}: {l}"));
+        r.has_line(&format!("{i} {pid}"));
+    }
+    assert_eq!(r.last(), Some("counter: 20 (expected 20)"));
 }
