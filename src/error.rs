@@ -201,7 +201,7 @@ impl fmt::Display for Error {
             Error::UnknownTypecode { found } => {
                 write!(f, "unknown typecode {found:?}: expected one of c b B h H i I l L q Q f d u")
             }
-            Error::Codec { detail } => write!(f, "encoding error: {detail}"),
+            Error::Codec { detail } => write!(f, "codec error: {detail}"),
             Error::ChildFailed { reason, .. } => write!(f, "child process failed: {reason}"),
             Error::TaskFailed { reason } => write!(f, "pool task failed: {reason}"),
         }

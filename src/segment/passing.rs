@@ -122,7 +122,8 @@ impl<S: SharedState> Serialize for Shared<S> {
         match pass_fd(seg.fd().as_raw_fd()) {
             Some(i) => Wire { at: Place::Fd(i), within }.serialize(s),
             None => Err(custom(
-                "an anonymous shmproc object can only be passed to a shmproc process (or create it with a name)",
+                "an anonymous shmproc object travels only in a new process's arguments (a Process target's, \
+                 or a pool's initializer), not in a message to a running one (create it with a name for that)",
             )),
         }
     }
