@@ -73,13 +73,43 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 /// allocation: callers that encode one message after another reuse one
 /// buffer instead of growing a new one each time.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    /// A postcard output that appends to a vector (which always has room).
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl postcard::ser_flavors::Flavor for Append<'_> {
+        type Output = ();
+        #[inline]
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            append(self.0, data);
+            Ok(())
+        }
+        #[inline]
+        fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+            self.0.push(data);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<()> {
+            Ok(())
+        }
+    }
     out.clear();
-    // A growing buffer always has room: the outcome is `true` or an error.
-    encode_to(value, |bytes| {
+    CUSTOM.with(|c| c.borrow_mut().take());
+    postcard::serialize_with_flavor(value, Append(out))
+        .map_err(|e| Error::Codec { detail: format!("encoding: {}", describe(&e)) })
+}
+
+/// Appends `bytes` to `out`. Most pieces postcard hands over are a varint or
+/// a single byte: those go in by a loop the compiler inlines, not a call to
+/// `memcpy` per piece (which was most of the cost of encoding a `Vec<u64>`).
+#[inline]
+pub(crate) fn append(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() <= 16 {
+        out.reserve(bytes.len());
+        for &b in bytes {
+            out.push(b);
+        }
+    } else {
         out.extend_from_slice(bytes);
-        true
-    })
-    .map(drop)
+    }
 }
 
 /// Encodes `value` through `sink`, which takes the encoding's bytes in order
