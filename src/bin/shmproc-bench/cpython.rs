@@ -15,24 +15,26 @@ use std::time::{Duration, Instant};
 use crate::stored::{self, Stored};
 
 /// The figures of one baselines script for a set of rows: run now (once, by
-/// the first row that asks; `ANCHORS_SCALE=0.2` and at most 30 s with
-/// `--quick`, else full length and at most 120 s) when `python3` and the
+/// the first row that asks; `ANCHORS_SCALE` [`QUICK_SCALE`] and at most 30 s
+/// with `--quick`, else full length and at most 120 s) when `python3` and the
 /// script are there, else the newest stored run's.
 #[derive(Debug)]
 pub(crate) struct Baseline {
-    /// The baseline column: where the figures come from.
-    pub(crate) label: String,
-    /// The script's benchmark name (`py/queue_throughput`).
-    bench: &'static str,
+    /// Every figure the rows use, as (benchmark, metric): `py/queue_throughput`,
+    /// `msgs_per_s_bytes64B_cross_core`. The script is stopped once it has
+    /// printed them all.
+    wanted: Vec<(&'static str, String)>,
     /// The unit of its figures (`msg/s`, `ns`).
     unit: &'static str,
-    /// Every metric the rows use: the script is stopped once it has printed them.
-    metrics: Vec<String>,
     /// Where to get them: the script to run, or the stored run.
     source: Source,
     /// The figures, once measured (or why not).
     measured: RefCell<Option<Result<Stored, String>>>,
 }
+
+/// `ANCHORS_SCALE` of a `--quick` run: the scripts' counts times this (rows
+/// that want the same counts as the script scale theirs by it too).
+pub(crate) const QUICK_SCALE: f64 = 0.2;
 
 #[derive(Debug)]
 enum Source {
@@ -41,48 +43,48 @@ enum Source {
 }
 
 impl Baseline {
-    /// The figures of `script` (in the baselines' python folder), whose
-    /// benchmark `bench` prints `metrics` in `unit`; `what` names the
-    /// `CPython` object measured in the label (`mp.Queue`).
-    pub(crate) fn new(
-        script_name: &str,
-        bench: &'static str,
-        unit: &'static str,
-        what: &str,
-        metrics: Vec<String>,
-    ) -> Self {
-        let (label, source) = if let (Some(_), Some(path)) = (python(), script(script_name)) {
-            (format!("CPython {what}, run now"), Source::Live(path))
+    /// The figures `wanted` (benchmark, metric) of `script` (in the
+    /// baselines' python folder), in `unit`. Stored figures come from the
+    /// newest run that has the first wanted benchmark.
+    pub(crate) fn new(script_name: &str, unit: &'static str, wanted: Vec<(&'static str, String)>) -> Self {
+        let source = if let (Some(_), Some(path)) = (python(), script(script_name)) {
+            Source::Live(path)
         } else {
-            let stored = stored::newest(bench);
-            let label = match &stored {
-                Ok(run) => format!("CPython {what} {} (no python3)", run.stamp),
-                Err(_) => "CPython: no python3, no stored figures".to_owned(),
-            };
-            (label, Source::Stored(stored))
+            let bench = wanted.first().map_or("", |w| w.0);
+            Source::Stored(stored::newest(bench))
         };
-        Baseline { label, bench, unit, metrics, source, measured: RefCell::new(None) }
+        Baseline { wanted, unit, source, measured: RefCell::new(None) }
     }
 
-    /// The figure of `metric`, running the script first if it has not run
-    /// yet (`quick`: the short run). NaN when the stored run lacks it (the row
-    /// shows no ratio).
+    /// The baseline column for figures of `what`, the `CPython` object
+    /// measured (`mp.Queue`): where they come from.
+    pub(crate) fn label(&self, what: &str) -> String {
+        match &self.source {
+            Source::Live(_) => format!("CPython {what}, run now"),
+            Source::Stored(Ok(run)) => format!("CPython {what} {} (no python3)", run.stamp),
+            Source::Stored(Err(_)) => "CPython: no python3, no stored figures".to_owned(),
+        }
+    }
+
+    /// The figure of `bench`'s `metric`, running the script first if it has
+    /// not run yet (`quick`: the short run). NaN when the stored run lacks it
+    /// (the row shows no ratio).
     ///
     /// # Errors
     /// The script failed, or did not print `metric`.
-    pub(crate) fn value(&self, quick: bool, metric: &str) -> Result<f64, String> {
-        let of = |run: &Stored| run.value(self.bench, metric, self.unit);
+    pub(crate) fn value(&self, quick: bool, bench: &str, metric: &str) -> Result<f64, String> {
+        let of = |run: &Stored| run.value(bench, metric, self.unit);
         match &self.source {
             Source::Stored(run) => Ok(run.as_ref().ok().and_then(of).unwrap_or(f64::NAN)),
             Source::Live(script) => {
                 let mut measured = self.measured.borrow_mut();
                 let run = measured.get_or_insert_with(|| {
-                    let wanted: Vec<_> = self.metrics.iter().map(|m| (self.bench, m.clone(), self.unit)).collect();
-                    let (scale, timeout) = if quick { (0.2, 30) } else { (1.0, 120) };
+                    let wanted: Vec<_> = self.wanted.iter().map(|(b, m)| (*b, m.clone(), self.unit)).collect();
+                    let (scale, timeout) = if quick { (QUICK_SCALE, 30) } else { (1.0, 120) };
                     run(script, scale, &wanted, Duration::from_secs(timeout))
                 });
                 let run = run.as_ref().map_err(|e| format!("CPython baseline: {e}"))?;
-                of(run).ok_or_else(|| format!("CPython baseline: no {metric}"))
+                of(run).ok_or_else(|| format!("CPython baseline: no {bench} {metric}"))
             }
         }
     }

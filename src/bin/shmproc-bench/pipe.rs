@@ -267,8 +267,8 @@ fn py_metric(placement: Placement) -> String {
 /// `CPython`'s `multiprocessing.Pipe` round trips of 64 bytes: run once (by
 /// the first row that needs them), or stored.
 fn py_pingpong() -> cpython::Baseline {
-    let metrics = Placement::ALL.iter().map(|&p| py_metric(p)).collect();
-    cpython::Baseline::new("pipe_pingpong.py", PY_BENCH, "ns", "mp.Pipe", metrics)
+    let wanted = Placement::ALL.iter().map(|&p| (PY_BENCH, py_metric(p))).collect();
+    cpython::Baseline::new("pipe_pingpong.py", "ns", wanted)
 }
 
 /// The (Adaptive) round trip in `placement` against `CPython`'s `Pipe`
@@ -279,11 +279,11 @@ fn vs_cpython(placement: Placement, seen: Seen, cpython: Rc<cpython::Baseline>) 
         name: format!("{ROUND_TRIP} (Adaptive) vs CPython"),
         placement: placement.name(),
         unit: Unit::Ns,
-        baseline: cpython.label.clone(),
+        baseline: cpython.label("mp.Pipe"),
         target: (placement == Placement::CrossCore).then_some(0.02),
     };
     Plan::new(spec, move |kit| {
-        let py = cpython.value(kit.settings().quick, &py_metric(placement))?;
+        let py = cpython.value(kit.settings().quick, PY_BENCH, &py_metric(placement))?;
         let (subject, samples) = if let Some(seen) = seen.get() {
             seen
         } else {

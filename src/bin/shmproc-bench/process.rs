@@ -15,7 +15,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use shmproc::{Process, StartMethod};
 
 use crate::kit::{self, Comparison, Figures, Kit, LINE, Placement, SharedWords};
@@ -202,12 +201,7 @@ fn figures(ns: &[u64]) -> Result<Figures, String> {
     if ns.is_empty() {
         return Err("no start+join was timed".to_owned());
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 1 << 40, 3).expect("valid histogram bounds");
-    for &t in ns {
-        hist.saturating_record(t.max(1));
-    }
-    let at = |q| hist.value_at_quantile(q) as f64;
-    Ok(Figures { p50: at(0.5), p99: Some(at(0.99)), p999: Some(at(0.999)) })
+    Ok(kit::percentiles(ns))
 }
 
 /// Every timed start+join of a row, in ns.

@@ -481,8 +481,8 @@ fn py_metric(placement: Placement) -> String {
 /// `CPython`'s `multiprocessing.Queue` throughput of 64-byte messages: run
 /// once (by the first row that needs it), or stored.
 fn py_throughput() -> cpython::Baseline {
-    let metrics = Placement::ALL.iter().map(|&p| py_metric(p)).collect();
-    cpython::Baseline::new("queue_throughput.py", PY_BENCH, "msg/s", "mp.Queue", metrics)
+    let wanted = Placement::ALL.iter().map(|&p| (PY_BENCH, py_metric(p))).collect();
+    cpython::Baseline::new("queue_throughput.py", "msg/s", wanted)
 }
 
 /// A message type of the `ObjectQueue` rows: Python's `bytes` as
@@ -510,12 +510,12 @@ fn object_throughput<M: Message>(placement: Placement, cpython: Rc<cpython::Base
         name: format!("ObjectQueue<{}> 64 B one-way, put/get", M::NAME),
         placement: placement.name(),
         unit: Unit::NsPerMsg,
-        baseline: cpython.label.clone(),
+        baseline: cpython.label("mp.Queue"),
         target,
     };
     Plan::new(spec, move |kit| {
         // ns per message (NaN: no figure, shown without a ratio).
-        let py = 1e9 / cpython.value(kit.settings().quick, &py_metric(placement))?;
+        let py = 1e9 / cpython.value(kit.settings().quick, PY_BENCH, &py_metric(placement))?;
         let n = object_messages(kit.settings().quick);
         let (consumer_cpu, producer_cpu) = consumer_producer(kit, placement)?;
         let limit = MESSAGE_LIMIT * n as u32;

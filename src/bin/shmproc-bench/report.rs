@@ -14,6 +14,9 @@ pub(crate) enum Unit {
     /// Nanoseconds per message of a stream (run time / messages); the table
     /// also shows the rate, messages per second.
     NsPerMsg,
+    /// Nanoseconds per task of a batch of pool tasks (run time / tasks); the
+    /// table also shows the rate, tasks per second.
+    NsPerTask,
     /// Nanoseconds per MiB of a bulk transfer (transfer time / MiB moved);
     /// the table also shows the bandwidth, GB/s.
     NsPerMiB,
@@ -25,6 +28,7 @@ impl Unit {
             Unit::Ns => "ns",
             Unit::NsPerOp => "ns/op",
             Unit::NsPerMsg => "ns/msg",
+            Unit::NsPerTask => "ns/task",
             Unit::NsPerMiB => "ns/MiB",
         }
     }
@@ -135,7 +139,8 @@ fn time(ns: f64) -> String {
     }
 }
 
-/// Formats the rate of a stream whose messages take `ns` each: `102.3 M/s`.
+/// Formats the rate of a stream whose messages (or tasks) take `ns` each:
+/// `102.3 M/s`.
 fn rate(ns: f64) -> String {
     let r = 1e9 / ns;
     if !r.is_finite() || r <= 0.0 {
@@ -165,7 +170,7 @@ fn cells(row: &Row) -> Vec<String> {
     let spec = &row.spec;
     let mut out = vec![spec.name.clone(), spec.placement.to_owned()];
     let p50 = |ns: f64| match spec.unit {
-        Unit::NsPerMsg => format!("{} = {}", time(ns), rate(ns)),
+        Unit::NsPerMsg | Unit::NsPerTask => format!("{} = {}", time(ns), rate(ns)),
         Unit::NsPerMiB => format!("{} = {}", time(ns), bandwidth(ns)),
         Unit::Ns | Unit::NsPerOp => time(ns),
     };

@@ -23,6 +23,8 @@ mod shm;
 
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+
 pub(crate) use child::{allowed_cpus, fork, wait_all};
 pub(crate) use pingpong::{Placement, Side};
 pub(crate) use race::{Worker, processes, threads};
@@ -299,6 +301,17 @@ impl Kit {
             same_cpu: None,
         }
     }
+}
+
+/// p50 / p99 / p99.9 of times in ns, each timed on its own (an hdrhistogram
+/// with 3 significant digits; meaningless for an empty `ns`).
+pub(crate) fn percentiles(ns: &[u64]) -> Figures {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 1 << 40, 3).expect("valid histogram bounds");
+    for &t in ns {
+        hist.saturating_record(t.max(1));
+    }
+    let at = |q| hist.value_at_quantile(q) as f64;
+    Figures { p50: at(0.5), p99: Some(at(0.99)), p999: Some(at(0.999)) }
 }
 
 /// The median (mean of the middle two for an even count); NaN if empty.
