@@ -407,3 +407,27 @@ fn a_forkserver_pool_runs_tasks_too() {
     p.close();
     p.join().unwrap();
 }
+
+fn echo_big(v: shmproc::Bytes) -> shmproc::Bytes {
+    v
+}
+
+#[test]
+fn large_arguments_and_results_stream_without_a_deadlock() {
+    // Each task and its answer are bigger than half a pipe ring: the pool
+    // must never send a task while its worker waits to send an answer to the
+    // very thread that sends.
+    let _w = watchdog("large");
+    for method in METHODS {
+        let p = pool(method, 1);
+        let msg: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let results: Vec<_> = (0..12).map(|_| p.apply_async(echo_big, shmproc::Bytes(msg.clone())).unwrap()).collect();
+        for r in &results {
+            assert!(r.get().unwrap().0 == msg, "{method:?}: a large answer came back changed");
+        }
+        let chunks = p.map(echo_big, (0..6).map(|_| shmproc::Bytes(msg.clone())), Some(2)).unwrap();
+        assert!(chunks.iter().all(|c| c.0 == msg));
+        p.close();
+        p.join().unwrap();
+    }
+}

@@ -68,6 +68,15 @@ pub(crate) const MAX_WINDOW: usize = 64;
 /// task times: the window is this over the mean task time, so quick tasks
 /// stream and a slow one holds back little.
 const QUEUED_WORK: Duration = Duration::from_micros(100);
+/// Bytes of tasks a worker may hold unanswered, unless it holds none: a
+/// quarter of its pipe's ring, so that a send to it never waits for room
+/// (the ring holds all of them, framing and padding included). A send that
+/// waited could wait for ever: the worker may itself be waiting to send an
+/// answer to the very thread that sends.
+const SEND_BUDGET: usize = crate::channel::PIPE_CAPACITY / 4;
+/// What a task costs in that budget beyond its arguments (its headers, and
+/// a definition of its function sent with it).
+const TASK_OVERHEAD: usize = 128;
 
 /// How often a worker's thread looks at the worker's process while waiting
 /// for a message (the pipe reports a death by itself; this is the backstop).
@@ -547,8 +556,11 @@ struct Worker {
     up: bool,
     /// Bumped for each new worker in the slot (matches its `Link`).
     generation: u64,
-    /// Tasks sent to it, not answered yet, in the order sent.
-    inflight: Vec<u64>,
+    /// Tasks sent to it, not answered yet, in the order sent, with their
+    /// cost in the send budget.
+    inflight: VecDeque<(u64, usize)>,
+    /// The sum of those costs.
+    inflight_bytes: usize,
     /// Tasks it may still be sent (`max_tasks_per_child`).
     budget: Option<u64>,
     /// Its process, to kill on `terminate`.
@@ -615,19 +627,26 @@ impl State {
     fn assign(&mut self) -> Vec<Dispatch> {
         let mut sends = Vec::new();
         while let Some(&id) = self.pending.front() {
+            let Some(task) = self.tasks.get(&id) else {
+                self.pending.pop_front();
+                continue;
+            };
+            let cost = task.args.len() + TASK_OVERHEAD;
             let Some(slot) = (0..self.slots.len())
                 .filter(|&i| {
                     let w = &self.slots[i];
-                    w.up && w.inflight.len() < w.window && w.budget != Some(0)
+                    w.up && w.inflight.len() < w.window
+                        && w.budget != Some(0)
+                        && (w.inflight.is_empty() || w.inflight_bytes + cost <= SEND_BUDGET)
                 })
                 .min_by_key(|&i| self.slots[i].inflight.len())
             else {
                 break;
             };
             self.pending.pop_front();
-            let Some(task) = self.tasks.get(&id) else { continue };
             let w = &mut self.slots[slot];
-            w.inflight.push(id);
+            w.inflight.push_back((id, cost));
+            w.inflight_bytes += cost;
             if let Some(b) = &mut w.budget {
                 *b -= 1;
             }
@@ -648,6 +667,7 @@ impl State {
         self.pending.clear();
         for w in &mut self.slots {
             w.inflight.clear();
+            w.inflight_bytes = 0;
         }
         self.tasks.drain().map(|(_, t)| t).collect()
     }
@@ -740,9 +760,17 @@ impl Inner {
         for (id, outcome) in answers.drain(..) {
             let w = &mut st.slots[slot];
             // Only a task this worker holds: anything else is ignored.
-            let Some(at) = w.inflight.iter().position(|&x| x == id) else { continue };
+            // A worker answers in the order it was sent tasks, almost always.
+            let at = if w.inflight.front().is_some_and(|&(x, _)| x == id) {
+                Some(0)
+            } else {
+                w.inflight.iter().position(|&(x, _)| x == id)
+            };
+            let Some(at) = at else { continue };
             w.answered(now, w.inflight.len());
-            w.inflight.remove(at);
+            if let Some((_, cost)) = w.inflight.remove(at) {
+                w.inflight_bytes -= cost;
+            }
             if let Some(task) = st.tasks.remove(&id) {
                 done.push((task, outcome));
             }
@@ -794,7 +822,8 @@ impl Inner {
         *w = Worker {
             up: true,
             generation,
-            inflight: Vec::new(),
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
             budget: max_tasks,
             process: Some(process),
             window: MIN_WINDOW,
@@ -823,8 +852,9 @@ impl Inner {
         w.up = false;
         w.process = None;
         let held = std::mem::take(&mut w.inflight);
+        w.inflight_bytes = 0;
         let mut failed = None;
-        for &id in held.iter().rev() {
+        for &(id, _) in held.iter().rev() {
             match how {
                 Some(how) if id == started => failed = st.tasks.remove(&id).map(|t| (t, how.to_owned())),
                 _ => st.pending.push_front(id),

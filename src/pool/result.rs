@@ -82,9 +82,9 @@ pub(crate) struct Slot {
 }
 
 struct SlotState {
-    /// Each part's encoded result (empty until it arrives).
+    /// Each part's encoded result (empty until it arrives; each arrives
+    /// once: the pool delivers a task's outcome once).
     parts: Vec<Vec<u8>>,
-    arrived: Vec<bool>,
     remaining: usize,
     /// Threads asleep in `wait` (a notify is a system call: only for them).
     sleepers: u32,
@@ -100,7 +100,6 @@ impl Slot {
         Arc::new(Slot {
             state: Mutex::new(SlotState {
                 parts: vec![Vec::new(); parts],
-                arrived: vec![false; parts],
                 remaining: parts,
                 sleepers: 0,
                 outcome: (parts == 0).then_some(Ok(())),
@@ -122,10 +121,9 @@ impl Slot {
         }
         match outcome {
             Ok(bytes) => {
-                if s.arrived.get(n) == Some(&false) {
-                    s.arrived[n] = true;
-                    s.parts[n] = bytes;
-                    s.remaining -= 1;
+                if let Some(part) = s.parts.get_mut(n) {
+                    *part = bytes;
+                    s.remaining = s.remaining.saturating_sub(1);
                 }
                 if s.remaining > 0 {
                     return;
