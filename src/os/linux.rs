@@ -648,7 +648,7 @@ pub(crate) fn adopt_fd(fd: std::os::fd::RawFd) -> io::Result<OwnedFd> {
 /// the GNU build-id note if the linker wrote one (found in memory, no file
 /// read), else the device, inode, size and modification time of
 /// `/proc/self/exe`.
-pub(crate) fn exe_identity() -> Vec<u8> {
+pub(crate) fn exe_identity() -> &'static [u8] {
     use std::sync::OnceLock;
     static ID: OnceLock<Vec<u8>> = OnceLock::new();
     ID.get_or_init(|| {
@@ -664,7 +664,6 @@ pub(crate) fn exe_identity() -> Vec<u8> {
             id
         })
     })
-    .clone()
 }
 
 /// The main executable's GNU build-id, read from its `PT_NOTE` segments.

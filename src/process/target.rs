@@ -43,7 +43,9 @@ fn anchor() -> usize {
 #[allow(clippy::unsafe_derive_deserialize)] // see above
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Entry {
-    exe: Vec<u8>,
+    /// Borrowed from this process's identity when made here (no allocation
+    /// per entry), owned when decoded.
+    exe: std::borrow::Cow<'static, [u8]>,
     trampoline: u64,
     target: u64,
 }
@@ -60,7 +62,11 @@ impl Entry {
     /// Names `f`, to be called with encoded `A` and to return encoded `R`.
     pub(crate) fn new<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Self {
         let trampoline: Trampoline = trampoline::<A, R>;
-        Entry { exe: os::exe_identity(), trampoline: offset(trampoline as usize), target: offset(f as usize) }
+        Entry {
+            exe: std::borrow::Cow::Borrowed(os::exe_identity()),
+            trampoline: offset(trampoline as usize),
+            target: offset(f as usize),
+        }
     }
 
     /// Names `f` for a pool's chunks: called with an encoded `Vec<A>`, it
@@ -68,7 +74,11 @@ impl Entry {
     /// item fails the chunk).
     pub(crate) fn chunked<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Self {
         let trampoline: Trampoline = chunk_trampoline::<A, R>;
-        Entry { exe: os::exe_identity(), trampoline: offset(trampoline as usize), target: offset(f as usize) }
+        Entry {
+            exe: std::borrow::Cow::Borrowed(os::exe_identity()),
+            trampoline: offset(trampoline as usize),
+            target: offset(f as usize),
+        }
     }
 
     /// Names the two-argument `f` for a pool's chunks of pairs (Python's
@@ -76,7 +86,11 @@ impl Entry {
     /// encoded `Vec<R>`.
     pub(crate) fn star_chunked<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(f: fn(A, B) -> R) -> Self {
         let trampoline: Trampoline = star_trampoline::<A, B, R>;
-        Entry { exe: os::exe_identity(), trampoline: offset(trampoline as usize), target: offset(f as usize) }
+        Entry {
+            exe: std::borrow::Cow::Borrowed(os::exe_identity()),
+            trampoline: offset(trampoline as usize),
+            target: offset(f as usize),
+        }
     }
 
     /// What tells two entries apart in one executable: the trampoline (the
@@ -87,7 +101,7 @@ impl Entry {
 
     /// Refuses an entry made by another executable.
     fn check_exe(&self) -> Result<()> {
-        if self.exe != os::exe_identity() {
+        if *self.exe != *os::exe_identity() {
             return Err(Error::InvalidArgument {
                 what: "the spawned executable is not the one that named the target (build-id mismatch)",
             });
@@ -234,7 +248,7 @@ mod tests {
     #[test]
     fn an_entry_from_another_executable_is_refused_not_called() {
         let mut e = Entry::new(double);
-        e.exe = b"some other build".to_vec();
+        e.exe = b"some other build".to_vec().into();
         e.target = u64::MAX; // would be garbage if it were ever used
         let err = e.call(&[]).err().expect("a foreign entry must be refused");
         assert!(err.to_string().contains("build-id mismatch"), "{err}");
