@@ -431,3 +431,36 @@ fn large_arguments_and_results_stream_without_a_deadlock() {
         p.join().unwrap();
     }
 }
+
+fn low_byte(x: u64) -> u8 {
+    (x % 256) as u8
+}
+
+#[test]
+fn imap_over_ten_million_items_keeps_a_bounded_read_ahead() {
+    // The input is never collected: at any moment it has been read at most
+    // a bounded distance past what was consumed.
+    let _w = watchdog("imap_ten_million");
+    let p = pool(StartMethod::Fork, 2);
+    const N: u64 = 10_000_000;
+    const CHUNK: usize = 50_000;
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = pulled.clone();
+    let input = (0..N).inspect(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let (mut sum, mut consumed, mut ahead) = (0u64, 0usize, 0usize);
+    for r in p.imap_unordered(low_byte, input, CHUNK) {
+        sum += u64::from(r.unwrap());
+        consumed += 1;
+        ahead = ahead.max(pulled.load(Ordering::Relaxed) - consumed);
+    }
+    assert_eq!(consumed as u64, N);
+    assert_eq!(sum, (0..N).map(|x| x % 256).sum::<u64>());
+    // Twice what the workers may hold, and the chunk being read. A chunk
+    // takes far longer than the 100 µs of queued work a window allows, so
+    // each worker holds two: nine chunks, not ten million items.
+    assert!(ahead <= 10 * CHUNK, "read {ahead} items ahead");
+    p.close();
+    p.join().unwrap();
+}
