@@ -440,10 +440,10 @@ fn low_byte(x: u64) -> u8 {
 fn imap_over_ten_million_items_keeps_a_bounded_read_ahead() {
     // The input is never collected: at any moment it has been read at most
     // a bounded distance past what was consumed.
-    let _w = watchdog("imap_ten_million");
-    let p = pool(StartMethod::Fork, 2);
     const N: u64 = 10_000_000;
     const CHUNK: usize = 50_000;
+    let _w = watchdog("imap_ten_million");
+    let p = pool(StartMethod::Fork, 2);
     let pulled = Arc::new(AtomicUsize::new(0));
     let counter = pulled.clone();
     let input = (0..N).inspect(move |_| {
