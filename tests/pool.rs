@@ -464,3 +464,55 @@ fn imap_over_ten_million_items_keeps_a_bounded_read_ahead() {
     p.close();
     p.join().unwrap();
 }
+
+#[test]
+fn get_timeout_and_wait_timeout_give_up_and_then_the_result_comes() {
+    let _w = watchdog("timeouts");
+    let p = pool(StartMethod::Fork, 1);
+    let r = p.apply_async(stays_for, 300).unwrap();
+    let started = Instant::now();
+    assert!(matches!(r.get_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(started.elapsed() >= Duration::from_millis(20));
+    assert!(!r.wait_timeout(Duration::from_millis(10)));
+    assert!(!r.ready());
+    assert_eq!(r.successful(), None);
+    let f = p.submit(stays_for, 1).unwrap();
+    assert!(matches!(f.result_timeout(Duration::from_millis(5)), Err(Error::Timeout)));
+    r.wait();
+    assert_eq!(r.get_timeout(Duration::from_millis(1)).unwrap(), 300);
+    assert_eq!(f.result().unwrap(), 1);
+}
+
+/// Initializes the first two workers; every later one (a replacement)
+/// panics. The count is shared memory passed in the initializer's argument.
+#[allow(clippy::needless_pass_by_value, reason = "an initializer takes its argument by value")]
+fn init_twice(count: shmproc::Value<u64>) {
+    assert!(count.fetch_add(1) < 2, "a replacement worker refuses to start");
+}
+
+#[test]
+fn a_replacement_whose_initializer_panics_fails_the_pool_instead_of_looping() {
+    let _w = watchdog("broken");
+    for method in METHODS {
+        let count = shmproc::Value::new(0u64).unwrap();
+        let p =
+            Pool::builder().processes(2).start_method(method).initializer(init_twice, count.clone()).build().unwrap();
+        assert_eq!(p.apply(square, 3).unwrap(), 9);
+        let killed = p.apply_async(die, 1).unwrap();
+        assert!(killed.get().unwrap_err().to_string().contains("SIGKILL"));
+        // The replacement's initializer panics: the pool stops, and every
+        // task fails (no endless respawning; a few tries at most).
+        let started = Instant::now();
+        let err = loop {
+            match p.apply(square, 2) {
+                Ok(_) if started.elapsed() < Duration::from_secs(20) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(_) => panic!("{method:?}: the pool never noticed its replacement failed"),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("refuses to start"), "{method:?}: {err}");
+        assert!(count.get() <= 4, "{method:?}: {} initializer runs", count.get());
+        p.close();
+        p.join().unwrap();
+    }
+}
