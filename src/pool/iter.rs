@@ -57,7 +57,7 @@ impl<'p, A: Serialize> Feed<'p, A> {
                 break;
             }
             let queued = codec::encode(&chunk).and_then(|bytes| {
-                self.pool.inner.submit(&self.entry, vec![(bytes, Target::Stream(self.stream.clone(), self.sent))])
+                self.pool.inner.submit(&self.entry, vec![(bytes, Target::stream(self.stream.clone(), self.sent))])
             });
             if let Err(e) = queued {
                 self.error = Some(e);

@@ -19,15 +19,28 @@
 //! and its worker goes on. So every task ends, in a result or an error.
 //!
 //! # Dropping
-//! Dropping a [`Pool`] terminates it (as leaving Python's `with Pool() as
-//! p:` does): workers are killed, and every unfinished task's result is an
-//! error. Call [`Pool::close`] and [`Pool::join`] first to let the tasks
-//! finish.
+//! Dropping a running [`Pool`] terminates it (as leaving Python's `with
+//! Pool() as p:` does): workers are killed, and every unfinished task's
+//! result is an error. Dropping a closed one that was not joined
+//! ([`Pool::shutdown`]`(false)`, as `ProcessPoolExecutor.shutdown(wait=False)`)
+//! lets its tasks finish on a thread of their own. Call [`Pool::close`] and
+//! [`Pool::join`] to wait for them.
 //!
 //! # Callbacks
-//! `on_success`/`on_error`/`add_done_callback` run in the thread of the
-//! worker that finished the task. They must not call [`Pool::join`] (a
-//! thread cannot wait for itself); submitting more tasks is fine.
+//! `on_success`/`on_error`/`add_done_callback` run exactly once: in the
+//! pool's thread that received the outcome (that of the worker which ran the
+//! task), in the thread that called [`Pool::terminate`] (or dropped the
+//! pool) for the tasks it fails, or at once in the registering thread if the
+//! result is already there. As in Python, a result's callbacks have run
+//! before its `get` returns. A callback must not wait for the pool (`get`,
+//! `apply`, `join`, dropping the last handle on it): that thread is the one
+//! that receives its worker's results. A panic in a callback is caught and
+//! ignored.
+//!
+//! # Panics
+//! A task's panic is its result ([`Error::TaskFailed`] with the message);
+//! workers print nothing. The pool wraps the process's panic hook once to
+//! keep workers quiet (a hook set later replaces that wrapper).
 //!
 //! # Fork in a threaded program
 //! The pool's threads exist while workers are replaced; with
@@ -74,6 +87,15 @@ const QUEUED_WORK: Duration = Duration::from_micros(100);
 /// waited could wait for ever: the worker may itself be waiting to send an
 /// answer to the very thread that sends.
 const SEND_BUDGET: usize = crate::channel::PIPE_CAPACITY / 4;
+/// The largest message a pool takes from a worker (a result, say): the size
+/// is the worker's word, and a worker whose memory a task scribbled must not
+/// make the pool allocate what it likes. Beyond it the worker is killed.
+const MAX_MESSAGE: usize = 1 << 30;
+/// The largest encoded arguments of one task (a message's length is a
+/// `u32`).
+const MAX_ARGS: usize = u32::MAX as usize - 1024;
+/// A receive buffer grown past this by one large message is given back.
+const KEEP_BUFFER: usize = 1 << 20;
 /// What a task costs in that budget beyond its arguments (its headers, and
 /// a definition of its function sent with it).
 const TASK_OVERHEAD: usize = 128;
@@ -174,6 +196,7 @@ impl PoolBuilder {
             return Err(Error::InvalidArgument { what: "a pool needs at least one process" });
         }
         let method = self.method.unwrap_or_else(get_start_method);
+        worker::install_quiet_hook();
         let inner = Arc::new(Inner {
             spawner: self.spawner,
             method,
@@ -203,34 +226,45 @@ impl PoolBuilder {
             }
         }
         let mut ready = Vec::with_capacity(n);
-        for (conn, mut process, started) in launched {
-            if failure.is_some() {
-                let _ = process.kill();
-                let _ = process.join();
-                continue;
+        for (conn, process, started) in launched {
+            let process = Arc::new(Mutex::new(process));
+            if failure.is_none() {
+                match await_ready(&conn, &process) {
+                    Ok(()) => {
+                        ready.push((conn, process, started));
+                        continue;
+                    }
+                    Err(e) => failure = Some(e),
+                }
             }
-            match await_ready(&conn, &mut process) {
-                Ok(()) => ready.push((conn, process, started)),
-                Err(e) => failure = Some(e),
-            }
+            let _ = finish_now(&process);
         }
         if let Some(e) = failure {
-            for (_, mut process, _) in ready {
-                let _ = process.kill();
-                let _ = process.join();
+            for (_, process, _) in ready {
+                let _ = finish_now(&process);
             }
             return Err(e);
         }
         let mut threads = Vec::with_capacity(n);
         for (i, (conn, process, started)) in ready.into_iter().enumerate() {
-            let process = Arc::new(Mutex::new(process));
             let _ = inner.worker_up(i, &conn, process.clone());
-            let inner = inner.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("shmproc-pool-{i}"))
-                .spawn(move || inner.supervise(i, conn, process, started))
-                .map_err(|e| Error::io("spawning a pool thread", e))?;
-            threads.push(thread);
+            let worker = inner.clone();
+            let thread = std::thread::Builder::new().name(format!("shmproc-pool-{i}")).spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| worker.supervise(i, conn, process, started));
+                if std::panic::catch_unwind(run).is_err() {
+                    // A bug: no one watches this worker any more.
+                    worker.broken(&format!("the thread of worker {i} panicked"));
+                }
+            });
+            match thread {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // The workers started so far go with the pool.
+                    let pool = Pool { inner, threads: Mutex::new(threads) };
+                    drop(pool);
+                    return Err(Error::io("spawning a pool thread", e));
+                }
+            }
         }
         Ok(Pool { inner, threads: Mutex::new(threads) })
     }
@@ -322,7 +356,7 @@ impl Pool {
     {
         let bytes = codec::encode(&args)?;
         let slot = Slot::new(1);
-        self.inner.submit(&Entry::new(f), vec![(bytes, Target::Part(slot.clone(), 0))])?;
+        self.inner.submit(&Entry::new(f), vec![(bytes, Target::part(slot.clone(), 0))])?;
         Ok(AsyncResult::new(slot, decode_one::<R>))
     }
 
@@ -429,7 +463,7 @@ impl Pool {
         // Each chunk goes as soon as it is encoded: the workers start on the
         // first while the rest are encoded.
         for (n, chunk) in items.chunks(size).enumerate() {
-            let job = (codec::encode(chunk)?, Target::Part(slot.clone(), n));
+            let job = (codec::encode(chunk)?, Target::part(slot.clone(), n));
             self.inner.submit(entry, vec![job])?;
         }
         Ok(AsyncResult::new(slot, decode_chunks::<R>))
@@ -498,35 +532,34 @@ impl Pool {
     /// # Errors
     /// [`Error::InvalidArgument`] if the pool is still running.
     pub fn join(&self) -> Result<()> {
-        let mut st = self.inner.lock();
-        if matches!(st.phase, Phase::Running) {
+        if matches!(self.inner.lock().phase, Phase::Running) {
             return Err(Error::InvalidArgument { what: "join a pool after close or terminate" });
         }
-        while matches!(st.phase, Phase::Closed) && !st.tasks.is_empty() {
-            st = self.inner.idle.wait(st).unwrap_or_else(PoisonError::into_inner);
-        }
-        drop(st);
-        // Every task is done (or the pool stopped): tell the workers to go.
-        for link in &self.inner.links {
-            let link = link.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(conn) = &link.conn {
-                let _ = conn.send_bytes(&worker::STOP_MESSAGE);
-            }
-        }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
-        for t in threads {
-            let _ = t.join();
-        }
+        self.inner.finish(threads);
         Ok(())
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let done = self.threads.get_mut().unwrap_or_else(PoisonError::into_inner).is_empty();
-        if !done {
+        let threads = std::mem::take(self.threads.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if threads.is_empty() {
+            return; // joined
+        }
+        let closed = matches!(self.inner.lock().phase, Phase::Closed);
+        if !closed {
             self.terminate();
-            let _ = self.join();
+            self.inner.finish(threads);
+            return;
+        }
+        // Closed and not joined (`shutdown(false)`, say): the queued tasks
+        // still finish, on a thread of their own.
+        let inner = self.inner.clone();
+        let finisher = std::thread::Builder::new().name("shmproc-pool-join".into());
+        if finisher.spawn(move || inner.finish(threads)).is_err() {
+            // No thread for it: stop now rather than leave workers behind.
+            self.terminate();
         }
     }
 }
@@ -573,14 +606,14 @@ struct Worker {
 }
 
 impl Worker {
-    /// A task ended at `now`. If the worker held another, it went straight
-    /// on, so the time since its last answer is one task's: the window
-    /// follows the mean of those.
-    fn answered(&mut self, now: Instant, held: usize) {
-        if held >= 2
+    /// `n` tasks ended by `now`, while it held `held`. If it held more than
+    /// those, it went straight on, so the time since its last answer is
+    /// `n` tasks': the window follows the mean of those.
+    fn answered(&mut self, now: Instant, n: usize, held: usize) {
+        if held > n
             && let Some(last) = self.last_done
         {
-            let took = u64::try_from(now.duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+            let took = u64::try_from(now.duration_since(last).as_nanos() / n.max(1) as u128).unwrap_or(u64::MAX);
             self.mean_ns = if self.mean_ns == 0 { took } else { self.mean_ns - self.mean_ns / 8 + took / 8 };
             let budget = u64::try_from(QUEUED_WORK.as_nanos()).unwrap_or(u64::MAX);
             self.window =
@@ -732,6 +765,9 @@ impl Inner {
                 return Err(Error::InvalidArgument { what: "the pool is not running (closed or terminated)" });
             }
         }
+        if let Some((args, _)) = jobs.iter().find(|(args, _)| args.len() > MAX_ARGS) {
+            return Err(Error::TooLarge { size: args.len(), limit: MAX_ARGS });
+        }
         let next_fid = u32::try_from(st.funcs.len()).unwrap_or(u32::MAX);
         let (fid, entry) = st.funcs.entry(entry.key()).or_insert_with(|| (next_fid, Arc::new(entry.clone()))).clone();
         for (args, target) in jobs {
@@ -782,7 +818,8 @@ impl Inner {
     /// A worker answered tasks (ids and outcomes, in order).
     fn complete(&self, slot: usize, answers: &mut Vec<(u64, PartOutcome)>) {
         let mut st = self.lock();
-        let now = Instant::now();
+        let held = st.slots[slot].inflight.len();
+        st.slots[slot].answered(Instant::now(), answers.len(), held);
         let mut done = Vec::with_capacity(answers.len());
         for (id, outcome) in answers.drain(..) {
             let w = &mut st.slots[slot];
@@ -794,7 +831,6 @@ impl Inner {
                 w.inflight.iter().position(|&(x, _)| x == id)
             };
             let Some(at) = at else { continue };
-            w.answered(now, w.inflight.len());
             if let Some((_, cost)) = w.inflight.remove(at) {
                 w.inflight_bytes -= cost;
             }
@@ -881,10 +917,15 @@ impl Inner {
         let held = std::mem::take(&mut w.inflight);
         w.inflight_bytes = 0;
         let mut failed = None;
+        // The task it started and did not answer fails (even if it left by
+        // itself: running it again could repeat its effects); the others it
+        // never started go to the others, in order.
         for &(id, cost) in held.iter().rev() {
-            match how {
-                Some(how) if id == started => failed = st.tasks.remove(&id).map(|t| (t, how.to_owned())),
-                _ => st.pending.push_front((id, cost)),
+            if id == started {
+                let how = how.unwrap_or("exited without answering").to_owned();
+                failed = st.tasks.remove(&id).map(|t| (t, how));
+            } else {
+                st.pending.push_front((id, cost));
             }
         }
         let sends = st.assign();
@@ -903,6 +944,25 @@ impl Inner {
             task.target.deliver(Err(Failure::Died(how)));
         }
         next
+    }
+
+    /// After `close` or `terminate`: waits until every task is done (or the
+    /// pool stopped), tells the workers to go, and joins `threads`.
+    fn finish(&self, threads: Vec<JoinHandle<()>>) {
+        let mut st = self.lock();
+        while matches!(st.phase, Phase::Closed) && !st.tasks.is_empty() {
+            st = self.idle.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(st);
+        for link in &self.links {
+            let link = link.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(conn) = &link.conn {
+                let _ = conn.send_bytes(&worker::STOP_MESSAGE);
+            }
+        }
+        for t in threads {
+            let _ = t.join();
+        }
     }
 
     fn terminate(&self) {
@@ -953,21 +1013,34 @@ impl Inner {
             let mut wait = LOOK_EVERY;
             loop {
                 match receive_within(&conn, &mut buf, wait) {
-                    Ok(len) => match worker::parse(&buf[..len]) {
-                        Ok(Message::Done { id, state, payload }) => answers.push((id, answer(state, payload))),
-                        // Anything else from a running worker breaks the protocol.
-                        _ => gone = true,
-                    },
+                    Ok(len) => {
+                        let Ok(Message::Done { id, state, payload }) = worker::parse(&buf[..len]) else {
+                            // Anything else from a running worker breaks the protocol.
+                            gone = true;
+                            break;
+                        };
+                        answers.push((id, answer(state, payload)));
+                    }
                     Err(Error::Timeout) => {
-                        gone = answers.is_empty() && !lock_process(&process).is_alive();
+                        if gone || !answers.is_empty() || lock_process(&process).is_alive() {
+                            break;
+                        }
+                        // Gone between two looks: what it sent before it went
+                        // is still in the pipe; take it first.
+                        gone = true;
+                    }
+                    Err(_) => {
+                        gone = true;
                         break;
                     }
-                    Err(_) => gone = true,
                 }
-                if gone || answers.len() >= MAX_WINDOW {
+                if answers.len() >= MAX_WINDOW && !gone {
                     break;
                 }
                 wait = Duration::ZERO;
+            }
+            if buf.len() > KEEP_BUFFER {
+                buf = vec![0; 4096];
             }
             if !answers.is_empty() {
                 self.complete(slot, &mut answers);
@@ -981,20 +1054,25 @@ impl Inner {
                 Next::Replace => {}
             }
             // A new worker in the slot; until one is ready, the others work.
-            let replacement = self.launch().and_then(|(c, mut p, s)| {
-                await_ready(&c, &mut p)?;
+            // It is the slot's process while it starts, so that `terminate`
+            // kills it there too.
+            let replacement = self.launch().and_then(|(c, p, s)| {
+                let p = Arc::new(Mutex::new(p));
+                self.lock().slots[slot].process = Some(p.clone());
+                await_ready(&c, &p)?;
                 Ok((c, p, s))
             });
             match replacement {
                 Ok((c, p, s)) => {
                     conn = c;
-                    process = Arc::new(Mutex::new(p));
+                    process = p;
                     started = s;
                     if !self.worker_up(slot, &conn, process.clone()) {
                         let _ = finish(&mut lock_process(&process));
                         return;
                     }
                 }
+                Err(_) if !matches!(self.lock().phase, Phase::Running | Phase::Closed) => return,
                 Err(e) => {
                     self.broken(&format!("a replacement worker could not start: {e}"));
                     return;
@@ -1015,6 +1093,13 @@ fn answer(state: u8, payload: &[u8]) -> PartOutcome {
 
 fn lock_process(p: &Mutex<Process<()>>) -> MutexGuard<'_, Process<()>> {
     p.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Kills and reaps a worker at once.
+fn finish_now(p: &Mutex<Process<()>>) -> Option<String> {
+    let mut p = lock_process(p);
+    let _ = p.kill();
+    finish(&mut p)
 }
 
 /// Reaps a worker that went (killing it first if it still runs after a
@@ -1040,6 +1125,9 @@ fn finish(p: &mut Process<()>) -> Option<String> {
 fn receive_within(conn: &Connection, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
     loop {
         match conn.recv_bytes_into_within(buf, timeout) {
+            Err(Error::BufferTooShort { needed, .. }) if needed > MAX_MESSAGE => {
+                return Err(Error::TooLarge { size: needed, limit: MAX_MESSAGE });
+            }
             Err(Error::BufferTooShort { needed, .. }) => buf.resize(needed, 0),
             other => return other,
         }
@@ -1050,33 +1138,34 @@ fn receive_within(conn: &Connection, buf: &mut Vec<u8>, timeout: Duration) -> Re
 ///
 /// # Errors
 /// [`Error::ChildFailed`] if its initializer failed or it died first.
-fn await_ready(conn: &Connection, process: &mut Process<()>) -> Result<()> {
+fn await_ready(conn: &Connection, process: &Mutex<Process<()>>) -> Result<()> {
+    let failed = |reason: String| Error::ChildFailed { reason, exitcode: None };
     let mut buf = vec![0; 256];
     loop {
-        let failed = |reason: String| Error::ChildFailed { reason, exitcode: None };
+        // The process is locked only to act on it: `terminate` kills it there.
         match receive_within(conn, &mut buf, LOOK_EVERY) {
             Ok(len) => {
-                let msg = worker::parse(&buf[..len]);
-                match msg {
+                let mut process = lock_process(process);
+                return match worker::parse(&buf[..len]) {
                     Ok(Message::Ready) => {
                         // It has opened every handle in its arguments.
                         process.release_args();
-                        return Ok(());
+                        Ok(())
                     }
                     Ok(Message::InitFailed(why)) => {
-                        let _ = finish(process);
-                        return Err(failed(format!("a pool worker failed to start: {why}")));
+                        let _ = finish(&mut process);
+                        Err(failed(format!("a pool worker failed to start: {why}")))
                     }
                     _ => {
                         let _ = process.kill();
-                        let _ = finish(process);
-                        return Err(failed("a pool worker broke the protocol while starting".to_owned()));
+                        let _ = finish(&mut process);
+                        Err(failed("a pool worker broke the protocol while starting".to_owned()))
                     }
-                }
+                };
             }
-            Err(Error::Timeout) if process.is_alive() => {}
+            Err(Error::Timeout) if lock_process(process).is_alive() => {}
             Err(_) => {
-                let how = finish(process).unwrap_or_else(|| "exited".to_owned());
+                let how = finish(&mut lock_process(process)).unwrap_or_else(|| "exited".to_owned());
                 return Err(failed(format!("a pool worker {how} before it was ready")));
             }
         }

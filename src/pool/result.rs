@@ -52,8 +52,12 @@ impl Failure {
 /// One part's outcome: its encoded result, or why there is none.
 pub(crate) type PartOutcome = std::result::Result<Vec<u8>, Failure>;
 
-/// Where a task's outcome is delivered.
-pub(crate) enum Target {
+/// Where a task's outcome is delivered: exactly once. A target dropped
+/// undelivered (a bug, or a pool thread that died) delivers a failure
+/// itself, so that no waiter waits for ever.
+pub(crate) struct Target(Option<To>);
+
+enum To {
     /// Part `n` of a result.
     Part(Arc<Slot>, usize),
     /// An `imap` stream, as item `n`.
@@ -61,11 +65,31 @@ pub(crate) enum Target {
 }
 
 impl Target {
+    /// Part `n` of `slot`.
+    pub(crate) fn part(slot: Arc<Slot>, n: usize) -> Target {
+        Target(Some(To::Part(slot, n)))
+    }
+
+    /// Item `n` of `stream`.
+    pub(crate) fn stream(stream: Arc<Stream>, n: u64) -> Target {
+        Target(Some(To::Stream(stream, n)))
+    }
+
     /// Delivers `outcome` (running callbacks, waking waiters).
-    pub(crate) fn deliver(self, outcome: PartOutcome) {
-        match self {
-            Target::Part(slot, n) => slot.deliver(n, outcome),
-            Target::Stream(stream, n) => stream.push(n, outcome),
+    pub(crate) fn deliver(mut self, outcome: PartOutcome) {
+        match self.0.take() {
+            Some(To::Part(slot, n)) => slot.deliver(n, outcome),
+            Some(To::Stream(stream, n)) => stream.push(n, outcome),
+            None => {}
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            let lost = Failure::Broken("the pool lost the task (a pool thread failed)".to_owned());
+            Target(self.0.take()).deliver(Err(lost));
         }
     }
 }
@@ -90,6 +114,9 @@ struct SlotState {
     sleepers: u32,
     /// Set once: every part arrived, or the first failure did.
     outcome: Option<std::result::Result<(), Failure>>,
+    /// The outcome is there and every callback has run: what waiters wait
+    /// for (as in Python, a callback has run when `get` returns).
+    settled: bool,
     callbacks: Vec<Callback>,
     wakers: Vec<Waker>,
 }
@@ -103,6 +130,7 @@ impl Slot {
                 remaining: parts,
                 sleepers: 0,
                 outcome: (parts == 0).then_some(Ok(())),
+                settled: parts == 0,
                 callbacks: Vec::new(),
                 wakers: Vec::new(),
             }),
@@ -132,24 +160,35 @@ impl Slot {
             }
             Err(failure) => s.outcome = Some(Err(failure)),
         }
-        let callbacks = std::mem::take(&mut s.callbacks);
+        // Callbacks first (those added meanwhile too), then the waiters. A
+        // panicking callback is caught: the others, and the waiters, still
+        // get theirs.
+        loop {
+            let callbacks = std::mem::take(&mut s.callbacks);
+            if callbacks.is_empty() {
+                break;
+            }
+            drop(s);
+            for callback in callbacks {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(self)));
+            }
+            s = self.lock();
+        }
+        s.settled = true;
         let wakers = std::mem::take(&mut s.wakers);
         let sleepers = s.sleepers;
         drop(s);
         if sleepers > 0 {
             self.done.notify_all();
         }
-        for callback in callbacks {
-            callback(self);
-        }
         for waker in wakers {
-            waker.wake();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
         }
     }
 
-    /// Whether the outcome is there.
+    /// Whether the outcome is there (and its callbacks have run).
     fn ready(&self) -> bool {
-        self.lock().outcome.is_some()
+        self.lock().settled
     }
 
     /// Waits for the outcome until `deadline`: whether it is there. Looks a
@@ -165,7 +204,7 @@ impl Slot {
         let mut s = self.lock();
         s.sleepers += 1;
         let mut ready = true;
-        while s.outcome.is_none() {
+        while !s.settled {
             match deadline {
                 None => s = self.done.wait(s).unwrap_or_else(PoisonError::into_inner),
                 Some(d) => {
@@ -194,13 +233,14 @@ impl Slot {
 
     /// Whether it succeeded; `None` if not finished.
     fn succeeded(&self) -> Option<bool> {
-        self.lock().outcome.as_ref().map(std::result::Result::is_ok)
+        let s = self.lock();
+        s.outcome.as_ref().filter(|_| s.settled).map(std::result::Result::is_ok)
     }
 
     /// Runs `f` once the outcome is there (at once, here, if it is).
     fn on_done(&self, f: Callback) {
         let mut s = self.lock();
-        if s.outcome.is_none() {
+        if !s.settled {
             s.callbacks.push(f);
             return;
         }
@@ -211,7 +251,7 @@ impl Slot {
     /// Registers `waker` unless the outcome is there: whether it is.
     fn poll_ready(&self, waker: &Waker) -> bool {
         let mut s = self.lock();
-        if s.outcome.is_some() {
+        if s.settled {
             return true;
         }
         if !s.wakers.iter().any(|w| w.will_wake(waker)) {

@@ -37,6 +37,9 @@ const INIT_FAILED: u8 = 11;
 const DONE: u8 = 12;
 const BATCH: u8 = 13;
 
+/// How far beyond the functions a worker knows a new one's id may lie.
+const MAX_FID_GAP: usize = 1 << 16;
+
 /// A task's outcome as a `DONE` message carries it.
 pub(crate) const RETURNED: u8 = 0;
 /// The task panicked; the payload is the message.
@@ -149,8 +152,11 @@ pub(crate) fn batch_push(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> 
         buf.truncate(at);
         return Err(e);
     }
-    let len =
-        u32::try_from(buf.len() - at - 4).map_err(|_| Error::TooLarge { size: buf.len(), limit: u32::MAX as usize })?;
+    let Ok(len) = u32::try_from(buf.len() - at - 4) else {
+        let size = buf.len() - at - 4;
+        buf.truncate(at);
+        return Err(Error::TooLarge { size, limit: u32::MAX as usize });
+    };
     buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
     let count = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) + 1;
     buf[1..5].copy_from_slice(&count.to_le_bytes());
@@ -202,6 +208,29 @@ pub(crate) struct WorkerArgs<IA> {
     pub(crate) max_tasks: Option<u64>,
 }
 
+/// Set in a pool worker: its panics are quiet.
+static IN_WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Installs, once per process, a panic hook that says nothing in a pool
+/// worker and defers to the previous hook everywhere else. A task's panic
+/// is its result, not output (Python's pool prints nothing either), and a
+/// worker forked from a threaded process must not print: the hook would
+/// take stderr's lock, which another thread of the parent may have held at
+/// the fork, and wait for ever. The pool calls this before it starts
+/// workers, so forked ones inherit it (`Once` is a word, no lock); a
+/// spawned worker, a fresh process, installs it itself.
+pub(crate) fn install_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_WORKER.load(std::sync::atomic::Ordering::Relaxed) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Receives one message into `buf`, growing it as needed: its length.
 pub(crate) fn receive(conn: &Connection, buf: &mut Vec<u8>) -> Result<usize> {
     loop {
@@ -216,6 +245,8 @@ pub(crate) fn receive(conn: &Connection, buf: &mut Vec<u8>) -> Result<usize> {
 /// tasks until told to stop, until `max_tasks`, or until the pool is gone.
 pub(crate) fn worker_main<IA: Serialize + DeserializeOwned>(args: WorkerArgs<IA>) {
     let WorkerArgs { conn, started, init, max_tasks } = args;
+    IN_WORKER.store(true, std::sync::atomic::Ordering::Relaxed);
+    install_quiet_hook();
     if let Some((entry, arg)) = init {
         let outcome = match entry.get() {
             Ok(f) => run_caught(move || f(arg)),
@@ -271,6 +302,11 @@ fn handle(
     match parse(msg) {
         Ok(Message::Define { fid, entry }) => {
             let i = fid as usize;
+            // Function ids are handed out in order: one far beyond those
+            // known is garbage, not a reason to allocate gigabytes.
+            if i > funcs.len() + MAX_FID_GAP {
+                return false;
+            }
             if funcs.len() <= i {
                 funcs.resize(i + 1, None);
             }
