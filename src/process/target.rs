@@ -37,9 +37,10 @@ fn anchor() -> usize {
 /// A function of this executable, named so that a re-exec'd copy can call it.
 ///
 /// Deserialising one is sound to act on only because its bytes come from the
-/// parent through a descriptor inherited across exec (no other process holds
-/// it, short of one with ptrace rights over us) and name this very executable
-/// (checked in [`Entry::call`]).
+/// parent (through a descriptor inherited across exec, or a pool's pipe to
+/// its worker: memory shared only with processes of this same executable
+/// and user, which could as well call anything by ptrace) and name this very
+/// executable (checked in [`Entry::call`]).
 #[allow(clippy::unsafe_derive_deserialize)] // see above
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -171,33 +172,46 @@ fn star_trampoline<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(targe
 #[serde(bound = "")]
 pub(crate) struct TypedEntry<A, R> {
     entry: Entry,
+    /// A fingerprint of `fn(A) -> R`'s type name, checked by `get`: the
+    /// encoding of an entry does not say its types.
+    signature: u64,
     #[serde(skip)]
     types: std::marker::PhantomData<fn(A) -> R>,
 }
 
 impl<A, R> Clone for TypedEntry<A, R> {
     fn clone(&self) -> Self {
-        TypedEntry { entry: self.entry.clone(), types: std::marker::PhantomData }
+        TypedEntry { entry: self.entry.clone(), signature: self.signature, types: std::marker::PhantomData }
     }
+}
+
+/// FNV-1a of the type name of `fn(A) -> R`.
+fn signature<A, R>() -> u64 {
+    std::any::type_name::<fn(A) -> R>()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl<A: DeserializeOwned, R: Serialize> TypedEntry<A, R> {
     /// Names `f`.
     pub(crate) fn new(f: fn(A) -> R) -> Self {
-        TypedEntry { entry: Entry::new(f), types: std::marker::PhantomData }
+        TypedEntry { entry: Entry::new(f), signature: signature::<A, R>(), types: std::marker::PhantomData }
     }
 
     /// The function, in this process.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if the entry was made by another executable.
+    /// [`Error::InvalidArgument`] if the entry was made by another executable
+    /// or for other types.
     pub(crate) fn get(&self) -> Result<fn(A) -> R> {
         self.entry.check_exe()?;
+        if self.signature != signature::<A, R>() {
+            return Err(Error::InvalidArgument { what: "a function entry made for other types" });
+        }
         // SAFETY: a `TypedEntry<A, R>` is only made by `new` from an
-        // `fn(A) -> R`, and reaches a child only inside arguments whose type
-        // (and so `A` and `R`) the child's own entry fixes: the same offset
-        // from the same anchor in the same executable (checked above) is
-        // that function.
+        // `fn(A) -> R` (the signature, checked above, names those types),
+        // and the same offset from the same anchor in the same executable
+        // (checked above) is that function.
         Ok(unsafe { std::mem::transmute::<usize, fn(A) -> R>(address(self.entry.target)) })
     }
 }
