@@ -105,6 +105,13 @@ pub(crate) struct Slot {
     done: Condvar,
 }
 
+impl SlotState {
+    /// Whether a waiter in this thread has what it waits for.
+    fn ready_here(&self) -> bool {
+        self.settled || (self.outcome.is_some() && self.delivering == Some(std::thread::current().id()))
+    }
+}
+
 struct SlotState {
     /// Each part's encoded result (empty until it arrives; each arrives
     /// once: the pool delivers a task's outcome once).
@@ -117,6 +124,9 @@ struct SlotState {
     /// The outcome is there and every callback has run: what waiters wait
     /// for (as in Python, a callback has run when `get` returns).
     settled: bool,
+    /// The thread running the callbacks: for it the outcome is there
+    /// already (a future's callback reads its result).
+    delivering: Option<std::thread::ThreadId>,
     callbacks: Vec<Callback>,
     wakers: Vec<Waker>,
 }
@@ -131,6 +141,7 @@ impl Slot {
                 sleepers: 0,
                 outcome: (parts == 0).then_some(Ok(())),
                 settled: parts == 0,
+                delivering: None,
                 callbacks: Vec::new(),
                 wakers: Vec::new(),
             }),
@@ -163,6 +174,7 @@ impl Slot {
         // Callbacks first (those added meanwhile too), then the waiters. A
         // panicking callback is caught: the others, and the waiters, still
         // get theirs.
+        s.delivering = Some(std::thread::current().id());
         loop {
             let callbacks = std::mem::take(&mut s.callbacks);
             if callbacks.is_empty() {
@@ -175,6 +187,7 @@ impl Slot {
             s = self.lock();
         }
         s.settled = true;
+        s.delivering = None;
         let wakers = std::mem::take(&mut s.wakers);
         let sleepers = s.sleepers;
         drop(s);
@@ -186,9 +199,10 @@ impl Slot {
         }
     }
 
-    /// Whether the outcome is there (and its callbacks have run).
+    /// Whether the outcome is there (and its callbacks have run, unless this
+    /// thread is running them).
     fn ready(&self) -> bool {
-        self.lock().settled
+        self.lock().ready_here()
     }
 
     /// Waits for the outcome until `deadline`: whether it is there. Looks a
@@ -204,7 +218,7 @@ impl Slot {
         let mut s = self.lock();
         s.sleepers += 1;
         let mut ready = true;
-        while !s.settled {
+        while !s.ready_here() {
             match deadline {
                 None => s = self.done.wait(s).unwrap_or_else(PoisonError::into_inner),
                 Some(d) => {
