@@ -116,6 +116,12 @@ pub enum Error {
         /// What happened, e.g. `"the task panicked: boom"`.
         reason: String,
     },
+    /// A manager's server refused a request: a malformed one, an unknown
+    /// object, an index out of range (its reason).
+    Manager {
+        /// What the server said.
+        reason: String,
+    },
     /// The queue (or connection) is closed.
     Closed,
     /// A message can never fit: its encoded size, and the most the queue takes.
@@ -204,6 +210,7 @@ impl fmt::Display for Error {
             Error::Codec { detail } => write!(f, "codec error: {detail}"),
             Error::ChildFailed { reason, .. } => write!(f, "child process failed: {reason}"),
             Error::TaskFailed { reason } => write!(f, "pool task failed: {reason}"),
+            Error::Manager { reason } => write!(f, "the manager refused the request: {reason}"),
         }
     }
 }

@@ -55,6 +55,8 @@ pub mod channel;
 mod codec;
 mod error;
 mod loom;
+#[cfg(not(loom))]
+pub mod manager;
 mod os;
 #[cfg(not(loom))]
 pub mod pool;
@@ -80,6 +82,8 @@ pub use channel::{
 };
 pub use codec::Bytes;
 pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use manager::{Manager, ManagerBuilder, Namespace, SharedDict, SharedList};
 #[cfg(not(loom))]
 pub use pool::{AsCompleted, AsyncResult, Future, IMap, IMapUnordered, Pool, PoolBuilder, as_completed};
 #[cfg(not(loom))]

@@ -20,7 +20,7 @@
 
 mod fixed;
 mod listener;
-mod object;
+pub(crate) mod object;
 mod pipe;
 
 use std::fmt;

@@ -216,6 +216,16 @@ impl<T> fmt::Debug for ObjectQueue<T> {
     }
 }
 
+/// A new empty queue segment named `name` for messages whose type
+/// fingerprint is `fp` (a manager's server makes queues for its clients'
+/// types, which it does not know): the segment lives, and keeps its name,
+/// while the returned handle does.
+pub(crate) fn create_queue_segment(name: &str, capacity: usize, fp: u64) -> Result<Box<dyn std::any::Any + Send>> {
+    let mut params = ObjectQueue::<crate::codec::Bytes>::params(capacity)?;
+    params.fp = fp;
+    Ok(Box::new(Shared::<ObjectState>::create(name, params)?))
+}
+
 impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     fn params(capacity: usize) -> Result<ObjectParams> {
         let capacity = capacity

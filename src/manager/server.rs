@@ -1,0 +1,300 @@
+//! The manager's server process: it owns the shared objects and answers
+//! each client on a thread of its own.
+//!
+//! A client's request is untrusted: one that does not decode, names no
+//! object or the wrong kind, or an index out of range gets
+//! [`Reply::Error`], and the server goes on with that client and the others.
+//! A message too large to take (above [`MAX_REQUEST`]) ends that client's
+//! connection. A client that goes (closes, or dies) releases every key it
+//! held for a read-modify-write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::wire::{DictOp, Kind, ListOp, Native, NsOp, Reply, Request};
+use crate::channel::object::create_queue_segment;
+use crate::channel::{Connection, Listener};
+use crate::codec::{self, Bytes};
+use crate::error::{Error, Result};
+use crate::sync::{Event, Lock, RLock, Semaphore};
+
+/// The largest request the server reads: a client's message size is its
+/// word, and the server must not allocate what any client likes.
+const MAX_REQUEST: usize = 256 << 20;
+
+/// What the server process is started with.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ServerArgs {
+    pub(crate) address: String,
+    pub(crate) authkey: Bytes,
+    /// Where the server says it listens (or why it cannot).
+    pub(crate) ready: Connection,
+}
+
+enum Object {
+    Dict {
+        map: HashMap<Vec<u8>, Vec<u8>>,
+        /// Keys held for a read-modify-write, and by which client.
+        held: HashMap<Vec<u8>, u64>,
+    },
+    List(Vec<Vec<u8>>),
+    Namespace(BTreeMap<String, Vec<u8>>),
+}
+
+struct Objects {
+    next: u64,
+    map: HashMap<u64, Object>,
+}
+
+struct Server {
+    address: String,
+    objects: Mutex<Objects>,
+    /// Signalled when a held key is let go.
+    released: Condvar,
+    /// The native objects made here (their names are unlinked when the
+    /// server ends and they drop).
+    natives: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    stop: AtomicBool,
+}
+
+/// The server process.
+pub(crate) fn server_main(args: ServerArgs) {
+    let ServerArgs { address, authkey, ready } = args;
+    let listener = match Listener::bind(&address, Some(&authkey)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(&Err::<(), String>(e.to_string()));
+            return;
+        }
+    };
+    if ready.send(&Ok::<(), String>(())).is_err() {
+        return;
+    }
+    drop(ready);
+    let server = Arc::new(Server {
+        address,
+        objects: Mutex::new(Objects { next: 1, map: HashMap::new() }),
+        released: Condvar::new(),
+        natives: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    let mut client = 0u64;
+    while !server.stop.load(Ordering::SeqCst) {
+        match listener.accept_timeout(Duration::from_millis(100)) {
+            Ok(conn) => {
+                client += 1;
+                let (server, me) = (server.clone(), client);
+                let _ = std::thread::Builder::new()
+                    .name(format!("shmproc-manager-{me}"))
+                    .spawn(move || server.serve(&conn, me));
+            }
+            Err(Error::Closed) => break,
+            // A client that vanished, stalled or had the wrong key: the
+            // next one.
+            Err(_) => {}
+        }
+    }
+    // The listener's name and the native objects' go with the server (the
+    // clients' threads die with the process: nothing else drops these).
+    drop(listener);
+    let natives = std::mem::take(&mut *server.natives.lock().unwrap_or_else(PoisonError::into_inner));
+    drop(natives);
+}
+
+impl Server {
+    fn objects(&self) -> MutexGuard<'_, Objects> {
+        self.objects.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers one client until it goes.
+    fn serve(&self, conn: &Connection, me: u64) {
+        let mut buf = vec![0; 4096];
+        loop {
+            let len = match conn.recv_bytes_into(&mut buf) {
+                Ok(len) => len,
+                Err(Error::BufferTooShort { needed, .. }) if needed <= MAX_REQUEST => {
+                    buf.resize(needed, 0);
+                    continue;
+                }
+                // Gone, closed, or a message too large to take: this client
+                // is done.
+                Err(_) => break,
+            };
+            let reply = match codec::decode::<Request>(&buf[..len]) {
+                Ok(Request::Shutdown) => {
+                    // The accept loop sees it within its 100 ms look.
+                    self.stop.store(true, Ordering::SeqCst);
+                    let _ = conn.send(&Reply::Done);
+                    break;
+                }
+                Ok(request) => self.answer(me, request),
+                Err(e) => Reply::Error(format!("malformed request: {e}")),
+            };
+            if conn.send(&reply).is_err() {
+                break;
+            }
+            if buf.len() > 1 << 20 {
+                buf = vec![0; 4096];
+            }
+        }
+        self.let_go(me);
+    }
+
+    /// Lets go of every key client `me` held.
+    fn let_go(&self, me: u64) {
+        let mut objects = self.objects();
+        for object in objects.map.values_mut() {
+            if let Object::Dict { held, .. } = object {
+                held.retain(|_, owner| *owner != me);
+            }
+        }
+        drop(objects);
+        self.released.notify_all();
+    }
+
+    fn answer(&self, me: u64, request: Request) -> Reply {
+        let result = match request {
+            Request::Create(kind) => {
+                let mut objects = self.objects();
+                let id = objects.next;
+                objects.next += 1;
+                let object = match kind {
+                    Kind::Dict => Object::Dict { map: HashMap::new(), held: HashMap::new() },
+                    Kind::List => Object::List(Vec::new()),
+                    Kind::Namespace => Object::Namespace(BTreeMap::new()),
+                };
+                objects.map.insert(id, object);
+                Ok(Reply::Created(id))
+            }
+            Request::Make(native) => self.make(native),
+            Request::Dict(id, op) => self.dict(me, id, op),
+            Request::List(id, op) => self.list(id, op),
+            Request::Namespace(id, op) => self.namespace(id, op),
+            Request::Shutdown => Ok(Reply::Done),
+        };
+        result.unwrap_or_else(|e| Reply::Error(e.to_string()))
+    }
+
+    fn make(&self, native: Native) -> Result<Reply> {
+        let mut natives = self.natives.lock().unwrap_or_else(PoisonError::into_inner);
+        let name = format!("{}-n{}", self.address, natives.len());
+        let made: Box<dyn std::any::Any + Send> = match native {
+            Native::Lock => Box::new(Lock::create(&name)?),
+            Native::RLock => Box::new(RLock::create(&name)?),
+            Native::Event => Box::new(Event::create(&name)?),
+            Native::Semaphore(value) => Box::new(Semaphore::create(&name, value)?),
+            Native::Queue(capacity, fp) => create_queue_segment(&name, capacity as usize, fp)?,
+        };
+        natives.push(made);
+        Ok(Reply::Named(name))
+    }
+
+    fn dict(&self, me: u64, id: u64, op: DictOp) -> Result<Reply> {
+        let mut objects = self.objects();
+        loop {
+            let Some(Object::Dict { map, held }) = objects.map.get_mut(&id) else {
+                return Err(not_a("dict", id));
+            };
+            return Ok(match op {
+                DictOp::Get(k) => Reply::Value(map.get(&k.0).cloned().map(Bytes)),
+                DictOp::Insert(k, v) => Reply::Value(map.insert(k.0, v.0).map(Bytes)),
+                DictOp::Remove(k) => Reply::Value(map.remove(&k.0).map(Bytes)),
+                DictOp::Contains(k) => Reply::Flag(map.contains_key(&k.0)),
+                DictOp::Len => Reply::Count(map.len() as u64),
+                DictOp::Keys => Reply::Items(map.keys().cloned().map(Bytes).collect()),
+                DictOp::Values => Reply::Items(map.values().cloned().map(Bytes).collect()),
+                DictOp::Items => Reply::Pairs(map.iter().map(|(k, v)| (Bytes(k.clone()), Bytes(v.clone()))).collect()),
+                DictOp::Clear => {
+                    map.clear();
+                    Reply::Done
+                }
+                DictOp::Extend(pairs) => {
+                    map.extend(pairs.into_iter().map(|(k, v)| (k.0, v.0)));
+                    Reply::Done
+                }
+                DictOp::Hold(ref k) => match held.get(&k.0) {
+                    Some(&owner) if owner != me => {
+                        if self.stop.load(Ordering::SeqCst) {
+                            return Err(Error::Closed);
+                        }
+                        // Another client holds it: wait until it lets go.
+                        objects = self
+                            .released
+                            .wait_timeout(objects, Duration::from_millis(100))
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                        continue;
+                    }
+                    _ => {
+                        held.insert(k.0.clone(), me);
+                        Reply::Value(map.get(&k.0).cloned().map(Bytes))
+                    }
+                },
+                DictOp::Release(k, v) => {
+                    if held.get(&k.0) != Some(&me) {
+                        return Err(Error::InvalidArgument { what: "releasing a key this client does not hold" });
+                    }
+                    held.remove(&k.0);
+                    match v {
+                        Some(v) => map.insert(k.0, v.0),
+                        None => map.remove(&k.0),
+                    };
+                    self.released.notify_all();
+                    Reply::Done
+                }
+            });
+        }
+    }
+
+    fn list(&self, id: u64, op: ListOp) -> Result<Reply> {
+        let mut objects = self.objects();
+        let Some(Object::List(items)) = objects.map.get_mut(&id) else { return Err(not_a("list", id)) };
+        let index = |i: u64, len: usize| {
+            usize::try_from(i)
+                .ok()
+                .filter(|&i| i < len)
+                .ok_or(Error::InvalidArgument { what: "list index out of range" })
+        };
+        Ok(match op {
+            ListOp::Push(v) => {
+                items.push(v.0);
+                Reply::Done
+            }
+            ListOp::Pop => Reply::Value(items.pop().map(Bytes)),
+            ListOp::Get(i) => Reply::Value(Some(Bytes(items[index(i, items.len())?].clone()))),
+            ListOp::Set(i, v) => {
+                let i = index(i, items.len())?;
+                items[i] = v.0;
+                Reply::Done
+            }
+            ListOp::Len => Reply::Count(items.len() as u64),
+            ListOp::Extend(vs) => {
+                items.extend(vs.into_iter().map(|v| v.0));
+                Reply::Done
+            }
+            ListOp::Snapshot => Reply::Items(items.iter().cloned().map(Bytes).collect()),
+        })
+    }
+
+    fn namespace(&self, id: u64, op: NsOp) -> Result<Reply> {
+        let mut objects = self.objects();
+        let Some(Object::Namespace(attrs)) = objects.map.get_mut(&id) else {
+            return Err(not_a("namespace", id));
+        };
+        Ok(match op {
+            NsOp::Get(name) => Reply::Value(attrs.get(&name).cloned().map(Bytes)),
+            NsOp::Set(name, v) => Reply::Value(attrs.insert(name, v.0).map(Bytes)),
+            NsOp::Remove(name) => Reply::Value(attrs.remove(&name).map(Bytes)),
+            NsOp::Names => Reply::Names(attrs.keys().cloned().collect()),
+        })
+    }
+}
+
+fn not_a(what: &'static str, _id: u64) -> Error {
+    let _ = what;
+    Error::InvalidArgument { what: "no object of that id and kind in this manager" }
+}

@@ -1,0 +1,96 @@
+//! The requests a manager's clients send and the replies its server gives
+//! (postcard). Keys, values and items travel encoded ([`Bytes`]): the server
+//! never decodes a user's type, it stores and compares bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Bytes;
+
+/// What a new shared object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    Dict,
+    List,
+    Namespace,
+}
+
+/// A native object the manager makes and names (it unlinks the names at
+/// shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Native {
+    Lock,
+    RLock,
+    Event,
+    Semaphore(u32),
+    /// An `ObjectQueue` of this many bytes, for the message type with this
+    /// fingerprint.
+    Queue(u32, u64),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// A new object: `Created(id)`.
+    Create(Kind),
+    /// A native object: `Named(name)`, to open by name.
+    Make(Native),
+    Dict(u64, DictOp),
+    List(u64, ListOp),
+    Namespace(u64, NsOp),
+    /// Stop the server (after this reply).
+    Shutdown,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum DictOp {
+    Get(Bytes),
+    Insert(Bytes, Bytes),
+    Remove(Bytes),
+    Contains(Bytes),
+    Len,
+    Keys,
+    Values,
+    Items,
+    Clear,
+    Extend(Vec<(Bytes, Bytes)>),
+    /// Waits until no other client holds `key`, holds it for this client,
+    /// and returns its value (the first half of a read-modify-write).
+    Hold(Bytes),
+    /// Sets (or removes, with `None`) a key this client holds, and lets it
+    /// go.
+    Release(Bytes, Option<Bytes>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ListOp {
+    Push(Bytes),
+    Pop,
+    Get(u64),
+    Set(u64, Bytes),
+    Len,
+    Extend(Vec<Bytes>),
+    Snapshot,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum NsOp {
+    Get(String),
+    Set(String, Bytes),
+    Remove(String),
+    Names,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Done,
+    Created(u64),
+    Named(String),
+    Value(Option<Bytes>),
+    Flag(bool),
+    Count(u64),
+    Items(Vec<Bytes>),
+    Pairs(Vec<(Bytes, Bytes)>),
+    Names(Vec<String>),
+    /// The request failed: why (a malformed request, an unknown object, an
+    /// index out of range).
+    Error(String),
+}
