@@ -13,6 +13,8 @@
 //! refresh the committed ones with `SHMPROC_SEED_DIR=fuzz/corpus cargo test
 //! --test fuzz_corpus fresh_seeds_open_as_expected`).
 
+#[path = "../fuzz/harness/manager_request.rs"]
+mod manager_request;
 #[path = "../fuzz/harness/open_array.rs"]
 mod open_array;
 #[path = "../fuzz/harness/open_pipe.rs"]
@@ -55,12 +57,13 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 type Harness = fn(&[u8]) -> Vec<&'static str>;
 
 /// Every fuzz target and its harness.
-const TARGETS: [(&str, Harness); 5] = [
+const TARGETS: [(&str, Harness); 6] = [
     ("open_segment", open_segment::exercise),
     ("open_array", open_array::exercise),
     ("queue_model", queue_model::exercise),
     ("open_queue", open_queue::exercise),
     ("open_pipe", open_pipe::exercise),
+    ("manager_request", manager_request::exercise),
 ];
 
 /// Runs `harness` on `path`'s bytes (see [`replay_bytes`]).
@@ -167,6 +170,7 @@ fn fresh_seeds_open_as_expected() {
             "queue_model" => model_seeds(),
             "open_queue" => queue_seeds(),
             "open_pipe" => pipe_seeds(),
+            "manager_request" => manager_seeds(),
             other => panic!("no seeds for fuzz target {other}"),
         };
         if let Some(dir) = &out {
@@ -1185,5 +1189,34 @@ fn pipe_raw_seeds() -> Vec<Seed> {
         raw_pipe_seed("raw-empty", BOTH, &[], &[]),
         Seed { name: "seed-empty".into(), bytes: Vec::new(), opens_as: vec![] },
         Seed { name: "seed-shaped-nothing".into(), bytes: vec![SHAPED], opens_as: BOTH_ENDS.to_vec() },
+    ]
+}
+
+/// Seeds for `manager_request`: the example requests in order (every one
+/// answered as a valid request would be), the same with a second client
+/// that holds a key the first one then cannot, and garbage.
+fn manager_seeds() -> Vec<Seed> {
+    let requests = shmproc::manager::FuzzServer::example_requests();
+    let all: Vec<u8> = requests.iter().flat_map(|r| manager_request::record(0, r)).collect();
+    let expected = vec![
+        "created", "created", "created", "value", "value", "value", "done", "done", "pairs", "count", "done", "done",
+        "error", "items", "value", "names", "error",
+    ];
+    let mut contended = Vec::new();
+    for (client, i) in [(0, 0), (1, 3), (1, 5), (0, 5), (0x81, 4), (0, 5)] {
+        contended.extend(manager_request::record(client, &requests[i]));
+    }
+    vec![
+        Seed { name: "seed-every-request".to_owned(), bytes: all, opens_as: expected },
+        Seed {
+            name: "seed-held-by-another".to_owned(),
+            bytes: contended,
+            opens_as: vec!["created", "value", "value", "error", "value", "value"],
+        },
+        Seed {
+            name: "seed-garbage".to_owned(),
+            bytes: [manager_request::record(2, &[0xff; 9]), manager_request::record(3, &[])].concat(),
+            opens_as: vec!["malformed", "malformed"],
+        },
     ]
 }

@@ -30,6 +30,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+#[doc(hidden)]
+pub use self::server::FuzzServer;
 use self::server::ServerArgs;
 use self::wire::{DictOp, Kind, ListOp, Native, NsOp, Reply, Request};
 use crate::channel::{Connection, ObjectQueue, client, pipe};

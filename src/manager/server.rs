@@ -59,6 +59,9 @@ struct Server {
     /// server ends and they drop).
     natives: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
     stop: AtomicBool,
+    /// Whether a `Hold` of a key another client holds waits (the server) or
+    /// is refused (the fuzz harness, which has one thread for every client).
+    holds_wait: bool,
 }
 
 /// The server process.
@@ -75,13 +78,7 @@ pub(crate) fn server_main(args: ServerArgs) {
         return;
     }
     drop(ready);
-    let server = Arc::new(Server {
-        address,
-        objects: Mutex::new(Objects { next: 1, map: HashMap::new() }),
-        released: Condvar::new(),
-        natives: Mutex::new(Vec::new()),
-        stop: AtomicBool::new(false),
-    });
+    let server = Arc::new(Server::new(address, true));
     let mut client = 0u64;
     while !server.stop.load(Ordering::SeqCst) {
         match listener.accept_timeout(Duration::from_millis(100)) {
@@ -106,6 +103,17 @@ pub(crate) fn server_main(args: ServerArgs) {
 }
 
 impl Server {
+    fn new(address: String, holds_wait: bool) -> Server {
+        Server {
+            address,
+            objects: Mutex::new(Objects { next: 1, map: HashMap::new() }),
+            released: Condvar::new(),
+            natives: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            holds_wait,
+        }
+    }
+
     fn objects(&self) -> MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -221,6 +229,9 @@ impl Server {
                         if self.stop.load(Ordering::SeqCst) {
                             return Err(Error::Closed);
                         }
+                        if !self.holds_wait {
+                            return Err(Error::WouldBlock);
+                        }
                         // Another client holds it: wait until it lets go.
                         objects = self
                             .released
@@ -297,4 +308,82 @@ impl Server {
 fn not_a(what: &'static str, _id: u64) -> Error {
     let _ = what;
     Error::InvalidArgument { what: "no object of that id and kind in this manager" }
+}
+
+/// The manager's request handling in this process, without a server process
+/// or a listener: for the `manager_request` fuzz target and its corpus
+/// replay. Not part of the API.
+#[doc(hidden)]
+pub struct FuzzServer(Server);
+
+impl std::fmt::Debug for FuzzServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FuzzServer").finish_non_exhaustive()
+    }
+}
+
+impl Default for FuzzServer {
+    fn default() -> Self {
+        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), false))
+    }
+}
+
+impl FuzzServer {
+    /// Answers `bytes` as one request from client `client`: what the reply
+    /// was (`"malformed"` if the bytes are not a request). Requests for
+    /// native objects are refused (they would make named segments), and a
+    /// hold of a key another client holds is refused instead of waiting.
+    pub fn answer(&self, client: u64, bytes: &[u8]) -> &'static str {
+        let reply = match codec::decode::<Request>(bytes) {
+            Ok(Request::Make(_)) => Reply::Error("no native objects here".to_owned()),
+            Ok(Request::Shutdown) => Reply::Done,
+            Ok(request) => self.0.answer(client, request),
+            Err(_) => return "malformed",
+        };
+        // Every reply must encode (it goes back to the client).
+        assert!(codec::encode(&reply).is_ok(), "a reply that does not encode: {reply:?}");
+        match reply {
+            Reply::Done => "done",
+            Reply::Created(_) => "created",
+            Reply::Named(_) => "named",
+            Reply::Value(_) => "value",
+            Reply::Flag(_) => "flag",
+            Reply::Count(_) => "count",
+            Reply::Items(_) => "items",
+            Reply::Pairs(_) => "pairs",
+            Reply::Names(_) => "names",
+            Reply::Error(_) => "error",
+        }
+    }
+
+    /// Client `client` went: its held keys go.
+    pub fn client_gone(&self, client: u64) {
+        self.0.let_go(client);
+    }
+
+    /// Valid requests, encoded, for seeds: create a dict, a list and a
+    /// namespace (ids 1, 2, 3), then use each.
+    pub fn example_requests() -> Vec<Vec<u8>> {
+        let b = |v: &[u8]| Bytes(v.to_vec());
+        let requests = [
+            Request::Create(Kind::Dict),
+            Request::Create(Kind::List),
+            Request::Create(Kind::Namespace),
+            Request::Dict(1, DictOp::Insert(b(b"k"), b(b"v"))),
+            Request::Dict(1, DictOp::Get(b(b"k"))),
+            Request::Dict(1, DictOp::Hold(b(b"k"))),
+            Request::Dict(1, DictOp::Release(b(b"k"), Some(b(b"w")))),
+            Request::Dict(1, DictOp::Extend(vec![(b(b"a"), b(b"1")), (b(b"b"), b(b"2"))])),
+            Request::Dict(1, DictOp::Items),
+            Request::Dict(1, DictOp::Len),
+            Request::List(2, ListOp::Push(b(b"x"))),
+            Request::List(2, ListOp::Set(0, b(b"y"))),
+            Request::List(2, ListOp::Get(5)),
+            Request::List(2, ListOp::Snapshot),
+            Request::Namespace(3, NsOp::Set("n".to_owned(), b(b"1"))),
+            Request::Namespace(3, NsOp::Names),
+            Request::Dict(2, DictOp::Len),
+        ];
+        requests.iter().map(|r| codec::encode(r).unwrap_or_default()).collect()
+    }
 }

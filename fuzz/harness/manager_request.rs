@@ -1,0 +1,49 @@
+//! The `manager_request` fuzz harness: arbitrary bytes as a stream of
+//! requests from several clients to a manager's server.
+//!
+//! [`run`] splits the input into records (a client number byte, a `u16`
+//! length, then that many bytes, the request) and hands each to the
+//! server's request handling, run in this process
+//! ([`shmproc::manager::FuzzServer`]: no server process, no listener), with
+//! a client going now and then. Whatever the bytes, that must neither
+//! crash, nor panic, nor hang (SPEC §3; issue 8: a malformed request gets an
+//! error reply and the server goes on), and every reply must encode.
+//!
+//! Shared by the cargo-fuzz target (`fuzz/fuzz_targets/manager_request.rs`)
+//! and by the corpus replay test (`tests/fuzz_corpus.rs`), both through
+//! `#[path]`.
+
+use shmproc::manager::FuzzServer;
+
+/// Runs one input (the fuzz target's entry point).
+#[allow(dead_code, reason = "the replay test calls `exercise` to see the replies")]
+pub(crate) fn run(data: &[u8]) {
+    exercise(data);
+}
+
+/// Runs one input; returns the kinds of reply it got, in order (for the
+/// replay test's report and its checks on the seeds).
+pub(crate) fn exercise(data: &[u8]) -> Vec<&'static str> {
+    let server = FuzzServer::default();
+    let mut replies = Vec::new();
+    let mut rest = data;
+    while let [client, lo, hi, tail @ ..] = rest {
+        let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(tail.len());
+        let (request, after) = tail.split_at(len);
+        let client = u64::from(client % 4);
+        // A client number with the top bit set goes after its request.
+        replies.push(server.answer(client, request));
+        if rest[0] & 0x80 != 0 {
+            server.client_gone(client);
+        }
+        rest = after;
+    }
+    replies
+}
+
+/// A record for client `client` carrying `request` (for the seeds).
+#[allow(dead_code, reason = "the seeds are made by the replay test")]
+pub(crate) fn record(client: u8, request: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(request.len()).expect("a seed request fits a u16 length");
+    [&[client][..], &len.to_le_bytes(), request].concat()
+}
