@@ -194,3 +194,32 @@ fn malformed_requests_get_an_error_reply_and_the_server_goes_on() {
     drop(raw);
     m.shutdown().unwrap();
 }
+
+fn insert_forever(d: SharedDict<u32, Vec<u8>>) -> u32 {
+    // Large values stream in chunks: a kill lands in the middle of one.
+    let big = vec![7u8; 8 << 20];
+    for i in 0.. {
+        d.insert(i % 4, big.clone()).unwrap();
+    }
+    0
+}
+
+#[test]
+fn a_client_killed_mid_request_leaves_the_server_serving_the_others() {
+    let _w = watchdog("client_killed_mid_request");
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, Vec<u8>>().unwrap();
+    let mut rng = common::XorShift::new(0x6d67_7201);
+    for _ in 0..5 {
+        let mut child = start_fn(StartMethod::Fork, insert_forever, d.clone());
+        std::thread::sleep(Duration::from_millis(20 + rng.next_u64() % 60));
+        child.kill().unwrap();
+        assert!(child.join().is_err());
+        // The server goes on, with whole values only.
+        d.insert(100, vec![1, 2, 3]).unwrap();
+        for v in d.values().unwrap() {
+            assert!(v == [1, 2, 3] || (v.len() == 8 << 20 && v.iter().all(|&b| b == 7)), "a torn value");
+        }
+    }
+    m.shutdown().unwrap();
+}
