@@ -195,6 +195,7 @@ fn malformed_requests_get_an_error_reply_and_the_server_goes_on() {
     m.shutdown().unwrap();
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
 fn insert_forever(d: SharedDict<u32, Vec<u8>>) -> u32 {
     // Large values stream in chunks: a kill lands in the middle of one.
     let big = vec![7u8; 8 << 20];
