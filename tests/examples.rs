@@ -250,6 +250,10 @@ fn every_example_is_tested() {
         "pool_feeder_thread",
         "executor_done_callback",
         "pool_lock",
+        "manager_dict_ten_processes",
+        "manager_dict_list_pids",
+        "manager_lock_pool",
+        "manager_queue_pool",
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
@@ -455,4 +459,55 @@ fn pool_lock() {
         r.has_line(&format!("{i} {pid}"));
     }
     assert_eq!(r.last(), Some("counter: 20 (expected 20)"));
+}
+
+#[test]
+fn manager_dict_ten_processes() {
+    let r = run("manager_dict_ten_processes");
+    // One process at a time: each sees only its own write of "num".
+    let modified: Vec<&str> = r.lines().into_iter().filter(|l| l.starts_with("process ")).collect();
+    let expected: Vec<String> =
+        (0..10).map(|i| format!(r#"process {i} modified the dict: [("num", {})]"#, 100 + i)).collect();
+    assert_eq!(modified, expected, "{}", r.stdout);
+    let all: Vec<String> = (0..10).map(|i| format!("({i}, {})", 100 + i)).collect();
+    assert_eq!(r.last(), Some(format!("written by ten processes at once: [{}]", all.join(", ")).as_str()));
+}
+
+#[test]
+fn manager_dict_list_pids() {
+    let r = run("manager_dict_list_pids");
+    let pairs = r.after("d = [").trim_end_matches(']');
+    assert_eq!(pairs.matches("), (").count(), 2, "three entries: {}", r.stdout);
+    assert_eq!(r.after("l = [").trim_end_matches(']').split(", ").count(), 3, "{}", r.stdout);
+    r.has_line("d's keys, l and the children's pids agree: true");
+    // The manager dropped at the end of its scope shut down.
+    assert_eq!(r.last(), Some("after the scope, the dict is closed"));
+}
+
+#[test]
+fn manager_lock_pool() {
+    let r = run("manager_lock_pool");
+    let results: Vec<&str> = r.lines().into_iter().filter(|l| l.starts_with("i am ")).collect();
+    assert_eq!(results.len(), 20, "{}", r.stdout);
+    for (i, l) in results.iter().enumerate() {
+        // In submission order; each task printed "i pid" under the lock.
+        let pid = l.strip_prefix(&format!("i am {i} and ")).unwrap_or_else(|| panic!("result {i}: {l}"));
+        r.has_line(&format!("{i} {pid}"));
+    }
+    // Read-then-write under the manager's lock loses no increment.
+    assert_eq!(r.last(), Some("counter: 20 (expected 20)"));
+}
+
+#[test]
+fn manager_queue_pool() {
+    let r = run("manager_queue_pool");
+    r.has_line("queue size: 6");
+    for ele in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(r.count(|l| l == format!("took {ele} from the queue")), 1, "{}", r.stdout);
+        // The answer names a process that ran a task.
+        let pid = r.after(&format!("answer: {ele} was taken by process "));
+        r.has_line(&format!("running in process {pid}"));
+    }
+    assert_eq!(r.count(|l| l.starts_with("running in process ")), 6, "{}", r.stdout);
+    assert_eq!(r.last(), Some(r#"taken: ["a", "b", "c", "d", "e", "f"], left in the queue: 0"#));
 }
