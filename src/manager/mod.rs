@@ -5,9 +5,10 @@
 //! # How it works
 //! [`Manager::start`] starts the server (any start method), which listens at
 //! a fresh address with a random authkey ([`crate::Listener`]: named
-//! shared-memory pipes, not sockets). Each process that uses a proxy opens
-//! its own connection on first use; a proxy travels to other processes and
-//! pool tasks as the address, the key and its object's id. Keys and values
+//! shared-memory pipes, not sockets). Each process that uses a server's
+//! proxies opens one connection to it on first use, which all of them share
+//! (and keep for the life of the process); a proxy travels to other
+//! processes and pool tasks as the address, the key and its object's id. Keys and values
 //! travel encoded (postcard); the server stores and compares bytes, so any
 //! serde type works and two keys are the same key when their encodings are.
 //!
@@ -53,8 +54,19 @@ struct Client {
 }
 
 impl Client {
-    fn new(address: String, authkey: Vec<u8>) -> Arc<Client> {
-        Arc::new(Client { address, authkey, conn: Mutex::new(None) })
+    /// This process's client of the server at `address`: one for all the
+    /// proxies of that server here, kept for the life of the process, so
+    /// that proxies arriving in one task after another (a pool's) share one
+    /// connection instead of opening one each.
+    fn shared(address: String, authkey: Vec<u8>) -> Arc<Client> {
+        static CLIENTS: Mutex<Vec<Arc<Client>>> = Mutex::new(Vec::new());
+        let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.iter().find(|c| c.address == address && c.authkey == authkey) {
+            return c.clone();
+        }
+        let c = Arc::new(Client { address, authkey, conn: Mutex::new(None) });
+        clients.push(c.clone());
+        c
     }
 
     /// Sends `request` and waits for the reply.
@@ -126,7 +138,7 @@ impl ManagerBuilder {
                 return Err(failed(format!("the manager did not start: {e}")));
             }
         }
-        Ok(Manager { client: Client::new(address, key.to_vec()), process: Mutex::new(Some(process)) })
+        Ok(Manager { client: Client::shared(address, key.to_vec()), process: Mutex::new(Some(process)) })
     }
 }
 
@@ -338,7 +350,7 @@ impl Serialize for Proxy {
 impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
-        Ok(Proxy { client: Client::new(w.address, w.authkey.0), id: w.id })
+        Ok(Proxy { client: Client::shared(w.address, w.authkey.0), id: w.id })
     }
 }
 
