@@ -20,12 +20,10 @@ use crate::stored::{self, Stored};
 /// script are there, else the newest stored run's.
 #[derive(Debug)]
 pub(crate) struct Baseline {
-    /// Every figure the rows use, as (benchmark, metric): `py/queue_throughput`,
-    /// `msgs_per_s_bytes64B_cross_core`. The script is stopped once it has
-    /// printed them all.
-    wanted: Vec<(&'static str, String)>,
-    /// The unit of its figures (`msg/s`, `ns`).
-    unit: &'static str,
+    /// Every figure the rows use, as (benchmark, metric, unit):
+    /// `py/queue_throughput`, `msgs_per_s_bytes64B_cross_core`, `msg/s`. The
+    /// script is stopped once it has printed them all.
+    wanted: Vec<(&'static str, String, &'static str)>,
     /// Where to get them: the script to run, or the stored run.
     source: Source,
     /// The figures, once measured (or why not).
@@ -36,6 +34,12 @@ pub(crate) struct Baseline {
 /// that want the same counts as the script scale theirs by it too).
 pub(crate) const QUICK_SCALE: f64 = 0.2;
 
+/// A script's count `n` as the script runs it (`quick`: with `ANCHORS_SCALE`
+/// [`QUICK_SCALE`]), as `_common.scaled` computes it: `max(1, int(n * scale))`.
+pub(crate) fn scaled(n: u64, quick: bool) -> u64 {
+    if quick { ((n as f64 * QUICK_SCALE) as u64).max(1) } else { n }
+}
+
 #[derive(Debug)]
 enum Source {
     Live(PathBuf),
@@ -44,16 +48,22 @@ enum Source {
 
 impl Baseline {
     /// The figures `wanted` (benchmark, metric) of `script` (in the
-    /// baselines' python folder), in `unit`. Stored figures come from the
+    /// baselines' python folder), all in `unit`. Stored figures come from the
     /// newest run that has the first wanted benchmark.
     pub(crate) fn new(script_name: &str, unit: &'static str, wanted: Vec<(&'static str, String)>) -> Self {
+        Baseline::in_units(script_name, wanted.into_iter().map(|(bench, metric)| (bench, metric, unit)).collect())
+    }
+
+    /// As [`new`](Self::new), for a script whose figures come in different
+    /// units: `wanted` as (benchmark, metric, unit).
+    pub(crate) fn in_units(script_name: &str, wanted: Vec<(&'static str, String, &'static str)>) -> Self {
         let source = if let (Some(_), Some(path)) = (python(), script(script_name)) {
             Source::Live(path)
         } else {
             let bench = wanted.first().map_or("", |w| w.0);
             Source::Stored(stored::newest(bench))
         };
-        Baseline { wanted, unit, source, measured: RefCell::new(None) }
+        Baseline { wanted, source, measured: RefCell::new(None) }
     }
 
     /// The baseline column for figures of `what`, the `CPython` object
@@ -66,22 +76,28 @@ impl Baseline {
         }
     }
 
-    /// The figure of `bench`'s `metric`, running the script first if it has
-    /// not run yet (`quick`: the short run). NaN when the stored run lacks it
-    /// (the row shows no ratio).
+    /// The figure of `bench`'s `metric` (one of the wanted ones, in its
+    /// unit), running the script first if it has not run yet (`quick`: the
+    /// short run). NaN when the stored run lacks it (the row shows no ratio).
     ///
     /// # Errors
-    /// The script failed, or did not print `metric`.
+    /// The figure is not a wanted one, the script failed, or it did not
+    /// print `metric`.
     pub(crate) fn value(&self, quick: bool, bench: &str, metric: &str) -> Result<f64, String> {
-        let of = |run: &Stored| run.value(bench, metric, self.unit);
+        let unit = self
+            .wanted
+            .iter()
+            .find(|(b, m, _)| *b == bench && m == metric)
+            .map(|w| w.2)
+            .ok_or_else(|| format!("CPython baseline: {bench} {metric} is not among the figures asked for"))?;
+        let of = |run: &Stored| run.value(bench, metric, unit);
         match &self.source {
             Source::Stored(run) => Ok(run.as_ref().ok().and_then(of).unwrap_or(f64::NAN)),
             Source::Live(script) => {
                 let mut measured = self.measured.borrow_mut();
                 let run = measured.get_or_insert_with(|| {
-                    let wanted: Vec<_> = self.wanted.iter().map(|(b, m)| (*b, m.clone(), self.unit)).collect();
                     let (scale, timeout) = if quick { (QUICK_SCALE, 30) } else { (1.0, 120) };
-                    run(script, scale, &wanted, Duration::from_secs(timeout))
+                    run(script, scale, &self.wanted, Duration::from_secs(timeout))
                 });
                 let run = run.as_ref().map_err(|e| format!("CPython baseline: {e}"))?;
                 of(run).ok_or_else(|| format!("CPython baseline: no {bench} {metric}"))
@@ -218,6 +234,20 @@ mod tests {
         let path = dir.join("fake.sh");
         std::fs::write(&path, format!("{lines}\nsleep 60\n")).unwrap();
         path
+    }
+
+    #[test]
+    fn counts_scale_as_the_scripts_do() {
+        assert_eq!([scaled(5000, false), scaled(5000, true), scaled(2, true)], [5000, 1000, 1]);
+    }
+
+    #[test]
+    fn figures_in_their_own_units_and_only_those_asked_for() {
+        // No such script: the stored figures, of which there are none for `py/none`.
+        let b = Baseline::in_units("no-such-script.py", vec![("py/none", "start_ms".to_owned(), "ms")]);
+        assert!(b.value(true, "py/none", "start_ms").unwrap().is_nan());
+        let err = b.value(true, "py/none", "other").unwrap_err();
+        assert!(err.contains("py/none other") && err.contains("not among"), "{err}");
     }
 
     fn wanted(metric: &str) -> Vec<(&'static str, String, &'static str)> {

@@ -14,10 +14,10 @@
 //! Layout: [`kit`] measures (forked ping-pong pairs with pinning and a
 //! watchdog, interleaving, spin-floor probes, in-process batches); each group
 //! of rows is a module ([`sync`], [`process`], [`array`](mod@array), [`queue`],
-//! [`pipe`], [`pool`]) that lists its [`Plan`]s; [`report`] renders the rows as
-//! a table or JSON; [`stored`] reads `CPython`'s figures from the baselines
-//! runs, [`cpython`] runs a baselines script now; [`args`] parses the command
-//! line.
+//! [`pipe`], [`pool`], [`manager`]) that lists its [`Plan`]s; [`report`]
+//! renders the rows as a table or JSON; [`stored`] reads `CPython`'s figures
+//! from the baselines runs, [`cpython`] runs a baselines script now; [`args`]
+//! parses the command line.
 // Under loom (which builds every bin for the loom tests) the process rows are left out.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 // Figures are statistics: a 52-bit mantissa holds any count or duration here
@@ -28,11 +28,14 @@ mod args;
 // Arrays and processes do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod array;
-// The live CPython runs serve the queue, pipe and pool rows, which do not build under loom.
+// The live CPython runs serve the queue, pipe, pool and manager rows, which do not build under loom.
 #[cfg(not(loom))]
 mod cpython;
 mod kit;
 mod load;
+// Managers do not build under loom (which builds every bin for the loom tests).
+#[cfg(not(loom))]
+mod manager;
 // Pipes do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod pipe;
@@ -70,7 +73,8 @@ pub(crate) struct Group {
 
 /// Every group, in table order.
 #[cfg(not(loom))]
-const GROUPS: [Group; 6] = [sync::GROUP, process::GROUP, array::GROUP, queue::GROUP, pipe::GROUP, pool::GROUP];
+const GROUPS: [Group; 7] =
+    [sync::GROUP, process::GROUP, array::GROUP, queue::GROUP, pipe::GROUP, pool::GROUP, manager::GROUP];
 #[cfg(loom)]
 const GROUPS: [Group; 1] = [sync::GROUP];
 

@@ -109,8 +109,7 @@ impl Workload {
             Workload::Map(Some(_)) => 20_000,
             Workload::Map(None) => 100_000,
         };
-        // `_common.scaled`: max(1, int(n * scale)).
-        if quick { ((n as f64 * cpython::QUICK_SCALE) as u64).max(1) } else { n }
+        cpython::scaled(n, quick)
     }
 
     /// Runs the workload once on `pool` with `n` tasks, timing it (or, for

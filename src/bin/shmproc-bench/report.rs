@@ -17,6 +17,10 @@ pub(crate) enum Unit {
     /// Nanoseconds per task of a batch of pool tasks (run time / tasks); the
     /// table also shows the rate, tasks per second.
     NsPerTask,
+    /// Nanoseconds per call of a run of calls to a server, each a request
+    /// and its reply (run time / calls); the table also shows the rate,
+    /// calls (Python's ops) per second.
+    NsPerCall,
     /// Nanoseconds per MiB of a bulk transfer (transfer time / MiB moved);
     /// the table also shows the bandwidth, GB/s.
     NsPerMiB,
@@ -29,6 +33,7 @@ impl Unit {
             Unit::NsPerOp => "ns/op",
             Unit::NsPerMsg => "ns/msg",
             Unit::NsPerTask => "ns/task",
+            Unit::NsPerCall => "ns/call",
             Unit::NsPerMiB => "ns/MiB",
         }
     }
@@ -170,7 +175,7 @@ fn cells(row: &Row) -> Vec<String> {
     let spec = &row.spec;
     let mut out = vec![spec.name.clone(), spec.placement.to_owned()];
     let p50 = |ns: f64| match spec.unit {
-        Unit::NsPerMsg | Unit::NsPerTask => format!("{} = {}", time(ns), rate(ns)),
+        Unit::NsPerMsg | Unit::NsPerTask | Unit::NsPerCall => format!("{} = {}", time(ns), rate(ns)),
         Unit::NsPerMiB => format!("{} = {}", time(ns), bandwidth(ns)),
         Unit::Ns | Unit::NsPerOp => time(ns),
     };
@@ -399,6 +404,16 @@ mod tests {
         }
         assert!(j.contains("Event \\\"ping\\\""));
         assert!(j.starts_with('[') && j.ends_with(']'));
+    }
+
+    #[test]
+    fn calls_show_their_rate() {
+        let mut r = row(Ok(comparison(0.05)));
+        r.spec.unit = Unit::NsPerCall;
+        r.spec.target = Some(0.05);
+        let cells = cells(&r);
+        assert_eq!((cells[2].as_str(), cells[11].as_str()), ("100 ns = 10.0 M/s", "yes"));
+        assert_eq!(target(r.spec.target, r.spec.unit), "≥ 20× faster");
     }
 
     #[test]
