@@ -52,6 +52,7 @@ struct Objects {
 
 struct Server {
     address: String,
+    authkey: Vec<u8>,
     objects: Mutex<Objects>,
     /// Signalled when a held key is let go.
     released: Condvar,
@@ -78,7 +79,7 @@ pub(crate) fn server_main(args: ServerArgs) {
         return;
     }
     drop(ready);
-    let server = Arc::new(Server::new(address, true));
+    let server = Arc::new(Server::new(address, authkey.0, true));
     let mut client = 0u64;
     while !server.stop.load(Ordering::SeqCst) {
         match listener.accept_timeout(Duration::from_millis(100)) {
@@ -103,9 +104,10 @@ pub(crate) fn server_main(args: ServerArgs) {
 }
 
 impl Server {
-    fn new(address: String, holds_wait: bool) -> Server {
+    fn new(address: String, authkey: Vec<u8>, holds_wait: bool) -> Server {
         Server {
             address,
+            authkey,
             objects: Mutex::new(Objects { next: 1, map: HashMap::new() }),
             released: Condvar::new(),
             natives: Mutex::new(Vec::new()),
@@ -134,9 +136,11 @@ impl Server {
             };
             let reply = match codec::decode::<Request>(&buf[..len]) {
                 Ok(Request::Shutdown) => {
-                    // The accept loop sees it within its 100 ms look.
                     self.stop.store(true, Ordering::SeqCst);
                     let _ = conn.send(&Reply::Done);
+                    // Wake the accept loop (it looks at `stop` after each
+                    // client, and every 100 ms otherwise) by being a client.
+                    let _ = crate::channel::client(&self.address, Some(&self.authkey));
                     break;
                 }
                 Ok(request) => self.answer(me, request),
@@ -324,7 +328,7 @@ impl std::fmt::Debug for FuzzServer {
 
 impl Default for FuzzServer {
     fn default() -> Self {
-        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), false))
+        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), Vec::new(), false))
     }
 }
 
