@@ -1058,7 +1058,16 @@ impl Inner {
             // kills it there too.
             let replacement = self.launch().and_then(|(c, p, s)| {
                 let p = Arc::new(Mutex::new(p));
-                self.lock().slots[slot].process = Some(p.clone());
+                // Registered and checked under one lock: either `terminate`
+                // finds it to kill, or it sees the pool stopped here.
+                let mut st = self.lock();
+                st.slots[slot].process = Some(p.clone());
+                let stopped = !matches!(st.phase, Phase::Running | Phase::Closed);
+                drop(st);
+                if stopped {
+                    let _ = finish_now(&p);
+                    return Err(Error::Closed);
+                }
                 await_ready(&c, &p)?;
                 Ok((c, p, s))
             });
