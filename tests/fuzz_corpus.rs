@@ -1211,7 +1211,7 @@ fn manager_seeds() -> Vec<Seed> {
         Seed {
             name: "seed-held-by-another".to_owned(),
             bytes: contended,
-            opens_as: vec!["created", "value", "value", "error", "value", "value"],
+            opens_as: vec!["created", "value", "value", "busy", "value", "value"],
         },
         Seed {
             name: "seed-garbage".to_owned(),

@@ -166,10 +166,17 @@ fn a_client_killed_while_it_holds_a_key_lets_it_go() {
     common::wait_until("the child holds the key", || ns.get::<bool>("holding").unwrap() == Some(true));
     // Another client's update of that key waits meanwhile; other keys go.
     d.insert(1, 1).unwrap();
+    let waiting = {
+        let d = d.clone();
+        std::thread::spawn(move || d.update(0, |n| n.unwrap() + 100).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!waiting.is_finished(), "an update of a held key went through");
     child.kill().unwrap();
     assert!(child.join().is_err());
     let started = Instant::now();
-    assert_eq!(d.update(0, |n| n.unwrap() + 1).unwrap(), 42, "the dead client's hold was released");
+    assert_eq!(waiting.join().unwrap(), 141, "the dead client's hold was released");
+    assert_eq!(d.update(0, |n| n.unwrap() + 1).unwrap(), 142);
     assert!(started.elapsed() < Duration::from_secs(10));
     m.shutdown().unwrap();
 }
@@ -223,4 +230,52 @@ fn a_client_killed_mid_request_leaves_the_server_serving_the_others() {
         }
     }
     m.shutdown().unwrap();
+}
+
+#[test]
+fn updates_from_threads_of_one_process_are_atomic_too() {
+    let _w = watchdog("threads");
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u8, u64>().unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let d = d.clone();
+            s.spawn(move || {
+                for _ in 0..50 {
+                    d.update(0, |n| {
+                        // Another thread's update must not slip in here.
+                        std::thread::yield_now();
+                        n.unwrap_or(0) + 1
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(d.get(&0).unwrap(), Some(200));
+    // A panicking update lets the key go untouched.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.update(0, |_| panic!("no"))));
+    assert!(r.is_err());
+    assert_eq!(d.update(0, |n| n.unwrap() + 1).unwrap(), 201);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn a_request_too_large_is_refused_and_the_next_one_works() {
+    let _w = watchdog("too_large");
+    let m = Manager::start().unwrap();
+    let l = m.list::<shmproc::Bytes>().unwrap();
+    let huge = shmproc::Bytes(vec![0; 300 << 20]);
+    assert!(matches!(l.push(huge), Err(Error::TooLarge { .. })));
+    l.push(shmproc::Bytes(vec![1; 10])).unwrap();
+    assert_eq!(l.len().unwrap(), 1);
+    assert!(matches!(m.queue::<u8>(1 << 30), Err(Error::Manager { .. })), "a 1 GiB queue is refused");
+    let lock = m.lock().unwrap();
+    drop(lock);
+    let address = m.address().to_owned();
+    m.shutdown().unwrap();
+    // Its names (listener, native objects) are gone with it.
+    assert!(
+        !std::fs::read_dir("/dev/shm").unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(&address))
+    );
 }

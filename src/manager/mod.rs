@@ -13,8 +13,9 @@
 //! serde type works and two keys are the same key when their encodings are.
 //!
 //! [`SharedDict::update`] is an atomic read-modify-write of one entry: the
-//! server holds the key for this client while the closure runs here (other
-//! clients' updates of that key wait), and a client that dies holding it
+//! server holds the key for that call while the closure runs here (other
+//! calls' updates of that key, from any thread or process, wait by retrying;
+//! the server itself never waits), and a client whose connection ends
 //! releases it. Native objects ([`Manager::lock`], [`Manager::queue`], ...)
 //! are the crate's own shared-memory types, made by the server under names
 //! it unlinks when it stops.
@@ -41,6 +42,10 @@ use crate::error::{Error, Result};
 use crate::os;
 use crate::process::{Process, StartMethod, get_start_method};
 use crate::sync::{Event, Lock, RLock, Semaphore};
+
+/// The largest request the server takes (its own limit); a client refuses
+/// to send more.
+const MAX_REQUEST: usize = 256 << 20;
 
 /// How long a manager's server may take to start listening.
 const START_WITHIN: Duration = Duration::from_secs(30);
@@ -84,10 +89,21 @@ impl Client {
             *conn = Some((pid, c));
         }
         let Some((_, c)) = conn.as_ref() else { return Err(Error::Closed) };
-        c.send(request)?;
-        match c.recv::<Reply>()? {
-            Reply::Error(why) => Err(Error::Manager { reason: why }),
-            reply => Ok(reply),
+        let bytes = codec::encode(request)?;
+        if bytes.len() > MAX_REQUEST {
+            return Err(Error::TooLarge { size: bytes.len(), limit: MAX_REQUEST });
+        }
+        let reply = c.send_bytes(&bytes).and_then(|()| c.recv::<Reply>());
+        match reply {
+            Ok(Reply::Error(why)) => Err(Error::Manager { reason: why }),
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                // The connection is no good any more (a reply that did not
+                // decode leaves the two out of step): the next call opens a
+                // new one, or finds the server gone.
+                *conn = None;
+                Err(e)
+            }
         }
     }
 }
@@ -292,7 +308,17 @@ impl Manager {
         let Some(mut process) = self.process.lock().unwrap_or_else(PoisonError::into_inner).take() else {
             return Ok(());
         };
-        let _ = self.client.call(&Request::Shutdown);
+        // On a connection of its own, with a deadline: the shared one may be
+        // busy in another thread, and the server may be stuck.
+        if let Ok(c) = client(&self.client.address, Some(&self.client.authkey))
+            && c.send(&Request::Shutdown).is_ok()
+        {
+            let _ = c.recv_timeout::<Reply>(Duration::from_secs(5));
+        }
+        // This process's connection goes too (unless a call is using it).
+        if let Ok(mut conn) = self.client.conn.try_lock() {
+            *conn = None;
+        }
         match process.join_timeout(Duration::from_secs(10)) {
             Ok(Some(())) => Ok(()),
             Ok(None) => {
@@ -527,33 +553,44 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
         done(self.call(DictOp::Extend(pairs))?)
     }
 
-    /// Sets `key` to `f(its value)`, atomically: no other client's update
-    /// of `key` runs in between (theirs wait). `f` runs here; if it panics,
-    /// the key is let go unchanged. Returns the new value.
+    /// Sets `key` to `f(its value)`, atomically against other updates of
+    /// `key` (from any thread or process: theirs wait; plain `insert`,
+    /// `remove` and `clear` do not). `f` runs here; if it panics, or its
+    /// old value does not decode, the key is let go untouched. Returns the
+    /// new value.
     ///
     /// # Errors
     /// As [`get`](Self::get).
-    pub fn update(&self, key: K, f: impl FnOnce(Option<V>) -> V) -> Result<V>
-    where
-        V: Clone,
-    {
-        /// Lets the key go unchanged if `f` panics.
-        struct Unhold<'a, K, V>(&'a SharedDict<K, V>, Option<(Bytes, Option<Bytes>)>);
-        impl<K, V> Drop for Unhold<'_, K, V> {
+    pub fn update(&self, key: K, f: impl FnOnce(Option<V>) -> V) -> Result<V> {
+        /// Lets the key go untouched unless the update completed.
+        struct Unhold<'a>(&'a Proxy, Option<(Bytes, u64)>);
+        impl Drop for Unhold<'_> {
             fn drop(&mut self) {
-                if let Some((k, old)) = self.1.take() {
-                    let _ = self.0.0.client.call(&Request::Dict(self.0.0.id, DictOp::Release(k, old)));
+                if let Some((k, token)) = self.1.take() {
+                    let _ = self.0.client.call(&Request::Dict(self.0.id, DictOp::Unhold(k, token)));
                 }
             }
         }
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let k = enc(&key)?;
-        let old = value(self.call(DictOp::Hold(k.clone()))?)?;
-        let old_bytes = old.as_ref().map(enc).transpose()?;
-        let mut guard = Unhold(self, Some((k.clone(), old_bytes)));
-        let new = f(old);
+        // A key another call holds: try again, backing off (the server
+        // never waits, so this process's other calls go on meanwhile).
+        let mut pause = Duration::from_micros(20);
+        let old = loop {
+            match self.call(DictOp::Hold(k.clone(), token))? {
+                Reply::Busy => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                reply => break reply,
+            }
+        };
+        let mut guard = Unhold(&self.0, Some((k.clone(), token)));
+        let new = f(value(old)?);
         let bytes = enc(&new)?;
         guard.1 = None;
-        done(self.call(DictOp::Release(k, Some(bytes)))?)?;
+        done(self.call(DictOp::Release(k, token, Some(bytes)))?)?;
         Ok(new)
     }
 }

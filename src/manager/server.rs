@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,10 @@ use crate::sync::{Event, Lock, RLock, Semaphore};
 /// word, and the server must not allocate what any client likes.
 const MAX_REQUEST: usize = 256 << 20;
 
+/// The largest queue a client may have the server make (a segment in
+/// `/dev/shm` each).
+const MAX_QUEUE: usize = 64 << 20;
+
 /// What the server process is started with.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ServerArgs {
@@ -38,8 +42,8 @@ pub(crate) struct ServerArgs {
 enum Object {
     Dict {
         map: HashMap<Vec<u8>, Vec<u8>>,
-        /// Keys held for a read-modify-write, and by which client.
-        held: HashMap<Vec<u8>, u64>,
+        /// Keys held for a read-modify-write: by which connection and call.
+        held: HashMap<Vec<u8>, (u64, u64)>,
     },
     List(Vec<Vec<u8>>),
     Namespace(BTreeMap<String, Vec<u8>>),
@@ -54,15 +58,12 @@ struct Server {
     address: String,
     authkey: Vec<u8>,
     objects: Mutex<Objects>,
-    /// Signalled when a held key is let go.
-    released: Condvar,
     /// The native objects made here (their names are unlinked when the
     /// server ends and they drop).
     natives: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
     stop: AtomicBool,
-    /// Whether a `Hold` of a key another client holds waits (the server) or
-    /// is refused (the fuzz harness, which has one thread for every client).
-    holds_wait: bool,
+    /// Names made for native objects so far (each name is used once).
+    made: std::sync::atomic::AtomicU64,
 }
 
 /// The server process.
@@ -79,7 +80,7 @@ pub(crate) fn server_main(args: ServerArgs) {
         return;
     }
     drop(ready);
-    let server = Arc::new(Server::new(address, authkey.0, true));
+    let server = Arc::new(Server::new(address, authkey.0));
     let mut client = 0u64;
     while !server.stop.load(Ordering::SeqCst) {
         match listener.accept_timeout(Duration::from_millis(100)) {
@@ -104,15 +105,14 @@ pub(crate) fn server_main(args: ServerArgs) {
 }
 
 impl Server {
-    fn new(address: String, authkey: Vec<u8>, holds_wait: bool) -> Server {
+    fn new(address: String, authkey: Vec<u8>) -> Server {
         Server {
             address,
             authkey,
             objects: Mutex::new(Objects { next: 1, map: HashMap::new() }),
-            released: Condvar::new(),
             natives: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
-            holds_wait,
+            made: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -122,6 +122,14 @@ impl Server {
 
     /// Answers one client until it goes.
     fn serve(&self, conn: &Connection, me: u64) {
+        /// Lets go of the client's keys however serving ends.
+        struct LetGo<'a>(&'a Server, u64);
+        impl Drop for LetGo<'_> {
+            fn drop(&mut self) {
+                self.0.let_go(self.1);
+            }
+        }
+        let _let_go = LetGo(self, me);
         let mut buf = vec![0; 4096];
         loop {
             let len = match conn.recv_bytes_into(&mut buf) {
@@ -143,7 +151,8 @@ impl Server {
                     let _ = crate::channel::client(&self.address, Some(&self.authkey));
                     break;
                 }
-                Ok(request) => self.answer(me, request),
+                Ok(request) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.answer(me, request)))
+                    .unwrap_or_else(|_| Reply::Error("the server failed on this request".to_owned())),
                 Err(e) => Reply::Error(format!("malformed request: {e}")),
             };
             if conn.send(&reply).is_err() {
@@ -153,7 +162,6 @@ impl Server {
                 buf = vec![0; 4096];
             }
         }
-        self.let_go(me);
     }
 
     /// Lets go of every key client `me` held.
@@ -161,11 +169,9 @@ impl Server {
         let mut objects = self.objects();
         for object in objects.map.values_mut() {
             if let Object::Dict { held, .. } = object {
-                held.retain(|_, owner| *owner != me);
+                held.retain(|_, (owner, _)| *owner != me);
             }
         }
-        drop(objects);
-        self.released.notify_all();
     }
 
     fn answer(&self, me: u64, request: Request) -> Reply {
@@ -193,13 +199,18 @@ impl Server {
 
     fn make(&self, native: Native) -> Result<Reply> {
         let mut natives = self.natives.lock().unwrap_or_else(PoisonError::into_inner);
-        let name = format!("{}-n{}", self.address, natives.len());
+        let name = format!("{}-n{}", self.address, self.made.fetch_add(1, Ordering::Relaxed));
         let made: Box<dyn std::any::Any + Send> = match native {
             Native::Lock => Box::new(Lock::create(&name)?),
             Native::RLock => Box::new(RLock::create(&name)?),
             Native::Event => Box::new(Event::create(&name)?),
             Native::Semaphore(value) => Box::new(Semaphore::create(&name, value)?),
-            Native::Queue(capacity, fp) => create_queue_segment(&name, capacity as usize, fp)?,
+            Native::Queue(capacity, fp) => {
+                if capacity as usize > MAX_QUEUE {
+                    return Err(Error::TooLarge { size: capacity as usize, limit: MAX_QUEUE });
+                }
+                create_queue_segment(&name, capacity as usize, fp)?
+            }
         };
         natives.push(made);
         Ok(Reply::Named(name))
@@ -207,62 +218,54 @@ impl Server {
 
     fn dict(&self, me: u64, id: u64, op: DictOp) -> Result<Reply> {
         let mut objects = self.objects();
-        loop {
-            let Some(Object::Dict { map, held }) = objects.map.get_mut(&id) else {
-                return Err(not_a("dict", id));
-            };
-            return Ok(match op {
-                DictOp::Get(k) => Reply::Value(map.get(&k.0).cloned().map(Bytes)),
-                DictOp::Insert(k, v) => Reply::Value(map.insert(k.0, v.0).map(Bytes)),
-                DictOp::Remove(k) => Reply::Value(map.remove(&k.0).map(Bytes)),
-                DictOp::Contains(k) => Reply::Flag(map.contains_key(&k.0)),
-                DictOp::Len => Reply::Count(map.len() as u64),
-                DictOp::Keys => Reply::Items(map.keys().cloned().map(Bytes).collect()),
-                DictOp::Values => Reply::Items(map.values().cloned().map(Bytes).collect()),
-                DictOp::Items => Reply::Pairs(map.iter().map(|(k, v)| (Bytes(k.clone()), Bytes(v.clone()))).collect()),
-                DictOp::Clear => {
-                    map.clear();
-                    Reply::Done
+        let Some(Object::Dict { map, held }) = objects.map.get_mut(&id) else {
+            return Err(not_a("dict", id));
+        };
+        Ok(match op {
+            DictOp::Get(k) => Reply::Value(map.get(&k.0).cloned().map(Bytes)),
+            DictOp::Insert(k, v) => Reply::Value(map.insert(k.0, v.0).map(Bytes)),
+            DictOp::Remove(k) => Reply::Value(map.remove(&k.0).map(Bytes)),
+            DictOp::Contains(k) => Reply::Flag(map.contains_key(&k.0)),
+            DictOp::Len => Reply::Count(map.len() as u64),
+            DictOp::Keys => Reply::Items(map.keys().cloned().map(Bytes).collect()),
+            DictOp::Values => Reply::Items(map.values().cloned().map(Bytes).collect()),
+            DictOp::Items => Reply::Pairs(map.iter().map(|(k, v)| (Bytes(k.clone()), Bytes(v.clone()))).collect()),
+            DictOp::Clear => {
+                map.clear();
+                Reply::Done
+            }
+            DictOp::Extend(pairs) => {
+                map.extend(pairs.into_iter().map(|(k, v)| (k.0, v.0)));
+                Reply::Done
+            }
+            // Never waits: a busy key is the client's to retry, so a
+            // connection is never stuck here (its process's other calls
+            // would be stuck behind it).
+            DictOp::Hold(k, token) => {
+                if held.contains_key(&k.0) {
+                    return Ok(Reply::Busy);
                 }
-                DictOp::Extend(pairs) => {
-                    map.extend(pairs.into_iter().map(|(k, v)| (k.0, v.0)));
-                    Reply::Done
+                held.insert(k.0.clone(), (me, token));
+                Reply::Value(map.get(&k.0).cloned().map(Bytes))
+            }
+            DictOp::Release(k, token, v) => {
+                if held.get(&k.0) != Some(&(me, token)) {
+                    return Err(Error::InvalidArgument { what: "releasing a key this call does not hold" });
                 }
-                DictOp::Hold(ref k) => match held.get(&k.0) {
-                    Some(&owner) if owner != me => {
-                        if self.stop.load(Ordering::SeqCst) {
-                            return Err(Error::Closed);
-                        }
-                        if !self.holds_wait {
-                            return Err(Error::WouldBlock);
-                        }
-                        // Another client holds it: wait until it lets go.
-                        objects = self
-                            .released
-                            .wait_timeout(objects, Duration::from_millis(100))
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
-                        continue;
-                    }
-                    _ => {
-                        held.insert(k.0.clone(), me);
-                        Reply::Value(map.get(&k.0).cloned().map(Bytes))
-                    }
-                },
-                DictOp::Release(k, v) => {
-                    if held.get(&k.0) != Some(&me) {
-                        return Err(Error::InvalidArgument { what: "releasing a key this client does not hold" });
-                    }
+                held.remove(&k.0);
+                match v {
+                    Some(v) => map.insert(k.0, v.0),
+                    None => map.remove(&k.0),
+                };
+                Reply::Done
+            }
+            DictOp::Unhold(k, token) => {
+                if held.get(&k.0) == Some(&(me, token)) {
                     held.remove(&k.0);
-                    match v {
-                        Some(v) => map.insert(k.0, v.0),
-                        None => map.remove(&k.0),
-                    };
-                    self.released.notify_all();
-                    Reply::Done
                 }
-            });
-        }
+                Reply::Done
+            }
+        })
     }
 
     fn list(&self, id: u64, op: ListOp) -> Result<Reply> {
@@ -328,15 +331,14 @@ impl std::fmt::Debug for FuzzServer {
 
 impl Default for FuzzServer {
     fn default() -> Self {
-        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), Vec::new(), false))
+        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), Vec::new()))
     }
 }
 
 impl FuzzServer {
     /// Answers `bytes` as one request from client `client`: what the reply
     /// was (`"malformed"` if the bytes are not a request). Requests for
-    /// native objects are refused (they would make named segments), and a
-    /// hold of a key another client holds is refused instead of waiting.
+    /// native objects are refused (they would make named segments).
     pub fn answer(&self, client: u64, bytes: &[u8]) -> &'static str {
         let reply = match codec::decode::<Request>(bytes) {
             Ok(Request::Make(_)) => Reply::Error("no native objects here".to_owned()),
@@ -356,6 +358,7 @@ impl FuzzServer {
             Reply::Items(_) => "items",
             Reply::Pairs(_) => "pairs",
             Reply::Names(_) => "names",
+            Reply::Busy => "busy",
             Reply::Error(_) => "error",
         }
     }
@@ -375,8 +378,8 @@ impl FuzzServer {
             Request::Create(Kind::Namespace),
             Request::Dict(1, DictOp::Insert(b(b"k"), b(b"v"))),
             Request::Dict(1, DictOp::Get(b(b"k"))),
-            Request::Dict(1, DictOp::Hold(b(b"k"))),
-            Request::Dict(1, DictOp::Release(b(b"k"), Some(b(b"w")))),
+            Request::Dict(1, DictOp::Hold(b(b"k"), 7)),
+            Request::Dict(1, DictOp::Release(b(b"k"), 7, Some(b(b"w")))),
             Request::Dict(1, DictOp::Extend(vec![(b(b"a"), b(b"1")), (b(b"b"), b(b"2"))])),
             Request::Dict(1, DictOp::Items),
             Request::Dict(1, DictOp::Len),

@@ -52,12 +52,15 @@ pub(crate) enum DictOp {
     Items,
     Clear,
     Extend(Vec<(Bytes, Bytes)>),
-    /// Waits until no other client holds `key`, holds it for this client,
-    /// and returns its value (the first half of a read-modify-write).
-    Hold(Bytes),
-    /// Sets (or removes, with `None`) a key this client holds, and lets it
+    /// Holds `key` for this connection and call (`token`) and returns its
+    /// value, or `Busy` if another holds it (the first half of a
+    /// read-modify-write; the client retries, never the server waits).
+    Hold(Bytes, u64),
+    /// Sets (or removes, with `None`) a key held under `token`, and lets it
     /// go.
-    Release(Bytes, Option<Bytes>),
+    Release(Bytes, u64, Option<Bytes>),
+    /// Lets go of a key held under `token`, unchanged.
+    Unhold(Bytes, u64),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,6 +93,8 @@ pub(crate) enum Reply {
     Items(Vec<Bytes>),
     Pairs(Vec<(Bytes, Bytes)>),
     Names(Vec<String>),
+    /// The key is held by another call: try again.
+    Busy,
     /// The request failed: why (a malformed request, an unknown object, an
     /// index out of range).
     Error(String),
