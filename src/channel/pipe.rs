@@ -895,6 +895,31 @@ impl Connection {
         Ok(sink.len)
     }
 
+    /// Receives a message into `buf`, growing it to the message's size (at
+    /// most `limit`: beyond, [`Error::TooLarge`] and the message stays),
+    /// waiting at most `timeout` (`None`: as long as it takes): its length.
+    /// For readers that reuse one buffer for messages of any size.
+    pub(crate) fn recv_bytes_growing(
+        &self,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+        limit: usize,
+    ) -> Result<usize> {
+        loop {
+            let got = match timeout {
+                None => self.recv_bytes_into(buf),
+                Some(t) => self.recv_bytes_into_within(buf, t),
+            };
+            match got {
+                Err(Error::BufferTooShort { needed, .. }) if needed > limit => {
+                    return Err(Error::TooLarge { size: needed, limit });
+                }
+                Err(Error::BufferTooShort { needed, .. }) => buf.resize(needed, 0),
+                other => return other,
+            }
+        }
+    }
+
     /// [`recv_bytes_into`](Self::recv_bytes_into), waiting at most
     /// `timeout` ([`Error::Timeout`]).
     pub(crate) fn recv_bytes_into_within(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {

@@ -131,17 +131,9 @@ impl Server {
         }
         let _let_go = LetGo(self, me);
         let mut buf = vec![0; 4096];
-        loop {
-            let len = match conn.recv_bytes_into(&mut buf) {
-                Ok(len) => len,
-                Err(Error::BufferTooShort { needed, .. }) if needed <= MAX_REQUEST => {
-                    buf.resize(needed, 0);
-                    continue;
-                }
-                // Gone, closed, or a message too large to take: this client
-                // is done.
-                Err(_) => break,
-            };
+        // Until the client is gone, closed, or sends a message too large to
+        // take.
+        while let Ok(len) = conn.recv_bytes_growing(&mut buf, None, MAX_REQUEST) {
             let reply = match codec::decode::<Request>(&buf[..len]) {
                 Ok(Request::Shutdown) => {
                     self.stop.store(true, Ordering::SeqCst);
@@ -219,7 +211,7 @@ impl Server {
     fn dict(&self, me: u64, id: u64, op: DictOp) -> Result<Reply> {
         let mut objects = self.objects();
         let Some(Object::Dict { map, held }) = objects.map.get_mut(&id) else {
-            return Err(not_a("dict", id));
+            return Err(NO_SUCH_OBJECT);
         };
         Ok(match op {
             DictOp::Get(k) => Reply::Value(map.get(&k.0).cloned().map(Bytes)),
@@ -270,7 +262,7 @@ impl Server {
 
     fn list(&self, id: u64, op: ListOp) -> Result<Reply> {
         let mut objects = self.objects();
-        let Some(Object::List(items)) = objects.map.get_mut(&id) else { return Err(not_a("list", id)) };
+        let Some(Object::List(items)) = objects.map.get_mut(&id) else { return Err(NO_SUCH_OBJECT) };
         let index = |i: u64, len: usize| {
             usize::try_from(i)
                 .ok()
@@ -301,7 +293,7 @@ impl Server {
     fn namespace(&self, id: u64, op: NsOp) -> Result<Reply> {
         let mut objects = self.objects();
         let Some(Object::Namespace(attrs)) = objects.map.get_mut(&id) else {
-            return Err(not_a("namespace", id));
+            return Err(NO_SUCH_OBJECT);
         };
         Ok(match op {
             NsOp::Get(name) => Reply::Value(attrs.get(&name).cloned().map(Bytes)),
@@ -312,10 +304,8 @@ impl Server {
     }
 }
 
-fn not_a(what: &'static str, _id: u64) -> Error {
-    let _ = what;
-    Error::InvalidArgument { what: "no object of that id and kind in this manager" }
-}
+/// A request naming no object of the kind it asks for.
+const NO_SUCH_OBJECT: Error = Error::InvalidArgument { what: "no object of that id and kind in this manager" };
 
 /// The manager's request handling in this process, without a server process
 /// or a listener: for the `manager_request` fuzz target and its corpus

@@ -1012,7 +1012,7 @@ impl Inner {
             let mut gone = false;
             let mut wait = LOOK_EVERY;
             loop {
-                match receive_within(&conn, &mut buf, wait) {
+                match conn.recv_bytes_growing(&mut buf, Some(wait), MAX_MESSAGE) {
                     Ok(len) => {
                         let Ok(Message::Done { id, state, payload }) = worker::parse(&buf[..len]) else {
                             // Anything else from a running worker breaks the protocol.
@@ -1130,19 +1130,6 @@ fn finish(p: &mut Process<()>) -> Option<String> {
     }
 }
 
-/// Receives one message into `buf` (growing it) within `timeout`.
-fn receive_within(conn: &Connection, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
-    loop {
-        match conn.recv_bytes_into_within(buf, timeout) {
-            Err(Error::BufferTooShort { needed, .. }) if needed > MAX_MESSAGE => {
-                return Err(Error::TooLarge { size: needed, limit: MAX_MESSAGE });
-            }
-            Err(Error::BufferTooShort { needed, .. }) => buf.resize(needed, 0),
-            other => return other,
-        }
-    }
-}
-
 /// Waits until a new worker says it is ready.
 ///
 /// # Errors
@@ -1152,7 +1139,7 @@ fn await_ready(conn: &Connection, process: &Mutex<Process<()>>) -> Result<()> {
     let mut buf = vec![0; 256];
     loop {
         // The process is locked only to act on it: `terminate` kills it there.
-        match receive_within(conn, &mut buf, LOOK_EVERY) {
+        match conn.recv_bytes_growing(&mut buf, Some(LOOK_EVERY), MAX_MESSAGE) {
             Ok(len) => {
                 let mut process = lock_process(process);
                 return match worker::parse(&buf[..len]) {

@@ -231,16 +231,6 @@ pub(crate) fn install_quiet_hook() {
     });
 }
 
-/// Receives one message into `buf`, growing it as needed: its length.
-pub(crate) fn receive(conn: &Connection, buf: &mut Vec<u8>) -> Result<usize> {
-    loop {
-        match conn.recv_bytes_into(buf) {
-            Err(Error::BufferTooShort { needed, .. }) => buf.resize(needed, 0),
-            other => return other,
-        }
-    }
-}
-
 /// The worker process: runs the initializer, says it is ready, then runs
 /// tasks until told to stop, until `max_tasks`, or until the pool is gone.
 pub(crate) fn worker_main<IA: Serialize + DeserializeOwned>(args: WorkerArgs<IA>) {
@@ -270,7 +260,8 @@ pub(crate) fn worker_main<IA: Serialize + DeserializeOwned>(args: WorkerArgs<IA>
     let mut inbox = vec![0; 4096];
     let mut outbox = Vec::new();
     loop {
-        let Ok(len) = receive(&conn, &mut inbox) else { return };
+        // The pool is trusted: any size it sends.
+        let Ok(len) = conn.recv_bytes_growing(&mut inbox, None, usize::MAX) else { return };
         // A batch that does not parse is handled as one message: `handle`
         // refuses it, and the worker leaves.
         let items = match parse(&inbox[..len]) {
