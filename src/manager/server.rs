@@ -30,6 +30,10 @@ const MAX_REQUEST: usize = 256 << 20;
 /// `/dev/shm` each).
 const MAX_QUEUE: usize = 64 << 20;
 
+/// How often the accept loop looks whether it should stop: the time a
+/// shutdown takes at most (an idle server wakes this often).
+const ACCEPT_LOOK: Duration = Duration::from_millis(10);
+
 /// What the server process is started with.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ServerArgs {
@@ -56,7 +60,6 @@ struct Objects {
 
 struct Server {
     address: String,
-    authkey: Vec<u8>,
     objects: Mutex<Objects>,
     /// The native objects made here (their names are unlinked when the
     /// server ends and they drop).
@@ -80,10 +83,10 @@ pub(crate) fn server_main(args: ServerArgs) {
         return;
     }
     drop(ready);
-    let server = Arc::new(Server::new(address, authkey.0));
+    let server = Arc::new(Server::new(address));
     let mut client = 0u64;
     while !server.stop.load(Ordering::SeqCst) {
-        match listener.accept_timeout(Duration::from_millis(100)) {
+        match listener.accept_timeout(ACCEPT_LOOK) {
             Ok(conn) => {
                 client += 1;
                 let (server, me) = (server.clone(), client);
@@ -105,10 +108,9 @@ pub(crate) fn server_main(args: ServerArgs) {
 }
 
 impl Server {
-    fn new(address: String, authkey: Vec<u8>) -> Server {
+    fn new(address: String) -> Server {
         Server {
             address,
-            authkey,
             objects: Mutex::new(Objects { next: 1, map: HashMap::new() }),
             natives: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -136,11 +138,12 @@ impl Server {
         while let Ok(len) = conn.recv_bytes_growing(&mut buf, None, MAX_REQUEST) {
             let reply = match codec::decode::<Request>(&buf[..len]) {
                 Ok(Request::Shutdown) => {
+                    // The accept loop sees it within one look (`ACCEPT_LOOK`).
+                    // (Waking it by connecting to ourselves left that
+                    // connection's name behind when the process ended
+                    // first.)
                     self.stop.store(true, Ordering::SeqCst);
                     let _ = conn.send(&Reply::Done);
-                    // Wake the accept loop (it looks at `stop` after each
-                    // client, and every 100 ms otherwise) by being a client.
-                    let _ = crate::channel::client(&self.address, Some(&self.authkey));
                     break;
                 }
                 Ok(request) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.answer(me, request)))
@@ -321,7 +324,7 @@ impl std::fmt::Debug for FuzzServer {
 
 impl Default for FuzzServer {
     fn default() -> Self {
-        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), Vec::new()))
+        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid())))
     }
 }
 
