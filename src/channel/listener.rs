@@ -123,6 +123,21 @@ impl Listener {
     }
 
     fn accept_until(&self, deadline: Option<Deadline>) -> Result<Connection> {
+        self.take_until(deadline)?.greet()
+    }
+
+    /// The next client's connection before the handshake, waiting at most
+    /// `timeout`: a server that answers each client on a thread of its own
+    /// greets there ([`Unverified::greet`]), so that a client stalling in
+    /// the handshake holds up no other.
+    ///
+    /// # Errors
+    /// As [`accept_timeout`](Self::accept_timeout), without the handshake's.
+    pub(crate) fn take_timeout(&self, timeout: Duration) -> Result<Unverified> {
+        self.take_until(Some(Deadline::after(timeout)))
+    }
+
+    fn take_until(&self, deadline: Option<Deadline>) -> Result<Unverified> {
         loop {
             let request = match deadline {
                 None => self.requests.get(),
@@ -138,20 +153,7 @@ impl Listener {
             // name with it: nothing to accept there.
             let Ok(conn) = Connection::open_named_end_adopting(&request.pipe, 0, self.creator) else { continue };
             conn.unlink_name();
-            let greeted = match &self.authkey {
-                None => send(&conn, WELCOME),
-                Some(key) => deliver_challenge(&conn, key).and_then(|()| answer_challenge(&conn, key)),
-            };
-            return match greeted {
-                Ok(()) => Ok(conn),
-                // Not `Closed`, which says the listener is: a client that
-                // went away must not end an accept loop.
-                Err(Error::Closed) => Err(Error::io(
-                    "accept: the client went away during the handshake",
-                    std::io::Error::from(std::io::ErrorKind::ConnectionAborted),
-                )),
-                Err(e) => Err(e),
-            };
+            return Ok(Unverified { conn, authkey: self.authkey.clone() });
         }
     }
 
@@ -165,6 +167,40 @@ impl Listener {
                 conn.unlink_name();
                 conn.close();
             }
+        }
+    }
+}
+
+/// A client's connection taken from the queue, not yet greeted: nothing may
+/// be read from or sent to it before [`greet`](Unverified::greet).
+pub(crate) struct Unverified {
+    conn: Connection,
+    authkey: Option<Vec<u8>>,
+}
+
+impl Unverified {
+    /// The handshake (each step waits at most 10 s for the client): the
+    /// connection, once the client has proved it knows the key.
+    ///
+    /// # Errors
+    /// [`Error::Authentication`] if the client's authkey differs; an I/O
+    /// error (never [`Error::Closed`], which says the listener is closed) if
+    /// it went away or stalled.
+    pub(crate) fn greet(self) -> Result<Connection> {
+        let Unverified { conn, authkey } = self;
+        let greeted = match &authkey {
+            None => send(&conn, WELCOME),
+            Some(key) => deliver_challenge(&conn, key).and_then(|()| answer_challenge(&conn, key)),
+        };
+        match greeted {
+            Ok(()) => Ok(conn),
+            // Not `Closed`, which says the listener is: a client that went
+            // away must not end an accept loop.
+            Err(Error::Closed) => Err(Error::io(
+                "accept: the client went away during the handshake",
+                std::io::Error::from(std::io::ErrorKind::ConnectionAborted),
+            )),
+            Err(e) => Err(e),
         }
     }
 }

@@ -19,7 +19,7 @@
 //! lost wake-up, and no system call on the fast path when nobody sleeps.
 
 mod fixed;
-mod listener;
+pub(crate) mod listener;
 pub(crate) mod object;
 mod pipe;
 

@@ -5,12 +5,24 @@
 //! # How it works
 //! [`Manager::start`] starts the server (any start method), which listens at
 //! a fresh address with a random authkey ([`crate::Listener`]: named
-//! shared-memory pipes, not sockets). Each process that uses a server's
+//! shared-memory pipes, not sockets) and answers each connection on a
+//! thread of its own (the handshake too). Each process that uses a server's
 //! proxies opens one connection to it on first use, which all of them share
-//! (and keep for the life of the process); a proxy travels to other
-//! processes and pool tasks as the address, the key and its object's id. Keys and values
+//! while the server lives (a forked child opens its own: nothing of its
+//! parent's client is used there). A proxy travels to other processes and
+//! pool tasks as the address, the key and its object's id. Keys and values
 //! travel encoded (postcard); the server stores and compares bytes, so any
 //! serde type works and two keys are the same key when their encodings are.
+//!
+//! # Lifetimes
+//! As in Python, a shared object lives while some process holds a proxy of
+//! it: each process counts its proxies of each object, attaches its
+//! connection to the object with the first and detaches with the last (a
+//! process that dies detaches with its connection). A proxy being sent to
+//! another process keeps its object alive until it arrives: serializing it
+//! asks the server for a lend, which the receiver's first use of the proxy
+//! ends (or the sender's connection, if the proxy never arrives).
+//! [`Manager::object_count`] says how many objects the server keeps.
 //!
 //! [`SharedDict::update`] is an atomic read-modify-write of one entry: the
 //! server holds the key for that call while the closure runs here (other
@@ -18,14 +30,18 @@
 //! the server itself never waits), and a client whose connection ends
 //! releases it. Native objects ([`Manager::lock`], [`Manager::queue`], ...)
 //! are the crate's own shared-memory types, made by the server under names
-//! it unlinks when it stops.
+//! it unlinks when it stops (their names stay until then: at most 4096 of
+//! them, and 1 GiB of queues and arrays).
 //!
 //! When the server is gone, every proxy call fails with [`Error::Closed`].
 
 mod server;
 mod wire;
 
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -36,12 +52,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use self::server::FuzzServer;
 use self::server::ServerArgs;
 use self::wire::{DictOp, Kind, ListOp, Native, NsOp, Reply, Request};
-use crate::channel::{Connection, ObjectQueue, client, pipe};
+use crate::array::{Array, Element, Value};
+use crate::channel::{Connection, JoinableQueue, ObjectQueue, client, pipe};
 use crate::codec::{self, Bytes};
 use crate::error::{Error, Result};
 use crate::os;
 use crate::process::{Process, StartMethod, get_start_method};
-use crate::sync::{Event, Lock, RLock, Semaphore};
+use crate::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 
 /// The largest request the server takes (its own limit); a client refuses
 /// to send more.
@@ -50,45 +67,166 @@ const MAX_REQUEST: usize = 256 << 20;
 /// How long a manager's server may take to start listening.
 const START_WITHIN: Duration = Duration::from_secs(30);
 
-/// A connection to a manager's server, one per process (a forked child
-/// opens its own on first use).
+/// A manager's default limit of connections served at once (one per client
+/// process).
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// A client of a manager's server in one process: its connection, and how
+/// many proxies of each object live here.
 struct Client {
     address: String,
     authkey: Vec<u8>,
-    conn: Mutex<Option<(u32, Connection)>>,
+    /// The process image this client belongs to ([`os::fork_generation`]):
+    /// in a forked child, proxies copied from the parent use a client of the
+    /// child's own, never this one's locks (another thread may have held
+    /// them at the fork) or connection.
+    generation: u64,
+    conn: Mutex<Option<Connection>>,
+    /// Proxies alive in this process, per object: the first attaches this
+    /// connection to the object, the last one gone detaches it.
+    refs: Mutex<HashMap<u64, usize>>,
+}
+
+/// This process's clients, one per server.
+///
+/// Behind a lock a forked child can take even if a thread of its parent held
+/// it at the fork (a thread the child does not have): its word is the fork
+/// generation of the process image whose thread holds it, so a child finds
+/// another generation there and takes the lock over. The list may then be
+/// half changed, and its clients are the parent's anyway: the child starts
+/// from an empty one and leaks the old (dropping a parent's connection in
+/// the child would change its shared state under the parent).
+struct Registry {
+    /// 0: free; else the holder's fork generation (never 0).
+    word: AtomicU64,
+    clients: UnsafeCell<Vec<Arc<Client>>>,
+}
+
+// SAFETY: `clients` is only reached through `Registry::lock`, which gives
+// one thread at a time a guard (the word's compare-exchange).
+unsafe impl Sync for Registry {}
+
+static CLIENTS: Registry = Registry { word: AtomicU64::new(0), clients: UnsafeCell::new(Vec::new()) };
+
+impl Registry {
+    fn lock(&self) -> RegistryGuard<'_> {
+        let me = os::fork_generation();
+        let mut tries = 0u32;
+        loop {
+            let word = self.word.load(Ordering::Relaxed);
+            // Free, or held by a thread of another process image (a parent,
+            // before the fork that made this one): take it. `Acquire` pairs
+            // with the `Release` of the last unlock here, so the list is as
+            // that holder left it.
+            if word != me && self.word.compare_exchange_weak(word, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                let mut guard = RegistryGuard(self);
+                if word == 0 {
+                    // A forked child's clients from its parent: leaked, not
+                    // dropped (see the type's docs).
+                    guard.retain_mine(me);
+                } else {
+                    // SAFETY: the lock is ours; the old list may be torn, so
+                    // it is overwritten without being dropped.
+                    unsafe { std::ptr::write(self.clients.get(), Vec::new()) };
+                }
+                return guard;
+            }
+            // Held by another thread of this process, for a few
+            // instructions.
+            tries += 1;
+            if tries < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+struct RegistryGuard<'a>(&'a Registry);
+
+impl RegistryGuard<'_> {
+    fn clients(&mut self) -> &mut Vec<Arc<Client>> {
+        // SAFETY: this guard holds the lock, and the borrow is tied to it.
+        unsafe { &mut *self.0.clients.get() }
+    }
+
+    /// Keeps the clients of this process image; leaks the others.
+    fn retain_mine(&mut self, me: u64) {
+        let clients = self.clients();
+        if clients.iter().any(|c| c.generation != me) {
+            for c in std::mem::take(clients) {
+                if c.generation == me {
+                    clients.push(c);
+                } else {
+                    std::mem::forget(c);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RegistryGuard<'_> {
+    fn drop(&mut self) {
+        // `Release`: the next holder sees the list as left here.
+        self.0.word.store(0, Ordering::Release);
+    }
 }
 
 impl Client {
     /// This process's client of the server at `address`: one for all the
-    /// proxies of that server here, kept for the life of the process, so
-    /// that proxies arriving in one task after another (a pool's) share one
+    /// proxies of that server here, kept while the server lives, so that
+    /// proxies arriving in one task after another (a pool's) share one
     /// connection instead of opening one each.
-    fn shared(address: String, authkey: Vec<u8>) -> Arc<Client> {
-        static CLIENTS: Mutex<Vec<Arc<Client>>> = Mutex::new(Vec::new());
-        let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
+    fn shared(address: &str, authkey: &[u8]) -> Arc<Client> {
+        let mut registry = CLIENTS.lock();
+        let clients = registry.clients();
         if let Some(c) = clients.iter().find(|c| c.address == address && c.authkey == authkey) {
             return c.clone();
         }
-        let c = Arc::new(Client { address, authkey, conn: Mutex::new(None) });
+        let c = Arc::new(Client {
+            address: address.to_owned(),
+            authkey: authkey.to_vec(),
+            generation: os::fork_generation(),
+            conn: Mutex::new(None),
+            refs: Mutex::new(HashMap::new()),
+        });
         clients.push(c.clone());
         c
+    }
+
+    /// `self` if it belongs to this process image, else this process's own
+    /// client of the same server.
+    fn here(self: &Arc<Self>) -> Arc<Client> {
+        if self.generation == os::fork_generation() {
+            self.clone()
+        } else {
+            Client::shared(&self.address, &self.authkey)
+        }
     }
 
     /// Sends `request` and waits for the reply.
     ///
     /// # Errors
     /// [`Error::Closed`] if the server is gone; the error the server gave.
-    fn call(&self, request: &Request) -> Result<Reply> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let pid = os::pid();
-        if conn.as_ref().is_none_or(|(owner, _)| *owner != pid) {
-            let c = client(&self.address, Some(&self.authkey)).map_err(|e| match e {
-                Error::NotFound { .. } => Error::Closed,
-                other => other,
-            })?;
-            *conn = Some((pid, c));
+    fn call(self: &Arc<Self>, request: &Request) -> Result<Reply> {
+        if self.generation != os::fork_generation() {
+            return self.here().call(request);
         }
-        let Some((_, c)) = conn.as_ref() else { return Err(Error::Closed) };
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if conn.is_none() {
+            match client(&self.address, Some(&self.authkey)) {
+                Ok(c) => *conn = Some(c),
+                Err(Error::NotFound { .. }) => {
+                    // The server is gone: this client goes from the
+                    // registry (its proxies keep it).
+                    CLIENTS.lock().clients().retain(|c| !Arc::ptr_eq(c, self));
+                    return Err(Error::Closed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(c) = conn.as_ref() else { return Err(Error::Closed) };
         let bytes = codec::encode(request)?;
         if bytes.len() > MAX_REQUEST {
             return Err(Error::TooLarge { size: bytes.len(), limit: MAX_REQUEST });
@@ -96,6 +234,12 @@ impl Client {
         let reply = c.send_bytes(&bytes).and_then(|()| c.recv::<Reply>());
         match reply {
             Ok(Reply::Error(why)) => Err(Error::Manager { reason: why }),
+            Ok(Reply::Refused(why)) => {
+                // The server ended this connection: the next call tries
+                // again.
+                *conn = None;
+                Err(Error::Manager { reason: why })
+            }
             Ok(reply) => Ok(reply),
             Err(e) => {
                 // The connection is no good any more (a reply that did not
@@ -106,6 +250,38 @@ impl Client {
             }
         }
     }
+
+    /// One more proxy of object `id` here; the first attaches this
+    /// connection to it, and one that arrived under a lend always does (the
+    /// lend ends). A failure is the proxy's calls' to report.
+    fn retain(self: &Arc<Self>, id: u64, lend: Option<u64>) {
+        if self.generation != os::fork_generation() {
+            return self.here().retain(id, lend);
+        }
+        // The count's lock is held over the round trip: a detach by the
+        // last proxy and an attach by a new one reach the server in the
+        // order of their counts.
+        let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = refs.entry(id).or_insert(0);
+        if *n == 0 || lend.is_some() {
+            let _ = self.call(&Request::Attach(id, lend));
+        }
+        *n += 1;
+    }
+
+    /// One proxy of object `id` fewer here; the last detaches.
+    fn release(self: &Arc<Self>, id: u64) {
+        if self.generation != os::fork_generation() {
+            return self.here().release(id);
+        }
+        let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(n) = refs.get_mut(&id) else { return };
+        *n -= 1;
+        if *n == 0 {
+            refs.remove(&id);
+            let _ = self.call(&Request::Detach(id));
+        }
+    }
 }
 
 /// Configures a [`Manager`].
@@ -113,12 +289,22 @@ impl Client {
 #[must_use]
 pub struct ManagerBuilder {
     method: Option<StartMethod>,
+    max_connections: Option<usize>,
 }
 
 impl ManagerBuilder {
     /// The server's start method (default: [`get_start_method`]).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
+        self
+    }
+
+    /// The most connections the server serves at once (default 1024). Each
+    /// process using the manager's proxies holds one, and the server a
+    /// thread for each; a process beyond the limit gets [`Error::Manager`]
+    /// from its calls.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
         self
     }
 
@@ -134,7 +320,12 @@ impl ManagerBuilder {
         os::random_bytes(&mut tag).map_err(|e| Error::io("getrandom", e))?;
         let address = format!("shmproc-mgr-{}-{:016x}", os::pid(), u64::from_le_bytes(tag));
         let (here, there) = pipe()?;
-        let args = ServerArgs { address: address.clone(), authkey: Bytes(key.to_vec()), ready: there };
+        let args = ServerArgs {
+            address: address.clone(),
+            authkey: Bytes(key.to_vec()),
+            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            ready: there,
+        };
         let mut process = Process::builder()
             .name("Manager")
             .daemon(true)
@@ -154,7 +345,7 @@ impl ManagerBuilder {
                 return Err(failed(format!("the manager did not start: {e}")));
             }
         }
-        Ok(Manager { client: Client::shared(address, key.to_vec()), process: Mutex::new(Some(process)) })
+        Ok(Manager { client: Client::shared(&address, &key), process: Mutex::new(Some(process)) })
     }
 }
 
@@ -227,7 +418,7 @@ impl Manager {
     /// # Errors
     /// [`Error::Closed`] if the server is gone.
     pub fn dict<K, V>(&self) -> Result<SharedDict<K, V>> {
-        Ok(SharedDict(Proxy::new(self.client.clone(), self.create(Kind::Dict)?), PhantomData))
+        Ok(SharedDict(Proxy::created(self.client.clone(), self.create(Kind::Dict)?), PhantomData))
     }
 
     /// A new shared list.
@@ -235,7 +426,7 @@ impl Manager {
     /// # Errors
     /// [`Error::Closed`] if the server is gone.
     pub fn list<T>(&self) -> Result<SharedList<T>> {
-        Ok(SharedList(Proxy::new(self.client.clone(), self.create(Kind::List)?), PhantomData))
+        Ok(SharedList(Proxy::created(self.client.clone(), self.create(Kind::List)?), PhantomData))
     }
 
     /// A new namespace (named attributes of any serde type).
@@ -243,7 +434,7 @@ impl Manager {
     /// # Errors
     /// [`Error::Closed`] if the server is gone.
     pub fn namespace(&self) -> Result<Namespace> {
-        Ok(Namespace(Proxy::new(self.client.clone(), self.create(Kind::Namespace)?)))
+        Ok(Namespace(Proxy::created(self.client.clone(), self.create(Kind::Namespace)?)))
     }
 
     fn make(&self, native: Native) -> Result<String> {
@@ -287,15 +478,91 @@ impl Manager {
         Semaphore::open(&self.make(Native::Semaphore(value))?)
     }
 
-    /// An [`ObjectQueue`] made by the manager (as [`lock`](Self::lock)), of
-    /// `capacity` bytes.
+    /// A [`BoundedSemaphore`] made by the manager (as [`lock`](Self::lock)).
     ///
     /// # Errors
     /// [`Error::Closed`] if the server is gone.
+    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphore> {
+        BoundedSemaphore::open(&self.make(Native::BoundedSemaphore(value))?)
+    }
+
+    /// A [`Condition`] with its own [`RLock`], made by the manager (as
+    /// [`lock`](Self::lock)).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the server is gone.
+    pub fn condition(&self) -> Result<Condition> {
+        Condition::open(&self.make(Native::Condition)?)
+    }
+
+    /// A [`Barrier`] for `parties` made by the manager (as
+    /// [`lock`](Self::lock)).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the server is gone; [`Error::Manager`] if
+    /// `parties` is 0.
+    pub fn barrier(&self, parties: u32) -> Result<Barrier> {
+        Barrier::open(&self.make(Native::Barrier(parties))?)
+    }
+
+    /// A [`Value`] holding `value`, made by the manager (as
+    /// [`lock`](Self::lock); Python's `Manager().Value(typecode, value)`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the server is gone.
+    pub fn value<T: Element>(&self, value: T) -> Result<Value<T>> {
+        let v = Value::open(&self.make(Native::Array(T::TYPECODE.as_char(), 1))?)?;
+        v.set(value);
+        Ok(v)
+    }
+
+    /// An [`Array`] holding a copy of `values`, made by the manager (as
+    /// [`lock`](Self::lock); Python's `Manager().Array(typecode,
+    /// sequence)`). At most 64 MiB.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the server is gone; [`Error::Manager`] if it is
+    /// too large.
+    pub fn array<T: Element>(&self, values: &[T]) -> Result<Array<T>> {
+        let a = Array::open(&self.make(Native::Array(T::TYPECODE.as_char(), values.len() as u64))?)?;
+        a.copy_from_slice(values)?;
+        Ok(a)
+    }
+
+    /// An [`ObjectQueue`] made by the manager (as [`lock`](Self::lock)),
+    /// with a ring of `capacity` bytes (rounded up to a power of two): its
+    /// bound is in bytes, not items as Python's `maxsize` (a message may
+    /// take up to half of it). At most 64 MiB.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the server is gone; [`Error::Manager`] if it is
+    /// too large.
     pub fn queue<T: Serialize + DeserializeOwned>(&self, capacity: usize) -> Result<ObjectQueue<T>> {
+        ObjectQueue::open(&self.make_queue::<T>(capacity)?)
+    }
+
+    /// A [`JoinableQueue`] made by the manager (as [`queue`](Self::queue)).
+    ///
+    /// # Errors
+    /// As [`queue`](Self::queue).
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(&self, capacity: usize) -> Result<JoinableQueue<T>> {
+        JoinableQueue::open(&self.make_queue::<T>(capacity)?)
+    }
+
+    fn make_queue<T: Serialize + DeserializeOwned>(&self, capacity: usize) -> Result<String> {
         let capacity =
             u32::try_from(capacity).map_err(|_| Error::InvalidArgument { what: "a queue capacity above 4 GiB" })?;
-        ObjectQueue::open(&self.make(Native::Queue(capacity, crate::channel::type_fingerprint::<T>()))?)
+        self.make(Native::Queue(capacity, crate::channel::type_fingerprint::<T>()))
+    }
+
+    /// How many shared objects (dicts, lists, namespaces) the server keeps:
+    /// each lives while some process holds a proxy of it or one is on its
+    /// way, as in Python.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the server is gone.
+    pub fn object_count(&self) -> Result<usize> {
+        count(self.client.call(&Request::Live)?)
     }
 
     /// Stops the server: every proxy call fails with [`Error::Closed`] from
@@ -305,6 +572,10 @@ impl Manager {
     /// # Errors
     /// [`Error::ChildFailed`] if the server had died.
     pub fn shutdown(&self) -> Result<()> {
+        // A forked child's copy of the manager is its parent's to stop.
+        if self.client.generation != os::fork_generation() {
+            return Ok(());
+        }
         let Some(mut process) = self.process.lock().unwrap_or_else(PoisonError::into_inner).take() else {
             return Ok(());
         };
@@ -340,7 +611,9 @@ fn unexpected(reply: &Reply) -> Error {
     Error::Manager { reason: format!("an unexpected reply: {reply:?}") }
 }
 
-/// What every proxy holds: the server's client and the object's id.
+/// What every proxy holds: the server's client and the object's id. Each
+/// one counts in its client's `refs`: the object lives while some process
+/// holds a proxy of it, or one is on its way (see [`Request::Lend`]).
 struct Proxy {
     client: Arc<Client>,
     id: u64,
@@ -348,27 +621,45 @@ struct Proxy {
 
 impl Clone for Proxy {
     fn clone(&self) -> Self {
+        self.client.retain(self.id, None);
         Proxy { client: self.client.clone(), id: self.id }
     }
 }
 
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.client.release(self.id);
+    }
+}
+
 impl Proxy {
-    fn new(client: Arc<Client>, id: u64) -> Proxy {
+    /// The proxy of an object just created (which the server attached to
+    /// this connection).
+    fn created(client: Arc<Client>, id: u64) -> Proxy {
+        *client.refs.lock().unwrap_or_else(PoisonError::into_inner).entry(id).or_insert(0) += 1;
         Proxy { client, id }
     }
 }
 
-/// How a proxy travels: the server's address and key, and the object's id.
+/// How a proxy travels: the server's address and key, the object's id, and
+/// the lend that keeps the object alive until the proxy arrives.
 #[derive(Serialize, Deserialize)]
 struct Wire {
     address: String,
     authkey: Bytes,
     id: u64,
+    lend: Option<u64>,
 }
 
 impl Serialize for Proxy {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        Wire { address: self.client.address.clone(), authkey: Bytes(self.client.authkey.clone()), id: self.id }
+        // No lend if the server or the object is gone: the receiver's calls
+        // will say so.
+        let lend = match self.client.call(&Request::Lend(self.id)) {
+            Ok(Reply::Lent(token)) => Some(token),
+            _ => None,
+        };
+        Wire { address: self.client.address.clone(), authkey: Bytes(self.client.authkey.clone()), id: self.id, lend }
             .serialize(s)
     }
 }
@@ -376,7 +667,9 @@ impl Serialize for Proxy {
 impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
-        Ok(Proxy { client: Client::shared(w.address, w.authkey.0), id: w.id })
+        let client = Client::shared(&w.address, &w.authkey.0);
+        client.retain(w.id, w.lend);
+        Ok(Proxy { client, id: w.id })
     }
 }
 

@@ -6,29 +6,50 @@
 //! [`Reply::Error`], and the server goes on with that client and the others.
 //! A message too large to take (above [`MAX_REQUEST`]) ends that client's
 //! connection. A client that goes (closes, or dies) releases every key it
-//! held for a read-modify-write.
+//! held for a read-modify-write, its hold on every object, and its lends.
+//!
+//! An object lives while a connection holds a proxy of it or a proxy of it
+//! is on its way to another process (a lend): the client side counts its
+//! proxies and attaches and detaches; see the module docs of
+//! [`super`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::wire::{DictOp, Kind, ListOp, Native, NsOp, Reply, Request};
+use crate::array::{DynArray, Typecode};
+use crate::channel::listener::Unverified;
 use crate::channel::object::create_queue_segment;
 use crate::channel::{Connection, Listener};
 use crate::codec::{self, Bytes};
 use crate::error::{Error, Result};
-use crate::sync::{Event, Lock, RLock, Semaphore};
+use crate::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 
 /// The largest request the server reads: a client's message size is its
 /// word, and the server must not allocate what any client likes.
 const MAX_REQUEST: usize = 256 << 20;
 
-/// The largest queue a client may have the server make (a segment in
-/// `/dev/shm` each).
-const MAX_QUEUE: usize = 64 << 20;
+/// The largest queue or array a client may have the server make (a segment
+/// in `/dev/shm` each).
+const MAX_NATIVE_BYTES: usize = 64 << 20;
+
+/// The most bytes of queues and arrays one server makes in all.
+const MAX_NATIVE_TOTAL: usize = 1 << 30;
+
+/// The most native objects one server makes (their names stay until it
+/// stops).
+const MAX_NATIVES: usize = 4096;
+
+/// The most proxies lent and not yet arrived, over all connections.
+const MAX_LENDS: usize = 1 << 20;
+
+/// How long an over-limit connection's first request is waited for (to
+/// answer it with the reason).
+const REFUSE_WITHIN: Duration = Duration::from_secs(10);
 
 /// How often the accept loop looks whether it should stop: the time a
 /// shutdown takes at most (an idle server wakes this often).
@@ -39,6 +60,8 @@ const ACCEPT_LOOK: Duration = Duration::from_millis(10);
 pub(crate) struct ServerArgs {
     pub(crate) address: String,
     pub(crate) authkey: Bytes,
+    /// The most connections served at once.
+    pub(crate) max_connections: usize,
     /// Where the server says it listens (or why it cannot).
     pub(crate) ready: Connection,
 }
@@ -53,25 +76,61 @@ enum Object {
     Namespace(BTreeMap<String, Vec<u8>>),
 }
 
+/// An object and what keeps it alive.
+struct Slot {
+    /// Locked on its own: a long copy of one object holds up no other.
+    object: Arc<Mutex<Object>>,
+    /// The connections holding a proxy of it.
+    holders: HashSet<u64>,
+    /// Its lends outstanding.
+    lent: usize,
+}
+
 struct Objects {
     next: u64,
-    map: HashMap<u64, Object>,
+    slots: HashMap<u64, Slot>,
+    /// Lends outstanding: token → (object, lending connection).
+    lends: HashMap<u64, (u64, u64)>,
+    next_lend: u64,
+}
+
+impl Objects {
+    fn slot(&mut self, id: u64) -> Result<&mut Slot> {
+        self.slots.get_mut(&id).ok_or(NO_SUCH_OBJECT)
+    }
+
+    /// Drops object `id` if nothing keeps it alive any more.
+    fn drop_if_free(&mut self, id: u64) {
+        if self.slots.get(&id).is_some_and(|s| s.holders.is_empty() && s.lent == 0) {
+            self.slots.remove(&id);
+        }
+    }
+}
+
+/// The native objects made here (their names are unlinked when the server
+/// ends and they drop).
+#[derive(Default)]
+struct Natives {
+    made: Vec<Box<dyn std::any::Any + Send>>,
+    /// Bytes of queues and arrays among them.
+    bytes: usize,
 }
 
 struct Server {
     address: String,
     objects: Mutex<Objects>,
-    /// The native objects made here (their names are unlinked when the
-    /// server ends and they drop).
-    natives: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    natives: Mutex<Natives>,
     stop: AtomicBool,
     /// Names made for native objects so far (each name is used once).
-    made: std::sync::atomic::AtomicU64,
+    named: AtomicU64,
+    /// Connections being served, and the most allowed.
+    connections: AtomicUsize,
+    max_connections: usize,
 }
 
 /// The server process.
 pub(crate) fn server_main(args: ServerArgs) {
-    let ServerArgs { address, authkey, ready } = args;
+    let ServerArgs { address, authkey, max_connections, ready } = args;
     let listener = match Listener::bind(&address, Some(&authkey)) {
         Ok(l) => l,
         Err(e) => {
@@ -83,20 +142,21 @@ pub(crate) fn server_main(args: ServerArgs) {
         return;
     }
     drop(ready);
-    let server = Arc::new(Server::new(address));
+    let server = Arc::new(Server::new(address, max_connections));
     let mut client = 0u64;
     while !server.stop.load(Ordering::SeqCst) {
-        match listener.accept_timeout(ACCEPT_LOOK) {
-            Ok(conn) => {
+        match listener.take_timeout(ACCEPT_LOOK) {
+            Ok(unverified) => {
                 client += 1;
                 let (server, me) = (server.clone(), client);
+                // A thread that cannot start drops the connection: its
+                // client sees it closed.
                 let _ = std::thread::Builder::new()
                     .name(format!("shmproc-manager-{me}"))
-                    .spawn(move || server.serve(&conn, me));
+                    .spawn(move || server.welcome(unverified, me));
             }
             Err(Error::Closed) => break,
-            // A client that vanished, stalled or had the wrong key: the
-            // next one.
+            // A client that vanished before it was taken: the next one.
             Err(_) => {}
         }
     }
@@ -108,13 +168,15 @@ pub(crate) fn server_main(args: ServerArgs) {
 }
 
 impl Server {
-    fn new(address: String) -> Server {
+    fn new(address: String, max_connections: usize) -> Server {
         Server {
             address,
-            objects: Mutex::new(Objects { next: 1, map: HashMap::new() }),
-            natives: Mutex::new(Vec::new()),
+            objects: Mutex::new(Objects { next: 1, slots: HashMap::new(), lends: HashMap::new(), next_lend: 1 }),
+            natives: Mutex::new(Natives::default()),
             stop: AtomicBool::new(false),
-            made: std::sync::atomic::AtomicU64::new(0),
+            named: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            max_connections,
         }
     }
 
@@ -122,9 +184,36 @@ impl Server {
         self.objects.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The handshake, on this client's own thread (a client stalling in it
+    /// holds up no other), then serving it, unless too many are served.
+    fn welcome(&self, unverified: Unverified, me: u64) {
+        /// Counts a connection for as long as it is served.
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        // A wrong key or a client that went: nothing was served.
+        let Ok(conn) = unverified.greet() else { return };
+        let before = self.connections.fetch_add(1, Ordering::Relaxed);
+        let _counted = Counted(&self.connections);
+        if before >= self.max_connections {
+            // Its first request gets the reason (its client waits for a
+            // reply), then the connection ends.
+            let mut buf = Vec::new();
+            if conn.recv_bytes_growing(&mut buf, Some(REFUSE_WITHIN), MAX_REQUEST).is_ok() {
+                let why = format!("the manager serves at most {} connections at once", self.max_connections);
+                let _ = conn.send(&Reply::Refused(why));
+            }
+            return;
+        }
+        self.serve(&conn, me);
+    }
+
     /// Answers one client until it goes.
     fn serve(&self, conn: &Connection, me: u64) {
-        /// Lets go of the client's keys however serving ends.
+        /// Lets go of what the client held however serving ends.
         struct LetGo<'a>(&'a Server, u64);
         impl Drop for LetGo<'_> {
             fn drop(&mut self) {
@@ -159,14 +248,31 @@ impl Server {
         }
     }
 
-    /// Lets go of every key client `me` held.
+    /// Lets go of everything connection `me` held: its keys, its proxies
+    /// and its lends; the objects nothing keeps alive any more go.
     fn let_go(&self, me: u64) {
         let mut objects = self.objects();
-        for object in objects.map.values_mut() {
-            if let Object::Dict { held, .. } = object {
+        let objects = &mut *objects;
+        let mut lent_by_me = Vec::new();
+        objects.lends.retain(|_, &mut (id, lender)| {
+            if lender == me {
+                lent_by_me.push(id);
+            }
+            lender != me
+        });
+        for id in lent_by_me {
+            if let Some(slot) = objects.slots.get_mut(&id) {
+                slot.lent = slot.lent.saturating_sub(1);
+            }
+        }
+        for slot in objects.slots.values_mut() {
+            slot.holders.remove(&me);
+            // The objects lock, then an object's: the order everywhere.
+            if let Object::Dict { held, .. } = &mut *lock(&slot.object) {
                 held.retain(|_, (owner, _)| *owner != me);
             }
         }
+        objects.slots.retain(|_, s| !s.holders.is_empty() || s.lent > 0);
     }
 
     fn answer(&self, me: u64, request: Request) -> Reply {
@@ -180,131 +286,194 @@ impl Server {
                     Kind::List => Object::List(Vec::new()),
                     Kind::Namespace => Object::Namespace(BTreeMap::new()),
                 };
-                objects.map.insert(id, object);
+                let slot = Slot { object: Arc::new(Mutex::new(object)), holders: HashSet::from([me]), lent: 0 };
+                objects.slots.insert(id, slot);
                 Ok(Reply::Created(id))
             }
+            Request::Attach(id, lend) => self.attach(me, id, lend),
+            Request::Detach(id) => {
+                let mut objects = self.objects();
+                if let Ok(slot) = objects.slot(id) {
+                    slot.holders.remove(&me);
+                    objects.drop_if_free(id);
+                }
+                Ok(Reply::Done)
+            }
+            Request::Lend(id) => self.lend(me, id),
+            Request::Live => Ok(Reply::Count(self.objects().slots.len() as u64)),
             Request::Make(native) => self.make(native),
-            Request::Dict(id, op) => self.dict(me, id, op),
-            Request::List(id, op) => self.list(id, op),
-            Request::Namespace(id, op) => self.namespace(id, op),
+            Request::Dict(id, op) => self.object(id).and_then(|o| dict(&mut lock(&o), me, op)),
+            Request::List(id, op) => self.object(id).and_then(|o| list(&mut lock(&o), op)),
+            Request::Namespace(id, op) => self.object(id).and_then(|o| namespace(&mut lock(&o), op)),
             Request::Shutdown => Ok(Reply::Done),
         };
         result.unwrap_or_else(|e| Reply::Error(e.to_string()))
     }
 
+    /// Object `id` (to lock on its own, the objects lock let go).
+    fn object(&self, id: u64) -> Result<Arc<Mutex<Object>>> {
+        self.objects().slot(id).map(|s| s.object.clone())
+    }
+
+    /// Connection `me` holds a proxy of `id`; the lend `lend`, if it is one
+    /// of `id`'s, has arrived.
+    fn attach(&self, me: u64, id: u64, lend: Option<u64>) -> Result<Reply> {
+        let mut objects = self.objects();
+        if let Some(token) = lend
+            && objects.lends.get(&token).is_some_and(|&(lent, _)| lent == id)
+        {
+            objects.lends.remove(&token);
+            // The lend kept it alive: it is there.
+            let slot = objects.slot(id)?;
+            slot.lent = slot.lent.saturating_sub(1);
+        }
+        objects.slot(id)?.holders.insert(me);
+        Ok(Reply::Done)
+    }
+
+    /// A proxy of `id` is being sent on by connection `me`: a lend, which
+    /// keeps `id` alive until the proxy arrives or `me` ends.
+    fn lend(&self, me: u64, id: u64) -> Result<Reply> {
+        let mut objects = self.objects();
+        if objects.lends.len() >= MAX_LENDS {
+            return Err(Error::TooLarge { size: objects.lends.len() + 1, limit: MAX_LENDS });
+        }
+        objects.slot(id)?.lent += 1;
+        let token = objects.next_lend;
+        objects.next_lend += 1;
+        objects.lends.insert(token, (id, me));
+        Ok(Reply::Lent(token))
+    }
+
     fn make(&self, native: Native) -> Result<Reply> {
         let mut natives = self.natives.lock().unwrap_or_else(PoisonError::into_inner);
-        let name = format!("{}-n{}", self.address, self.made.fetch_add(1, Ordering::Relaxed));
+        if natives.made.len() >= MAX_NATIVES {
+            return Err(Error::InvalidArgument {
+                what: "the manager has made as many native objects as it makes (4096)",
+            });
+        }
+        let bytes = match native {
+            Native::Queue(capacity, _) => capacity as usize,
+            Native::Array(code, len) => {
+                let size = Typecode::from_char(code)?.size();
+                usize::try_from(len).ok().and_then(|n| n.checked_mul(size)).unwrap_or(usize::MAX)
+            }
+            _ => 0,
+        };
+        if bytes > MAX_NATIVE_BYTES {
+            return Err(Error::TooLarge { size: bytes, limit: MAX_NATIVE_BYTES });
+        }
+        if natives.bytes + bytes > MAX_NATIVE_TOTAL {
+            return Err(Error::TooLarge { size: natives.bytes + bytes, limit: MAX_NATIVE_TOTAL });
+        }
+        let name = format!("{}-n{}", self.address, self.named.fetch_add(1, Ordering::Relaxed));
         let made: Box<dyn std::any::Any + Send> = match native {
             Native::Lock => Box::new(Lock::create(&name)?),
             Native::RLock => Box::new(RLock::create(&name)?),
             Native::Event => Box::new(Event::create(&name)?),
             Native::Semaphore(value) => Box::new(Semaphore::create(&name, value)?),
-            Native::Queue(capacity, fp) => {
-                if capacity as usize > MAX_QUEUE {
-                    return Err(Error::TooLarge { size: capacity as usize, limit: MAX_QUEUE });
-                }
-                create_queue_segment(&name, capacity as usize, fp)?
+            Native::BoundedSemaphore(value) => Box::new(BoundedSemaphore::create(&name, value)?),
+            Native::Condition => Box::new(Condition::create(&name)?),
+            Native::Barrier(parties) => Box::new(Barrier::create(&name, parties)?),
+            Native::Queue(capacity, fp) => create_queue_segment(&name, capacity as usize, fp)?,
+            Native::Array(code, len) => {
+                let len = usize::try_from(len).map_err(|_| Error::InvalidArgument { what: "array length" })?;
+                Box::new(DynArray::create(&name, Typecode::from_char(code)?, len)?)
             }
         };
-        natives.push(made);
+        natives.made.push(made);
+        natives.bytes += bytes;
         Ok(Reply::Named(name))
     }
+}
 
-    fn dict(&self, me: u64, id: u64, op: DictOp) -> Result<Reply> {
-        let mut objects = self.objects();
-        let Some(Object::Dict { map, held }) = objects.map.get_mut(&id) else {
-            return Err(NO_SUCH_OBJECT);
-        };
-        Ok(match op {
-            DictOp::Get(k) => Reply::Value(map.get(&k.0).cloned().map(Bytes)),
-            DictOp::Insert(k, v) => Reply::Value(map.insert(k.0, v.0).map(Bytes)),
-            DictOp::Remove(k) => Reply::Value(map.remove(&k.0).map(Bytes)),
-            DictOp::Contains(k) => Reply::Flag(map.contains_key(&k.0)),
-            DictOp::Len => Reply::Count(map.len() as u64),
-            DictOp::Keys => Reply::Items(map.keys().cloned().map(Bytes).collect()),
-            DictOp::Values => Reply::Items(map.values().cloned().map(Bytes).collect()),
-            DictOp::Items => Reply::Pairs(map.iter().map(|(k, v)| (Bytes(k.clone()), Bytes(v.clone()))).collect()),
-            DictOp::Clear => {
-                map.clear();
-                Reply::Done
+fn lock(object: &Mutex<Object>) -> MutexGuard<'_, Object> {
+    object.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn dict(object: &mut Object, me: u64, op: DictOp) -> Result<Reply> {
+    let Object::Dict { map, held } = object else { return Err(NO_SUCH_OBJECT) };
+    Ok(match op {
+        DictOp::Get(k) => Reply::Value(map.get(&k.0).cloned().map(Bytes)),
+        DictOp::Insert(k, v) => Reply::Value(map.insert(k.0, v.0).map(Bytes)),
+        DictOp::Remove(k) => Reply::Value(map.remove(&k.0).map(Bytes)),
+        DictOp::Contains(k) => Reply::Flag(map.contains_key(&k.0)),
+        DictOp::Len => Reply::Count(map.len() as u64),
+        DictOp::Keys => Reply::Items(map.keys().cloned().map(Bytes).collect()),
+        DictOp::Values => Reply::Items(map.values().cloned().map(Bytes).collect()),
+        DictOp::Items => Reply::Pairs(map.iter().map(|(k, v)| (Bytes(k.clone()), Bytes(v.clone()))).collect()),
+        DictOp::Clear => {
+            map.clear();
+            Reply::Done
+        }
+        DictOp::Extend(pairs) => {
+            map.extend(pairs.into_iter().map(|(k, v)| (k.0, v.0)));
+            Reply::Done
+        }
+        // Never waits: a busy key is the client's to retry, so a connection
+        // is never stuck here (its process's other calls would be stuck
+        // behind it).
+        DictOp::Hold(k, token) => {
+            if held.contains_key(&k.0) {
+                return Ok(Reply::Busy);
             }
-            DictOp::Extend(pairs) => {
-                map.extend(pairs.into_iter().map(|(k, v)| (k.0, v.0)));
-                Reply::Done
+            held.insert(k.0.clone(), (me, token));
+            Reply::Value(map.get(&k.0).cloned().map(Bytes))
+        }
+        DictOp::Release(k, token, v) => {
+            if held.get(&k.0) != Some(&(me, token)) {
+                return Err(Error::InvalidArgument { what: "releasing a key this call does not hold" });
             }
-            // Never waits: a busy key is the client's to retry, so a
-            // connection is never stuck here (its process's other calls
-            // would be stuck behind it).
-            DictOp::Hold(k, token) => {
-                if held.contains_key(&k.0) {
-                    return Ok(Reply::Busy);
-                }
-                held.insert(k.0.clone(), (me, token));
-                Reply::Value(map.get(&k.0).cloned().map(Bytes))
-            }
-            DictOp::Release(k, token, v) => {
-                if held.get(&k.0) != Some(&(me, token)) {
-                    return Err(Error::InvalidArgument { what: "releasing a key this call does not hold" });
-                }
+            held.remove(&k.0);
+            match v {
+                Some(v) => map.insert(k.0, v.0),
+                None => map.remove(&k.0),
+            };
+            Reply::Done
+        }
+        DictOp::Unhold(k, token) => {
+            if held.get(&k.0) == Some(&(me, token)) {
                 held.remove(&k.0);
-                match v {
-                    Some(v) => map.insert(k.0, v.0),
-                    None => map.remove(&k.0),
-                };
-                Reply::Done
             }
-            DictOp::Unhold(k, token) => {
-                if held.get(&k.0) == Some(&(me, token)) {
-                    held.remove(&k.0);
-                }
-                Reply::Done
-            }
-        })
-    }
+            Reply::Done
+        }
+    })
+}
 
-    fn list(&self, id: u64, op: ListOp) -> Result<Reply> {
-        let mut objects = self.objects();
-        let Some(Object::List(items)) = objects.map.get_mut(&id) else { return Err(NO_SUCH_OBJECT) };
-        let index = |i: u64, len: usize| {
-            usize::try_from(i)
-                .ok()
-                .filter(|&i| i < len)
-                .ok_or(Error::InvalidArgument { what: "list index out of range" })
-        };
-        Ok(match op {
-            ListOp::Push(v) => {
-                items.push(v.0);
-                Reply::Done
-            }
-            ListOp::Pop => Reply::Value(items.pop().map(Bytes)),
-            ListOp::Get(i) => Reply::Value(Some(Bytes(items[index(i, items.len())?].clone()))),
-            ListOp::Set(i, v) => {
-                let i = index(i, items.len())?;
-                items[i] = v.0;
-                Reply::Done
-            }
-            ListOp::Len => Reply::Count(items.len() as u64),
-            ListOp::Extend(vs) => {
-                items.extend(vs.into_iter().map(|v| v.0));
-                Reply::Done
-            }
-            ListOp::Snapshot => Reply::Items(items.iter().cloned().map(Bytes).collect()),
-        })
-    }
+fn list(object: &mut Object, op: ListOp) -> Result<Reply> {
+    let Object::List(items) = object else { return Err(NO_SUCH_OBJECT) };
+    let index = |i: u64, len: usize| {
+        usize::try_from(i).ok().filter(|&i| i < len).ok_or(Error::InvalidArgument { what: "list index out of range" })
+    };
+    Ok(match op {
+        ListOp::Push(v) => {
+            items.push(v.0);
+            Reply::Done
+        }
+        ListOp::Pop => Reply::Value(items.pop().map(Bytes)),
+        ListOp::Get(i) => Reply::Value(Some(Bytes(items[index(i, items.len())?].clone()))),
+        ListOp::Set(i, v) => {
+            let i = index(i, items.len())?;
+            items[i] = v.0;
+            Reply::Done
+        }
+        ListOp::Len => Reply::Count(items.len() as u64),
+        ListOp::Extend(vs) => {
+            items.extend(vs.into_iter().map(|v| v.0));
+            Reply::Done
+        }
+        ListOp::Snapshot => Reply::Items(items.iter().cloned().map(Bytes).collect()),
+    })
+}
 
-    fn namespace(&self, id: u64, op: NsOp) -> Result<Reply> {
-        let mut objects = self.objects();
-        let Some(Object::Namespace(attrs)) = objects.map.get_mut(&id) else {
-            return Err(NO_SUCH_OBJECT);
-        };
-        Ok(match op {
-            NsOp::Get(name) => Reply::Value(attrs.get(&name).cloned().map(Bytes)),
-            NsOp::Set(name, v) => Reply::Value(attrs.insert(name, v.0).map(Bytes)),
-            NsOp::Remove(name) => Reply::Value(attrs.remove(&name).map(Bytes)),
-            NsOp::Names => Reply::Names(attrs.keys().cloned().collect()),
-        })
-    }
+fn namespace(object: &mut Object, op: NsOp) -> Result<Reply> {
+    let Object::Namespace(attrs) = object else { return Err(NO_SUCH_OBJECT) };
+    Ok(match op {
+        NsOp::Get(name) => Reply::Value(attrs.get(&name).cloned().map(Bytes)),
+        NsOp::Set(name, v) => Reply::Value(attrs.insert(name, v.0).map(Bytes)),
+        NsOp::Remove(name) => Reply::Value(attrs.remove(&name).map(Bytes)),
+        NsOp::Names => Reply::Names(attrs.keys().cloned().collect()),
+    })
 }
 
 /// A request naming no object of the kind it asks for.
@@ -324,7 +493,7 @@ impl std::fmt::Debug for FuzzServer {
 
 impl Default for FuzzServer {
     fn default() -> Self {
-        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid())))
+        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), usize::MAX))
     }
 }
 
@@ -353,6 +522,8 @@ impl FuzzServer {
             Reply::Names(_) => "names",
             Reply::Busy => "busy",
             Reply::Error(_) => "error",
+            Reply::Lent(_) => "lent",
+            Reply::Refused(_) => "refused",
         }
     }
 

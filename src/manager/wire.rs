@@ -22,9 +22,17 @@ pub(crate) enum Native {
     RLock,
     Event,
     Semaphore(u32),
-    /// An `ObjectQueue` of this many bytes, for the message type with this
-    /// fingerprint.
+    /// An `ObjectQueue` (or `JoinableQueue`: the same segment) of this many
+    /// bytes, for the message type with this fingerprint.
     Queue(u32, u64),
+    BoundedSemaphore(u32),
+    /// A `Condition` and its `RLock`.
+    Condition,
+    /// A `Barrier` of this many parties.
+    Barrier(u32),
+    /// A zeroed array of this typecode (its letter) and length; a `Value`
+    /// is one of length 1.
+    Array(char, u64),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +46,18 @@ pub(crate) enum Request {
     Namespace(u64, NsOp),
     /// Stop the server (after this reply).
     Shutdown,
+    /// This connection holds a proxy of the object (`Done`); with a lend's
+    /// token, the proxy sent under that lend has arrived (the lend ends).
+    Attach(u64, Option<u64>),
+    /// This connection holds no proxy of the object any more (`Done`). An
+    /// object no connection holds and none was lent goes.
+    Detach(u64),
+    /// A proxy of the object is being sent on: it stays alive until the
+    /// receiver attaches with the token (`Lent(token)`), or until this
+    /// connection ends.
+    Lend(u64),
+    /// How many objects the server keeps: `Count`.
+    Live,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,4 +118,8 @@ pub(crate) enum Reply {
     /// The request failed: why (a malformed request, an unknown object, an
     /// index out of range).
     Error(String),
+    /// A lend's token.
+    Lent(u64),
+    /// The server serves no more connections: why (this connection ends).
+    Refused(String),
 }
