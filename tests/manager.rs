@@ -197,23 +197,45 @@ fn a_client_killed_while_it_holds_a_key_lets_it_go() {
     m.shutdown().unwrap();
 }
 
+/// The first byte of an error reply (postcard: the variant's index).
+const ERROR_REPLY: u8 = 10;
+
 #[test]
 fn malformed_requests_get_an_error_reply_and_the_server_goes_on() {
     let _w = watchdog("malformed");
     let m = Manager::start().unwrap();
     let d = m.dict::<u8, u8>().unwrap();
     let raw = shmproc::client(m.address(), Some(m.authkey())).unwrap();
+    let ask = |request: &[u8]| {
+        raw.send_bytes(request).unwrap();
+        raw.recv_bytes_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{request:?}: no reply: {e}"))
+    };
+    // Requests that decode but ask for what is not there (postcard: variant
+    // indexes and varints): each gets an error reply.
+    let wrong: [&[u8]; 9] = [
+        &[2, 0xe7, 0x07, 4],                          // Dict(999, Len): no such object
+        &[3, 1, 4],                                   // List(1, Len): object 1 is a dict
+        &[2, 1, 11, 1, b'k', 5, 1, 1],                // Dict(1, Release("k", 5, ..)): not held
+        &[6, 0xe7, 0x07, 0],                          // Attach(999, None)
+        &[8, 0xe7, 0x07],                             // Lend(999)
+        &[1, 11, b'z', 1],                            // Make(Array('z', 1)): no such typecode
+        &[1, 11, b'd', 0xff, 0xff, 0xff, 0xff, 0x0f], // Make(Array('d', 2^32 - 1)): too large
+        &[1, 10, 0],                                  // Make(Barrier(0))
+        &[1, 5, 0xff, 0xff, 0xff, 0xff, 0x0f, 0],     // Make(Queue(4 GiB - 1, ..)): too large
+    ];
+    for request in wrong {
+        let reply = ask(request);
+        assert_eq!(reply.first(), Some(&ERROR_REPLY), "{request:?} got {reply:?}");
+    }
+    // And garbage.
     let mut rng = common::XorShift::new(0x6d67_7200);
     for round in 0..200 {
         let len = (rng.next_u64() % 64) as usize;
-        let garbage = rng.bytes(len);
-        raw.send_bytes(&garbage).unwrap();
-        let reply =
-            raw.recv_bytes_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("round {round}: no reply: {e}"));
-        assert!(!reply.is_empty());
+        assert!(!ask(&rng.bytes(len)).is_empty(), "round {round}");
         d.insert(1, round as u8).unwrap();
     }
     assert_eq!(d.get(&1).unwrap(), Some(199));
+    assert_eq!(m.object_count().unwrap(), 1, "nothing was made by the bad requests");
     drop(raw);
     m.shutdown().unwrap();
 }
@@ -235,8 +257,11 @@ fn a_client_killed_mid_request_leaves_the_server_serving_the_others() {
     let d = m.dict::<u32, Vec<u8>>().unwrap();
     let mut rng = common::XorShift::new(0x6d67_7201);
     for _ in 0..5 {
+        d.clear().unwrap();
         let mut child = start_fn(StartMethod::Fork, insert_forever, d.clone());
-        std::thread::sleep(Duration::from_millis(20 + rng.next_u64() % 60));
+        // Once it is sending values (its first is in), at a random point.
+        common::wait_until("the child's first insert", || !d.is_empty().unwrap());
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 60));
         child.kill().unwrap();
         assert!(child.join().is_err());
         // The server goes on, with whole values only.
@@ -294,4 +319,223 @@ fn a_request_too_large_is_refused_and_the_next_one_works() {
     assert!(
         !std::fs::read_dir("/dev/shm").unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(&address))
     );
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
+fn receive_list(conn: shmproc::Connection) -> Vec<u32> {
+    let l: SharedList<u32> = conn.recv().unwrap();
+    l.push(8).unwrap();
+    l.to_vec().unwrap()
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
+fn hold_list((l, ns): (SharedList<u32>, Namespace)) -> u32 {
+    ns.set("holding", &l.len().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    0
+}
+
+#[test]
+fn objects_live_while_a_process_holds_a_proxy() {
+    let _w = watchdog("lifetimes");
+    let m = Manager::start().unwrap();
+    assert_eq!(m.object_count().unwrap(), 0);
+    let d = m.dict::<u8, u8>().unwrap();
+    let d2 = d.clone();
+    drop(d);
+    assert_eq!(m.object_count().unwrap(), 1, "a clone keeps it");
+    d2.insert(1, 1).unwrap();
+    drop(d2);
+    assert_eq!(m.object_count().unwrap(), 0, "the last proxy gone, the object goes");
+    for _ in 0..200 {
+        let l = m.list::<u8>().unwrap();
+        l.push(1).unwrap();
+    }
+    assert_eq!(m.object_count().unwrap(), 0, "objects made and dropped in a loop do not pile up");
+
+    // A proxy sent to a child keeps its object alive after the sender
+    // dropped it, until the child is done with it.
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let (here, there) = shmproc::pipe().unwrap();
+        let l = m.list::<u32>().unwrap();
+        l.push(7).unwrap();
+        here.send(&l).unwrap();
+        drop(l);
+        assert_eq!(m.object_count().unwrap(), 1, "{method:?}: a proxy on its way keeps its object");
+        let mut child = start_fn(method, receive_list, there);
+        assert_eq!(common::join_ok(&mut child), [7, 8]);
+        common::wait_until("the child's object goes", || m.object_count().unwrap() == 0);
+    }
+
+    // A child killed while it holds the only proxy of an object: it goes.
+    let ns = m.namespace().unwrap();
+    let l = m.list::<u32>().unwrap();
+    let mut child = start_fn(StartMethod::Fork, hold_list, (l.clone(), ns.clone()));
+    common::wait_until("the child holds the list", || ns.get::<usize>("holding").unwrap() == Some(0));
+    drop(l);
+    assert_eq!(m.object_count().unwrap(), 2);
+    child.kill().unwrap();
+    assert!(child.join().is_err());
+    common::wait_until("the killed child's object goes", || m.object_count().unwrap() == 1);
+    m.shutdown().unwrap();
+}
+
+type Natives =
+    (shmproc::Value<i64>, shmproc::Array<f64>, shmproc::Barrier, shmproc::Condition, shmproc::JoinableQueue<String>);
+
+#[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
+fn use_natives((value, array, barrier, cond, queue): Natives) -> f64 {
+    value.fetch_add(10);
+    barrier.wait().unwrap();
+    queue.put(format!("from {}", std::process::id())).unwrap();
+    {
+        let mut guard = cond.lock().unwrap();
+        guard.wait_for(|| value.get() >= 100, Some(Duration::from_secs(60))).unwrap();
+    }
+    array.load(0) + array.load(1)
+}
+
+#[test]
+fn manager_native_objects_work_across_processes() {
+    let _w = watchdog("natives");
+    let m = Manager::start().unwrap();
+    let sem = m.bounded_semaphore(1).unwrap();
+    sem.acquire();
+    sem.release().unwrap();
+    assert!(sem.release().is_err(), "a bounded semaphore stays bounded");
+    let value = m.value(5i64).unwrap();
+    let array = m.array(&[1.5f64, 2.5]).unwrap();
+    assert_eq!(array.to_vec().unwrap(), [1.5, 2.5]);
+    let barrier = m.barrier(3).unwrap();
+    let cond = m.condition().unwrap();
+    let queue = m.joinable_queue::<String>(4096).unwrap();
+    let natives: Natives = (value.clone(), array.clone(), barrier.clone(), cond.clone(), queue.clone());
+    let mut children: Vec<_> = [StartMethod::Fork, StartMethod::Spawn]
+        .into_iter()
+        .map(|method| start_fn(method, use_natives, natives.clone()))
+        .collect();
+    barrier.wait().unwrap();
+    for _ in 0..2 {
+        assert!(queue.get().unwrap().starts_with("from "));
+        queue.task_done().unwrap();
+    }
+    assert!(queue.join_timeout(Duration::from_secs(10)));
+    {
+        let guard = cond.lock().unwrap();
+        value.set(100);
+        guard.notify_all().unwrap();
+    }
+    for child in &mut children {
+        assert!((common::join_ok(child) - 4.0).abs() < 1e-12, "the array seen by the child");
+    }
+    assert_eq!(value.get(), 100);
+    assert!(matches!(m.barrier(0), Err(Error::Manager { .. })));
+    assert!(matches!(m.array(&vec![0u8; 65 << 20]), Err(Error::Manager { .. })), "above 64 MiB");
+    m.shutdown().unwrap();
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
+fn call_refused(d: SharedDict<u8, u8>) -> String {
+    match d.len() {
+        Err(Error::Manager { reason }) => reason,
+        other => format!("not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn a_manager_serves_at_most_its_connections() {
+    let _w = watchdog("max_connections");
+    let m = Manager::builder().max_connections(1).start().unwrap();
+    let d = m.dict::<u8, u8>().unwrap();
+    let mut child = start_fn(StartMethod::Fork, call_refused, d.clone());
+    let reason = common::join_ok(&mut child);
+    assert!(reason.contains("at most 1 connections"), "{reason}");
+    d.insert(1, 2).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(2), "the connection served goes on");
+    m.shutdown().unwrap();
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
+fn connect_forever((address, key): (String, Vec<u8>)) -> u32 {
+    loop {
+        drop(shmproc::client(&address, Some(&key)));
+    }
+}
+
+#[test]
+fn a_client_stalled_in_the_handshake_holds_up_no_other() {
+    let _w = watchdog("stalled_handshake");
+    let m = Manager::start().unwrap();
+    let mut rng = common::XorShift::new(0x6d67_7202);
+    let mut stalled = Vec::new();
+    for round in 0..5 {
+        let mut child = start_fn(StartMethod::Fork, connect_forever, (m.address().to_owned(), m.authkey().to_vec()));
+        std::thread::sleep(Duration::from_millis(20 + rng.next_u64() % 30));
+        // Stopped at a random point of its connection loop: often with its
+        // handshake half done, which the server waits 10 s for.
+        let pid = child.pid().unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        let started = Instant::now();
+        let c = shmproc::client(m.address(), Some(m.authkey())).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "round {round}: a connection waited for a stalled one");
+        drop(c);
+        stalled.push(pid);
+        child.kill().unwrap();
+        assert!(child.join().is_err());
+    }
+    m.shutdown().unwrap();
+    // The killed clients' pipes not yet taken are swept as a dead creator's.
+    let left = || {
+        std::fs::read_dir("/dev/shm").unwrap().any(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            stalled.iter().any(|pid| name.starts_with(&format!("shmproc-conn-{pid}-")))
+        })
+    };
+    let started = Instant::now();
+    while {
+        shmproc::cleanup().unwrap();
+        left()
+    } && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!left(), "the killed clients' pipes are still there after 20 s of sweeping");
+}
+
+static INHERITED: std::sync::OnceLock<SharedDict<u32, u32>> = std::sync::OnceLock::new();
+
+fn use_inherited(who: u32) -> usize {
+    // A proxy in memory copied from the parent, whose threads were using
+    // its connection (and the registry) at the fork.
+    let d = INHERITED.get().unwrap();
+    d.insert(1000 + who, who).unwrap();
+    d.len().unwrap()
+}
+
+#[test]
+fn a_forked_child_never_waits_on_its_parents_client() {
+    let _w = watchdog("fork_hazard");
+    let m = Manager::start().unwrap();
+    let d = INHERITED.get_or_init(|| m.dict().unwrap());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Calls (the connection's lock) and proxies arriving (the
+        // registry's lock), back to back.
+        s.spawn(|| {
+            let (here, there) = shmproc::pipe().unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                d.insert(0, 0).unwrap();
+                here.send(d).unwrap();
+                drop(there.recv::<SharedDict<u32, u32>>().unwrap());
+            }
+        });
+        for who in 0..20 {
+            let mut child = start_fn(StartMethod::Fork, use_inherited, who);
+            assert!(common::join_ok(&mut child) >= 2, "child {who}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(d.len().unwrap(), 21);
+    m.shutdown().unwrap();
 }

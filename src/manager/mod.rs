@@ -284,6 +284,48 @@ impl Client {
     }
 }
 
+/// Runs `fork` (which forks this process) so that a forked child holds the
+/// copies of this process's proxies as its own, as a spawned one holds the
+/// proxies it is sent: before the fork, each client with proxies here
+/// lends the server every object its connection holds, with the counts'
+/// locks held across the fork (the child's copies are whole); in the child
+/// (`in_child`), a connection of its own takes the lends over with those
+/// counts, before anything else runs. Without it, a parent dropping its
+/// last proxy right after the fork (say, the one moved into the child's
+/// arguments) could make the object go before the child used it.
+pub(crate) fn around_fork<R>(fork: impl FnOnce() -> R, in_child: impl FnOnce(&R) -> bool) -> R {
+    let clients: Vec<Arc<Client>> = {
+        let mut registry = CLIENTS.lock();
+        registry.clients().clone()
+    };
+    let mut held = Vec::new();
+    for c in &clients {
+        let refs = c.refs.lock().unwrap_or_else(PoisonError::into_inner);
+        if refs.is_empty() {
+            continue;
+        }
+        // A server that is gone lends nothing (the child's calls say so).
+        let token = match c.call(&Request::LendAll) {
+            Ok(Reply::Lent(token)) => Some(token),
+            _ => None,
+        };
+        held.push((c, token, refs));
+    }
+    let forked = fork();
+    if in_child(&forked) {
+        for (c, token, refs) in held {
+            let mine = Client::shared(&c.address, &c.authkey);
+            mine.refs.lock().unwrap_or_else(PoisonError::into_inner).clone_from(&refs);
+            if let Some(token) = token {
+                let _ = mine.call(&Request::AttachAll(token));
+            }
+            // The parent's count's lock, held by this very thread: let go.
+            drop(refs);
+        }
+    }
+    forked
+}
+
 /// Configures a [`Manager`].
 #[derive(Debug, Default)]
 #[must_use]

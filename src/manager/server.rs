@@ -89,8 +89,8 @@ struct Slot {
 struct Objects {
     next: u64,
     slots: HashMap<u64, Slot>,
-    /// Lends outstanding: token → (object, lending connection).
-    lends: HashMap<u64, (u64, u64)>,
+    /// Lends outstanding: token → (objects, lending connection).
+    lends: HashMap<u64, (Vec<u64>, u64)>,
     next_lend: u64,
 }
 
@@ -200,11 +200,16 @@ impl Server {
         let _counted = Counted(&self.connections);
         if before >= self.max_connections {
             // Its first request gets the reason (its client waits for a
-            // reply), then the connection ends.
+            // reply), then the connection ends; but a shutdown is done.
             let mut buf = Vec::new();
-            if conn.recv_bytes_growing(&mut buf, Some(REFUSE_WITHIN), MAX_REQUEST).is_ok() {
-                let why = format!("the manager serves at most {} connections at once", self.max_connections);
-                let _ = conn.send(&Reply::Refused(why));
+            if let Ok(len) = conn.recv_bytes_growing(&mut buf, Some(REFUSE_WITHIN), MAX_REQUEST) {
+                if matches!(codec::decode::<Request>(&buf[..len]), Ok(Request::Shutdown)) {
+                    self.stop.store(true, Ordering::SeqCst);
+                    let _ = conn.send(&Reply::Done);
+                } else {
+                    let why = format!("the manager serves at most {} connections at once", self.max_connections);
+                    let _ = conn.send(&Reply::Refused(why));
+                }
             }
             return;
         }
@@ -254,11 +259,11 @@ impl Server {
         let mut objects = self.objects();
         let objects = &mut *objects;
         let mut lent_by_me = Vec::new();
-        objects.lends.retain(|_, &mut (id, lender)| {
-            if lender == me {
-                lent_by_me.push(id);
+        objects.lends.retain(|_, (ids, lender)| {
+            if *lender == me {
+                lent_by_me.append(ids);
             }
-            lender != me
+            *lender != me
         });
         for id in lent_by_me {
             if let Some(slot) = objects.slots.get_mut(&id) {
@@ -299,7 +304,25 @@ impl Server {
                 }
                 Ok(Reply::Done)
             }
-            Request::Lend(id) => self.lend(me, id),
+            Request::Lend(id) => self.lend(me, vec![id]),
+            Request::LendAll => {
+                let ids =
+                    self.objects().slots.iter().filter(|(_, s)| s.holders.contains(&me)).map(|(&id, _)| id).collect();
+                self.lend(me, ids)
+            }
+            Request::AttachAll(token) => {
+                let mut objects = self.objects();
+                if let Some((ids, _)) = objects.lends.remove(&token) {
+                    for id in ids {
+                        // Each was kept alive by the lend: it is there.
+                        if let Some(slot) = objects.slots.get_mut(&id) {
+                            slot.lent = slot.lent.saturating_sub(1);
+                            slot.holders.insert(me);
+                        }
+                    }
+                }
+                Ok(Reply::Done)
+            }
             Request::Live => Ok(Reply::Count(self.objects().slots.len() as u64)),
             Request::Make(native) => self.make(native),
             Request::Dict(id, op) => self.object(id).and_then(|o| dict(&mut lock(&o), me, op)),
@@ -320,7 +343,7 @@ impl Server {
     fn attach(&self, me: u64, id: u64, lend: Option<u64>) -> Result<Reply> {
         let mut objects = self.objects();
         if let Some(token) = lend
-            && objects.lends.get(&token).is_some_and(|&(lent, _)| lent == id)
+            && objects.lends.get(&token).is_some_and(|(lent, _)| *lent == [id])
         {
             objects.lends.remove(&token);
             // The lend kept it alive: it is there.
@@ -331,17 +354,23 @@ impl Server {
         Ok(Reply::Done)
     }
 
-    /// A proxy of `id` is being sent on by connection `me`: a lend, which
-    /// keeps `id` alive until the proxy arrives or `me` ends.
-    fn lend(&self, me: u64, id: u64) -> Result<Reply> {
+    /// Proxies of `ids` are being sent on by connection `me` (or copied
+    /// into a forked child): a lend, which keeps them alive until they
+    /// arrive or `me` ends.
+    fn lend(&self, me: u64, ids: Vec<u64>) -> Result<Reply> {
         let mut objects = self.objects();
         if objects.lends.len() >= MAX_LENDS {
             return Err(Error::TooLarge { size: objects.lends.len() + 1, limit: MAX_LENDS });
         }
-        objects.slot(id)?.lent += 1;
+        for &id in &ids {
+            objects.slot(id)?;
+        }
+        for &id in &ids {
+            objects.slot(id)?.lent += 1;
+        }
         let token = objects.next_lend;
         objects.next_lend += 1;
-        objects.lends.insert(token, (id, me));
+        objects.lends.insert(token, (ids, me));
         Ok(Reply::Lent(token))
     }
 

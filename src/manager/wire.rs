@@ -58,6 +58,12 @@ pub(crate) enum Request {
     Lend(u64),
     /// How many objects the server keeps: `Count`.
     Live,
+    /// A lend of every object this connection holds (`Lent(token)`), for a
+    /// child about to be forked with copies of its proxies.
+    LendAll,
+    /// This connection holds every object of the lend `token` (made by
+    /// `LendAll`), which ends: `Done`.
+    AttachAll(u64),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

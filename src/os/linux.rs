@@ -163,6 +163,40 @@ pub(crate) fn shm_create(name: &str, len: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Creates a shared-memory file of `len` zero bytes in `/dev/shm` without a
+/// name (`O_TMPFILE`, mode 0600), flocked as [`shm_create`] does: its creator
+/// writes the header, then gives it its name with [`shm_link`], so that a
+/// creator killed before its header is written leaves no name behind that
+/// no one could tell as shmproc's. `None` if the file system cannot.
+pub(crate) fn shm_create_unnamed(len: u64) -> Option<OwnedFd> {
+    use rustix::fs::OFlags;
+    let fd =
+        rustix::fs::open("/dev/shm", OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC, Mode::RUSR | Mode::WUSR).ok()?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared).ok()?;
+    rustix::fs::ftruncate(&fd, len).ok()?;
+    Some(fd)
+}
+
+/// Names the file made by [`shm_create_unnamed`] `/name` (`name` has been
+/// validated), failing with `AlreadyExists` if the name is taken: the
+/// `O_EXCL` of a named create. `linkat` with `AT_EMPTY_PATH` (which needs
+/// `CAP_DAC_READ_SEARCH` on some kernels), else through `/proc/self/fd`
+/// (which fails across mounts when `/dev/shm` is mounted twice).
+pub(crate) fn shm_link(fd: impl AsFd, name: &str) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD};
+    use std::os::fd::AsRawFd;
+    let path = format!("/dev/shm/{name}");
+    let first = rustix::fs::linkat(&fd, "", CWD, path.as_str(), AtFlags::EMPTY_PATH);
+    match first {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(io_err(rustix::io::Errno::EXIST)),
+        Err(_) => {
+            let proc_path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+            rustix::fs::linkat(CWD, proc_path.as_str(), CWD, path.as_str(), AtFlags::SYMLINK_FOLLOW).map_err(io_err)
+        }
+    }
+}
+
 /// Opens the existing POSIX shared-memory object `/name` read-write.
 pub(crate) fn shm_open(name: &str) -> io::Result<OwnedFd> {
     let fd =

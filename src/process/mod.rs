@@ -731,9 +731,15 @@ type Launch = std::result::Result<(u32, ResultCell), (Error, Option<Box<dyn Job>
 fn fork_child(job: Box<dyn Job>, mut cell: ResultCell, identity: Identity) -> Launch {
     // Fork with the registry's and the fork server's locks held by this thread,
     // so that the child does not inherit them held by a thread it lacks.
-    let held = (registry(), forkserver::hold());
-    let forked = os::fork();
-    drop(held);
+    let forked = crate::manager::around_fork(
+        || {
+            let held = (registry(), forkserver::hold());
+            let forked = os::fork();
+            drop(held);
+            forked
+        },
+        |forked| matches!(forked, Ok(os::Forked::Child)),
+    );
     match forked {
         Err(e) => Err((Error::io("fork", e), Some(job))),
         Ok(os::Forked::Child) => {

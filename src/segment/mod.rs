@@ -251,30 +251,39 @@ impl Segment {
             .checked_add(HEADER_LEN)
             .filter(|t| isize::try_from(*t).is_ok())
             .ok_or(Error::InvalidArgument { what: "segment length too large" })?;
-        let fd = match name {
-            None => os::memfd("shmproc", total as u64).map_err(|e| Error::io("memfd_create", e))?,
+        // A named segment is made without a name where the file system
+        // allows (`O_TMPFILE`) and named once whole (`shm_link`): a creator
+        // killed half way leaves nothing (a name with no header would be no
+        // shmproc segment to `cleanup`, and left for ever).
+        let (fd, linked) = match name {
+            None => (os::memfd("shmproc", total as u64).map_err(|e| Error::io("memfd_create", e))?, true),
             Some(name) => {
                 validate_name(name)?;
-                os::shm_create(name, total as u64).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { name: name.to_owned() },
-                    _ => Error::io("shm_open(O_CREAT|O_EXCL)", e),
-                })?
+                let nameless = NAMELESS_FIRST.load(std::sync::atomic::Ordering::Relaxed);
+                match nameless.then(|| os::shm_create_unnamed(total as u64)).flatten() {
+                    Some(fd) => (fd, false),
+                    None => (os::shm_create(name, total as u64).map_err(|e| create_error(name, &e))?, true),
+                }
             }
         };
         let creator = os::current_process();
         let map = match os::map_shared(&fd, total) {
             Ok(m) => m,
             Err(e) => {
-                if let Some(name) = name {
+                if let Some(name) = name
+                    && linked
+                {
                     let _ = os::shm_unlink(name);
                 }
                 return Err(Error::io("mmap", e));
             }
         };
-        let seg = Segment {
+        let mut seg = Segment {
             map,
             fd,
-            name: name.map(str::to_owned),
+            // Not before it is linked: a drop must not unlink another
+            // creator's segment of that name.
+            name: name.filter(|_| linked).map(str::to_owned),
             kind,
             len,
             unlink_pid: std::sync::atomic::AtomicU32::new(if name.is_some() { creator.tid } else { 0 }),
@@ -283,7 +292,49 @@ impl Segment {
         seg.header().write(kind, type_fp, len as u64, creator);
         init(seg.as_ptr());
         seg.header().publish();
+        if let Some(name) = name
+            && !linked
+        {
+            match os::shm_link(&seg.fd, name) {
+                Ok(()) => seg.name = Some(name.to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(create_error(name, &e)),
+                // This system cannot name such a file: from now on, named
+                // segments are made under their names (and this one moves).
+                Err(_) => {
+                    NAMELESS_FIRST.store(false, std::sync::atomic::Ordering::Relaxed);
+                    return seg.moved_under(name);
+                }
+            }
+        }
         Ok(seg)
+    }
+
+    /// A named segment with `self`'s bytes (made without a name, and seen by
+    /// no one else yet: states hold no pointers, so a copy is the same
+    /// object).
+    fn moved_under(self, name: &str) -> Result<Segment> {
+        let total = self.len + HEADER_LEN;
+        let fd = os::shm_create(name, total as u64).map_err(|e| create_error(name, &e))?;
+        let map = match os::map_shared(&fd, total) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = os::shm_unlink(name);
+                return Err(Error::io("mmap", e));
+            }
+        };
+        // SAFETY: both mappings are `total` bytes, distinct, and only this
+        // thread has either.
+        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr(), map.as_mut_ptr(), total) };
+        Ok(Segment {
+            map,
+            fd,
+            name: Some(name.to_owned()),
+            kind: self.kind,
+            len: self.len,
+            // Its creator, this process, unlinks it.
+            unlink_pid: std::sync::atomic::AtomicU32::new(os::pid()),
+            unlinked: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Opens a named segment and validates its header against `expect`,
@@ -360,6 +411,18 @@ impl Drop for Segment {
         {
             let _ = os::shm_unlink(name);
         }
+    }
+}
+
+/// Whether named segments are made without a name first (see
+/// [`Segment::create_object`]); cleared the first time naming such a file
+/// fails.
+static NAMELESS_FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn create_error(name: &str, e: &std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { name: name.to_owned() },
+        _ => Error::io("shm_open(O_CREAT|O_EXCL)", std::io::Error::new(e.kind(), e.to_string())),
     }
 }
 
@@ -710,6 +773,29 @@ mod tests {
         for good in ["a", "shmproc-test_1.x", &"x".repeat(200)] {
             validate_name(good).unwrap();
         }
+    }
+
+    #[test]
+    fn a_named_segment_is_named_only_once_whole_and_moves_where_it_cannot_be() {
+        let name = format!("shmproc-unit-nameless-{}", os::pid());
+        let seg = Segment::create(&name, 100).unwrap();
+        seg.write_at(0, b"whole").unwrap();
+        assert!(matches!(Segment::create(&name, 100), Err(Error::AlreadyExists { .. })), "O_EXCL kept");
+        let mut back = [0; 5];
+        Segment::open(&name).unwrap().read_at(0, &mut back).unwrap();
+        assert_eq!(&back, b"whole");
+        drop(seg);
+        assert!(matches!(Segment::open(&name), Err(Error::NotFound { .. })), "unlinked by its creator");
+
+        // The way taken where a nameless file cannot be named: its bytes
+        // move to a segment made under the name.
+        let nameless = Segment::create_object(None, Kind::Raw, 0, 100, |_| {}).unwrap();
+        nameless.write_at(0, b"moved").unwrap();
+        let seg = nameless.moved_under(&name).unwrap();
+        Segment::open(&name).unwrap().read_at(0, &mut back).unwrap();
+        assert_eq!(&back, b"moved");
+        drop(seg);
+        assert!(Segment::open(&name).is_err());
     }
 
     #[test]
