@@ -1200,13 +1200,18 @@ fn manager_seeds() -> Vec<Seed> {
     let all: Vec<u8> = requests.iter().flat_map(|r| manager_request::record(0, r)).collect();
     let expected = vec![
         "created", "created", "created", "value", "value", "value", "done", "done", "pairs", "count", "done", "done",
-        "error", "items", "value", "names", "error",
+        "error", "items", "value", "names", "error", "lent", "done", "lent", "done", "done", "count", "error", "error",
     ];
     let mut contended = Vec::new();
     for (client, i) in [(0, 0), (1, 3), (1, 5), (0, 5), (0x81, 4), (0, 5)] {
         contended.extend(manager_request::record(client, &requests[i]));
     }
     vec![
+        Seed {
+            name: "seed-every-request-served".to_owned(),
+            bytes: [&[manager_request::SERVED][..], &all].concat(),
+            opens_as: expected.clone(),
+        },
         Seed { name: "seed-every-request".to_owned(), bytes: all, opens_as: expected },
         Seed {
             name: "seed-held-by-another".to_owned(),

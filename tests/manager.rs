@@ -329,6 +329,14 @@ fn receive_list(conn: shmproc::Connection) -> Vec<u32> {
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
+fn push_and_read(l: SharedList<u32>) -> Vec<u32> {
+    // Long enough for the parent's drop of its copy to reach the server.
+    std::thread::sleep(Duration::from_millis(100));
+    l.push(9).unwrap();
+    l.to_vec().unwrap()
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
 fn hold_list((l, ns): (SharedList<u32>, Namespace)) -> u32 {
     ns.set("holding", &l.len().unwrap()).unwrap();
     std::thread::sleep(Duration::from_secs(600));
@@ -366,6 +374,14 @@ fn objects_live_while_a_process_holds_a_proxy() {
         assert_eq!(common::join_ok(&mut child), [7, 8]);
         common::wait_until("the child's object goes", || m.object_count().unwrap() == 0);
     }
+
+    // The only proxy moved into a forked child's arguments: the parent
+    // drops it right after the fork, and the object lives on in the child.
+    let l = m.list::<u32>().unwrap();
+    l.push(7).unwrap();
+    let mut child = start_fn(StartMethod::Fork, push_and_read, l);
+    assert_eq!(common::join_ok(&mut child), [7, 9]);
+    common::wait_until("the moved list goes with the child", || m.object_count().unwrap() == 0);
 
     // A child killed while it holds the only proxy of an object: it goes.
     let ns = m.namespace().unwrap();

@@ -126,6 +126,9 @@ struct Server {
     /// Connections being served, and the most allowed.
     connections: AtomicUsize,
     max_connections: usize,
+    /// Whether `Make` makes native objects (not in the fuzz harness: they
+    /// would be named segments).
+    natives_allowed: bool,
 }
 
 /// The server process.
@@ -177,6 +180,7 @@ impl Server {
             named: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             max_connections,
+            natives_allowed: true,
         }
     }
 
@@ -375,6 +379,9 @@ impl Server {
     }
 
     fn make(&self, native: Native) -> Result<Reply> {
+        if !self.natives_allowed {
+            return Err(Error::InvalidArgument { what: "no native objects here" });
+        }
         let mut natives = self.natives.lock().unwrap_or_else(PoisonError::into_inner);
         if natives.made.len() >= MAX_NATIVES {
             return Err(Error::InvalidArgument {
@@ -505,6 +512,25 @@ fn namespace(object: &mut Object, op: NsOp) -> Result<Reply> {
     })
 }
 
+/// A reply's kind, for the fuzz harness's report.
+fn reply_kind(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Done => "done",
+        Reply::Created(_) => "created",
+        Reply::Named(_) => "named",
+        Reply::Value(_) => "value",
+        Reply::Flag(_) => "flag",
+        Reply::Count(_) => "count",
+        Reply::Items(_) => "items",
+        Reply::Pairs(_) => "pairs",
+        Reply::Names(_) => "names",
+        Reply::Busy => "busy",
+        Reply::Error(_) => "error",
+        Reply::Lent(_) => "lent",
+        Reply::Refused(_) => "refused",
+    }
+}
+
 /// A request naming no object of the kind it asks for.
 const NO_SUCH_OBJECT: Error = Error::InvalidArgument { what: "no object of that id and kind in this manager" };
 
@@ -522,7 +548,9 @@ impl std::fmt::Debug for FuzzServer {
 
 impl Default for FuzzServer {
     fn default() -> Self {
-        FuzzServer(Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), usize::MAX))
+        let mut server = Server::new(format!("shmproc-mgr-fuzz-{}", crate::os::pid()), usize::MAX);
+        server.natives_allowed = false;
+        FuzzServer(server)
     }
 }
 
@@ -532,28 +560,40 @@ impl FuzzServer {
     /// native objects are refused (they would make named segments).
     pub fn answer(&self, client: u64, bytes: &[u8]) -> &'static str {
         let reply = match codec::decode::<Request>(bytes) {
-            Ok(Request::Make(_)) => Reply::Error("no native objects here".to_owned()),
             Ok(Request::Shutdown) => Reply::Done,
             Ok(request) => self.0.answer(client, request),
             Err(_) => return "malformed",
         };
         // Every reply must encode (it goes back to the client).
         assert!(codec::encode(&reply).is_ok(), "a reply that does not encode: {reply:?}");
-        match reply {
-            Reply::Done => "done",
-            Reply::Created(_) => "created",
-            Reply::Named(_) => "named",
-            Reply::Value(_) => "value",
-            Reply::Flag(_) => "flag",
-            Reply::Count(_) => "count",
-            Reply::Items(_) => "items",
-            Reply::Pairs(_) => "pairs",
-            Reply::Names(_) => "names",
-            Reply::Busy => "busy",
-            Reply::Error(_) => "error",
-            Reply::Lent(_) => "lent",
-            Reply::Refused(_) => "refused",
-        }
+        reply_kind(&reply)
+    }
+
+    /// Sends each of `requests` as client `client` over a real connection
+    /// (an anonymous pipe) to the server's loop serving it on a thread, and
+    /// waits for each reply; then closes the connection, which lets go of
+    /// what the client held. The kinds of reply, in order; the loop ends
+    /// at a shutdown request or a message it will not take.
+    pub fn serve(&self, client: u64, requests: &[&[u8]]) -> Vec<&'static str> {
+        let Ok((here, there)) = crate::channel::pipe_with_capacity(4096, true) else { return Vec::new() };
+        std::thread::scope(|s| {
+            s.spawn(move || self.0.serve(&there, client));
+            let mut kinds = Vec::new();
+            for request in requests {
+                // The loop ended (a shutdown): nothing answers any more.
+                if here.send_bytes(request).is_err() {
+                    break;
+                }
+                match here.recv::<Reply>() {
+                    Ok(reply) => kinds.push(reply_kind(&reply)),
+                    Err(_) => break,
+                }
+            }
+            // Closed, not only dropped: the loop wakes at once (a drop is
+            // seen by a periodic look).
+            here.close();
+            kinds
+        })
     }
 
     /// Client `client` went: its held keys go.
@@ -583,6 +623,14 @@ impl FuzzServer {
             Request::Namespace(3, NsOp::Set("n".to_owned(), b(b"1"))),
             Request::Namespace(3, NsOp::Names),
             Request::Dict(2, DictOp::Len),
+            Request::Lend(1),
+            Request::Attach(1, Some(1)),
+            Request::LendAll,
+            Request::AttachAll(2),
+            Request::Detach(3),
+            Request::Live,
+            Request::Make(Native::Lock),
+            Request::Namespace(3, NsOp::Names),
         ];
         requests.iter().map(|r| codec::encode(r).unwrap_or_default()).collect()
     }
