@@ -82,6 +82,10 @@ struct Client {
     /// them at the fork) or connection.
     generation: u64,
     conn: Mutex<Option<Connection>>,
+    /// Set once connecting found no server: a server that stopped or died
+    /// never comes back at this address, so later calls (a proxy's drop
+    /// among them) fail at once instead of looking again.
+    gone: std::sync::atomic::AtomicBool,
     /// Proxies alive in this process, per object: the first attaches this
     /// connection to the object, the last one gone detaches it.
     refs: Mutex<HashMap<u64, usize>>,
@@ -189,6 +193,7 @@ impl Client {
             authkey: authkey.to_vec(),
             generation: os::fork_generation(),
             conn: Mutex::new(None),
+            gone: std::sync::atomic::AtomicBool::new(false),
             refs: Mutex::new(HashMap::new()),
         });
         clients.push(c.clone());
@@ -215,11 +220,15 @@ impl Client {
         }
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         if conn.is_none() {
+            if self.gone.load(Ordering::Relaxed) {
+                return Err(Error::Closed);
+            }
             match client(&self.address, Some(&self.authkey)) {
                 Ok(c) => *conn = Some(c),
-                Err(Error::NotFound { .. }) => {
+                Err(Error::NotFound { .. } | Error::Closed) => {
                     // The server is gone: this client goes from the
                     // registry (its proxies keep it).
+                    self.gone.store(true, Ordering::Relaxed);
                     CLIENTS.lock().clients().retain(|c| !Arc::ptr_eq(c, self));
                     return Err(Error::Closed);
                 }
