@@ -126,15 +126,15 @@ impl Listener {
         self.take_until(deadline)?.greet()
     }
 
-    /// The next client's connection before the handshake, waiting at most
-    /// `timeout`: a server that answers each client on a thread of its own
-    /// greets there ([`Unverified::greet`]), so that a client stalling in
-    /// the handshake holds up no other.
+    /// The next client's connection before the handshake, waiting as long
+    /// as it takes: a server that answers each client on a thread of its
+    /// own greets there ([`Unverified::greet`]), so that a client stalling
+    /// in the handshake holds up no other.
     ///
     /// # Errors
-    /// As [`accept_timeout`](Self::accept_timeout), without the handshake's.
-    pub(crate) fn take_timeout(&self, timeout: Duration) -> Result<Unverified> {
-        self.take_until(Some(Deadline::after(timeout)))
+    /// As [`accept`](Self::accept), without the handshake's.
+    pub(crate) fn take(&self) -> Result<Unverified> {
+        self.take_until(None)
     }
 
     fn take_until(&self, deadline: Option<Deadline>) -> Result<Unverified> {

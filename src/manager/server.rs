@@ -51,9 +51,6 @@ const MAX_LENDS: usize = 1 << 20;
 /// answer it with the reason).
 const REFUSE_WITHIN: Duration = Duration::from_secs(10);
 
-/// How often the accept loop looks whether it should stop: the time a
-/// shutdown takes at most (an idle server wakes this often).
-const ACCEPT_LOOK: Duration = Duration::from_millis(10);
 
 /// What the server process is started with.
 #[derive(Serialize, Deserialize)]
@@ -121,6 +118,8 @@ struct Server {
     objects: Mutex<Objects>,
     natives: Mutex<Natives>,
     stop: AtomicBool,
+    /// The listener, for a shutdown to close (which wakes the accept loop).
+    listener: Mutex<Option<Arc<Listener>>>,
     /// Names made for native objects so far (each name is used once).
     named: AtomicU64,
     /// Connections being served, and the most allowed.
@@ -146,9 +145,11 @@ pub(crate) fn server_main(args: ServerArgs) {
     }
     drop(ready);
     let server = Arc::new(Server::new(address, max_connections));
+    let listener = Arc::new(listener);
+    *server.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener.clone());
     let mut client = 0u64;
     while !server.stop.load(Ordering::SeqCst) {
-        match listener.take_timeout(ACCEPT_LOOK) {
+        match listener.take() {
             Ok(unverified) => {
                 client += 1;
                 let (server, me) = (server.clone(), client);
@@ -158,6 +159,7 @@ pub(crate) fn server_main(args: ServerArgs) {
                     .name(format!("shmproc-manager-{me}"))
                     .spawn(move || server.welcome(unverified, me));
             }
+            // Closed by a shutdown.
             Err(Error::Closed) => break,
             // A client that vanished before it was taken: the next one.
             Err(_) => {}
@@ -165,6 +167,7 @@ pub(crate) fn server_main(args: ServerArgs) {
     }
     // The listener's name and the native objects' go with the server (the
     // clients' threads die with the process: nothing else drops these).
+    drop(server.listener.lock().unwrap_or_else(PoisonError::into_inner).take());
     drop(listener);
     let natives = std::mem::take(&mut *server.natives.lock().unwrap_or_else(PoisonError::into_inner));
     drop(natives);
@@ -177,10 +180,21 @@ impl Server {
             objects: Mutex::new(Objects { next: 1, slots: HashMap::new(), lends: HashMap::new(), next_lend: 1 }),
             natives: Mutex::new(Natives::default()),
             stop: AtomicBool::new(false),
+            listener: Mutex::new(None),
             named: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             max_connections,
             natives_allowed: true,
+        }
+    }
+
+    /// Stops taking clients: the accept loop wakes and ends (closing the
+    /// listener, not connecting to it: that connection's name was left
+    /// behind when the process ended first).
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(listener) = &*self.listener.lock().unwrap_or_else(PoisonError::into_inner) {
+            listener.close();
         }
     }
 
@@ -208,7 +222,7 @@ impl Server {
             let mut buf = Vec::new();
             if let Ok(len) = conn.recv_bytes_growing(&mut buf, Some(REFUSE_WITHIN), MAX_REQUEST) {
                 if matches!(codec::decode::<Request>(&buf[..len]), Ok(Request::Shutdown)) {
-                    self.stop.store(true, Ordering::SeqCst);
+                    self.stop();
                     let _ = conn.send(&Reply::Done);
                 } else {
                     let why = format!("the manager serves at most {} connections at once", self.max_connections);
@@ -236,11 +250,7 @@ impl Server {
         while let Ok(len) = conn.recv_bytes_growing(&mut buf, None, MAX_REQUEST) {
             let reply = match codec::decode::<Request>(&buf[..len]) {
                 Ok(Request::Shutdown) => {
-                    // The accept loop sees it within one look (`ACCEPT_LOOK`).
-                    // (Waking it by connecting to ourselves left that
-                    // connection's name behind when the process ended
-                    // first.)
-                    self.stop.store(true, Ordering::SeqCst);
+                    self.stop();
                     let _ = conn.send(&Reply::Done);
                     break;
                 }
