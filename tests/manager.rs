@@ -9,11 +9,19 @@ use std::time::{Duration, Instant};
 use common::{Watchdog, start_fn};
 use shmproc::{Error, Manager, Namespace, Pool, SharedDict, SharedList, StartMethod};
 
-fn watchdog(what: &'static str) -> Watchdog {
-    Watchdog::new(move || {
+/// One test at a time: a fork in one (a child, a manager's server) takes
+/// copies of every proxy of the process, the other tests' too, whose
+/// objects it then holds while it lives, and the counts some tests check
+/// would see them.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn watchdog(what: &'static str) -> (Watchdog, std::sync::MutexGuard<'static, ()>) {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let watchdog = Watchdog::new(move || {
         eprintln!("watchdog: the manager test `{what}` hung; aborting");
         std::process::abort();
-    })
+    });
+    (watchdog, turn)
 }
 
 #[test]
@@ -329,11 +337,24 @@ fn receive_list(conn: shmproc::Connection) -> Vec<u32> {
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
-fn push_and_read(l: SharedList<u32>) -> Vec<u32> {
-    // Long enough for the parent's drop of its copy to reach the server.
-    std::thread::sleep(Duration::from_millis(100));
+fn push_and_read((l, go): (SharedList<u32>, shmproc::Event)) -> Vec<u32> {
+    // Once the parent has dropped its copy (and checked the object lives).
+    assert!(go.wait_timeout(Duration::from_secs(60)).unwrap());
     l.push(9).unwrap();
     l.to_vec().unwrap()
+}
+
+static MANAGER: std::sync::Mutex<Option<Manager>> = std::sync::Mutex::new(None);
+
+fn make_and_return(n: u32) -> SharedDict<String, u32> {
+    // A dict made through the parent's manager, copied by the fork: only
+    // this child holds it, and it exits (its connection ends) before the
+    // parent receives it.
+    let d = MANAGER.lock().unwrap().as_ref().unwrap().dict().unwrap();
+    // (A clone dropped must not let the object go: issue found in review.)
+    drop(d.clone());
+    d.insert("n".to_owned(), n).unwrap();
+    d
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "a process target takes its argument by value")]
@@ -379,9 +400,24 @@ fn objects_live_while_a_process_holds_a_proxy() {
     // drops it right after the fork, and the object lives on in the child.
     let l = m.list::<u32>().unwrap();
     l.push(7).unwrap();
-    let mut child = start_fn(StartMethod::Fork, push_and_read, l);
+    let go = shmproc::Event::new().unwrap();
+    let mut child = start_fn(StartMethod::Fork, push_and_read, (l, go.clone()));
+    assert_eq!(m.object_count().unwrap(), 1, "the child holds the list the parent no longer has");
+    go.set();
     assert_eq!(common::join_ok(&mut child), [7, 9]);
     common::wait_until("the moved list goes with the child", || m.object_count().unwrap() == 0);
+
+    // A fresh proxy returned by a child that exits: the object waits for
+    // the parent to receive it. Made through the parent's manager copied by
+    // the fork.
+    *MANAGER.lock().unwrap() = Some(m);
+    for n in 0..3 {
+        let mut child = start_fn(StartMethod::Fork, make_and_return, n);
+        let d = common::join_ok(&mut child);
+        assert_eq!(d.get(&"n".to_owned()).unwrap(), Some(n), "round {n}");
+    }
+    let m = MANAGER.lock().unwrap().take().unwrap();
+    common::wait_until("the returned dicts go", || m.object_count().unwrap() == 0);
 
     // A child killed while it holds the only proxy of an object: it goes.
     let ns = m.namespace().unwrap();

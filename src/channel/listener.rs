@@ -211,6 +211,13 @@ impl Drop for Listener {
     }
 }
 
+/// Whether a live listener is at `address` (its queue is there, open, and
+/// made by a live process): a failed connection to a live one is worth
+/// trying again, to a dead one not.
+pub(crate) fn listening(address: &str) -> bool {
+    ObjectQueue::<Request>::open(address).is_ok_and(|q| !q.is_closed() && q.creator().is_some_and(os::task_alive))
+}
+
 /// Connects to the listener at `address`: Python's
 /// `multiprocessing.connection.Client`. Returns once the listener has
 /// accepted the connection (and both sides proved they know the `authkey`,

@@ -19,10 +19,12 @@
 //! it: each process counts its proxies of each object, attaches its
 //! connection to the object with the first and detaches with the last (a
 //! process that dies detaches with its connection). A proxy being sent to
-//! another process keeps its object alive until it arrives: serializing it
-//! asks the server for a lend, which the receiver's first use of the proxy
-//! ends (or the sender's connection, if the proxy never arrives).
-//! [`Manager::object_count`] says how many objects the server keeps.
+//! another process keeps its object alive until it arrives, even if the
+//! sender exits first: serializing it asks the server for a lend (a round
+//! trip), which the receiver's deserializing ends; a lend never claimed
+//! expires after two minutes. A child forked by this crate holds copies of
+//! its parent's proxies as its own, the same way. [`Manager::object_count`]
+//! says how many objects the server keeps.
 //!
 //! [`SharedDict::update`] is an atomic read-modify-write of one entry: the
 //! server holds the key for that call while the closure runs here (other
@@ -39,7 +41,7 @@ mod server;
 mod wire;
 
 use std::cell::UnsafeCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,6 +55,7 @@ pub use self::server::FuzzServer;
 use self::server::ServerArgs;
 use self::wire::{DictOp, Kind, ListOp, Native, NsOp, Reply, Request};
 use crate::array::{Array, Element, Value};
+use crate::channel::listener::listening;
 use crate::channel::{Connection, JoinableQueue, ObjectQueue, client, pipe};
 use crate::codec::{self, Bytes};
 use crate::error::{Error, Result};
@@ -81,14 +84,24 @@ struct Client {
     /// child's own, never this one's locks (another thread may have held
     /// them at the fork) or connection.
     generation: u64,
-    conn: Mutex<Option<Connection>>,
-    /// Set once connecting found no server: a server that stopped or died
-    /// never comes back at this address, so later calls (a proxy's drop
-    /// among them) fail at once instead of looking again.
+    link: Mutex<Link>,
+    /// Set once connecting found no server listening: a server that stopped
+    /// or died never comes back at this address, so later calls (a proxy's
+    /// drop among them) fail at once instead of looking again.
     gone: std::sync::atomic::AtomicBool,
     /// Proxies alive in this process, per object: the first attaches this
     /// connection to the object, the last one gone detaches it.
     refs: Mutex<HashMap<u64, usize>>,
+}
+
+/// A client's connection, and the objects this process holds through it.
+#[derive(Default)]
+struct Link {
+    conn: Option<Connection>,
+    /// Objects this process holds (attached or created): a new connection
+    /// (after a failed one, or a refused one) attaches them again, since
+    /// the server lets go of what an ended connection held.
+    held: HashSet<u64>,
 }
 
 /// This process's clients, one per server.
@@ -192,7 +205,7 @@ impl Client {
             address: address.to_owned(),
             authkey: authkey.to_vec(),
             generation: os::fork_generation(),
-            conn: Mutex::new(None),
+            link: Mutex::new(Link::default()),
             gone: std::sync::atomic::AtomicBool::new(false),
             refs: Mutex::new(HashMap::new()),
         });
@@ -215,49 +228,95 @@ impl Client {
     /// # Errors
     /// [`Error::Closed`] if the server is gone; the error the server gave.
     fn call(self: &Arc<Self>, request: &Request) -> Result<Reply> {
+        self.call_within(request, None)
+    }
+
+    /// [`call`](Self::call), waiting at most `timeout` for the reply
+    /// ([`Error::Timeout`]; the connection is then dropped, out of step).
+    fn call_within(self: &Arc<Self>, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
         if self.generation != os::fork_generation() {
-            return self.here().call(request);
+            return self.here().call_within(request, timeout);
         }
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if conn.is_none() {
-            if self.gone.load(Ordering::Relaxed) {
-                return Err(Error::Closed);
-            }
-            match client(&self.address, Some(&self.authkey)) {
-                Ok(c) => *conn = Some(c),
-                Err(Error::NotFound { .. } | Error::Closed) => {
-                    // The server is gone: this client goes from the
-                    // registry (its proxies keep it).
-                    self.gone.store(true, Ordering::Relaxed);
-                    CLIENTS.lock().clients().retain(|c| !Arc::ptr_eq(c, self));
-                    return Err(Error::Closed);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let Some(c) = conn.as_ref() else { return Err(Error::Closed) };
         let bytes = codec::encode(request)?;
         if bytes.len() > MAX_REQUEST {
             return Err(Error::TooLarge { size: bytes.len(), limit: MAX_REQUEST });
         }
-        let reply = c.send_bytes(&bytes).and_then(|()| c.recv::<Reply>());
+        let mut link = self.link.lock().unwrap_or_else(PoisonError::into_inner);
+        let link = &mut *link;
+        if link.conn.is_none() {
+            link.conn = Some(self.connect(&link.held)?);
+        }
+        // Counted before the reply: a refused attach is tried again on the
+        // next connection.
+        match request {
+            Request::Attach(id, _) => {
+                link.held.insert(*id);
+            }
+            Request::Detach(id) => {
+                link.held.remove(id);
+            }
+            Request::AttachAll(_, ids) => link.held.extend(ids),
+            _ => {}
+        }
+        let Some(c) = link.conn.as_ref() else { return Err(Error::Closed) };
+        let reply = c.send_bytes(&bytes).and_then(|()| match timeout {
+            None => c.recv::<Reply>(),
+            Some(t) => c.recv_timeout::<Reply>(t),
+        });
         match reply {
-            Ok(Reply::Error(why)) => Err(Error::Manager { reason: why }),
+            Ok(Reply::Created(id)) => {
+                link.held.insert(id);
+                Ok(Reply::Created(id))
+            }
+            Ok(Reply::Error(why)) => {
+                if let Request::Attach(id, _) = request {
+                    // Gone: nothing to hold.
+                    link.held.remove(id);
+                }
+                Err(Error::Manager { reason: why })
+            }
             Ok(Reply::Refused(why)) => {
                 // The server ended this connection: the next call tries
                 // again.
-                *conn = None;
+                link.conn = None;
                 Err(Error::Manager { reason: why })
             }
             Ok(reply) => Ok(reply),
             Err(e) => {
                 // The connection is no good any more (a reply that did not
-                // decode leaves the two out of step): the next call opens a
-                // new one, or finds the server gone.
-                *conn = None;
+                // decode, or did not come in time, leaves the two out of
+                // step): the next call opens a new one, or finds the
+                // server gone.
+                link.conn = None;
                 Err(e)
             }
         }
+    }
+
+    /// A new connection, holding `held` again.
+    fn connect(self: &Arc<Self>, held: &HashSet<u64>) -> Result<Connection> {
+        if self.gone.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let conn = match client(&self.address, Some(&self.authkey)) {
+            Ok(c) => c,
+            Err(Error::NotFound { .. } | Error::Closed) if !listening(&self.address) => {
+                // The server is gone: this client goes from the registry
+                // (its proxies keep it).
+                self.gone.store(true, Ordering::Relaxed);
+                CLIENTS.lock().clients().retain(|c| !Arc::ptr_eq(c, self));
+                return Err(Error::Closed);
+            }
+            Err(e) => return Err(e),
+        };
+        for &id in held {
+            conn.send(&Request::Attach(id, None))?;
+            // Done, an object gone meanwhile, or refused.
+            if let Reply::Refused(why) = conn.recv::<Reply>()? {
+                return Err(Error::Manager { reason: why });
+            }
+        }
+        Ok(conn)
     }
 
     /// One more proxy of object `id` here; the first attaches this
@@ -293,16 +352,51 @@ impl Client {
     }
 }
 
+/// How long a fork waits for a manager's server: the lend before it, and
+/// the child's attach.
+const FORK_CALL_WITHIN: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Set while this thread starts a manager's server: it inherits no
+    /// proxy (it would hold every object of every other manager for its
+    /// whole life).
+    static NO_INHERIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a forked child holds of its parent's proxies: per server, a client
+/// of its own with the parent's counts, and the lend that keeps those
+/// objects alive until [`Inherited::attach`].
+#[must_use]
+pub(crate) struct Inherited(Vec<(Arc<Client>, u64)>);
+
+impl Inherited {
+    /// Attaches the child's connections to the objects it holds copies of
+    /// (each ends its lend; at most 5 s a server). Nothing in the parent.
+    pub(crate) fn attach(self) {
+        for (client, token) in self.0 {
+            let ids: Vec<u64> = client.refs.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+            let _ = client.call_within(&Request::AttachAll(token, ids), Some(FORK_CALL_WITHIN));
+        }
+    }
+}
+
 /// Runs `fork` (which forks this process) so that a forked child holds the
 /// copies of this process's proxies as its own, as a spawned one holds the
-/// proxies it is sent: before the fork, each client with proxies here
-/// lends the server every object its connection holds, with the counts'
-/// locks held across the fork (the child's copies are whole); in the child
-/// (`in_child`), a connection of its own takes the lends over with those
-/// counts, before anything else runs. Without it, a parent dropping its
-/// last proxy right after the fork (say, the one moved into the child's
-/// arguments) could make the object go before the child used it.
-pub(crate) fn around_fork<R>(fork: impl FnOnce() -> R, in_child: impl FnOnce(&R) -> bool) -> R {
+/// proxies it is sent.
+///
+/// Before the fork, every client's count of proxies is locked (and stays
+/// locked across the fork, so the child's copies are whole), and each
+/// client with proxies lends the server every object its connection holds
+/// (at most 5 s a server). In the child (`in_child`), a client of its own
+/// per server takes the parent's counts; [`Inherited::attach`] then ends
+/// the lends, holding what the child counts. Without it, a parent dropping
+/// its last proxy right after the fork (say, the one moved into the child's
+/// arguments) could make the object go before the child used it. A lend
+/// the child never takes expires.
+pub(crate) fn around_fork<R>(fork: impl FnOnce() -> R, in_child: impl FnOnce(&R) -> bool) -> (R, Inherited) {
+    if NO_INHERIT.get() {
+        return (fork(), Inherited(Vec::new()));
+    }
     let clients: Vec<Arc<Client>> = {
         let mut registry = CLIENTS.lock();
         registry.clients().clone()
@@ -310,29 +404,30 @@ pub(crate) fn around_fork<R>(fork: impl FnOnce() -> R, in_child: impl FnOnce(&R)
     let mut held = Vec::new();
     for c in &clients {
         let refs = c.refs.lock().unwrap_or_else(PoisonError::into_inner);
-        if refs.is_empty() {
-            continue;
-        }
         // A server that is gone lends nothing (the child's calls say so).
-        let token = match c.call(&Request::LendAll) {
-            Ok(Reply::Lent(token)) => Some(token),
-            _ => None,
+        let token = if refs.is_empty() {
+            None
+        } else {
+            match c.call_within(&Request::LendAll, Some(FORK_CALL_WITHIN)) {
+                Ok(Reply::Lent(token)) => Some(token),
+                _ => None,
+            }
         };
         held.push((c, token, refs));
     }
     let forked = fork();
-    if in_child(&forked) {
-        for (c, token, refs) in held {
+    let mut inherited = Vec::new();
+    let child = in_child(&forked);
+    for (c, token, refs) in held {
+        if child && let Some(token) = token {
             let mine = Client::shared(&c.address, &c.authkey);
             mine.refs.lock().unwrap_or_else(PoisonError::into_inner).clone_from(&refs);
-            if let Some(token) = token {
-                let _ = mine.call(&Request::AttachAll(token));
-            }
-            // The parent's count's lock, held by this very thread: let go.
-            drop(refs);
+            inherited.push((mine, token));
         }
+        // In the child, the parent's lock, held by this very thread: let go.
+        drop(refs);
     }
-    forked
+    (forked, Inherited(inherited))
 }
 
 /// Configures a [`Manager`].
@@ -353,7 +448,7 @@ impl ManagerBuilder {
     /// The most connections the server serves at once (default 1024). Each
     /// process using the manager's proxies holds one, and the server a
     /// thread for each; a process beyond the limit gets [`Error::Manager`]
-    /// from its calls.
+    /// from its calls. At least 1.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(n);
         self
@@ -374,7 +469,7 @@ impl ManagerBuilder {
         let args = ServerArgs {
             address: address.clone(),
             authkey: Bytes(key.to_vec()),
-            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
             ready: there,
         };
         let mut process = Process::builder()
@@ -382,7 +477,11 @@ impl ManagerBuilder {
             .daemon(true)
             .start_method(self.method.unwrap_or_else(get_start_method))
             .target(server::server_main, args);
-        process.start()?;
+        // The server inherits no proxy of another manager.
+        NO_INHERIT.set(true);
+        let started = process.start();
+        NO_INHERIT.set(false);
+        started?;
         let failed = |reason: String| Error::ChildFailed { reason, exitcode: None };
         match here.recv_timeout::<std::result::Result<(), String>>(START_WITHIN) {
             Ok(Ok(())) => {}
@@ -469,7 +568,7 @@ impl Manager {
     /// # Errors
     /// [`Error::Closed`] if the server is gone.
     pub fn dict<K, V>(&self) -> Result<SharedDict<K, V>> {
-        Ok(SharedDict(Proxy::created(self.client.clone(), self.create(Kind::Dict)?), PhantomData))
+        Ok(SharedDict(Proxy::created(&self.client, self.create(Kind::Dict)?), PhantomData))
     }
 
     /// A new shared list.
@@ -477,7 +576,7 @@ impl Manager {
     /// # Errors
     /// [`Error::Closed`] if the server is gone.
     pub fn list<T>(&self) -> Result<SharedList<T>> {
-        Ok(SharedList(Proxy::created(self.client.clone(), self.create(Kind::List)?), PhantomData))
+        Ok(SharedList(Proxy::created(&self.client, self.create(Kind::List)?), PhantomData))
     }
 
     /// A new namespace (named attributes of any serde type).
@@ -485,7 +584,7 @@ impl Manager {
     /// # Errors
     /// [`Error::Closed`] if the server is gone.
     pub fn namespace(&self) -> Result<Namespace> {
-        Ok(Namespace(Proxy::created(self.client.clone(), self.create(Kind::Namespace)?)))
+        Ok(Namespace(Proxy::created(&self.client, self.create(Kind::Namespace)?)))
     }
 
     fn make(&self, native: Native) -> Result<String> {
@@ -638,8 +737,8 @@ impl Manager {
             let _ = c.recv_timeout::<Reply>(Duration::from_secs(5));
         }
         // This process's connection goes too (unless a call is using it).
-        if let Ok(mut conn) = self.client.conn.try_lock() {
-            *conn = None;
+        if let Ok(mut link) = self.client.link.try_lock() {
+            link.conn = None;
         }
         match process.join_timeout(Duration::from_secs(10)) {
             Ok(Some(())) => Ok(()),
@@ -686,7 +785,10 @@ impl Drop for Proxy {
 impl Proxy {
     /// The proxy of an object just created (which the server attached to
     /// this connection).
-    fn created(client: Arc<Client>, id: u64) -> Proxy {
+    fn created(client: &Arc<Client>, id: u64) -> Proxy {
+        // In a forked child with its parent's manager, the child's own
+        // client made it.
+        let client = client.here();
         *client.refs.lock().unwrap_or_else(PoisonError::into_inner).entry(id).or_insert(0) += 1;
         Proxy { client, id }
     }

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,13 +44,23 @@ const MAX_NATIVE_TOTAL: usize = 1 << 30;
 /// stops).
 const MAX_NATIVES: usize = 4096;
 
-/// The most proxies lent and not yet arrived, over all connections.
-const MAX_LENDS: usize = 1 << 20;
+/// How long a lend keeps its objects alive if its proxy never arrives (it
+/// was serialized more than once, its message was never read, its forked
+/// child died first).
+const LEND_LIFETIME: Duration = Duration::from_secs(120);
+
+/// The most objects one connection may have lent at once (counted per
+/// object in each lend).
+const MAX_LENT_PER_CONNECTION: usize = 1 << 20;
+
+/// The most connections waiting for their handshake (each has a thread
+/// for up to 10 s a step): more are dropped untaken.
+const MAX_GREETING: usize = 64;
 
 /// How long an over-limit connection's first request is waited for (to
-/// answer it with the reason).
+/// answer it with the reason), and how much of it is read.
 const REFUSE_WITHIN: Duration = Duration::from_secs(10);
-
+const REFUSED_REQUEST: usize = 4096;
 
 /// What the server process is started with.
 #[derive(Serialize, Deserialize)]
@@ -83,11 +93,23 @@ struct Slot {
     lent: usize,
 }
 
+/// Proxies on their way: they keep their objects alive until they arrive
+/// or the lend expires.
+struct Lend {
+    ids: Vec<u64>,
+    lender: u64,
+}
+
 struct Objects {
     next: u64,
     slots: HashMap<u64, Slot>,
-    /// Lends outstanding: token → (objects, lending connection).
-    lends: HashMap<u64, (Vec<u64>, u64)>,
+    /// Lends outstanding, by token.
+    lends: HashMap<u64, Lend>,
+    /// When each lend expires, in the order they were made (so in order of
+    /// expiry).
+    expiries: std::collections::VecDeque<(Instant, u64)>,
+    /// Objects lent and outstanding, per lending connection.
+    lent_by: HashMap<u64, usize>,
     next_lend: u64,
 }
 
@@ -100,6 +122,40 @@ impl Objects {
     fn drop_if_free(&mut self, id: u64) {
         if self.slots.get(&id).is_some_and(|s| s.holders.is_empty() && s.lent == 0) {
             self.slots.remove(&id);
+        }
+    }
+
+    /// Ends lend `token`: its objects are held by `holder` from now on, if
+    /// given, for those of them in `keep`.
+    fn end_lend(&mut self, token: u64, holder: Option<(u64, &[u64])>) {
+        let Some(lend) = self.lends.remove(&token) else { return };
+        if let Some(n) = self.lent_by.get_mut(&lend.lender) {
+            *n = n.saturating_sub(lend.ids.len());
+            if *n == 0 {
+                self.lent_by.remove(&lend.lender);
+            }
+        }
+        for id in lend.ids {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.lent = slot.lent.saturating_sub(1);
+                if let Some((me, keep)) = holder
+                    && keep.contains(&id)
+                {
+                    slot.holders.insert(me);
+                }
+            }
+            self.drop_if_free(id);
+        }
+    }
+
+    /// Ends the lends whose time is up.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(when, token)) = self.expiries.front() {
+            if when > now {
+                break;
+            }
+            self.expiries.pop_front();
+            self.end_lend(token, None);
         }
     }
 }
@@ -124,6 +180,8 @@ struct Server {
     named: AtomicU64,
     /// Connections being served, and the most allowed.
     connections: AtomicUsize,
+    /// Connections in their handshake.
+    greeting: AtomicUsize,
     max_connections: usize,
     /// Whether `Make` makes native objects (not in the fuzz harness: they
     /// would be named segments).
@@ -151,13 +209,24 @@ pub(crate) fn server_main(args: ServerArgs) {
     while !server.stop.load(Ordering::SeqCst) {
         match listener.take() {
             Ok(unverified) => {
+                // Too many waiting to prove they know the key (a flood by a
+                // process that may not): this one is dropped untaken, and
+                // its client sees it closed.
+                if server.greeting.fetch_add(1, Ordering::Relaxed) >= MAX_GREETING {
+                    server.greeting.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
                 client += 1;
-                let (server, me) = (server.clone(), client);
+                let me = client;
                 // A thread that cannot start drops the connection: its
                 // client sees it closed.
-                let _ = std::thread::Builder::new()
-                    .name(format!("shmproc-manager-{me}"))
-                    .spawn(move || server.welcome(unverified, me));
+                let spawned = std::thread::Builder::new().name(format!("shmproc-manager-{me}")).spawn({
+                    let server = server.clone();
+                    move || server.welcome(unverified, me)
+                });
+                if spawned.is_err() {
+                    server.greeting.fetch_sub(1, Ordering::Relaxed);
+                }
             }
             // Closed by a shutdown.
             Err(Error::Closed) => break,
@@ -177,12 +246,20 @@ impl Server {
     fn new(address: String, max_connections: usize) -> Server {
         Server {
             address,
-            objects: Mutex::new(Objects { next: 1, slots: HashMap::new(), lends: HashMap::new(), next_lend: 1 }),
+            objects: Mutex::new(Objects {
+                next: 1,
+                slots: HashMap::new(),
+                lends: HashMap::new(),
+                expiries: std::collections::VecDeque::new(),
+                lent_by: HashMap::new(),
+                next_lend: 1,
+            }),
             natives: Mutex::new(Natives::default()),
             stop: AtomicBool::new(false),
             listener: Mutex::new(None),
             named: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
+            greeting: AtomicUsize::new(0),
             max_connections,
             natives_allowed: true,
         }
@@ -212,26 +289,30 @@ impl Server {
                 self.0.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        let greeted = unverified.greet();
+        self.greeting.fetch_sub(1, Ordering::Relaxed);
         // A wrong key or a client that went: nothing was served.
-        let Ok(conn) = unverified.greet() else { return };
+        let Ok(conn) = greeted else { return };
         let before = self.connections.fetch_add(1, Ordering::Relaxed);
-        let _counted = Counted(&self.connections);
+        let counted = Counted(&self.connections);
         if before >= self.max_connections {
-            // Its first request gets the reason (its client waits for a
-            // reply), then the connection ends; but a shutdown is done.
+            // Not counted while it is refused. Its first request gets the
+            // reason (its client waits for a reply), then the connection
+            // ends; but a shutdown is done.
+            drop(counted);
             let mut buf = Vec::new();
-            if let Ok(len) = conn.recv_bytes_growing(&mut buf, Some(REFUSE_WITHIN), MAX_REQUEST) {
-                if matches!(codec::decode::<Request>(&buf[..len]), Ok(Request::Shutdown)) {
-                    self.stop();
-                    let _ = conn.send(&Reply::Done);
-                } else {
-                    let why = format!("the manager serves at most {} connections at once", self.max_connections);
-                    let _ = conn.send(&Reply::Refused(why));
-                }
+            let first = conn.recv_bytes_growing(&mut buf, Some(REFUSE_WITHIN), REFUSED_REQUEST);
+            if first.is_ok_and(|len| matches!(codec::decode::<Request>(&buf[..len]), Ok(Request::Shutdown))) {
+                self.stop();
+                let _ = conn.send(&Reply::Done);
+            } else {
+                let why = format!("the manager serves at most {} connections at once", self.max_connections);
+                let _ = conn.send(&Reply::Refused(why));
             }
             return;
         }
         self.serve(&conn, me);
+        drop(counted);
     }
 
     /// Answers one client until it goes.
@@ -267,31 +348,27 @@ impl Server {
         }
     }
 
-    /// Lets go of everything connection `me` held: its keys, its proxies
-    /// and its lends; the objects nothing keeps alive any more go.
+    /// Lets go of what connection `me` held: its keys and its proxies; the
+    /// objects nothing keeps alive any more go. (Its lends stay until they
+    /// arrive or expire: a process that sends a proxy and exits, a child
+    /// returning one, must not take the object with it.)
     fn let_go(&self, me: u64) {
-        let mut objects = self.objects();
-        let objects = &mut *objects;
-        let mut lent_by_me = Vec::new();
-        objects.lends.retain(|_, (ids, lender)| {
-            if *lender == me {
-                lent_by_me.append(ids);
+        let dicts: Vec<Arc<Mutex<Object>>> = {
+            let mut objects = self.objects();
+            objects.expire(Instant::now());
+            for slot in objects.slots.values_mut() {
+                slot.holders.remove(&me);
             }
-            *lender != me
-        });
-        for id in lent_by_me {
-            if let Some(slot) = objects.slots.get_mut(&id) {
-                slot.lent = slot.lent.saturating_sub(1);
-            }
-        }
-        for slot in objects.slots.values_mut() {
-            slot.holders.remove(&me);
-            // The objects lock, then an object's: the order everywhere.
-            if let Object::Dict { held, .. } = &mut *lock(&slot.object) {
+            objects.slots.retain(|_, s| !s.holders.is_empty() || s.lent > 0);
+            objects.slots.values().map(|s| s.object.clone()).collect()
+        };
+        // Each object on its own, the objects lock let go: a copy of a
+        // large one in another thread holds up no other request.
+        for object in dicts {
+            if let Object::Dict { held, .. } = &mut *lock(&object) {
                 held.retain(|_, (owner, _)| *owner != me);
             }
         }
-        objects.slots.retain(|_, s| !s.holders.is_empty() || s.lent > 0);
     }
 
     fn answer(&self, me: u64, request: Request) -> Reply {
@@ -324,20 +401,18 @@ impl Server {
                     self.objects().slots.iter().filter(|(_, s)| s.holders.contains(&me)).map(|(&id, _)| id).collect();
                 self.lend(me, ids)
             }
-            Request::AttachAll(token) => {
+            Request::AttachAll(token, keep) => {
                 let mut objects = self.objects();
-                if let Some((ids, _)) = objects.lends.remove(&token) {
-                    for id in ids {
-                        // Each was kept alive by the lend: it is there.
-                        if let Some(slot) = objects.slots.get_mut(&id) {
-                            slot.lent = slot.lent.saturating_sub(1);
-                            slot.holders.insert(me);
-                        }
-                    }
-                }
+                objects.expire(Instant::now());
+                // Each object the lend kept alive is there.
+                objects.end_lend(token, Some((me, &keep)));
                 Ok(Reply::Done)
             }
-            Request::Live => Ok(Reply::Count(self.objects().slots.len() as u64)),
+            Request::Live => {
+                let mut objects = self.objects();
+                objects.expire(Instant::now());
+                Ok(Reply::Count(objects.slots.len() as u64))
+            }
             Request::Make(native) => self.make(native),
             Request::Dict(id, op) => self.object(id).and_then(|o| dict(&mut lock(&o), me, op)),
             Request::List(id, op) => self.object(id).and_then(|o| list(&mut lock(&o), op)),
@@ -356,15 +431,15 @@ impl Server {
     /// of `id`'s, has arrived.
     fn attach(&self, me: u64, id: u64, lend: Option<u64>) -> Result<Reply> {
         let mut objects = self.objects();
-        if let Some(token) = lend
-            && objects.lends.get(&token).is_some_and(|(lent, _)| *lent == [id])
-        {
-            objects.lends.remove(&token);
-            // The lend kept it alive: it is there.
-            let slot = objects.slot(id)?;
-            slot.lent = slot.lent.saturating_sub(1);
-        }
+        objects.expire(Instant::now());
+        // Held from now on (the lend kept it alive, if it is one of `id`'s:
+        // the object is there).
         objects.slot(id)?.holders.insert(me);
+        if let Some(token) = lend
+            && objects.lends.get(&token).is_some_and(|l| l.ids == [id])
+        {
+            objects.end_lend(token, None);
+        }
         Ok(Reply::Done)
     }
 
@@ -373,8 +448,11 @@ impl Server {
     /// arrive or `me` ends.
     fn lend(&self, me: u64, ids: Vec<u64>) -> Result<Reply> {
         let mut objects = self.objects();
-        if objects.lends.len() >= MAX_LENDS {
-            return Err(Error::TooLarge { size: objects.lends.len() + 1, limit: MAX_LENDS });
+        let now = Instant::now();
+        objects.expire(now);
+        let lent = objects.lent_by.get(&me).copied().unwrap_or(0) + ids.len();
+        if lent > MAX_LENT_PER_CONNECTION {
+            return Err(Error::TooLarge { size: lent, limit: MAX_LENT_PER_CONNECTION });
         }
         for &id in &ids {
             objects.slot(id)?;
@@ -384,7 +462,9 @@ impl Server {
         }
         let token = objects.next_lend;
         objects.next_lend += 1;
-        objects.lends.insert(token, (ids, me));
+        objects.lent_by.insert(me, lent);
+        objects.lends.insert(token, Lend { ids, lender: me });
+        objects.expiries.push_back((now + LEND_LIFETIME, token));
         Ok(Reply::Lent(token))
     }
 
@@ -636,7 +716,7 @@ impl FuzzServer {
             Request::Lend(1),
             Request::Attach(1, Some(1)),
             Request::LendAll,
-            Request::AttachAll(2),
+            Request::AttachAll(2, vec![1, 2]),
             Request::Detach(3),
             Request::Live,
             Request::Make(Native::Lock),

@@ -53,17 +53,18 @@ pub(crate) enum Request {
     /// object no connection holds and none was lent goes.
     Detach(u64),
     /// A proxy of the object is being sent on: it stays alive until the
-    /// receiver attaches with the token (`Lent(token)`), or until this
-    /// connection ends.
+    /// receiver attaches with the token (`Lent(token)`), or the lend
+    /// expires (two minutes).
     Lend(u64),
     /// How many objects the server keeps: `Count`.
     Live,
     /// A lend of every object this connection holds (`Lent(token)`), for a
     /// child about to be forked with copies of its proxies.
     LendAll,
-    /// This connection holds every object of the lend `token` (made by
-    /// `LendAll`), which ends: `Done`.
-    AttachAll(u64),
+    /// The lend `token` (made by `LendAll`) ends, and this connection holds
+    /// those of its objects listed (the ones the forked child counts):
+    /// `Done`.
+    AttachAll(u64, Vec<u64>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -731,7 +731,7 @@ type Launch = std::result::Result<(u32, ResultCell), (Error, Option<Box<dyn Job>
 fn fork_child(job: Box<dyn Job>, mut cell: ResultCell, identity: Identity) -> Launch {
     // Fork with the registry's and the fork server's locks held by this thread,
     // so that the child does not inherit them held by a thread it lacks.
-    let forked = crate::manager::around_fork(
+    let (forked, inherited) = crate::manager::around_fork(
         || {
             let held = (registry(), forkserver::hold());
             let forked = os::fork();
@@ -749,6 +749,8 @@ fn fork_child(job: Box<dyn Job>, mut cell: ResultCell, identity: Identity) -> La
             if daemon {
                 child::watch_parent(parent, child::Parent::Direct);
             }
+            // The manager objects it has proxies of, copied from the parent.
+            inherited.attach();
             let me = os::pid();
             let outcome = job.run_here();
             let code = child::report(&mut cell, outcome, me);
