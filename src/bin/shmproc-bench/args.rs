@@ -15,6 +15,11 @@ pub(crate) struct Options {
     /// `--pin A,B`: the CPUs of the `same_core` (A) and `cross_core` (A and B)
     /// placements. `None`: the first two CPUs this process may use.
     pub(crate) pin: Option<(usize, usize)>,
+    /// `--chart PATH`: where the latency chart (SVG) goes; `None`: the
+    /// default, [`crate::chart::DEFAULT_PATH`].
+    pub(crate) chart: Option<String>,
+    /// `--no-chart`: write no chart.
+    pub(crate) no_chart: bool,
 }
 
 /// What `main` should do.
@@ -24,12 +29,18 @@ pub(crate) enum Command {
     Run(Options),
     /// Print [`usage`] and exit successfully.
     Help,
+    /// `--list`: print the ids of the rows (those `--filter` selects), one
+    /// per line, without measuring.
+    List(Options),
 }
 
 /// The help text.
 pub(crate) fn usage() -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "usage: shmproc-bench [--quick] [--filter SUBSTRING] [--json] [--pin CPU,CPU]");
+    let _ = writeln!(
+        s,
+        "usage: shmproc-bench [--quick] [--filter SUBSTRING] [--json] [--pin CPU,CPU] [--chart PATH | --no-chart] [--list]"
+    );
     let _ = writeln!(s);
     let _ = writeln!(s, "Measures shmproc against baselines run in the same run and placement, and");
     let _ = writeln!(s, "prints one side-by-side table with the targets of SPEC section 6.");
@@ -39,6 +50,12 @@ pub(crate) fn usage() -> String {
     let _ = writeln!(s, "  --json           print a JSON array of rows instead of the table");
     let _ = writeln!(s, "  --pin A,B        same_core runs both processes on CPU A, cross_core on A and B");
     let _ = writeln!(s, "                   (default: the first two CPUs this process may use)");
+    let _ = writeln!(
+        s,
+        "  --chart PATH     write the latency chart (SVG) there (default: target/shmproc-bench/latency.svg)"
+    );
+    let _ = writeln!(s, "  --no-chart       write no chart");
+    let _ = writeln!(s, "  --list           print the ids of the rows (group/name/placement) and exit");
     let _ = writeln!(s, "  -h, --help       print this text");
     s
 }
@@ -49,6 +66,7 @@ pub(crate) fn usage() -> String {
 /// A message naming the offending argument.
 pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut opts = Options::default();
+    let mut list = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // `--flag=value` and `--flag value` are both accepted.
@@ -60,6 +78,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
             |name: &str| inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value"));
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
+            "--list" => list = true,
+            "--chart" => opts.chart = Some(value("--chart")?),
+            "--no-chart" => opts.no_chart = true,
             "--quick" => opts.quick = true,
             "--json" => opts.json = true,
             "--filter" => opts.filter = Some(value("--filter")?),
@@ -67,7 +88,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Command::Run(opts))
+    if opts.no_chart && opts.chart.is_some() {
+        return Err("--chart and --no-chart: choose one".to_owned());
+    }
+    Ok(if list { Command::List(opts) } else { Command::Run(opts) })
 }
 
 /// Parses `A,B`: two different CPU numbers.
@@ -93,9 +117,14 @@ mod tests {
     #[test]
     fn flags_and_values() {
         let got = run(&["--quick", "--filter", "Event", "--json", "--pin=2,3"]).unwrap();
-        let want = Options { quick: true, filter: Some("Event".into()), json: true, pin: Some((2, 3)) };
+        let want =
+            Options { quick: true, filter: Some("Event".into()), json: true, pin: Some((2, 3)), ..Options::default() };
         assert_eq!(got, Command::Run(want));
         assert_eq!(run(&["-h"]).unwrap(), Command::Help);
+        let chart = Options { chart: Some("c.svg".into()), ..Options::default() };
+        assert_eq!(run(&["--chart", "c.svg"]).unwrap(), Command::Run(chart));
+        let listed = Options { filter: Some("pipe".into()), no_chart: true, ..Options::default() };
+        assert_eq!(run(&["--list", "--filter=pipe", "--no-chart"]).unwrap(), Command::List(listed));
     }
 
     #[test]
@@ -104,5 +133,6 @@ mod tests {
         assert!(run(&["--pin", "x"]).is_err());
         assert!(run(&["--filter"]).unwrap_err().contains("needs a value"));
         assert!(run(&["--fast"]).unwrap_err().contains("--fast"));
+        assert!(run(&["--chart=a.svg", "--no-chart"]).unwrap_err().contains("choose one"));
     }
 }

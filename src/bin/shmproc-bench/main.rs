@@ -25,6 +25,7 @@
 #![allow(clippy::cast_precision_loss)]
 
 mod args;
+mod chart;
 // Arrays and processes do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod array;
@@ -127,6 +128,18 @@ fn main() -> ExitCode {
             print!("{}", args::usage());
             return ExitCode::SUCCESS;
         }
+        Ok(Command::List(opts)) => {
+            use std::io::Write as _;
+            let ids = selected(&opts).into_iter().flat_map(|(_, plans)| plans).map(|p| p.spec.id());
+            let mut out = std::io::stdout().lock();
+            // A reader that stops early (`| head`) is no error.
+            for id in ids {
+                if writeln!(out, "{id}").is_err() {
+                    break;
+                }
+            }
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("shmproc-bench: {e}\n\n{}", args::usage());
             return ExitCode::from(2);
@@ -145,16 +158,7 @@ fn main() -> ExitCode {
 /// Measures the selected rows and prints them; `Ok(false)` if a row failed.
 fn run(opts: &Options) -> Result<bool, String> {
     let settings = settings(opts)?;
-    let filter = opts.filter.as_deref().map(str::to_ascii_lowercase);
-    let groups: Vec<(&Group, Vec<Plan>)> = GROUPS
-        .iter()
-        .map(|g| {
-            let plans = (g.plan)();
-            let wanted = |p: &Plan| filter.as_ref().is_none_or(|f| p.spec.id().to_ascii_lowercase().contains(f));
-            (g, plans.into_iter().filter(wanted).collect::<Vec<_>>())
-        })
-        .filter(|(_, plans)| !plans.is_empty())
-        .collect();
+    let groups = selected(opts);
     let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
     if total == 0 {
         return Err(format!("no row matches --filter {:?}", opts.filter.as_deref().unwrap_or("")));
@@ -177,12 +181,28 @@ fn run(opts: &Options) -> Result<bool, String> {
             rows.push(Row { spec: plan.spec, outcome });
         }
     }
+    let chart = if opts.no_chart {
+        None
+    } else {
+        let path = std::path::PathBuf::from(opts.chart.as_deref().unwrap_or(chart::DEFAULT_PATH));
+        match chart::write(&rows, &path) {
+            Ok(0) => None,
+            Ok(n) => Some(format!("Latency chart ({n} rows, p50/p99/p99.9, SVG): {}", path.display())),
+            Err(e) => Some(format!("No latency chart: {e}")),
+        }
+    };
     if opts.json {
         println!("{}", report::json(&rows));
+        if let Some(line) = &chart {
+            eprintln!("{line}");
+        }
     } else {
         print!("{}", report::table(&rows, &preamble));
         println!("\n{LEGEND}\n{legends}");
         println!("{} rows in {:.0} s.", rows.len(), started.elapsed().as_secs_f64());
+        if let Some(line) = &chart {
+            println!("{line}");
+        }
     }
     if let Some(share) = cpu_use.and_then(|u| u.foreign_share()) {
         let note =
@@ -196,6 +216,21 @@ fn run(opts: &Options) -> Result<bool, String> {
         }
     }
     Ok(rows.iter().all(|r| r.outcome.is_ok()))
+}
+
+/// The groups and their rows that `--filter` selects (groups left empty
+/// dropped).
+fn selected(opts: &Options) -> Vec<(&'static Group, Vec<Plan>)> {
+    let filter = opts.filter.as_deref().map(str::to_ascii_lowercase);
+    GROUPS
+        .iter()
+        .map(|g| {
+            let plans = (g.plan)();
+            let wanted = |p: &Plan| filter.as_ref().is_none_or(|f| p.spec.id().to_ascii_lowercase().contains(f));
+            (g, plans.into_iter().filter(wanted).collect::<Vec<_>>())
+        })
+        .filter(|(_, plans)| !plans.is_empty())
+        .collect()
 }
 
 /// A share of foreign CPU use above this makes figures noisy (the baselines

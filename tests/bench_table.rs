@@ -1,0 +1,176 @@
+//! The main job, `shmproc-bench`, as a newcomer runs it: `--quick --json`
+//! gives every row (the ids `--list` names, in order), each well-formed, and
+//! the latency chart beside it. No timing is asserted: figures are the
+//! benchmark's business, only their shape is checked here.
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_shmproc-bench");
+
+/// Longer than `--quick` ever takes (under a minute quiet; a loaded 2-CPU
+/// machine, a debug build), short of hanging CI.
+const WATCHDOG: Duration = Duration::from_secs(900);
+
+/// Runs the bench with `args`: its stdout, after checking it succeeded.
+fn bench(args: &[&str]) -> String {
+    let mut child = Command::new(BENCH)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {BENCH}: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).map(|_| out)
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shmproc-bench {args:?} still running after {WATCHDOG:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = reader.join().unwrap().unwrap();
+    assert!(status.success(), "shmproc-bench {args:?} failed ({status}); stdout:\n{out}");
+    out
+}
+
+fn string<'a>(row: &'a Value, field: &str) -> &'a str {
+    row[field].as_str().unwrap_or_else(|| panic!("{field} is not a string in {row}"))
+}
+
+/// A figure: a positive finite number.
+fn figure(row: &Value, field: &str) -> f64 {
+    let v = row[field].as_f64().unwrap_or_else(|| panic!("{field} is not a number in {row}"));
+    assert!(v.is_finite() && v > 0.0, "{field} = {v} in {row}");
+    v
+}
+
+#[test]
+fn quick_json_has_every_row_well_formed_and_a_chart() {
+    let listed: Vec<String> = bench(&["--list"]).lines().map(str::to_owned).collect();
+    assert!(listed.len() > 50, "too few rows listed: {listed:?}");
+    for group in ["sync/", "process/", "array/", "queue/", "pipe/", "pool/", "manager/"] {
+        assert!(listed.iter().any(|id| id.starts_with(group)), "no {group} row listed");
+    }
+
+    let chart = std::env::temp_dir().join(format!("shmproc-bench-test-{}.svg", std::process::id()));
+    let out = bench(&["--quick", "--json", "--chart", chart.to_str().unwrap()]);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
+
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{}/{}/{}", string(r, "group"), string(r, "name"), string(r, "placement")))
+        .collect();
+    assert_eq!(ids, listed, "the rows measured are the rows listed, in order");
+
+    const FIELDS: [&str; 20] = [
+        "group",
+        "name",
+        "placement",
+        "unit",
+        "p50",
+        "p99",
+        "p999",
+        "baseline",
+        "baseline_p50",
+        "baseline_p99",
+        "baseline_p999",
+        "ratio",
+        "target",
+        "met",
+        "same_cpu",
+        "baseline_same_cpu",
+        "spin_floor_before",
+        "spin_floor_after",
+        "samples",
+        "error",
+    ];
+    let mut measured = 0;
+    for row in &rows {
+        let fields: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(fields.len(), FIELDS.len(), "{row}");
+        for field in FIELDS {
+            assert!(row.get(field).is_some(), "{field} missing in {row}");
+        }
+        assert!(
+            ["ns", "ns/op", "ns/msg", "ns/task", "ns/call", "ns/MiB"].contains(&string(row, "unit")),
+            "unknown unit in {row}"
+        );
+        assert!(!string(row, "baseline").is_empty(), "{row}");
+        assert!(row["target"].is_null() || figure(row, "target") > 0.0);
+        if !row["error"].is_null() {
+            // A row that could not be measured says why, and has no figures.
+            assert!(!string(row, "error").is_empty(), "{row}");
+            assert!(row["p50"].is_null() && row["ratio"].is_null() && row["met"].is_null(), "{row}");
+            continue;
+        }
+        measured += 1;
+        let p50 = figure(row, "p50");
+        assert!(row["samples"].as_u64().is_some_and(|n| n > 0), "{row}");
+        let mut medians = vec![("p99", p50), ("p999", p50)];
+        // A row with no baseline figure (a reference row whose baseline
+        // measures nothing comparable) has no ratio either.
+        let ratio = if row["baseline_p50"].is_null() {
+            assert!(row["ratio"].is_null() && row["met"].is_null(), "{row}");
+            continue;
+        } else {
+            let base = figure(row, "baseline_p50");
+            medians.extend([("baseline_p99", base), ("baseline_p999", base)]);
+            figure(row, "ratio")
+        };
+        // Percentiles, where given, do not fall below the median (to the
+        // JSON's 0.01 rounding).
+        for (p, median) in medians {
+            if !row[p].is_null() {
+                assert!(figure(row, p) >= median - 0.01, "{p} below p50 in {row}");
+            }
+        }
+        // `met` is the ratio (as shown, rounded) against the target, when
+        // there is one.
+        match (row["target"].as_f64(), row["met"].as_bool()) {
+            (Some(target), Some(met)) => {
+                let near = (ratio - target).abs() <= 0.01 * target.max(ratio);
+                assert!(near || met == (ratio <= target), "met disagrees in {row}");
+            }
+            (None, None) => {}
+            (target, met) => panic!("target {target:?} with met {met:?} in {row}"),
+        }
+        for share in ["same_cpu", "baseline_same_cpu"] {
+            if let Some(s) = row[share].as_f64() {
+                assert!((0.0..=1.0).contains(&s), "{share} = {s} in {row}");
+            }
+        }
+    }
+    // CPython rows may be unmeasurable without python3; shmproc's own are not.
+    assert!(measured * 2 > rows.len(), "most rows failed: {out}");
+
+    let svg = std::fs::read_to_string(&chart).unwrap_or_else(|e| panic!("no chart at {}: {e}", chart.display()));
+    std::fs::remove_file(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG: {svg:.300}");
+    // Rows timed per round trip with all three percentiles on both sides.
+    let percentiles = ["p50", "p99", "p999", "baseline_p50", "baseline_p99", "baseline_p999"];
+    let charted = rows
+        .iter()
+        .filter(|r| r["unit"] == "ns" && r["error"].is_null() && percentiles.iter().all(|p| !r[*p].is_null()))
+        .collect::<Vec<_>>();
+    assert!(!charted.is_empty());
+    for row in charted {
+        assert!(svg.contains(&xml_text(string(row, "name"))), "{} is not in the chart", string(row, "name"));
+    }
+}
+
+/// `s` as it appears in SVG text.
+fn xml_text(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
