@@ -45,6 +45,31 @@ fn bench(args: &[&str]) -> String {
     out
 }
 
+/// The stable field names of a row (see `report::json`).
+const FIELDS: [&str; 21] = [
+    "group",
+    "name",
+    "placement",
+    "unit",
+    "p50",
+    "p99",
+    "p999",
+    "baseline",
+    "baseline_p50",
+    "baseline_p99",
+    "baseline_p999",
+    "ratio",
+    "target",
+    "met",
+    "same_cpu",
+    "baseline_same_cpu",
+    "spin_floor_before",
+    "spin_floor_after",
+    "samples",
+    "error",
+    "skipped",
+];
+
 fn string<'a>(row: &'a Value, field: &str) -> &'a str {
     row[field].as_str().unwrap_or_else(|| panic!("{field} is not a string in {row}"))
 }
@@ -60,7 +85,7 @@ fn figure(row: &Value, field: &str) -> f64 {
 fn quick_json_has_every_row_well_formed_and_a_chart() {
     let listed: Vec<String> = bench(&["--list"]).lines().map(str::to_owned).collect();
     assert!(listed.len() > 50, "too few rows listed: {listed:?}");
-    for group in ["sync/", "process/", "array/", "queue/", "pipe/", "pool/", "manager/"] {
+    for group in ["sync/", "process/", "array/", "queue/", "pipe/", "pool/", "manager/", "peers/"] {
         assert!(listed.iter().any(|id| id.starts_with(group)), "no {group} row listed");
     }
 
@@ -74,28 +99,6 @@ fn quick_json_has_every_row_well_formed_and_a_chart() {
         .collect();
     assert_eq!(ids, listed, "the rows measured are the rows listed, in order");
 
-    const FIELDS: [&str; 20] = [
-        "group",
-        "name",
-        "placement",
-        "unit",
-        "p50",
-        "p99",
-        "p999",
-        "baseline",
-        "baseline_p50",
-        "baseline_p99",
-        "baseline_p999",
-        "ratio",
-        "target",
-        "met",
-        "same_cpu",
-        "baseline_same_cpu",
-        "spin_floor_before",
-        "spin_floor_after",
-        "samples",
-        "error",
-    ];
     let mut measured = 0;
     for row in &rows {
         let fields: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
@@ -109,9 +112,11 @@ fn quick_json_has_every_row_well_formed_and_a_chart() {
         );
         assert!(!string(row, "baseline").is_empty(), "{row}");
         assert!(row["target"].is_null() || figure(row, "target") > 0.0);
-        if !row["error"].is_null() {
-            // A row that could not be measured says why, and has no figures.
-            assert!(!string(row, "error").is_empty(), "{row}");
+        if !row["error"].is_null() || !row["skipped"].is_null() {
+            // A row that failed or was skipped says why, and has no figures.
+            let why = if row["error"].is_null() { "skipped" } else { "error" };
+            assert!(!string(row, why).is_empty(), "{row}");
+            assert!(row["error"].is_null() || row["skipped"].is_null(), "failed and skipped: {row}");
             assert!(row["p50"].is_null() && row["ratio"].is_null() && row["met"].is_null(), "{row}");
             continue;
         }
@@ -152,18 +157,18 @@ fn quick_json_has_every_row_well_formed_and_a_chart() {
             }
         }
     }
-    // CPython rows may be unmeasurable without python3; shmproc's own are not.
+    // CPython rows may be unmeasurable without python3, and the peers rows
+    // are skipped without `--features peers`; shmproc's own are measured.
     assert!(measured * 2 > rows.len(), "most rows failed: {out}");
+    assert!(rows.iter().all(|r| r["error"].is_null()), "a row failed: {out}");
 
     let svg = std::fs::read_to_string(&chart).unwrap_or_else(|e| panic!("no chart at {}: {e}", chart.display()));
     std::fs::remove_file(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG: {svg:.300}");
     // Rows timed per round trip with all three percentiles on both sides.
     let percentiles = ["p50", "p99", "p999", "baseline_p50", "baseline_p99", "baseline_p999"];
-    let charted = rows
-        .iter()
-        .filter(|r| r["unit"] == "ns" && r["error"].is_null() && percentiles.iter().all(|p| !r[*p].is_null()))
-        .collect::<Vec<_>>();
+    let charted =
+        rows.iter().filter(|r| r["unit"] == "ns" && percentiles.iter().all(|p| !r[*p].is_null())).collect::<Vec<_>>();
     assert!(!charted.is_empty());
     for row in charted {
         assert!(svg.contains(&xml_text(string(row, "name"))), "{} is not in the chart", string(row, "name"));

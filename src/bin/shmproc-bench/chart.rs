@@ -36,7 +36,7 @@ fn lines(rows: &[Row]) -> Vec<Line> {
     rows.iter()
         .filter(|r| r.spec.unit == Unit::Ns)
         .filter_map(|r| {
-            let c = r.outcome.as_ref().ok()?;
+            let c = r.outcome.comparison()?;
             let three = |f: &crate::kit::Figures| Some([f.p50, f.p99?, f.p999?]);
             Some(Line {
                 label: format!("{} · {} · vs {}", r.spec.name, r.spec.placement, r.spec.baseline),
@@ -142,7 +142,7 @@ fn duration(ns: f64) -> String {
 mod tests {
     use super::*;
     use crate::kit::{Comparison, Figures};
-    use crate::report::RowSpec;
+    use crate::report::{Outcome, RowSpec};
 
     fn row(name: &str, unit: Unit, p99: Option<f64>) -> Row {
         let figures = |p50: f64| Figures { p50, p99: p99.map(|p| p * p50), p999: p99.map(|p| p * p50 * 2.0) };
@@ -155,7 +155,7 @@ mod tests {
                 baseline: "raw spin".to_owned(),
                 target: Some(2.0),
             },
-            outcome: Ok(Comparison {
+            outcome: Outcome::Measured(Comparison {
                 subject: figures(300.0),
                 baseline: figures(100.0),
                 ratio: 3.0,

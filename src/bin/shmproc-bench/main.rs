@@ -14,10 +14,18 @@
 //! Layout: [`kit`] measures (forked ping-pong pairs with pinning and a
 //! watchdog, interleaving, spin-floor probes, in-process batches); each group
 //! of rows is a module ([`sync`], [`process`], [`array`](mod@array), [`queue`],
-//! [`pipe`], [`pool`], [`manager`]) that lists its [`Plan`]s; [`report`]
-//! renders the rows as a table or JSON; [`stored`] reads `CPython`'s figures
-//! from the baselines runs, [`cpython`] runs a baselines script now; [`args`]
-//! parses the command line.
+//! [`pipe`], [`pool`], [`manager`], [`peers`]) that lists its [`Plan`]s;
+//! [`report`] renders the rows as a table or JSON; [`stored`] reads
+//! `CPython`'s figures from the baselines runs, [`cpython`] runs a baselines
+//! script now; [`args`] parses the command line.
+//!
+//! The `peers` rows compare with other IPC libraries (iceoryx2, ipc-channel),
+//! optional dependencies: `--features peers` builds them in, and without it
+//! the rows are listed as skipped (a skipped row is no failure).
+//!
+//! ```text
+//! cargo run --release --features peers --bin shmproc-bench -- --filter peers
+//! ```
 // Under loom (which builds every bin for the loom tests) the process rows are left out.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 // Figures are statistics: a 52-bit mantissa holds any count or duration here
@@ -37,7 +45,9 @@ mod load;
 // Managers do not build under loom (which builds every bin for the loom tests).
 #[cfg(not(loom))]
 mod manager;
-// Pipes do not build under loom (which builds every bin for the loom tests).
+// Peers and pipes do not build under loom (which builds every bin for the loom tests).
+#[cfg(not(loom))]
+mod peers;
 #[cfg(not(loom))]
 mod pipe;
 // Pools do not build under loom (which builds every bin for the loom tests).
@@ -59,7 +69,7 @@ use std::time::Instant;
 
 use args::{Command, Options};
 use kit::{Comparison, Kit, Settings};
-use report::{Row, RowSpec};
+use report::{Outcome, Row, RowSpec};
 
 /// A group of rows: its name, its rows, and a legend explaining them.
 #[derive(Debug)]
@@ -74,8 +84,8 @@ pub(crate) struct Group {
 
 /// Every group, in table order.
 #[cfg(not(loom))]
-const GROUPS: [Group; 7] =
-    [sync::GROUP, process::GROUP, array::GROUP, queue::GROUP, pipe::GROUP, pool::GROUP, manager::GROUP];
+const GROUPS: [Group; 8] =
+    [sync::GROUP, process::GROUP, array::GROUP, queue::GROUP, pipe::GROUP, pool::GROUP, manager::GROUP, peers::GROUP];
 #[cfg(loom)]
 const GROUPS: [Group; 1] = [sync::GROUP];
 
@@ -95,9 +105,10 @@ raw futex = FUTEX_WAIT/FUTEX_WAKE on shared words, always waking, never spinning
 ";
 
 /// Measures one row.
-type Measure = Box<dyn FnOnce(&Kit) -> Result<Comparison, String>>;
+type Measure = Box<dyn FnOnce(&Kit) -> Outcome>;
 
-/// A row to measure: its description and the measurement.
+/// A row to measure: its description and the measurement (or why there is
+/// none).
 pub(crate) struct Plan {
     spec: RowSpec,
     measure: Measure,
@@ -112,7 +123,15 @@ impl std::fmt::Debug for Plan {
 impl Plan {
     /// A row described by `spec`, measured by `measure`.
     pub(crate) fn new(spec: RowSpec, measure: impl FnOnce(&Kit) -> Result<Comparison, String> + 'static) -> Self {
-        Plan { spec, measure: Box::new(measure) }
+        Plan { spec, measure: Box::new(|kit| measure(kit).into()) }
+    }
+
+    /// A row described by `spec` that this build cannot measure, and why:
+    /// shown as skipped, not failed.
+    // Only the peers rows skip, and only without their feature.
+    #[cfg_attr(feature = "peers", allow(dead_code))]
+    pub(crate) fn skipped(spec: RowSpec, why: &'static str) -> Self {
+        Plan { spec, measure: Box::new(move |_| Outcome::Skipped(why.to_owned())) }
     }
 }
 
@@ -155,7 +174,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Measures the selected rows and prints them; `Ok(false)` if a row failed.
+/// Measures the selected rows and prints them; `Ok(false)` if a row failed
+/// (a skipped row is no failure).
 fn run(opts: &Options) -> Result<bool, String> {
     let settings = settings(opts)?;
     let groups = selected(opts);
@@ -175,8 +195,9 @@ fn run(opts: &Options) -> Result<bool, String> {
             eprint!("[{}/{total}] {} … ", rows.len() + 1, plan.spec.id());
             let outcome = (plan.measure)(&kit);
             match &outcome {
-                Ok(c) => eprintln!("{}", report::ratio(c.ratio)),
-                Err(e) => eprintln!("FAILED: {e}"),
+                Outcome::Measured(c) => eprintln!("{}", report::ratio(c.ratio)),
+                Outcome::Failed(e) => eprintln!("FAILED: {e}"),
+                Outcome::Skipped(why) => eprintln!("skipped: {why}"),
             }
             rows.push(Row { spec: plan.spec, outcome });
         }
@@ -215,7 +236,7 @@ fn run(opts: &Options) -> Result<bool, String> {
             println!("{line}");
         }
     }
-    Ok(rows.iter().all(|r| r.outcome.is_ok()))
+    Ok(rows.iter().all(|r| !matches!(r.outcome, Outcome::Failed(_))))
 }
 
 /// The groups and their rows that `--filter` selects (groups left empty

@@ -68,7 +68,7 @@ pipe rows (a duplex shmproc::pipe() with the default 256 KiB ring each way, made
 ";
 
 /// Bytes of a round-trip message (`CPython`'s `rtt_send_bytes_64B`).
-const MESSAGE_BYTES: usize = 64;
+pub(crate) const MESSAGE_BYTES: usize = 64;
 /// Bytes of a bulk message.
 const BULK_BYTES: usize = 64 << 20;
 /// MiB in a bulk message.
@@ -107,8 +107,9 @@ fn plan() -> Vec<Plan> {
 // Round trips
 // ---------------------------------------------------------------------------
 
-/// A byte channel one side of a round trip sends and receives on.
-trait Link {
+/// A byte channel one side of a round trip sends and receives on (the peers
+/// group's libraries are links too).
+pub(crate) trait Link {
     /// Sends `msg` whole.
     fn put(&mut self, msg: &[u8]) -> shmproc::Result<()>;
 
@@ -143,7 +144,7 @@ impl Link for UnixStream {
 /// into the message it sends; the echo sends back the message it got,
 /// unchanged. Both check every number they receive.
 #[derive(Debug)]
-struct Bounce<L> {
+pub(crate) struct Bounce<L> {
     link: L,
     buf: [u8; MESSAGE_BYTES],
     /// Stamps what it sends (the driver), or echoes (the echo).
@@ -154,7 +155,7 @@ struct Bounce<L> {
 
 impl<L: Link> Bounce<L> {
     /// (driver, echo) over the two ends of one link.
-    fn pair(driver: L, echo: L) -> (Self, Self) {
+    pub(crate) fn pair(driver: L, echo: L) -> (Self, Self) {
         let side = |link, stamps| Bounce { link, buf: [0x78; MESSAGE_BYTES], stamps, sent: 0, received: 0 };
         (side(driver, true), side(echo, false))
     }
@@ -195,9 +196,12 @@ fn socket_pair() -> shmproc::Result<(Bounce<UnixStream>, Bounce<UnixStream>)> {
     Ok(Bounce::pair(a, b))
 }
 
-const ROUND_TRIP: &str = "Connection 64 B round trip";
+/// The name of the round-trip rows (and their subject).
+pub(crate) const ROUND_TRIP: &str = "Connection 64 B round trip";
 
-fn contender(strategy: WaitStrategy) -> Contender {
+/// The round trip over a fresh pipe, both ends waiting by `strategy`: the
+/// subject of the round-trip rows here and in the peers group.
+pub(crate) fn contender(strategy: WaitStrategy) -> Contender {
     Contender::new(ROUND_TRIP, move || pipe_pair(strategy))
 }
 
@@ -216,7 +220,7 @@ fn raw_baseline(strategy: WaitStrategy, placement: Placement) -> (Contender, Opt
 }
 
 /// Spinning subjects get a spin-floor probe, where two CPUs are involved.
-fn spins(strategy: WaitStrategy, placement: Placement) -> bool {
+pub(crate) fn spins(strategy: WaitStrategy, placement: Placement) -> bool {
     strategy != WaitStrategy::Block && placement != Placement::SameCore
 }
 

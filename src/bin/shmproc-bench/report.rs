@@ -65,13 +65,41 @@ impl RowSpec {
     }
 }
 
-/// A measured row: a comparison, or why there is none.
+/// What became of a row.
+#[derive(Clone, Debug)]
+pub(crate) enum Outcome {
+    /// Measured: the figures.
+    Measured(Comparison),
+    /// Stopped by an error (watchdog, crash, setup): the run fails.
+    Failed(String),
+    /// Not measured, and why: its baseline is not in this build (`peers`
+    /// rows without `--features peers`). Shown, not a failure.
+    Skipped(String),
+}
+
+impl Outcome {
+    /// The comparison, if measured.
+    pub(crate) fn comparison(&self) -> Option<&Comparison> {
+        match self {
+            Outcome::Measured(c) => Some(c),
+            Outcome::Failed(_) | Outcome::Skipped(_) => None,
+        }
+    }
+}
+
+impl From<Result<Comparison, String>> for Outcome {
+    fn from(r: Result<Comparison, String>) -> Self {
+        r.map_or_else(Outcome::Failed, Outcome::Measured)
+    }
+}
+
+/// A row and what became of it.
 #[derive(Clone, Debug)]
 pub(crate) struct Row {
     /// What was measured.
     pub(crate) spec: RowSpec,
-    /// The figures, or the error (watchdog, crash, setup) that stopped the row.
-    pub(crate) outcome: Result<Comparison, String>,
+    /// The figures, the error that stopped the row, or why it was skipped.
+    pub(crate) outcome: Outcome,
 }
 
 impl Row {
@@ -79,7 +107,7 @@ impl Row {
     /// ratio. The ratio is judged as shown (see [`ratio`]): finer digits are
     /// noise.
     pub(crate) fn met(&self) -> Option<bool> {
-        let c = self.outcome.as_ref().ok().filter(|c| c.ratio.is_finite())?;
+        let c = self.outcome.comparison().filter(|c| c.ratio.is_finite())?;
         Some(shown(c.ratio) <= self.spec.target?)
     }
 }
@@ -182,7 +210,7 @@ fn cells(row: &Row) -> Vec<String> {
     let figures = |f: &Figures| vec![p50(f.p50), opt_time(f.p99), opt_time(f.p999)];
     let target = target(spec.target, spec.unit);
     match &row.outcome {
-        Ok(c) => {
+        Outcome::Measured(c) => {
             out.extend(figures(&c.subject));
             out.push(spec.baseline.clone());
             out.extend(figures(&c.baseline));
@@ -196,14 +224,14 @@ fn cells(row: &Row) -> Vec<String> {
             out.push(c.same_cpu.map_or_else(|| "—".to_owned(), |s| format!("{:.2} / {:.2}", s.subject, s.baseline)));
             out.push(c.floor.map_or_else(|| "—".to_owned(), |f| format!("{} → {}", time(f.before), time(f.after))));
         }
-        Err(e) => {
+        Outcome::Failed(why) | Outcome::Skipped(why) => {
             out.extend(["—", "—", "—"].map(str::to_owned));
             out.push(spec.baseline.clone());
             out.extend(["—", "—", "—", "—"].map(str::to_owned));
             out.push(target);
-            out.push("FAILED".to_owned());
+            out.push(if matches!(row.outcome, Outcome::Failed(_)) { "FAILED" } else { "skipped" }.to_owned());
             out.push("—".to_owned());
-            out.push(e.clone());
+            out.push(why.clone());
         }
     }
     out
@@ -299,13 +327,20 @@ fn json_num(v: Option<f64>) -> String {
 /// The rows as a JSON array of objects, one per line. Field names are stable:
 /// `group, name, placement, unit, p50, p99, p999, baseline, baseline_p50,
 /// baseline_p99, baseline_p999, ratio, target, met, same_cpu,
-/// baseline_same_cpu, spin_floor_before, spin_floor_after, samples, error`.
-/// Times are in `unit`; absent figures are `null`.
+/// baseline_same_cpu, spin_floor_before, spin_floor_after, samples, error,
+/// skipped` (`error`: why a failed row failed; `skipped`: why a row was not
+/// measured). Times are in `unit`; absent figures are `null`.
 pub(crate) fn json(rows: &[Row]) -> String {
     let mut out = String::from("[\n");
     for (i, row) in rows.iter().enumerate() {
         let spec = &row.spec;
-        let ok = row.outcome.as_ref().ok();
+        let ok = row.outcome.comparison();
+        let (error, skipped) = match &row.outcome {
+            Outcome::Measured(_) => (None, None),
+            Outcome::Failed(why) => (Some(why), None),
+            Outcome::Skipped(why) => (None, Some(why)),
+        };
+        let text = |s: Option<&String>| s.map_or_else(|| "null".to_owned(), |s| json_str(s));
         let fig = |f: fn(&Comparison) -> Option<f64>| json_num(ok.and_then(f));
         let _ = write!(
             out,
@@ -313,7 +348,8 @@ pub(crate) fn json(rows: &[Row]) -> String {
              \"p50\": {}, \"p99\": {}, \"p999\": {}, \
              \"baseline\": {}, \"baseline_p50\": {}, \"baseline_p99\": {}, \"baseline_p999\": {}, \
              \"ratio\": {}, \"target\": {}, \"met\": {}, \"same_cpu\": {}, \"baseline_same_cpu\": {}, \
-             \"spin_floor_before\": {}, \"spin_floor_after\": {}, \"samples\": {}, \"error\": {}}}",
+             \"spin_floor_before\": {}, \"spin_floor_after\": {}, \"samples\": {}, \"error\": {}, \
+             \"skipped\": {}}}",
             json_str(spec.group),
             json_str(&spec.name),
             json_str(spec.placement),
@@ -333,7 +369,8 @@ pub(crate) fn json(rows: &[Row]) -> String {
             fig(|c| c.floor.map(|f| f.before)),
             fig(|c| c.floor.map(|f| f.after)),
             ok.map_or_else(|| "null".to_owned(), |c| c.samples.to_string()),
-            row.outcome.as_ref().err().map_or_else(|| "null".to_owned(), |e| json_str(e)),
+            text(error),
+            text(skipped),
         );
         out.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
     }
@@ -347,6 +384,7 @@ mod tests {
     use crate::kit::Floor;
 
     fn row(outcome: Result<Comparison, String>) -> Row {
+        let outcome = outcome.into();
         let spec = RowSpec {
             group: "sync",
             name: "Event \"ping\"".to_owned(),
@@ -390,20 +428,39 @@ mod tests {
         let mut r = row(Ok(comparison(0.0104)));
         r.spec.target = Some(0.01);
         assert_eq!(r.met(), Some(true));
-        r.outcome = Ok(comparison(0.0106));
+        r.outcome = Outcome::Measured(comparison(0.0106));
         assert_eq!(r.met(), Some(false));
     }
 
     #[test]
     fn json_has_the_stable_fields_and_escapes() {
-        let j = json(&[row(Ok(comparison(1.5))), row(Err("watchdog".into()))]);
-        for field in
-            ["\"group\": \"sync\"", "\"p999\": null", "\"ratio\": 1.5", "\"met\": true", "\"error\": \"watchdog\""]
-        {
+        let mut skipped = row(Ok(comparison(1.5)));
+        skipped.outcome = Outcome::Skipped("not built".into());
+        let j = json(&[row(Ok(comparison(1.5))), row(Err("watchdog".into())), skipped]);
+        for field in [
+            "\"group\": \"sync\"",
+            "\"p999\": null",
+            "\"ratio\": 1.5",
+            "\"met\": true",
+            "\"error\": \"watchdog\", \"skipped\": null",
+            "\"error\": null, \"skipped\": \"not built\"",
+        ] {
             assert!(j.contains(field), "{field} missing in {j}");
         }
         assert!(j.contains("Event \\\"ping\\\""));
         assert!(j.starts_with('[') && j.ends_with(']'));
+    }
+
+    #[test]
+    fn skipped_rows_say_why_and_are_no_failure() {
+        let mut r = row(Ok(comparison(0.5)));
+        r.outcome = Outcome::Skipped("build with --features peers".into());
+        let c = cells(&r);
+        assert_eq!((c[9].as_str(), c[11].as_str()), ("—", "skipped"));
+        assert_eq!(c.last().map(String::as_str), Some("build with --features peers"));
+        assert_eq!(r.met(), None);
+        r.outcome = Err("watchdog".to_owned()).into();
+        assert_eq!(cells(&r)[11], "FAILED");
     }
 
     #[test]

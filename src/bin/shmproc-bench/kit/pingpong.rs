@@ -84,8 +84,12 @@ const CAPACITY: usize = 1 << 20;
 /// Samples per 4 KiB page, to touch each page once before timing.
 const SAMPLES_PER_PAGE: usize = 4096 / size_of::<u32>();
 
-/// Round trips after the timed loop that check where the echo runs.
+/// Round trips after the timed loop that check where the echo runs, ...
 const PROBES: u32 = 100;
+/// ... or as many as fit in this time, if fewer (at least one): a
+/// busy-polling peer on the driver's CPU takes a scheduler tick per hop
+/// (~8 ms a round trip), where a futex one takes 5–75 µs.
+const PROBE_TIME: Duration = Duration::from_millis(50);
 
 /// Byte offsets in the control segment. `PHASE` has a line of its own: the
 /// echo reads it after every message, and the driver writes it only twice.
@@ -98,6 +102,8 @@ const TICKS: usize = LINE + 8;
 const NANOS: usize = LINE + 16;
 /// Probe round trips answered from the driver's CPU.
 const SAME_CPU: usize = LINE + 24;
+/// Probe round trips made (`1..=PROBES`).
+const PROBED: usize = LINE + 32;
 /// The echo's CPU, written by the echo before each answer while probing.
 const ECHO_CPU: usize = 2 * LINE;
 /// `CAPACITY` round-trip times in ticks, saturated to `u32::MAX`.
@@ -201,17 +207,20 @@ impl Control {
         let elapsed = start.elapsed();
 
         self.phase().store(PROBING, Ordering::SeqCst);
-        let mut same = 0u64;
-        for _ in 0..PROBES {
+        let (mut same, mut probed) = (0u64, 0u64);
+        let probe_start = Instant::now();
+        while probed < u64::from(PROBES) && (probed == 0 || probe_start.elapsed() < PROBE_TIME) {
             self.echo_cpu().store(u32::MAX, Ordering::SeqCst);
             side.exchange()?;
             same += u64::from(self.echo_cpu().load(Ordering::SeqCst) == current_cpu());
+            probed += 1;
         }
         // The parent reads these after reaping us (exit and wait order them).
         self.words.u64_at(COUNT).store(count, Ordering::Relaxed);
         self.words.u64_at(TICKS).store(elapsed_ticks, Ordering::Relaxed);
         self.words.u64_at(NANOS).store(elapsed.as_nanos() as u64, Ordering::Relaxed);
         self.words.u64_at(SAME_CPU).store(same, Ordering::Relaxed);
+        self.words.u64_at(PROBED).store(probed, Ordering::Relaxed);
         self.phase().store(STOPPING, Ordering::SeqCst);
         side.send()
     }
@@ -221,7 +230,8 @@ impl Control {
         let count = self.words.u64_at(COUNT).load(Ordering::Relaxed) as usize;
         let elapsed_ticks = self.words.u64_at(TICKS).load(Ordering::Relaxed);
         let nanos = self.words.u64_at(NANOS).load(Ordering::Relaxed);
-        if count == 0 || count > CAPACITY || elapsed_ticks == 0 {
+        let probed = self.words.u64_at(PROBED).load(Ordering::Relaxed);
+        if count == 0 || count > CAPACITY || elapsed_ticks == 0 || probed == 0 {
             return Err(format!("the driver timed no round trip (count {count})"));
         }
         let ns_per_tick = nanos as f64 / elapsed_ticks as f64;
@@ -235,7 +245,7 @@ impl Control {
             p99: hist.value_at_quantile(0.99) as f64,
             p999: hist.value_at_quantile(0.999) as f64,
             round_trips: count as u64,
-            same_cpu: self.words.u64_at(SAME_CPU).load(Ordering::Relaxed) as f64 / f64::from(PROBES),
+            same_cpu: self.words.u64_at(SAME_CPU).load(Ordering::Relaxed) as f64 / probed as f64,
         })
     }
 }
