@@ -40,6 +40,12 @@ pipe rows (a duplex shmproc::pipe() with the default 256 KiB ring each way, made
                           socket pair (std UnixStream::pair, SOCK_STREAM: what CPython's Pipe()
                           is), blocking write_all/read_exact of the 64 bytes (SPEC: ≥ 10× faster
                           cross_core; the other placements for reference).
+    vs pipe(2),           the (Block) round trip interleaved with the same echo over the
+    vs shared memory      operating system's own means, blocking, for reference (no SPEC
+      + eventfd           target): a pipe(2) each way (write/read of the 64 bytes), and a
+                          shared segment of two 64-byte slots with an eventfd each way (copy
+                          into the slot, write 1 to the eventfd; the peer's blocking read of
+                          the eventfd, then copy out: a hand-written IPC's way).
     vs CPython            the (Adaptive) subject's p50 (same runs as its row) against
                           ../shared/baselines/python/pipe_pingpong.py run now (python3 on the
                           PATH; ANCHORS_SCALE=0.2 with --quick; stopped once it has printed its
@@ -92,6 +98,11 @@ fn plan() -> Vec<Plan> {
     for placement in Placement::ALL {
         plans.push(vs_socket_pair(placement));
     }
+    for os in [OsLink::Pipe, OsLink::Eventfd] {
+        for placement in Placement::ALL {
+            plans.push(vs_os(os, placement));
+        }
+    }
     let py = Rc::new(py_pingpong());
     for (placement, s) in seen {
         plans.push(vs_cpython(placement, s, Rc::clone(&py)));
@@ -138,6 +149,98 @@ impl Link for UnixStream {
         self.read_exact(buf).map_err(|source| shmproc::Error::Io { op: "socket pair read", source })?;
         Ok(buf.len())
     }
+}
+
+/// A `pipe(2)` each way: 64-byte `write`/`read` (blocking; a pipe keeps
+/// writes of up to `PIPE_BUF` whole).
+#[derive(Debug)]
+struct OsPipe {
+    read: std::fs::File,
+    write: std::fs::File,
+}
+
+impl Link for OsPipe {
+    fn put(&mut self, msg: &[u8]) -> shmproc::Result<()> {
+        self.write.write_all(msg).map_err(|source| shmproc::Error::Io { op: "pipe write", source })
+    }
+
+    fn take(&mut self, buf: &mut [u8]) -> shmproc::Result<usize> {
+        self.read.read_exact(buf).map_err(|source| shmproc::Error::Io { op: "pipe read", source })?;
+        Ok(buf.len())
+    }
+}
+
+/// Shared memory and an `eventfd` each way, as a hand-written IPC does it:
+/// the sender copies the message into its slot of a shared segment and
+/// adds 1 to its eventfd; the receiver's blocking `read` of the eventfd
+/// returns once it is non-zero, then it copies the message out. (The
+/// system calls order the copies.)
+#[derive(Debug)]
+struct ShmEventfd {
+    slots: std::sync::Arc<shmproc::Segment>,
+    /// My slot's offset and eventfd, and the peer's.
+    mine: (usize, std::sync::Arc<std::os::fd::OwnedFd>),
+    theirs: (usize, std::sync::Arc<std::os::fd::OwnedFd>),
+}
+
+impl Link for ShmEventfd {
+    fn put(&mut self, msg: &[u8]) -> shmproc::Result<()> {
+        self.slots.write_at(self.mine.0, msg)?;
+        rustix::io::write(&*self.mine.1, &1u64.to_ne_bytes())
+            .map_err(|e| shmproc::Error::Io { op: "eventfd write", source: e.into() })?;
+        Ok(())
+    }
+
+    fn take(&mut self, buf: &mut [u8]) -> shmproc::Result<usize> {
+        let mut count = [0u8; 8];
+        rustix::io::read(&*self.theirs.1, &mut count)
+            .map_err(|e| shmproc::Error::Io { op: "eventfd read", source: e.into() })?;
+        self.slots.read_at(self.theirs.0, buf)?;
+        Ok(buf.len())
+    }
+}
+
+/// The operating system's mechanisms the round trip is shown beside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OsLink {
+    /// [`OsPipe`].
+    Pipe,
+    /// [`ShmEventfd`].
+    Eventfd,
+}
+
+impl OsLink {
+    fn name(self) -> &'static str {
+        match self {
+            OsLink::Pipe => "pipe(2)",
+            OsLink::Eventfd => "shared memory + eventfd",
+        }
+    }
+}
+
+/// A fresh pair of `pipe(2)`s, one each way.
+fn os_pipes() -> shmproc::Result<(Bounce<OsPipe>, Bounce<OsPipe>)> {
+    let pipe = || {
+        rustix::pipe::pipe()
+            .map(|(r, w)| (std::fs::File::from(r), std::fs::File::from(w)))
+            .map_err(|e| shmproc::Error::Io { op: "pipe", source: e.into() })
+    };
+    let ((to_echo_r, to_echo_w), (to_driver_r, to_driver_w)) = (pipe()?, pipe()?);
+    Ok(Bounce::pair(OsPipe { read: to_driver_r, write: to_echo_w }, OsPipe { read: to_echo_r, write: to_driver_w }))
+}
+
+/// A fresh segment of two message slots and two eventfds.
+fn shm_eventfds() -> shmproc::Result<(Bounce<ShmEventfd>, Bounce<ShmEventfd>)> {
+    let slots = std::sync::Arc::new(shmproc::Segment::anonymous(2 * MESSAGE_BYTES)?);
+    let eventfd = || {
+        rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+            .map(std::sync::Arc::new)
+            .map_err(|e| shmproc::Error::Io { op: "eventfd", source: e.into() })
+    };
+    let (to_echo, to_driver) = ((0, eventfd()?), (MESSAGE_BYTES, eventfd()?));
+    let driver = ShmEventfd { slots: slots.clone(), mine: to_echo.clone(), theirs: to_driver.clone() };
+    let echo = ShmEventfd { slots, mine: to_driver, theirs: to_echo };
+    Ok(Bounce::pair(driver, echo))
 }
 
 /// One side of a round trip over a [`Link`]: the driver stamps 1, 2, 3, …
@@ -257,6 +360,26 @@ fn vs_socket_pair(placement: Placement) -> Plan {
         let sockets = Contender::new("Unix socket pair", socket_pair);
         let floor = spins(WaitStrategy::Adaptive, placement);
         kit.ping_pong(&contender(WaitStrategy::Adaptive), &sockets, placement, floor)
+    })
+}
+
+/// The (Block) round trip against an operating-system mechanism's,
+/// interleaved (for reference: the SPEC sets no target).
+fn vs_os(os: OsLink, placement: Placement) -> Plan {
+    let spec = RowSpec {
+        group: GROUP.name,
+        name: format!("{ROUND_TRIP} (Block) vs {}", os.name()),
+        placement: placement.name(),
+        unit: Unit::Ns,
+        baseline: os.name().to_owned(),
+        target: None,
+    };
+    Plan::new(spec, move |kit| {
+        let baseline = match os {
+            OsLink::Pipe => Contender::new(os.name(), os_pipes),
+            OsLink::Eventfd => Contender::new(os.name(), shm_eventfds),
+        };
+        kit.ping_pong(&contender(WaitStrategy::Block), &baseline, placement, false)
     })
 }
 
