@@ -1,4 +1,5 @@
 //! What every criterion bench here shares.
+#![allow(dead_code, reason = "each bench uses some of these")]
 
 use std::time::Duration;
 
@@ -11,4 +12,42 @@ pub(crate) fn quick() -> Criterion {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
+}
+
+/// Watchdog: a ping-pong still running after this many seconds is stuck; the
+/// alarm kills the process (parent or child) instead of letting it hang.
+pub(crate) const HANG_SECS: u32 = 60;
+
+/// The first two CPUs this process may use, if it may use two.
+pub(crate) fn two_cpus() -> Option<(usize, usize)> {
+    let set = current_cpu_set();
+    // SAFETY: every index is below CPU_SETSIZE, the bit count of `set`.
+    let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    Some((cpus.next()?, cpus.next()?))
+}
+
+/// This thread's affinity mask.
+pub(crate) fn current_cpu_set() -> libc::cpu_set_t {
+    // SAFETY: `cpu_set_t` is plain bits; all zeros is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &raw mut set) };
+    assert_eq!(r, 0, "sched_getaffinity: {}", std::io::Error::last_os_error());
+    set
+}
+
+/// The mask of `cpu` alone (below `CPU_SETSIZE`, as `two_cpus` returns).
+pub(crate) fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: `cpu_set_t` is plain bits; all zeros is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (it came from an affinity mask).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set
+}
+
+/// Restricts this thread to `set`; `false` if the kernel refused. Never
+/// panics: the forked child calls it too.
+pub(crate) fn pin(set: &libc::cpu_set_t) -> bool {
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
+    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) == 0 }
 }
