@@ -1,9 +1,12 @@
 //! The main job, `shmproc-bench`, as a newcomer runs it: `--quick --json`
 //! gives every row (the ids `--list` names, in order), each well-formed, and
 //! the latency chart beside it. No timing is asserted: figures are the
-//! benchmark's business, only their shape is checked here.
+//! benchmark's business, only their shape is checked here. `--no-python`:
+//! the `CPython` rows use the stored figures (a live script, slow under
+//! load, would make the test flaky).
 
 use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,18 +18,27 @@ const BENCH: &str = env!("CARGO_BIN_EXE_shmproc-bench");
 /// machine, a debug build), short of hanging CI.
 const WATCHDOG: Duration = Duration::from_secs(900);
 
-/// Runs the bench with `args`: its stdout, after checking it succeeded.
+/// Runs the bench with `args` in a process group of its own: its stdout,
+/// after checking it succeeded. On a hang the whole group (the bench and
+/// the processes it forked) is killed.
 fn bench(args: &[&str]) -> String {
     let mut child = Command::new(BENCH)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("running {BENCH}: {e}"));
+    let group = child.id() as i32;
+    let kill_group = || {
+        // SAFETY: kill(2) of the process group we made for the bench.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    };
     let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut out = String::new();
-        stdout.read_to_string(&mut out).map(|_| out)
+        let _ = tx.send(stdout.read_to_string(&mut out).map(|_| out));
     });
     let started = Instant::now();
     let status = loop {
@@ -34,15 +46,29 @@ fn bench(args: &[&str]) -> String {
             break status;
         }
         if started.elapsed() > WATCHDOG {
-            let _ = child.kill();
+            kill_group();
             let _ = child.wait();
             panic!("shmproc-bench {args:?} still running after {WATCHDOG:?}: killed");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let out = reader.join().unwrap().unwrap();
+    // A process of its group still holding stdout keeps the read open.
+    let Ok(out) = rx.recv_timeout(Duration::from_secs(60)) else {
+        kill_group();
+        panic!("shmproc-bench {args:?} exited, but something it started still holds its output: killed");
+    };
+    let out = out.unwrap();
     assert!(status.success(), "shmproc-bench {args:?} failed ({status}); stdout:\n{out}");
     out
+}
+
+/// Removes a file however the test ends.
+struct Removed(std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The stable field names of a row (see `report::json`).
@@ -89,8 +115,8 @@ fn quick_json_has_every_row_well_formed_and_a_chart() {
         assert!(listed.iter().any(|id| id.starts_with(group)), "no {group} row listed");
     }
 
-    let chart = std::env::temp_dir().join(format!("shmproc-bench-test-{}.svg", std::process::id()));
-    let out = bench(&["--quick", "--json", "--chart", chart.to_str().unwrap()]);
+    let chart = Removed(std::env::temp_dir().join(format!("shmproc-bench-test-{}.svg", std::process::id())));
+    let out = bench(&["--quick", "--json", "--no-python", "--chart", chart.0.to_str().unwrap()]);
     let rows: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
 
     let ids: Vec<String> = rows
@@ -112,6 +138,13 @@ fn quick_json_has_every_row_well_formed_and_a_chart() {
         );
         assert!(!string(row, "baseline").is_empty(), "{row}");
         assert!(row["target"].is_null() || figure(row, "target") > 0.0);
+        // Skipped: the peers rows without their libraries, and cross_core
+        // rows on one CPU, nothing else.
+        if !row["skipped"].is_null() {
+            let peers = string(row, "group") == "peers" && !cfg!(feature = "peers");
+            let one_cpu = string(row, "placement") == "cross_core" && string(row, "skipped").contains("two CPUs");
+            assert!(peers || one_cpu, "a row skipped for no reason: {row}");
+        }
         if !row["error"].is_null() || !row["skipped"].is_null() {
             // A row that failed or was skipped says why, and has no figures.
             let why = if row["error"].is_null() { "skipped" } else { "error" };
@@ -157,13 +190,10 @@ fn quick_json_has_every_row_well_formed_and_a_chart() {
             }
         }
     }
-    // CPython rows may be unmeasurable without python3, and the peers rows
-    // are skipped without `--features peers`; shmproc's own are measured.
-    assert!(measured * 2 > rows.len(), "most rows failed: {out}");
-    assert!(rows.iter().all(|r| r["error"].is_null()), "a row failed: {out}");
+    // (A failed row makes the bench exit non-zero: `bench` checked.)
+    assert!(measured * 2 > rows.len(), "most rows were not measured: {out}");
 
-    let svg = std::fs::read_to_string(&chart).unwrap_or_else(|e| panic!("no chart at {}: {e}", chart.display()));
-    std::fs::remove_file(&chart).unwrap();
+    let svg = std::fs::read_to_string(&chart.0).unwrap_or_else(|e| panic!("no chart at {}: {e}", chart.0.display()));
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG: {svg:.300}");
     // Rows timed per round trip with all three percentiles on both sides.
     let percentiles = ["p50", "p99", "p999", "baseline_p50", "baseline_p99", "baseline_p999"];

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 /// What the user asked for on the command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools, reason = "each is one command-line flag")]
 pub(crate) struct Options {
     /// `--quick`: fewer and shorter runs (the whole table in well under a minute).
     pub(crate) quick: bool,
@@ -16,10 +17,12 @@ pub(crate) struct Options {
     /// placements. `None`: the first two CPUs this process may use.
     pub(crate) pin: Option<(usize, usize)>,
     /// `--chart PATH`: where the latency chart (SVG) goes; `None`: the
-    /// default, [`crate::chart::DEFAULT_PATH`].
+    /// default, [`crate::chart::default_path`].
     pub(crate) chart: Option<String>,
     /// `--no-chart`: write no chart.
     pub(crate) no_chart: bool,
+    /// `--no-python`: the `CPython` rows use stored figures, never a live run.
+    pub(crate) no_python: bool,
 }
 
 /// What `main` should do.
@@ -39,7 +42,7 @@ pub(crate) fn usage() -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "usage: shmproc-bench [--quick] [--filter SUBSTRING] [--json] [--pin CPU,CPU] [--chart PATH | --no-chart] [--list]"
+        "usage: shmproc-bench [--quick] [--filter SUBSTRING] [--json] [--pin CPU,CPU] [--chart PATH | --no-chart] [--no-python] [--list]"
     );
     let _ = writeln!(s);
     let _ = writeln!(s, "Measures shmproc against baselines run in the same run and placement, and");
@@ -52,9 +55,10 @@ pub(crate) fn usage() -> String {
     let _ = writeln!(s, "                   (default: the first two CPUs this process may use)");
     let _ = writeln!(
         s,
-        "  --chart PATH     write the latency chart (SVG) there (default: target/shmproc-bench/latency.svg)"
+        "  --chart PATH     write the latency chart (SVG) there (default: shmproc-bench/latency.svg in\n                   $CARGO_TARGET_DIR, or else in ./target)"
     );
     let _ = writeln!(s, "  --no-chart       write no chart");
+    let _ = writeln!(s, "  --no-python      use the stored CPython figures, never run python3");
     let _ = writeln!(s, "  --list           print the ids of the rows (group/name/placement) and exit");
     let _ = writeln!(s, "  -h, --help       print this text");
     s
@@ -81,6 +85,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
             "--list" => list = true,
             "--chart" => opts.chart = Some(value("--chart")?),
             "--no-chart" => opts.no_chart = true,
+            "--no-python" => opts.no_python = true,
             "--quick" => opts.quick = true,
             "--json" => opts.json = true,
             "--filter" => opts.filter = Some(value("--filter")?),

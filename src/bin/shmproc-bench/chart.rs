@@ -10,8 +10,12 @@ use plotters::prelude::*;
 
 use crate::report::{Row, Unit};
 
-/// The default place of the chart, beside cargo's build output.
-pub(crate) const DEFAULT_PATH: &str = "target/shmproc-bench/latency.svg";
+/// The default place of the chart, beside cargo's build output: under
+/// `CARGO_TARGET_DIR` if set, else `target/` in the current directory.
+pub(crate) fn default_path() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), std::path::PathBuf::from);
+    target.join("shmproc-bench").join("latency.svg")
+}
 
 /// Pixels per row of the chart, and around the plot.
 const ROW_HEIGHT: u32 = 26;
@@ -39,7 +43,7 @@ fn lines(rows: &[Row]) -> Vec<Line> {
             let c = r.outcome.comparison()?;
             let three = |f: &crate::kit::Figures| Some([f.p50, f.p99?, f.p999?]);
             Some(Line {
-                label: format!("{} · {} · vs {}", r.spec.name, r.spec.placement, r.spec.baseline),
+                label: format!("{} · {} · baseline: {}", r.spec.name, r.spec.placement, r.spec.baseline),
                 subject: three(&c.subject)?,
                 baseline: three(&c.baseline)?,
             })
@@ -187,7 +191,7 @@ mod tests {
         let svg = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg:.200}");
-        for shown in ["Connection 64 B round trip · cross_core · vs raw spin", "Event ping-pong"] {
+        for shown in ["Connection 64 B round trip · cross_core · baseline: raw spin", "Event ping-pong"] {
             assert!(svg.contains(shown), "{shown} missing");
         }
         assert!(!svg.contains("no percentiles") && !svg.contains("a throughput"));

@@ -57,7 +57,8 @@ impl Baseline {
     /// As [`new`](Self::new), for a script whose figures come in different
     /// units: `wanted` as (benchmark, metric, unit).
     pub(crate) fn in_units(script_name: &str, wanted: Vec<(&'static str, String, &'static str)>) -> Self {
-        let source = if let (Some(_), Some(path)) = (python(), script(script_name)) {
+        let live = (!NO_PYTHON.load(std::sync::atomic::Ordering::Relaxed)).then(python).flatten();
+        let source = if let (Some(_), Some(path)) = (live, script(script_name)) {
             Source::Live(path)
         } else {
             let bench = wanted.first().map_or("", |w| w.0);
@@ -71,8 +72,8 @@ impl Baseline {
     pub(crate) fn label(&self, what: &str) -> String {
         match &self.source {
             Source::Live(_) => format!("CPython {what}, run now"),
-            Source::Stored(Ok(run)) => format!("CPython {what} {} (no python3)", run.stamp),
-            Source::Stored(Err(_)) => "CPython: no python3, no stored figures".to_owned(),
+            Source::Stored(Ok(run)) => format!("CPython {what} {} (stored)", run.stamp),
+            Source::Stored(Err(_)) => "CPython: not run, no stored figures".to_owned(),
         }
     }
 
@@ -117,6 +118,9 @@ pub(crate) fn script(name: &str) -> Option<PathBuf> {
     .map(|dir| dir.join(name))
     .find(|p| p.is_file())
 }
+
+/// Set by `--no-python`: stored figures only.
+pub(crate) static NO_PYTHON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `python3` on the `PATH`, if any.
 pub(crate) fn python() -> Option<PathBuf> {

@@ -46,9 +46,10 @@ peers rows (only with --features peers; without it they are listed as skipped): 
                           sender notify()s after each send; the receiver tries receive() and,
                           while it finds nothing, sleeps in its listener's blocking_wait (a Unix
                           datagram socket). Subject (Block). SPEC: ≤ 1× in every placement.
-  vs ipc-channel          ipc-channel 0.23: an IpcSender<Vec<u8>> / IpcReceiver<Vec<u8>> pair
-                          each way, made before the fork (socket pairs); send of a new Vec per
-                          message, blocking recv. Subject (Block). SPEC: ≤ 1× in every placement.
+  vs ipc-channel          ipc-channel 0.23: a bytes_channel (IpcBytesSender / IpcBytesReceiver,
+                          its raw path: no serialization) each way, made before the fork (socket
+                          pairs); send of the 64 bytes, blocking recv (a Vec per message, its
+                          only receive). Subject (Block). SPEC: ≤ 1× in every placement.
 ";
 
 /// Why the rows are skipped without the libraries.
@@ -75,7 +76,7 @@ impl Peer {
         match self {
             Peer::IceoryxSpin => ("iceoryx2 pub/sub (spinning)", "iceoryx2 pub/sub, busy poll"),
             Peer::IceoryxEvent => ("iceoryx2 event", "iceoryx2 pub/sub + event"),
-            Peer::IpcChannel => ("ipc-channel", "ipc-channel IpcSender<Vec<u8>>"),
+            Peer::IpcChannel => ("ipc-channel", "ipc-channel IpcBytesSender (raw bytes)"),
         }
     }
 
@@ -144,7 +145,7 @@ mod links {
         Config, FileName, Node, NodeBuilder, NodeName, Path as IoxPath, SemanticString as _, ServiceName,
         SignalHandlingMode, ipc,
     };
-    use ipc_channel::ipc::{IpcReceiver, IpcSender};
+    use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 
     use super::Peer;
     use crate::kit::Contender;
@@ -366,13 +367,13 @@ mod links {
     /// the other.
     #[derive(Debug)]
     struct IpcChannelLink {
-        tx: IpcSender<Vec<u8>>,
-        rx: IpcReceiver<Vec<u8>>,
+        tx: IpcBytesSender,
+        rx: IpcBytesReceiver,
     }
 
     impl Link for IpcChannelLink {
         fn put(&mut self, msg: &[u8]) -> shmproc::Result<()> {
-            self.tx.send(msg.to_vec()).map_err(peer_error("ipc-channel send"))
+            self.tx.send(msg).map_err(peer_error("ipc-channel send"))
         }
 
         /// The message's length; a longer one than `buf` is cut (its length
@@ -388,8 +389,8 @@ mod links {
     /// A fresh (driver, echo) pair over two ipc-channel channels, made before
     /// the fork (the children inherit their sockets).
     fn ipc_channel_pair() -> shmproc::Result<(Bounce<IpcChannelLink>, Bounce<IpcChannelLink>)> {
-        let (ping_tx, ping_rx) = ipc_channel::ipc::channel().map_err(peer_error("ipc-channel channel"))?;
-        let (pong_tx, pong_rx) = ipc_channel::ipc::channel().map_err(peer_error("ipc-channel channel"))?;
+        let (ping_tx, ping_rx) = ipc_channel::ipc::bytes_channel().map_err(peer_error("ipc-channel channel"))?;
+        let (pong_tx, pong_rx) = ipc_channel::ipc::bytes_channel().map_err(peer_error("ipc-channel channel"))?;
         Ok(Bounce::pair(IpcChannelLink { tx: ping_tx, rx: pong_rx }, IpcChannelLink { tx: pong_tx, rx: ping_rx }))
     }
 

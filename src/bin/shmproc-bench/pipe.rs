@@ -195,6 +195,12 @@ impl Link for ShmEventfd {
         let mut count = [0u8; 8];
         rustix::io::read(&*self.theirs.1, &mut count)
             .map_err(|e| shmproc::Error::Io { op: "eventfd read", source: e.into() })?;
+        // One wake per message: two writes before a read add up (a message
+        // sent twice would otherwise go unseen).
+        let n = u64::from_ne_bytes(count);
+        if n != 1 {
+            return Err(shmproc::Error::Corrupt { what: "eventfd round trip", detail: format!("{n} wakes at once") });
+        }
         self.slots.read_at(self.theirs.0, buf)?;
         Ok(buf.len())
     }
@@ -221,7 +227,7 @@ impl OsLink {
 /// A fresh pair of `pipe(2)`s, one each way.
 fn os_pipes() -> shmproc::Result<(Bounce<OsPipe>, Bounce<OsPipe>)> {
     let pipe = || {
-        rustix::pipe::pipe()
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map(|(r, w)| (std::fs::File::from(r), std::fs::File::from(w)))
             .map_err(|e| shmproc::Error::Io { op: "pipe", source: e.into() })
     };
@@ -633,5 +639,24 @@ mod tests {
         echo.send().unwrap();
         driver.send().unwrap();
         assert!(driver.recv().unwrap_err().to_string().contains("sequence 1"));
+
+        let (mut driver, mut echo) = os_pipes().unwrap();
+        for _ in 0..3 {
+            driver.send().unwrap();
+            echo.recv().unwrap();
+            echo.send().unwrap();
+            driver.recv().unwrap();
+        }
+        let (mut driver, mut echo) = shm_eventfds().unwrap();
+        for _ in 0..3 {
+            driver.send().unwrap();
+            echo.recv().unwrap();
+            echo.send().unwrap();
+            driver.recv().unwrap();
+        }
+        // Two sends before a receive: two wakes at once, refused.
+        driver.send().unwrap();
+        driver.send().unwrap();
+        assert!(echo.recv().unwrap_err().to_string().contains("2 wakes at once"));
     }
 }
