@@ -132,7 +132,7 @@ fn row(peer: Peer, placement: Placement) -> Plan {
 mod links {
     use std::fmt::Display;
     use std::os::unix::ffi::OsStrExt as _;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::rc::Rc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -202,9 +202,12 @@ mod links {
 
     impl Domain {
         fn new() -> shmproc::Result<Rc<Self>> {
+            // Once per process: what a bench killed mid-row left.
+            static SWEPT: std::sync::Once = std::sync::Once::new();
+            SWEPT.call_once(sweep_stale);
             let (pid, run) = (std::process::id(), IOX_RUNS.fetch_add(1, Ordering::Relaxed));
-            let prefix = format!("iox2sb{pid}r{run}_");
-            let root = PathBuf::from(format!("/tmp/shmproc-bench-iox2-{pid}-{run}"));
+            let prefix = format!("{SHM_STEM}{pid}r{run}_");
+            let root = PathBuf::from(format!("/tmp/{ROOT_STEM}{pid}-{run}"));
             let mut config = Config::default();
             config.global.prefix = FileName::new(prefix.as_bytes()).map_err(peer_error("iceoryx2 prefix"))?;
             let root_path = IoxPath::new(root.as_os_str().as_bytes()).map_err(peer_error("iceoryx2 root"))?;
@@ -216,6 +219,44 @@ mod links {
         fn segments(&self) -> Vec<String> {
             let entries = std::fs::read_dir(SHM_DIR).into_iter().flatten().filter_map(Result::ok);
             entries.filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with(&self.prefix)).collect()
+        }
+    }
+
+    /// The prefix of a domain's names in `/dev/shm`, and of its root under
+    /// `/tmp`, before the pid of the bench that made it.
+    const SHM_STEM: &str = "iox2sb";
+    const ROOT_STEM: &str = "shmproc-bench-iox2-";
+
+    /// Removes the domains of benches that are gone: a bench killed during
+    /// a peers row (SIGKILL, a watchdog, Ctrl-C: iceoryx2's signal handling
+    /// is off) never ran its domains' drops. A name or folder is removed
+    /// only when no process has the pid it holds.
+    fn sweep_stale() {
+        sweep_in(Path::new(SHM_DIR), Path::new("/tmp"));
+    }
+
+    fn sweep_in(shm: &Path, tmp: &Path) {
+        let dead = |pid: &str| {
+            let pid = pid.parse::<i32>().ok().and_then(rustix::process::Pid::from_raw);
+            pid.is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH))
+        };
+        let names = |dir: &Path| -> Vec<String> {
+            let entries = std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok);
+            entries.filter_map(|e| e.file_name().into_string().ok()).collect()
+        };
+        for name in names(shm) {
+            if let Some((pid, _)) = name.strip_prefix(SHM_STEM).and_then(|rest| rest.split_once('r'))
+                && dead(pid)
+            {
+                let _ = std::fs::remove_file(shm.join(&name));
+            }
+        }
+        for name in names(tmp) {
+            if let Some((pid, _)) = name.strip_prefix(ROOT_STEM).and_then(|rest| rest.split_once('-'))
+                && dead(pid)
+            {
+                let _ = std::fs::remove_dir_all(tmp.join(&name));
+            }
         }
     }
 
@@ -398,6 +439,34 @@ mod links {
     mod tests {
         use super::*;
         use crate::kit::Side;
+
+        #[test]
+        fn a_dead_benchs_domains_are_swept_and_a_live_ones_kept() {
+            let (shm, tmp) = (
+                std::env::temp_dir().join(format!("sweep-shm-{}", std::process::id())),
+                std::env::temp_dir().join(format!("sweep-tmp-{}", std::process::id())),
+            );
+            std::fs::create_dir_all(&shm).unwrap();
+            std::fs::create_dir_all(&tmp).unwrap();
+            // No process has pid 2000000000 (above any pid_max).
+            let me = std::process::id();
+            for pid in [2_000_000_000, me] {
+                std::fs::write(shm.join(format!("{SHM_STEM}{pid}r0_x.global_mgmt")), b"").unwrap();
+                std::fs::create_dir_all(tmp.join(format!("{ROOT_STEM}{pid}-0")).join("nodes")).unwrap();
+            }
+            std::fs::write(shm.join("iox2sbnot-a-pid"), b"").unwrap();
+            sweep_in(&shm, &tmp);
+            let left = |dir: &Path| {
+                let mut v: Vec<String> =
+                    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(left(&shm), [format!("{SHM_STEM}{me}r0_x.global_mgmt"), "iox2sbnot-a-pid".to_owned()]);
+            assert_eq!(left(&tmp), [format!("{ROOT_STEM}{me}-0")]);
+            std::fs::remove_dir_all(&shm).unwrap();
+            std::fs::remove_dir_all(&tmp).unwrap();
+        }
 
         /// Three round trips in this process, and a repeated answer caught.
         fn bounce<L: Link>(mut driver: Bounce<L>, mut echo: Bounce<L>) {
