@@ -69,13 +69,40 @@ fn dict_list_and_namespace_do_what_python_does() {
     assert!(matches!(d.len(), Err(Error::Closed)), "a call after shutdown is Closed");
 }
 
+/// Every proxy method, from each of several processes at once (on keys,
+/// items and names of its own where others change the same object).
 fn fill((d, l, ns, who): (SharedDict<u32, u32>, SharedList<u32>, Namespace, u32)) -> u32 {
+    let base = who * 1000;
     for i in 0..50 {
-        d.insert(who * 1000 + i, i).unwrap();
+        assert_eq!(d.insert(base + i, i).unwrap(), None);
         d.update(0, |n| n.unwrap_or(0) + 1).unwrap();
     }
-    l.push(std::process::id()).unwrap();
+    assert_eq!(d.get(&(base + 7)).unwrap(), Some(7));
+    assert!(d.contains_key(&(base + 49)).unwrap() && !d.contains_key(&(base + 50)).unwrap());
+    d.extend([(base + 100, 100), (base + 101, 101)]).unwrap();
+    assert_eq!(d.remove(&(base + 101)).unwrap(), Some(101));
+    assert!(d.len().unwrap() >= 51 && !d.is_empty().unwrap());
+    assert!(d.keys().unwrap().contains(&(base + 100)));
+    assert!(d.values().unwrap().contains(&100));
+    assert!(d.items().unwrap().contains(&(base + 3, 3)));
+
+    let pid = std::process::id();
+    l.push(pid).unwrap();
+    l.extend([base, base + 1]).unwrap();
+    assert!(l.len().unwrap() >= 3 && !l.is_empty().unwrap());
+    let items = l.to_vec().unwrap();
+    assert!(items.contains(&pid) && items.contains(&(base + 1)));
+    // An item of its own, by index (items are only appended meanwhile):
+    // set to itself, so the others' view stays the same.
+    let at = items.iter().position(|&x| x == base).unwrap();
+    assert_eq!(l.get(at).unwrap(), base);
+    l.set(at, base).unwrap();
+
     ns.set(&format!("worker{who}"), &who).unwrap();
+    ns.set(&format!("scratch{who}"), &"gone soon").unwrap();
+    assert_eq!(ns.get::<u32>(&format!("worker{who}")).unwrap(), Some(who));
+    assert!(ns.names().unwrap().contains(&format!("worker{who}")));
+    assert!(ns.remove(&format!("scratch{who}")).unwrap());
     who
 }
 
@@ -91,9 +118,11 @@ fn proxies_work_from_several_processes_at_once_and_updates_are_atomic() {
             assert_eq!(common::join_ok(c), i as u32 + 1);
         }
         assert_eq!(d.get(&0).unwrap(), Some(200), "{method:?}: 4 × 50 atomic increments");
-        assert_eq!(d.len().unwrap(), 201);
-        assert_eq!(l.len().unwrap(), 4);
-        assert_eq!(ns.names().unwrap().len(), 4);
+        assert_eq!(d.len().unwrap(), 1 + 4 * 51, "each child's 50 inserts and 1 extended key kept");
+        assert_eq!(l.len().unwrap(), 4 * 3);
+        assert_eq!(ns.names().unwrap().len(), 4, "each child's scratch attribute removed");
+        // pop, from here once the children are done.
+        assert!(l.pop().unwrap().is_some());
         m.shutdown().unwrap();
     }
 }
