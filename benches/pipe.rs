@@ -13,9 +13,9 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{HANG_SECS, cpu_set, current_cpu_set, pin, two_cpus};
+use common::{time_with_forked_echo, two_cpus};
 use criterion::{Criterion, criterion_group, criterion_main};
 use shmproc::{Connection, WaitStrategy};
 
@@ -50,53 +50,24 @@ fn round_trip(c: &mut Criterion) {
 fn round_trips(strategy: WaitStrategy, iters: u64, cpus: Option<(usize, usize)>) -> Duration {
     let (here, there): (Connection, Connection) = shmproc::pipe().expect("a pipe");
     let (here, there) = (here.with_wait_strategy(strategy), there.with_wait_strategy(strategy));
-    // SAFETY: criterion runs the benches on this one thread; the child only
-    // plays its part of the ping-pong (ring copies and futex calls) and
-    // `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: plain system calls: die with the parent, and die rather
-        // than hang; `_exit` skips the parent's destructors and buffers.
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::alarm(HANG_SECS);
-        }
-        // Echo every message whatever happens (the parent waits for each),
-        // and report trouble through the exit status.
-        let mut ok = cpus.is_none_or(|(_, cpu)| pin(&cpu_set(cpu)));
-        let mut buf = [0u8; MESSAGE];
-        for _ in 0..iters {
-            ok &= there.recv_bytes_into(&mut buf).is_ok_and(|n| n == MESSAGE);
-            ok &= there.send_bytes(&buf).is_ok();
-        }
-        // SAFETY: see above.
-        unsafe { libc::_exit(i32::from(!ok)) };
-    }
-    let saved = cpus.map(|(cpu, _)| {
-        let saved = current_cpu_set();
-        assert!(pin(&cpu_set(cpu)), "sched_setaffinity: {}", std::io::Error::last_os_error());
-        saved
-    });
-    let (msg, mut buf) = ([7u8; MESSAGE], [0u8; MESSAGE]);
-    // SAFETY: plain system call; a stuck round trip kills the bench.
-    unsafe { libc::alarm(HANG_SECS) };
-    let start = Instant::now();
-    for _ in 0..iters {
-        here.send_bytes(&msg).expect("send_bytes");
-        here.recv_bytes_into(&mut buf).expect("recv_bytes_into");
-    }
-    let elapsed = start.elapsed();
-    // SAFETY: plain system call (cancels the alarm).
-    unsafe { libc::alarm(0) };
-    if let Some(saved) = saved {
-        assert!(pin(&saved), "sched_setaffinity: {}", std::io::Error::last_os_error());
-    }
-    let mut status = 0;
-    // SAFETY: reaps our own child; `status` is writable.
-    let reaped = unsafe { libc::waitpid(pid, &raw mut status, 0) };
-    assert!(reaped == pid && status == 0, "the echo child failed (wait status {status})");
-    elapsed
+    time_with_forked_echo(
+        cpus,
+        || {
+            let (mut ok, mut buf) = (true, [0u8; MESSAGE]);
+            for _ in 0..iters {
+                ok &= there.recv_bytes_into(&mut buf).is_ok_and(|n| n == MESSAGE);
+                ok &= there.send_bytes(&buf).is_ok();
+            }
+            ok
+        },
+        || {
+            let (msg, mut buf) = ([7u8; MESSAGE], [0u8; MESSAGE]);
+            for _ in 0..iters {
+                here.send_bytes(&msg).expect("send_bytes");
+                here.recv_bytes_into(&mut buf).expect("recv_bytes_into");
+            }
+        },
+    )
 }
 
 criterion_group! {

@@ -13,9 +13,9 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{HANG_SECS, cpu_set, current_cpu_set, pin, two_cpus};
+use common::{time_with_forked_echo, two_cpus};
 use criterion::{Criterion, criterion_group, criterion_main};
 use shmproc::{Event, Lock, WaitStrategy};
 
@@ -44,52 +44,25 @@ fn event_ping_pong(c: &mut Criterion) {
 fn round_trips(strategy: WaitStrategy, iters: u64, cpus: Option<(usize, usize)>) -> Duration {
     let to_child = Event::new().expect("Event::new").with_wait_strategy(strategy);
     let to_parent = Event::new().expect("Event::new").with_wait_strategy(strategy);
-    // SAFETY: criterion runs the benches on this one thread; the child only
-    // plays its part of the ping-pong (atomics and futex calls) and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: plain system calls: die with the parent, and die rather
-        // than hang; `_exit` skips the parent's destructors and buffers.
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::alarm(HANG_SECS);
-        }
-        // Answer every ping whatever happens (the parent waits for each), and
-        // report trouble through the exit status.
-        let mut ok = cpus.is_none_or(|(_, cpu)| pin(&cpu_set(cpu)));
-        for _ in 0..iters {
-            ok &= to_child.wait().is_ok();
-            to_child.clear();
-            to_parent.set();
-        }
-        // SAFETY: see above.
-        unsafe { libc::_exit(i32::from(!ok)) };
-    }
-    let saved = cpus.map(|(cpu, _)| {
-        let saved = current_cpu_set();
-        assert!(pin(&cpu_set(cpu)), "sched_setaffinity: {}", std::io::Error::last_os_error());
-        saved
-    });
-    // SAFETY: plain system call; a stuck round trip kills the bench.
-    unsafe { libc::alarm(HANG_SECS) };
-    let start = Instant::now();
-    for _ in 0..iters {
-        to_child.set();
-        to_parent.wait().expect("Event::wait");
-        to_parent.clear();
-    }
-    let elapsed = start.elapsed();
-    // SAFETY: plain system call (cancels the alarm).
-    unsafe { libc::alarm(0) };
-    if let Some(saved) = saved {
-        assert!(pin(&saved), "sched_setaffinity: {}", std::io::Error::last_os_error());
-    }
-    let mut status = 0;
-    // SAFETY: reaps our own child; `status` is writable.
-    let reaped = unsafe { libc::waitpid(pid, &raw mut status, 0) };
-    assert!(reaped == pid && status == 0, "the echo child failed (wait status {status})");
-    elapsed
+    time_with_forked_echo(
+        cpus,
+        || {
+            let mut ok = true;
+            for _ in 0..iters {
+                ok &= to_child.wait().is_ok();
+                to_child.clear();
+                to_parent.set();
+            }
+            ok
+        },
+        || {
+            for _ in 0..iters {
+                to_child.set();
+                to_parent.wait().expect("Event::wait");
+                to_parent.clear();
+            }
+        },
+    )
 }
 
 criterion_group! {

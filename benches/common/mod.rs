@@ -51,3 +51,56 @@ pub(crate) fn pin(set: &libc::cpu_set_t) -> bool {
     // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
     unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) == 0 }
 }
+
+/// Times `drive` (the parent's side of `iters` round trips) against a forked
+/// echo running `echo` (its side, returning whether every answer went
+/// well). With `cpus`, this thread runs on the first CPU while timing and
+/// the echo on the second; a stuck round trip kills parent or child after
+/// [`HANG_SECS`].
+///
+/// `echo` must only touch shared memory and make plain system calls: the
+/// child `_exit`s right after it.
+pub(crate) fn time_with_forked_echo(
+    cpus: Option<(usize, usize)>,
+    echo: impl FnOnce() -> bool,
+    drive: impl FnOnce(),
+) -> std::time::Duration {
+    // SAFETY: criterion runs the benches on this one thread; the child only
+    // runs `echo` (see above) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: plain system calls: die with the parent, and die rather
+        // than hang; `_exit` skips the parent's destructors and buffers.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::alarm(HANG_SECS);
+        }
+        // Answer every round trip whatever happens (the parent waits for
+        // each), and report trouble through the exit status.
+        let pinned = cpus.is_none_or(|(_, cpu)| pin(&cpu_set(cpu)));
+        let ok = echo() && pinned;
+        // SAFETY: see above.
+        unsafe { libc::_exit(i32::from(!ok)) };
+    }
+    let saved = cpus.map(|(cpu, _)| {
+        let saved = current_cpu_set();
+        assert!(pin(&cpu_set(cpu)), "sched_setaffinity: {}", std::io::Error::last_os_error());
+        saved
+    });
+    // SAFETY: plain system call; a stuck round trip kills the bench.
+    unsafe { libc::alarm(HANG_SECS) };
+    let start = std::time::Instant::now();
+    drive();
+    let elapsed = start.elapsed();
+    // SAFETY: plain system call (cancels the alarm).
+    unsafe { libc::alarm(0) };
+    if let Some(saved) = saved {
+        assert!(pin(&saved), "sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: reaps our own child; `status` is writable.
+    let reaped = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    assert!(reaped == pid && status == 0, "the echo child failed (wait status {status})");
+    elapsed
+}
