@@ -34,10 +34,7 @@ fn swept_within_20_s(left: impl Fn() -> bool) -> bool {
 
 fn watchdog(what: &'static str) -> (Watchdog, std::sync::MutexGuard<'static, ()>) {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let watchdog = Watchdog::new(move || {
-        eprintln!("watchdog: the manager test `{what}` hung; aborting");
-        std::process::abort();
-    });
+    let watchdog = Watchdog::new(move || common::abort_hung("manager", what));
     (watchdog, turn)
 }
 

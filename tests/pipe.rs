@@ -206,6 +206,9 @@ fn close_drains_then_reports_closed_on_both_sides() {
         assert_eq!(b.recv::<u32>().unwrap(), i, "what was sent before the close");
     }
     assert!(matches!(b.recv::<u32>(), Err(Error::Closed)));
+    // A look (a zero timeout) at the drained, closed pipe sees the close
+    // too: it is not a timeout.
+    assert!(matches!(b.recv_bytes_timeout(Duration::ZERO), Err(Error::Closed)), "a zero-timeout read");
     assert!(matches!(b.send(&1u32), Err(Error::Closed)), "sending to a closed peer");
 }
 

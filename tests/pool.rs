@@ -19,10 +19,7 @@ use shmproc::{AsyncResult, Error, Pool, StartMethod, as_completed};
 const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
 
 fn watchdog(what: &'static str) -> Watchdog {
-    Watchdog::new(move || {
-        eprintln!("watchdog: the pool test `{what}` hung; aborting");
-        std::process::abort();
-    })
+    Watchdog::new(move || common::abort_hung("pool", what))
 }
 
 fn pool(method: StartMethod, n: usize) -> Pool {

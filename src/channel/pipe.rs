@@ -60,7 +60,7 @@ use crate::error::{Error, Result};
 use crate::loom::{self, AtomicU64, Ordering};
 use crate::os::{self, Deadline, FutexWait, TaskId};
 use crate::ring::Padded;
-use crate::ring::bytes::{self, Bytes, BytesHeader, FIRST_PREFIX, Frame, Peeked, Region, Write};
+use crate::ring::bytes::{self, Bytes, BytesHeader, FIRST_PREFIX, Frame, Glance, Peeked, Region, Write};
 use crate::segment::{Kind, Layout, Shared, SharedState};
 use crate::sync::owner::{Acquired, OwnerLock};
 use crate::sync::wait::{self, WaitTarget};
@@ -641,30 +641,37 @@ impl Connection {
 
     /// The lean read: a whole message there now, of at most `limit` bytes,
     /// into `out`, if the readers' lock is free and no partial message is
-    /// set aside; `false`, with nothing taken, otherwise.
+    /// set aside. When the ring is empty, the turn it took is kept for the
+    /// wait ([`LeanRead::Empty`]): a round trip's receiver is there before
+    /// the message, and taking the lock again would cost it two locked
+    /// operations and two more looks.
     #[inline]
-    fn recv_now(&self, out: &mut impl Sink, limit: Option<usize>) -> bool {
+    fn recv_now(&self, out: &mut impl Sink, limit: Option<usize>) -> LeanRead<'_> {
         if !self.lean(self.readable) {
-            return false;
+            return LeanRead::Other;
         }
         let d = 1 - self.end;
         let dir = self.dir(d);
         let me = loom::current_task();
         if !dir.readers.0.lock_fast(me) {
-            return false;
+            return LeanRead::Other;
         }
+        let turn = Turn { lock: &dir.readers.0, me };
         // Under the lock: a timed-out reader sets a partial message aside
         // holding it.
-        let took = !self.shared.has_partial.load(std::sync::atomic::Ordering::Relaxed) && {
-            let ring = self.ring(d);
-            ring.peek_whole()
-                .is_some_and(|p| limit.is_none_or(|limit| p.len <= limit) && out.take_record(&ring, &p).is_ok())
-        };
-        dir.readers.0.unlock(me);
-        if took {
-            dir.ctl.not_full.notify(1);
+        if self.shared.has_partial.load(std::sync::atomic::Ordering::Relaxed) {
+            return LeanRead::Other;
         }
-        took
+        let ring = self.ring(d);
+        match ring.peek_whole() {
+            Glance::Empty => LeanRead::Empty(turn),
+            Glance::Whole(p) if limit.is_none_or(|limit| p.len <= limit) && out.take_record(&ring, &p).is_ok() => {
+                drop(turn);
+                dir.ctl.not_full.notify(1);
+                LeanRead::Took
+            }
+            Glance::Whole(_) | Glance::Other => LeanRead::Other,
+        }
     }
 
     /// [`send_bytes`](Self::send_bytes), giving up at `deadline`
@@ -947,11 +954,19 @@ impl Connection {
     /// longer than `limit` (left in the pipe), until `deadline`.
     fn read(&self, out: &mut impl Sink, deadline: Option<Deadline>, limit: Option<usize>) -> Result<()> {
         out.clear();
-        if self.recv_now(out, limit) {
-            return Ok(());
+        match self.recv_now(out, limit) {
+            LeanRead::Took => Ok(()),
+            LeanRead::Empty(_turn) => {
+                // Nothing set aside, nothing there: straight to the wait
+                // (whose first attempt also sees a close).
+                let mut target = ReadTarget { conn: self, d: 1 - self.end, out, limit, collecting: None };
+                self.finish_wait(wait::wait(&self.wait.cfg, deadline, &mut target), &mut target)
+            }
+            LeanRead::Other => {
+                let _turn = self.reader_turn(deadline)?;
+                self.read_locked(out, deadline, limit)
+            }
         }
-        let _turn = self.reader_turn(deadline)?;
-        self.read_locked(out, deadline, limit)
     }
 
     /// [`read`](Self::read) for a caller that holds the readers' lock.
@@ -993,11 +1008,17 @@ impl Connection {
             }
             self.shared.has_partial.store(false, std::sync::atomic::Ordering::Relaxed);
         }
-        let done = wait::wait(&self.wait.cfg, deadline, &mut target)
-            // A wait too short to probe: one look at the peer on the way out.
-            .or_else(|| if self.shared.probe_due() { target.attempt(true) } else { None });
+        let done = wait::wait(&self.wait.cfg, deadline, &mut target);
+        self.finish_wait(done, &mut target)
+    }
+
+    /// The end of a read's wait: its outcome, or after a timeout, one look
+    /// at the peer if a probe is due (a wait too short to probe) and the
+    /// partial message set aside.
+    fn finish_wait(&self, done: Option<Result<()>>, target: &mut ReadTarget<'_, impl Sink>) -> Result<()> {
+        let done = done.or_else(|| if self.shared.probe_due() { target.attempt(true) } else { None });
         let Some(done) = done else {
-            self.stash(&mut target);
+            self.stash(target);
             return Err(Error::Timeout);
         };
         done
@@ -1028,6 +1049,16 @@ impl Connection {
         };
         ctl.not_empty.sleep_as(self.wait.fenced(&self.wait.not_empty), until, ready)
     }
+}
+
+/// What [`Connection::recv_now`] did.
+enum LeanRead<'a> {
+    /// Took a whole message.
+    Took,
+    /// Found the ring empty, holding the readers' turn (kept for the wait).
+    Empty(Turn<'a>),
+    /// Nothing: the full path sorts it out.
+    Other,
 }
 
 /// A turn at one direction's writers' or readers' lock, given back on drop.

@@ -266,11 +266,16 @@ pub struct Peeked {
     next: u64,
 }
 
-/// What [`Bytes::glance`] found.
+/// What a reader's quick look at its position found
+/// ([`Bytes::peek_whole`]).
 #[derive(Debug)]
-enum Glance {
+pub enum Glance {
+    /// Nothing: the checked positions agree.
     Empty,
+    /// A whole message, checked.
     Whole(Peeked),
+    /// Something else (padding first, a chunk, anything that fails the
+    /// checks), for [`Bytes::peek_record`] to sort out.
     Other,
 }
 
@@ -636,15 +641,12 @@ macro_rules! bytes_impl {
 
             /// The next record if it is a whole message right at the
             /// reader's position (reader only), checked as
-            /// [`peek_record`](Self::peek_record) checks it; `None` in every
-            /// other case, for `peek_record` to sort out. The lean path of a
-            /// pipe's read.
+            /// [`peek_record`](Self::peek_record) checks it; or that the
+            /// ring is empty; or [`Glance::Other`] for every other case, for
+            /// `peek_record` to sort out. The lean path of a pipe's read.
             #[inline]
-            pub fn peek_whole(&self) -> Option<Peeked> {
-                match self.glance() {
-                    Glance::Whole(p) => Some(p),
-                    Glance::Empty | Glance::Other => None,
-                }
+            pub fn peek_whole(&self) -> Glance {
+                self.glance()
             }
 
             /// What the reader finds at its position, the common cases
@@ -986,7 +988,7 @@ mod tests {
         let r = ring.view();
         let mut out = Vec::new();
         let mut read_whole = |r: &Bytes<'_, Region>| {
-            let p = r.peek_whole().expect("a whole message first");
+            let Glance::Whole(p) = r.peek_whole() else { panic!("a whole message first") };
             out.clear();
             r.take_peeked(&p, &mut out);
             out.clone()
@@ -1006,21 +1008,21 @@ mod tests {
         // the full path's work (and the lean read leaves the padding to it).
         assert!(!r.try_write_whole_now(&[5; 16]));
         r.try_write(&[5; 16]).unwrap().unwrap();
-        assert!(r.peek_whole().is_none(), "padding first");
+        assert!(matches!(r.peek_whole(), Glance::Other), "padding first");
         out.clear();
         assert!(r.try_read(&mut out).unwrap());
         assert_eq!(out, [5; 16]);
-        assert!(r.peek_whole().is_none() && matches!(r.peek_record(), Ok(None)), "empty");
+        assert!(matches!(r.peek_whole(), Glance::Empty) && matches!(r.peek_record(), Ok(None)), "empty");
         // A chunk, and garbage: none for the lean read; the full one sorts
         // them out.
         r.try_write_frame(Frame::First(100), &[4; 8]).unwrap().unwrap();
-        assert!(r.peek_whole().is_none());
+        assert!(matches!(r.peek_whole(), Glance::Other));
         assert_eq!(r.peek_frame().unwrap(), Some((Frame::First(100), 8)));
         r.skip().unwrap();
         assert!(r.try_write_whole_now(b"ok"));
         set_positions(r.header, r.header.head.0.load(Ordering::Relaxed), 1000);
         r.header.reader.0.seen.store(1000, Ordering::Relaxed);
-        assert!(r.peek_whole().is_none());
+        assert!(matches!(r.peek_whole(), Glance::Other));
         assert!(matches!(r.peek_record(), Err(Error::Corrupt { .. })));
         assert!(!r.try_write_whole_now(b"x"), "the positions fail the checks");
     }

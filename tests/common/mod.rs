@@ -623,6 +623,17 @@ impl Drop for Watchdog {
     }
 }
 
+/// A watchdog's `on_expiry` for tests whose hang cannot be undone: says which
+/// test hung, then aborts the test binary (children are daemons or watch their
+/// parent, so they go with it). The message is written to the process's
+/// stderr directly: `eprintln!` in a thread spawned by a test is captured by
+/// the harness, and an abort would lose it.
+pub(crate) fn abort_hung(file: &str, what: &str) -> ! {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "watchdog: the {file} test `{what}` hung for {WATCHDOG:?}; aborting");
+    std::process::abort();
+}
+
 /// Joins a thread, failing the test if it runs longer than [`WATCHDOG`] (the
 /// thread is then left behind, blocked).
 pub(crate) fn join_thread<R>(h: std::thread::JoinHandle<R>) -> R {
