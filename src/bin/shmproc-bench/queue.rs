@@ -551,17 +551,22 @@ fn object_throughput<M: Message>(placement: Placement, cpython: Rc<cpython::Base
             }
             Ok(ns / n as f64)
         };
+        // Across CPUs each message moves lines between them, so a run
+        // follows the machine's cross-CPU level: the spin floor shows it.
+        let probe = || if placement == Placement::SameCore { Ok(None) } else { kit.spin_floor() };
+        let before = probe()?;
         let mut runs = Vec::with_capacity(kit.settings().alternations);
         for i in 0..kit.settings().alternations {
             runs.push(run().map_err(|e| format!("run {}: {e}", i + 1))?);
         }
+        let after = probe()?;
         let p50 = kit::median(runs.into_iter());
         let only = |v: f64| Figures { p50: v, p99: None, p999: None };
         Ok(Comparison {
             subject: only(p50),
             baseline: only(py),
             ratio: p50 / py,
-            floor: None,
+            floor: before.zip(after).map(|(before, after)| Floor { before, after }),
             samples: n * kit.settings().alternations as u64,
             same_cpu: None,
         })
