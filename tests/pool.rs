@@ -570,6 +570,15 @@ fn a_panicking_callback_loses_no_result_and_runs_the_other_callbacks() {
     });
     assert_eq!(r.get().unwrap(), 16);
     assert_eq!(ran.load(Ordering::SeqCst), 1, "the callbacks ran before get returned");
+    // Registered after the result came, callbacks run at once here: one
+    // that panics is ignored here too (the task may well have finished
+    // before the first two were registered: CI saw that race).
+    r.on_success(|_| panic!("a late callback that panics"));
+    let counted = ran.clone();
+    r.on_success(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 2, "the late callback ran at once");
     // The pool goes on: its thread survived the panic.
     assert_eq!(p.map(square, 0..100, Some(1)).unwrap().len(), 100);
     p.close();

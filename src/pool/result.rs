@@ -182,7 +182,7 @@ impl Slot {
             }
             drop(s);
             for callback in callbacks {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(self)));
+                self.run(callback);
             }
             s = self.lock();
         }
@@ -259,7 +259,16 @@ impl Slot {
             return;
         }
         drop(s);
-        f(self);
+        self.run(f);
+    }
+
+    /// Runs one callback, here and now. One that panics is ignored (the
+    /// panic hook prints its message), as Python's `concurrent.futures`
+    /// logs and ignores a callback's exception: whether it ran in the
+    /// pool's thread or at once in the caller's, because the result was
+    /// already there, depends only on timing.
+    fn run(&self, f: Callback) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
     }
 
     /// Registers `waker` unless the outcome is there: whether it is.
@@ -362,7 +371,8 @@ impl<R: 'static> AsyncResult<R> {
 
     /// Calls `f` with the result once the task succeeds (exactly once; at
     /// once, here, if it already has; in the pool's thread otherwise).
-    /// Nothing happens if it fails.
+    /// Nothing happens if it fails. A callback that panics is ignored
+    /// (the panic hook prints its message), wherever it runs.
     pub fn on_success(&self, f: impl FnOnce(R) + Send + 'static) -> &Self {
         let decode = self.decode;
         self.slot.on_done(Box::new(move |slot| {
@@ -431,7 +441,9 @@ impl<R: 'static> Future<R> {
     }
 
     /// Calls `f` with this future once it is done, whether it succeeded or
-    /// not (exactly once; at once, here, if it is done already).
+    /// not (exactly once; at once, here, if it is done already). A callback
+    /// that panics is ignored (the panic hook prints its message), as
+    /// Python logs and ignores a callback's exception.
     pub fn add_done_callback(&self, f: impl FnOnce(&Future<R>) + Send + 'static) {
         let me = self.clone();
         self.0.slot.on_done(Box::new(move |_| f(&me)));
