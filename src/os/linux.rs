@@ -319,11 +319,23 @@ pub(crate) fn fork_generation() -> u64 {
 static REGISTER_AT_FORK: extern "C" fn() = register_at_fork;
 
 extern "C" fn register_at_fork() {
-    // SAFETY: registers a handler that only performs an atomic increment,
-    // which is async-signal-safe as a fork child handler must be.
+    // SAFETY: registers a prepare handler (run in the forking thread before
+    // the fork, where anything goes) and a child handler that only performs
+    // atomic stores, which are async-signal-safe as a fork child handler
+    // must be.
     unsafe {
-        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        libc::pthread_atfork(Some(before_fork), None, Some(after_fork_in_child));
     }
+}
+
+/// Settles the process's lazily computed values before any fork, by the
+/// crate or not: a value another thread is computing at the fork would stay
+/// "being computed" for ever in the child, and the child's first use of it
+/// would hang (a pool worker forked while another thread computed the
+/// executable's identity did, once in about a hundred test runs). Here the
+/// forking thread waits for that computation to end, or makes it itself.
+extern "C" fn before_fork() {
+    let _ = exe_identity();
 }
 
 extern "C" fn after_fork_in_child() {
@@ -506,6 +518,33 @@ mod tests {
     }
 
     #[test]
+    fn a_forked_child_finds_the_executables_identity_computed() {
+        // Whether or not this process computed it before, any fork settles
+        // it first (a child must never find it half computed). Meaningful
+        // when this test runs first in its process (run it alone).
+        // SAFETY: fork has no memory-safety preconditions; the child only
+        // looks at the cell and leaves with _exit.
+        match unsafe { libc::fork() } {
+            -1 => panic!("fork: {}", io::Error::last_os_error()),
+            0 => {
+                let missing = EXE_IDENTITY.get().is_none();
+                // SAFETY: _exit ends the forked child at once, running no
+                // destructors or handlers of the copied test harness.
+                unsafe { libc::_exit(i32::from(missing)) }
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waits for our own child; `status` is a valid out pointer.
+                assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "the child found the identity not yet computed ({status:#x})"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn futex_wait_times_out_and_sees_changed_values() {
         let w = AtomicU32::new(7);
         assert_eq!(futex_wait(&w, 8, None), FutexWait::Woken);
@@ -678,14 +717,15 @@ pub(crate) fn adopt_fd(fd: std::os::fd::RawFd) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
+/// [`exe_identity`], computed once (and before any fork: [`before_fork`]).
+static EXE_IDENTITY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
 /// An identity of the running executable that changes whenever its code does:
 /// the GNU build-id note if the linker wrote one (found in memory, no file
 /// read), else the device, inode, size and modification time of
 /// `/proc/self/exe`.
 pub(crate) fn exe_identity() -> &'static [u8] {
-    use std::sync::OnceLock;
-    static ID: OnceLock<Vec<u8>> = OnceLock::new();
-    ID.get_or_init(|| {
+    EXE_IDENTITY.get_or_init(|| {
         build_id().unwrap_or_else(|| {
             let mut id = b"stat:".to_vec();
             if let Ok(st) = rustix::fs::stat("/proc/self/exe") {
