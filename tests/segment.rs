@@ -66,7 +66,7 @@ impl Header {
 /// in use) and is removed on drop.
 struct Forged {
     name: String,
-    _file: File,
+    file: File,
 }
 
 impl Forged {
@@ -80,7 +80,7 @@ impl Forged {
             .open(shm_path(&name))
             .expect("create forged segment");
         file.write_all(contents).unwrap();
-        Forged { name, _file: file }
+        Forged { name, file }
     }
 
     /// A header followed by `payload` zero bytes.
@@ -153,7 +153,7 @@ fn create_twice_is_already_exists() {
 #[test]
 fn invalid_names_are_refused_before_any_system_call() {
     let long = "x".repeat(MAX_NAME_LEN + 1);
-    for bad in ["a/b", "..", "", long.as_str(), "/abs", "a..b", "sp ace", "nul\0x", "tab\t", "é"] {
+    for bad in ["a/b", "..", ".", ".hidden", "", long.as_str(), "/abs", "a..b", "sp ace", "nul\0x", "tab\t", "é"] {
         for e in [
             Segment::create(bad, 8).unwrap_err(),
             Segment::open(bad).unwrap_err(),
@@ -660,4 +660,100 @@ fn garbage_lock_word_naming_a_live_task_respects_timeouts() {
     assert_eq!(codes, [0], "{}", children[0].describe());
     drop((lock, rlock, barrier));
     assert_no_leftovers("seg-liveword");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile files under a name (a same-user peer, or another user)
+// ---------------------------------------------------------------------------
+
+/// Whether `e` is the I/O error of an open, with `needle` in its message.
+fn open_refused(e: &Error, needle: &str) -> bool {
+    matches!(e, Error::Io { op: "shm_open", source } if source.to_string().contains(needle))
+}
+
+#[test]
+fn a_symbolic_link_planted_under_a_name_is_never_followed() {
+    let target = Lock::create(&unique_name("seg-link-target")).unwrap();
+    let link = unique_name("seg-link");
+    let remove = common::RemoveOnDrop(vec![link.clone()]);
+    std::os::unix::fs::symlink(shm_path(target.name().unwrap()), shm_path(&link)).unwrap();
+    for e in [Lock::open(&link).unwrap_err(), Segment::open(&link).unwrap_err()] {
+        assert!(open_refused(&e, "symbolic links"), "{e}");
+    }
+    // cleanup() leaves the link alone (it is not a segment of ours).
+    let report = shmproc::cleanup().unwrap();
+    assert!(!report.removed.contains(&link), "{report:?}");
+    assert!(shm_path(&link).symlink_metadata().is_ok());
+    drop((target, remove));
+    assert_no_leftovers("seg-link");
+}
+
+#[test]
+fn a_segment_file_of_another_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: only root can give a file to another user here");
+        return;
+    }
+    let lock = Lock::create(&unique_name("seg-foreign")).unwrap();
+    let name = lock.name().unwrap().to_owned();
+    Lock::open(&name).unwrap();
+    // The same bytes, but the file is now another user's (nobody's).
+    std::os::unix::fs::chown(shm_path(&name), Some(65534), Some(65534)).unwrap();
+    for e in [Lock::open(&name).unwrap_err(), Segment::open(&name).unwrap_err()] {
+        assert!(open_refused(&e, "belongs to user 65534"), "{e}");
+    }
+    drop(lock);
+    assert_no_leftovers("seg-foreign");
+}
+
+#[test]
+fn a_peer_holding_an_exclusive_flock_makes_open_fail_not_hang() {
+    // A file no shmproc handle holds (each holds a shared flock, so none
+    // could be taken exclusively): a peer made it and keeps it locked.
+    let f = Forged::new("seg-flock", &Header::good(Kind::Raw, 8).bytes());
+    let name = f.name.clone();
+    // SAFETY: flock on a descriptor the forged file owns.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f.file), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let opener = std::thread::spawn(move || {
+        let started = Instant::now();
+        (Segment::open(&name).map(drop), started.elapsed())
+    });
+    let (outcome, took) = common::join_thread(opener);
+    let e = outcome.unwrap_err();
+    assert!(open_refused(&e, "exclusive lock"), "{e}");
+    assert!(took >= Duration::from_secs(2), "gave up after {took:?}, before its 2 s");
+    // Once the peer lets go, the open gets past the lock (to the header,
+    // which says 8 payload bytes where the file has none).
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f.file), libc::LOCK_UN) }, 0);
+    expect_mismatch(Segment::open(&f.name), "segment length", "64 + 8", "64 bytes");
+    drop(f);
+    assert_no_leftovers("seg-flock");
+}
+
+#[test]
+fn a_huge_file_behind_a_small_segment_is_never_mapped_whole() {
+    let lock = Lock::create(&unique_name("seg-huge")).unwrap();
+    let name = lock.name().unwrap().to_owned();
+    // A peer grows the file to 1 GiB (sparse): only the header and the
+    // payload it names are ours to map, and nothing is faulted in beyond.
+    std::fs::OpenOptions::new().write(true).open(shm_path(&name)).unwrap().set_len(1 << 30).unwrap();
+    let opened = Lock::open(&name).unwrap();
+    drop(opened.lock().unwrap());
+    let path = shm_path(&name).to_string_lossy().into_owned();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let sizes: Vec<u64> = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(5) == Some(path.as_str()))
+        .map(|l| {
+            let range = l.split_whitespace().next().unwrap();
+            let (from, to) = range.split_once('-').unwrap();
+            u64::from_str_radix(to, 16).unwrap() - u64::from_str_radix(from, 16).unwrap()
+        })
+        .collect();
+    assert!(!sizes.is_empty(), "the segment is mapped");
+    assert!(sizes.iter().all(|&s| s <= 1 << 20), "mappings of {sizes:?} bytes for a lock");
+    drop((opened, lock));
+    assert_no_leftovers("seg-huge");
 }

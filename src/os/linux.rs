@@ -197,13 +197,56 @@ pub(crate) fn shm_link(fd: impl AsFd, name: &str) -> io::Result<()> {
     }
 }
 
-/// Opens the existing POSIX shared-memory object `/name` read-write.
-pub(crate) fn shm_open(name: &str) -> io::Result<OwnedFd> {
+/// How long opening a named segment waits for a process that holds an
+/// exclusive `flock` on it ([`shm_in_use`] does, for a moment).
+const OPEN_LOCK_WAIT: Duration = if cfg!(fuzzing) { Duration::from_millis(2) } else { Duration::from_secs(2) };
+
+/// Opens `/dev/shm/name` with `flags` as a segment file: never through a
+/// symbolic link (`O_NOFOLLOW`: a link planted under the name is refused,
+/// as glibc's `shm_open` refuses it), close-on-exec, and only a regular file
+/// owned by this process's effective user (a file another user made under
+/// the name, in the world-writable `/dev/shm`, is outside the trust
+/// boundary: its bytes would be a stranger's). `name` has been validated.
+fn open_segment_file(name: &str, flags: rustix::fs::OFlags) -> io::Result<OwnedFd> {
+    use rustix::fs::OFlags;
+    let path = format!("/dev/shm/{name}");
     let fd =
-        rustix::shm::open(format!("/{name}").as_str(), rustix::shm::OFlags::RDWR, Mode::empty()).map_err(io_err)?;
-    // See `shm_create`.
-    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared).map_err(io_err)?;
+        rustix::fs::open(path.as_str(), flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(io_err)?;
+    let st = rustix::fs::fstat(&fd).map_err(io_err)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{path} is not a regular file")));
+    }
+    if st.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{path} belongs to user {}, not to this process's user", st.st_uid),
+        ));
+    }
     Ok(fd)
+}
+
+/// Opens the existing POSIX shared-memory object `/name` read-write (see
+/// [`open_segment_file`]) and takes the shared `flock` that marks it in use
+/// (see [`shm_create`]), waiting at most [`OPEN_LOCK_WAIT`] for a process
+/// holding an exclusive one: a peer that holds it for ever makes the open
+/// fail, not hang.
+pub(crate) fn shm_open(name: &str) -> io::Result<OwnedFd> {
+    let fd = open_segment_file(name, rustix::fs::OFlags::RDWR)?;
+    let deadline = Deadline::after(OPEN_LOCK_WAIT);
+    loop {
+        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => return Ok(fd),
+            Err(Errno::INTR) => {}
+            Err(Errno::WOULDBLOCK) if !deadline.has_passed() => std::thread::sleep(Duration::from_millis(1)),
+            Err(Errno::WOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("another process has held an exclusive lock on /dev/shm/{name} for {OPEN_LOCK_WAIT:?}"),
+                ));
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+    }
 }
 
 /// Removes the name `/name`; mappings that exist stay valid.
@@ -222,6 +265,13 @@ pub(crate) fn file_len(fd: impl AsFd) -> io::Result<u64> {
 pub(crate) fn map_shared(fd: impl AsFd, len: usize) -> io::Result<MmapRaw> {
     use std::os::fd::AsRawFd;
     MmapOptions::new().len(len).populate().map_raw(fd.as_fd().as_raw_fd())
+}
+
+/// Maps `len` bytes of `fd` `MAP_SHARED` read-write, without pre-faulting:
+/// pages come in as they are touched.
+pub(crate) fn map_shared_lazily(fd: impl AsFd, len: usize) -> io::Result<MmapRaw> {
+    use std::os::fd::AsRawFd;
+    MmapOptions::new().len(len).map_raw(fd.as_fd().as_raw_fd())
 }
 
 /// The names under `/dev/shm` (the POSIX shared-memory namespace).
@@ -249,7 +299,7 @@ pub(crate) fn shm_in_use(name: &str) -> bool {
     // Every shmproc handle holds a shared flock on its open file description
     // (see `shm_create`); an exclusive non-blocking one succeeds only when no
     // process holds the segment open. Our own probe fd is a new description.
-    let Ok(fd) = rustix::shm::open(format!("/{name}").as_str(), rustix::shm::OFlags::RDONLY, Mode::empty()) else {
+    let Ok(fd) = open_segment_file(name, rustix::fs::OFlags::RDONLY) else {
         return true;
     };
     if rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {

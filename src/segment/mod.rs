@@ -32,6 +32,11 @@ use crate::os::{self, Deadline};
 /// Longest accepted segment name, in bytes (well under the 255 of `NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 200;
 
+/// Segments up to this many bytes are pre-faulted when opened (as when
+/// created); larger ones fault their pages in as they are touched, so that
+/// opening a peer's huge segment costs nothing before it is used.
+const POPULATE_LIMIT: usize = 64 << 20;
+
 /// How long [`Segment::open`] waits for a live creator to finish initialising.
 const INIT_WAIT: Duration = if cfg!(fuzzing) { Duration::from_millis(3) } else { Duration::from_secs(2) };
 /// How long it waits while the header does not even name its creator yet (the
@@ -86,8 +91,9 @@ impl fmt::Debug for Segment {
 }
 
 /// Checks a segment name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits,
-/// `_`, `-` and `.`, and never `..` (no `/` can appear, so no name escapes
-/// `/dev/shm`).
+/// `_`, `-` and `.`, not starting with `.` (so neither `.` nor `..`, the
+/// directory and its parent, nor a hidden name) and never `..` (no `/` can
+/// appear, so no name escapes `/dev/shm`).
 pub(crate) fn validate_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         Some("empty")
@@ -95,6 +101,8 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
         Some("longer than 200 bytes")
     } else if name.contains('/') {
         Some("contains '/'")
+    } else if name.starts_with('.') {
+        Some("starts with '.'")
     } else if name.contains("..") {
         Some("contains '..'")
     } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
@@ -359,10 +367,12 @@ impl Segment {
                 format!("{file_len} bytes"),
             ));
         }
-        let map_len = usize::try_from(file_len).map_err(|_| Error::InvalidArgument { what: "segment too large" })?;
-        let map = os::map_shared(&fd, map_len).map_err(|e| Error::io("mmap", e))?;
+        // The header alone first, not pre-faulted: the file's length is the
+        // peer's word, and a huge (sparse) file must not cost memory or time
+        // before its header says how much of it is ours to map.
+        let header = os::map_shared_lazily(&fd, HEADER_LEN).map_err(|e| Error::io("mmap", e))?;
         let mut seg = Segment {
-            map,
+            map: header,
             fd,
             name,
             kind: expect.kind,
@@ -372,7 +382,17 @@ impl Segment {
         };
         let snap = seg.wait_ready()?;
         snap.validate(file_len, expect)?;
-        // validate() proved HEADER_LEN + payload_len <= file_len == map_len.
+        // validate() proved HEADER_LEN + payload_len <= file_len; the bytes
+        // past them are never mapped. The header is read again through the
+        // new mapping: what was validated is the snapshot, and every later
+        // read of the header or the payload is checked where it is used.
+        let total = HEADER_LEN + snap.payload_len as usize;
+        seg.map = if total <= POPULATE_LIMIT {
+            os::map_shared(&seg.fd, total)
+        } else {
+            os::map_shared_lazily(&seg.fd, total)
+        }
+        .map_err(|e| Error::io("mmap", e))?;
         seg.len = snap.payload_len as usize;
         Ok(seg)
     }
@@ -767,7 +787,7 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        for bad in ["", "a/b", "..", "a..b", "sp ace", "nul\0", &"x".repeat(201)] {
+        for bad in ["", "a/b", "..", ".", ".hidden", "a..b", "sp ace", "nul\0", &"x".repeat(201)] {
             assert!(matches!(validate_name(bad), Err(Error::InvalidName { .. })), "{bad:?}");
         }
         for good in ["a", "shmproc-test_1.x", &"x".repeat(200)] {
