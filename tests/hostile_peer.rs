@@ -1,0 +1,290 @@
+//! A hostile peer (SPEC §3): for each shared type, a child scribbles random
+//! and aimed words into the live segment while this process keeps operating
+//! it. This process must never crash, read or write out of bounds, or wait
+//! past a timeout (each row runs under a watchdog): it gets `Corrupt` errors
+//! or in-bounds data. The queues have their own, deeper scribbler tests
+//! (in `tests/queue.rs` and `tests/object_queue.rs`); this file covers the
+//! other types.
+//!
+//! The objects are anonymous. The scribbler is forked after the object is
+//! made, so it maps the same memfd: it finds every `memfd:shmproc` mapping
+//! in its `/proc/self/maps` (this binary has one test, so the row's object
+//! is the only one) and writes through it.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Watchdog, XorShift, fork_child};
+use shmproc::{Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, LockError, RLock, Semaphore, pipe};
+
+/// Operations per type.
+const OPS: u32 = 1500;
+/// Every timed operation's timeout.
+const T: Duration = Duration::from_millis(1);
+
+/// The anonymous shmproc segments this process maps: (address, length).
+fn segments() -> Vec<(usize, usize)> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with("/memfd:shmproc (deleted)"))
+        .map(|l| {
+            let (from, to) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+            let from = usize::from_str_radix(from, 16).unwrap();
+            (from, usize::from_str_radix(to, 16).unwrap() - from)
+        })
+        .collect()
+}
+
+/// Forks a child that writes garbage into every anonymous segment, for
+/// ever: random words, small numbers, zeros, all ones, and thread ids (ours,
+/// its own, a ghost) where lock words live. Mostly the payload; one write in
+/// ten lands in the header, which a handle validated once and must not
+/// trust again.
+fn scribbler(seed: u64) -> common::Child {
+    let victim = std::process::id() as u64;
+    fork_child(move || {
+        // Each segment's own length, read from its header before any
+        // scribbling (the mapping is a whole number of pages).
+        let segs: Vec<(usize, usize)> = segments()
+            .into_iter()
+            .map(|(base, mapped)| {
+                // SAFETY: the header's payload length word, at offset 24 of
+                // a live mapping of at least one page.
+                let payload = unsafe { AtomicU64::from_ptr((base + 24) as *mut u64).load(Ordering::Relaxed) };
+                (base, (64 + payload as usize).min(mapped))
+            })
+            .collect();
+        assert!(!segs.is_empty(), "no segment to scribble");
+        let mut rng = XorShift::new(seed);
+        for i in 0u64.. {
+            let r = rng.next_u64();
+            let (base, len) = segs[(r % segs.len() as u64) as usize];
+            let words = len / 8;
+            let word = if (r >> 8) % 16 == 0 || words <= 8 {
+                (r >> 12) as usize % 8
+            } else {
+                8 + (r >> 12) as usize % (words - 8)
+            };
+            let v = match (r >> 40) % 8 {
+                0 => rng.next_u64(),
+                1 => rng.next_u64() % 4,
+                2 => 0,
+                3 => u64::MAX,
+                4 => victim,
+                5 => u64::from(std::process::id()),
+                6 => 0x3f_ffff, // a ghost tid
+                _ => rng.next_u64() & 0xffff_ffff,
+            };
+            // SAFETY: `base + 8 * word` lies in a live shared mapping of
+            // this process (found in /proc/self/maps; the parent keeps the
+            // object, so the mapping stays), 8-aligned; an atomic store
+            // races only with the parent's atomic accesses.
+            unsafe { AtomicU64::from_ptr((base + 8 * word) as *mut u64).store(v, Ordering::Relaxed) };
+            if i % 64 == 0 {
+                std::thread::yield_now();
+            }
+        }
+        0
+    })
+}
+
+/// Tally of one row.
+#[derive(Default, Debug)]
+struct Tally {
+    ok: u32,
+    corrupt: u32,
+    other: u32,
+}
+
+impl Tally {
+    #[allow(clippy::needless_pass_by_value, reason = "takes each operation's result as it comes")]
+    fn result<T>(&mut self, r: Result<T, Error>) {
+        match r {
+            Ok(_) => self.ok += 1,
+            Err(Error::Corrupt { .. }) => self.corrupt += 1,
+            Err(_) => self.other += 1,
+        }
+    }
+
+    fn lock<G>(&mut self, r: Result<G, LockError<G>>) {
+        match r {
+            Ok(_) | Err(LockError::OwnerDied(_)) => self.ok += 1,
+            Err(LockError::Failed(e)) => self.result::<()>(Err(e)),
+        }
+    }
+
+    fn flag(&mut self, good: bool) {
+        if good {
+            self.ok += 1;
+        } else {
+            self.other += 1;
+        }
+    }
+}
+
+/// Runs `op` `OPS` times while a scribbler writes into the object's segment.
+fn under_fire(what: &'static str, seed: u64, mut op: impl FnMut(&mut XorShift, &mut Tally)) -> Tally {
+    let _w = Watchdog::new(move || common::abort_hung("hostile_peer", what));
+    let mut s = scribbler(seed);
+    let mut rng = XorShift::new(seed ^ 0x9e37);
+    let mut tally = Tally::default();
+    for _ in 0..OPS {
+        op(&mut rng, &mut tally);
+    }
+    assert!(s.try_wait().is_none(), "{what}: the scribbler stopped: {}", s.describe());
+    s.kill();
+    tally
+}
+
+#[test]
+#[allow(clippy::too_many_lines, reason = "one short block per type, in one test so that only its object is mapped")]
+fn every_type_under_a_scribbling_peer_gives_errors_or_data_never_a_crash_or_hang() {
+    let mut report = Vec::new();
+    for seed in 1..=2u64 {
+        let lock = Lock::new().unwrap();
+        report.push((
+            "Lock",
+            under_fire("lock", seed, |rng, t| match rng.next_u64() % 3 {
+                0 => t.lock(lock.try_lock()),
+                1 => t.lock(lock.lock_timeout(T)),
+                _ => {
+                    let _ = (lock.is_locked(), lock.is_owned_by_current_thread());
+                    t.ok += 1;
+                }
+            }),
+        ));
+        drop(lock);
+
+        let rlock = RLock::new().unwrap();
+        report.push((
+            "RLock",
+            under_fire("rlock", seed, |rng, t| match rng.next_u64() % 3 {
+                0 => t.lock(rlock.try_lock()),
+                1 => match rlock.acquire(true, Some(T)) {
+                    Ok(true) => t.result(rlock.release()),
+                    other => t.result(other),
+                },
+                _ => {
+                    let _ = (rlock.depth(), rlock.is_locked());
+                    t.ok += 1;
+                }
+            }),
+        ));
+        drop(rlock);
+
+        let sem = Semaphore::new(2).unwrap();
+        let bsem = BoundedSemaphore::new(2).unwrap();
+        report.push((
+            "Semaphore, BoundedSemaphore",
+            under_fire("semaphore", seed, |rng, t| match rng.next_u64() % 6 {
+                0 => t.flag(sem.try_acquire()),
+                1 => t.flag(sem.acquire_timeout(T)),
+                2 => t.result(sem.release()),
+                3 => t.flag(bsem.acquire_timeout(T)),
+                4 => t.result(bsem.release()),
+                _ => {
+                    let _ = (sem.get_value(), bsem.get_value());
+                    t.ok += 1;
+                }
+            }),
+        ));
+        drop((sem, bsem));
+
+        let event = Event::new().unwrap();
+        report.push((
+            "Event",
+            under_fire("event", seed, |rng, t| match rng.next_u64() % 4 {
+                0 => {
+                    event.set();
+                    t.ok += 1;
+                }
+                1 => {
+                    event.clear();
+                    t.ok += 1;
+                }
+                2 => t.result(event.is_set()),
+                _ => t.result(event.wait_timeout(T)),
+            }),
+        ));
+        drop(event);
+
+        let cond = Condition::new().unwrap();
+        report.push((
+            "Condition",
+            under_fire("condition", seed, |rng, t| match cond.lock_timeout(T) {
+                Ok(mut g) | Err(LockError::OwnerDied(mut g)) => match rng.next_u64() % 3 {
+                    0 => t.result(g.wait_timeout(T)),
+                    1 => t.result(g.notify(1)),
+                    _ => t.result(g.notify_all()),
+                },
+                Err(LockError::Failed(e)) => t.result::<()>(Err(e)),
+            }),
+        ));
+        drop(cond);
+
+        let barrier = Barrier::new(2).unwrap();
+        report.push((
+            "Barrier",
+            under_fire("barrier", seed, |rng, t| match rng.next_u64() % 4 {
+                0 => t.result(barrier.wait_timeout(T)),
+                1 => t.result(barrier.reset()),
+                2 => t.result(barrier.abort()),
+                _ => {
+                    let _ = (barrier.n_waiting(), barrier.broken());
+                    t.ok += 1;
+                }
+            }),
+        ));
+        drop(barrier);
+
+        let array = Array::<i64>::new(16).unwrap();
+        report.push((
+            "Array<i64>",
+            under_fire("array", seed, |rng, t| {
+                let i = (rng.next_u64() % 20) as usize; // some past the end
+                match rng.next_u64() % 6 {
+                    0 => t.flag(array.get(i).is_some() == (i < array.len())),
+                    1 if i < array.len() => {
+                        array.store(i, 7);
+                        t.ok += 1;
+                    }
+                    2 if i < array.len() => {
+                        array.fetch_add(i, 1);
+                        t.ok += 1;
+                    }
+                    3 => t.result(array.to_vec().map(|v| assert_eq!(v.len(), 16))),
+                    4 => t.lock(array.lock_timeout(T)),
+                    _ => t.result(array.copy_from_slice(&[1; 16])),
+                }
+            }),
+        ));
+        drop(array);
+
+        // A pipe with messages in both directions. Only timed reads and
+        // polls: a send has no timeout (as in Python), and would wait for
+        // room for as long as the reader lives, here this very process.
+        let (a, b) = pipe().unwrap();
+        for i in 0..50u64 {
+            a.send(&i).unwrap();
+            b.send_bytes(&[i as u8; 100]).unwrap();
+        }
+        report.push((
+            "Connection",
+            under_fire("pipe", seed, |rng, t| match rng.next_u64() % 4 {
+                0 => t.result(b.recv_timeout::<u64>(T)),
+                1 => t.result(a.recv_bytes_timeout(T)),
+                2 => t.result(b.poll(Some(T))),
+                _ => t.result(a.poll(Some(T))),
+            }),
+        ));
+        drop(b);
+        drop(a);
+    }
+    for (what, tally) in &report {
+        assert_eq!(tally.ok + tally.corrupt + tally.other, OPS, "{what}");
+    }
+    eprintln!("under a scribbling peer (ok, Corrupt, other errors): {report:?}");
+}
