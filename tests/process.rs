@@ -651,3 +651,35 @@ fn a_forked_child_and_its_parent_share_no_fork_server_replies() {
          {child_mismatches} in its forked child, out of {ROUNDS} each)"
     );
 }
+
+/// Takes `lock`, says so, and holds it.
+fn take_and_hold((lock, held): (Lock, Event)) {
+    let _g = lock.lock().unwrap();
+    held.set();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// In a spawned child (whose whole life runs in the crate's startup
+/// constructor): forks a grandchild that takes `lock`; true if this process
+/// then sees the lock as someone else's, as it is.
+fn fork_from_a_spawned_child(lock: Lock) -> bool {
+    let held = Event::new().unwrap();
+    let mut p = Process::builder().start_method(StartMethod::Fork).target(take_and_hold, (lock.clone(), held.clone()));
+    p.start().unwrap();
+    assert!(held.wait_timeout(Duration::from_secs(10)).unwrap(), "the grandchild never took the lock");
+    let mine = lock.is_owned_by_current_thread();
+    p.kill().unwrap();
+    let _ = p.join();
+    !mine
+}
+
+#[test]
+fn a_spawned_child_that_forks_gives_its_child_an_identity_of_its_own() {
+    // The fork handlers must be registered before a spawned child's target
+    // runs (in the startup constructor, whose order against the handlers'
+    // follows the link): without the child handler, the grandchild took
+    // the lock under its parent's cached thread id.
+    let lock = Lock::new().unwrap();
+    let mut p = start_fn(StartMethod::Spawn, fork_from_a_spawned_child, lock.clone());
+    assert!(join_ok(&mut p), "the spawned child saw its own child's lock as its own");
+}

@@ -360,19 +360,35 @@ pub(crate) fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
-/// Registers [`after_fork_in_child`] when the program is loaded, before any
-/// thread exists. (Registering lazily under a `Once` is not fork-safe: a fork
-/// while another thread is inside the `Once` leaves it "running" forever in the
-/// child, whose first `current_task` then hangs.)
+/// Registers the fork handlers ([`before_fork`], [`after_fork_in_child`])
+/// when the program is loaded, before any thread exists. (Registering lazily
+/// under a `Once` is not fork-safe: a fork while another thread is inside
+/// the `Once` leaves it "running" forever in the child, whose first
+/// `current_task` then hangs.) The order of `.init_array` entries follows
+/// the link, so the crate's other constructor (a spawned child's or a fork
+/// server's startup, which runs for the process's whole life and forks)
+/// calls [`register_fork_handlers`] first too.
 #[used]
 #[unsafe(link_section = ".init_array")]
 static REGISTER_AT_FORK: extern "C" fn() = register_at_fork;
 
 extern "C" fn register_at_fork() {
+    register_fork_handlers();
+}
+
+/// Whether the fork handlers are registered (both callers run before
+/// `main`, on the one thread there is).
+static FORK_HANDLERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Registers the fork handlers, once.
+pub(crate) fn register_fork_handlers() {
+    if FORK_HANDLERS.swap(true, Ordering::Relaxed) {
+        return;
+    }
     // SAFETY: registers a prepare handler (run in the forking thread before
-    // the fork, where anything goes) and a child handler that only performs
-    // atomic stores, which are async-signal-safe as a fork child handler
-    // must be.
+    // the fork; see `before_fork` for what it may do) and a child handler
+    // that only performs atomic stores, which are async-signal-safe as a
+    // fork child handler must be.
     unsafe {
         libc::pthread_atfork(Some(before_fork), None, Some(after_fork_in_child));
     }
@@ -384,9 +400,23 @@ extern "C" fn register_at_fork() {
 /// would hang (a pool worker forked while another thread computed the
 /// executable's identity did, once in about a hundred test runs). Here the
 /// forking thread waits for that computation to end, or makes it itself.
+///
+/// What it may do is narrow: the computation must never fork, and must take
+/// no lock that a thread may hold across a fork (the crate's forks hold the
+/// process registry, the fork server's lock and the manager clients' locks);
+/// on the process's first fork it allocates, so a fork from a signal handler
+/// that interrupted that same computation would deadlock. After the first
+/// fork it is one atomic load.
 extern "C" fn before_fork() {
     let _ = exe_identity();
+    #[cfg(test)]
+    BEFORE_FORK_RUNS.fetch_add(1, Ordering::Relaxed);
 }
+
+/// How many times [`before_fork`] ran (unit tests check it runs on every
+/// fork).
+#[cfg(test)]
+static BEFORE_FORK_RUNS: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn after_fork_in_child() {
     // Async-signal-safe: one atomic increment and one store.
@@ -570,8 +600,12 @@ mod tests {
     #[test]
     fn a_forked_child_finds_the_executables_identity_computed() {
         // Whether or not this process computed it before, any fork settles
-        // it first (a child must never find it half computed). Meaningful
-        // when this test runs first in its process (run it alone).
+        // it first (a child must never find it half computed): the prepare
+        // handler is registered and runs on every fork. (That the child
+        // finds the identity computed is meaningful when this test runs
+        // first in its process; the count is meaningful in any order.)
+        assert!(FORK_HANDLERS.load(Ordering::Relaxed), "the fork handlers were never registered");
+        let runs = BEFORE_FORK_RUNS.load(Ordering::Relaxed);
         // SAFETY: fork has no memory-safety preconditions; the child only
         // looks at the cell and leaves with _exit.
         match unsafe { libc::fork() } {
@@ -590,6 +624,8 @@ mod tests {
                     libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
                     "the child found the identity not yet computed ({status:#x})"
                 );
+                // Other tests may fork meanwhile: at least ours counted.
+                assert!(BEFORE_FORK_RUNS.load(Ordering::Relaxed) > runs, "the prepare handler did not run");
             }
         }
     }

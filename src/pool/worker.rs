@@ -217,17 +217,25 @@ static IN_WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// worker forked from a threaded process must not print: the hook would
 /// take stderr's lock, which another thread of the parent may have held at
 /// the fork, and wait for ever. The pool calls this before it starts
-/// workers, so forked ones inherit it (`Once` is a word, no lock); a
-/// spawned worker, a fresh process, installs it itself.
+/// workers, so forked ones inherit it; a spawned worker, a fresh process,
+/// installs it itself. It runs with no fork of the crate's under way
+/// ([`crate::process::without_forks`]): a child forked while another thread
+/// held std's hook lock to write the hook, or stood inside the `Once`,
+/// would inherit them held and hang at its first panic, or its first pool.
 pub(crate) fn install_quiet_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !IN_WORKER.load(std::sync::atomic::Ordering::Relaxed) {
-                previous(info);
-            }
-        }));
+    if ONCE.is_completed() {
+        return;
+    }
+    crate::process::without_forks(|| {
+        ONCE.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !IN_WORKER.load(std::sync::atomic::Ordering::Relaxed) {
+                    previous(info);
+                }
+            }));
+        });
     });
 }
 

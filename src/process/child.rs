@@ -124,6 +124,8 @@ static STARTUP_HOOK: extern "C" fn() = startup_hook;
 /// server serves here until its client goes away. Any other process returns at
 /// once (one environment look-up).
 extern "C" fn startup_hook() {
+    // Before anything here can fork (see `os::register_fork_handlers`).
+    os::register_fork_handlers();
     if let Some(value) = take_env(SPAWN_ENV) {
         let code = match parse_fds(&value).and_then(|fds| run_child(fds, Parent::Direct)) {
             Ok(code) => code,

@@ -205,6 +205,14 @@ fn registry() -> std::sync::MutexGuard<'static, Vec<Registered>> {
     CHILDREN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Runs `f` while no fork of the crate's is under way in this process:
+/// `fork_child` holds the registry across its fork, so a child never sees
+/// what `f` does half done. `f` must not start a process.
+pub(crate) fn without_forks<R>(f: impl FnOnce() -> R) -> R {
+    let _held = registry();
+    f()
+}
+
 /// Reaps `pid` (blocking if asked) and returns its exit code once it has one.
 /// The code is kept in the registry for later callers.
 fn reap(pid: u32, block: bool) -> Result<Option<i32>> {
