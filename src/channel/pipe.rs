@@ -644,7 +644,7 @@ impl Connection {
     /// set aside. When the ring is empty, the turn it took is kept for the
     /// wait ([`LeanRead::Empty`]): a round trip's receiver is there before
     /// the message, and taking the lock again would cost it two locked
-    /// operations and two more looks.
+    /// operations and one more look.
     #[inline]
     fn recv_now(&self, out: &mut impl Sink, limit: Option<usize>) -> LeanRead<'_> {
         if !self.lean(self.readable) {

@@ -99,7 +99,7 @@ p50, lower is faster (below 0.1 shown with two significant digits and as a speed
 met = ratio ≤ target; same CPU (unpinned rows) = share of probe round trips answered from
 the driver's CPU, subject / baseline (1: the scheduler packed the pair on one CPU, 0:
 spread); spin floor = raw spin p50 on the cross_core CPUs just before → just after a
-spinning row (the host moves it between ~70 and ~400 ns).
+spinning row (the host moves it between ~60–100 ns and ~400–450 ns).
 Baselines: raw spin = two processes spinning on one shared cache line (no system call);
 raw futex = FUTEX_WAIT/FUTEX_WAKE on shared words, always waking, never spinning.
 ";
