@@ -155,15 +155,282 @@ pub(crate) fn encode_to<T: Serialize + ?Sized>(value: &T, mut sink: impl FnMut(&
     }
 }
 
-/// Decodes a `T` that must fill `bytes` exactly.
+/// How deep a decoded value may nest (sequences, maps, options, structs,
+/// enums, each a level). Decoding recurses once per level, so without a
+/// bound a peer's bytes that nest a recursive type a million deep would
+/// overflow the stack: an abort, not an error (found by the
+/// `peer_messages` fuzz target). `serde_json` stops at 128 too.
+pub(crate) const MAX_DEPTH: u32 = 128;
+
+/// Decodes a `T` that must fill `bytes` exactly, nested at most
+/// [`MAX_DEPTH`] deep.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     CUSTOM.with(|c| c.borrow_mut().take());
-    match postcard::take_from_bytes(bytes) {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let decoded = T::deserialize(depth::Limited { de: &mut de, left: MAX_DEPTH }).and_then(|v| Ok((v, de.finalize()?)));
+    match decoded {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Codec { detail: format!("{} trailing bytes after the value", rest.len()) }),
         Err(e) => Err(Error::Codec {
             detail: format!("decoding {} from {} bytes: {}", std::any::type_name::<T>(), bytes.len(), describe(&e)),
         }),
+    }
+}
+
+/// A deserializer that counts how deep the value nests and refuses to go
+/// past a bound: it wraps every nested deserializer, visitor and access a
+/// value's decoding goes through, so each level it enters costs one of
+/// `left`. Scalars pass straight through.
+mod depth {
+    use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+
+    /// A deserializer with `left` levels of nesting still allowed.
+    pub(super) struct Limited<D> {
+        pub(super) de: D,
+        pub(super) left: u32,
+    }
+
+    /// A visitor whose nested values get `left` levels.
+    struct Wrap<V> {
+        v: V,
+        left: u32,
+    }
+
+    /// A seed whose value gets `left` levels.
+    struct Seed<S> {
+        seed: S,
+        left: u32,
+    }
+
+    /// Sequence, map, enum and variant accesses whose values get `left`.
+    struct Access<A> {
+        a: A,
+        left: u32,
+    }
+
+    impl<D> Limited<D> {
+        /// One level down, or an error at the bound.
+        fn enter<'de, V>(self, v: V) -> Result<(D, Wrap<V>), D::Error>
+        where
+            D: Deserializer<'de>,
+        {
+            if self.left == 0 {
+                let msg = format!("the value nests deeper than {} levels", super::MAX_DEPTH);
+                super::note_custom(&msg);
+                return Err(de::Error::custom(msg));
+            }
+            Ok((self.de, Wrap { v, left: self.left - 1 }))
+        }
+    }
+
+    /// Scalar methods: no nesting, forwarded as they are.
+    macro_rules! scalars {
+        ($($method:ident)*) => {$(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+                self.de.$method(visitor)
+            }
+        )*};
+    }
+
+    /// Compound methods: one level down.
+    macro_rules! nested {
+        ($($method:ident)*) => {$(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+                let (de, v) = self.enter(visitor)?;
+                de.$method(v)
+            }
+        )*};
+    }
+
+    impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
+        type Error = D::Error;
+
+        scalars! {
+            deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+            deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128 deserialize_f32
+            deserialize_f64 deserialize_char deserialize_str deserialize_string deserialize_bytes
+            deserialize_byte_buf deserialize_unit deserialize_identifier
+        }
+        nested! { deserialize_any deserialize_option deserialize_seq deserialize_map deserialize_ignored_any }
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            self.de.deserialize_unit_struct(name, visitor)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            let (de, v) = self.enter(visitor)?;
+            de.deserialize_newtype_struct(name, v)
+        }
+
+        fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
+            let (de, v) = self.enter(visitor)?;
+            de.deserialize_tuple(len, v)
+        }
+
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            let (de, v) = self.enter(visitor)?;
+            de.deserialize_tuple_struct(name, len, v)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            let (de, v) = self.enter(visitor)?;
+            de.deserialize_struct(name, fields, v)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            let (de, v) = self.enter(visitor)?;
+            de.deserialize_enum(name, variants, v)
+        }
+
+        fn is_human_readable(&self) -> bool {
+            self.de.is_human_readable()
+        }
+    }
+
+    /// Scalar visits: forwarded as they are.
+    macro_rules! visits {
+        ($($method:ident($t:ty))*) => {$(
+            fn $method<E: de::Error>(self, value: $t) -> Result<V::Value, E> {
+                self.v.$method(value)
+            }
+        )*};
+    }
+
+    impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
+        type Value = V::Value;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.v.expecting(f)
+        }
+
+        visits! {
+            visit_bool(bool) visit_i8(i8) visit_i16(i16) visit_i32(i32) visit_i64(i64) visit_i128(i128)
+            visit_u8(u8) visit_u16(u16) visit_u32(u32) visit_u64(u64) visit_u128(u128) visit_f32(f32)
+            visit_f64(f64) visit_char(char) visit_str(&str) visit_borrowed_str(&'de str) visit_string(String)
+            visit_bytes(&[u8]) visit_borrowed_bytes(&'de [u8]) visit_byte_buf(Vec<u8>)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+            self.v.visit_none()
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+            self.v.visit_unit()
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
+            self.v.visit_some(Limited { de, left: self.left })
+        }
+
+        fn visit_newtype_struct<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
+            self.v.visit_newtype_struct(Limited { de, left: self.left })
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
+            self.v.visit_seq(Access { a, left: self.left })
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
+            self.v.visit_map(Access { a, left: self.left })
+        }
+
+        fn visit_enum<A: EnumAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
+            self.v.visit_enum(Access { a, left: self.left })
+        }
+    }
+
+    impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
+        type Value = S::Value;
+
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<S::Value, D::Error> {
+            self.seed.deserialize(Limited { de, left: self.left })
+        }
+    }
+
+    impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<A> {
+        type Error = A::Error;
+
+        fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
+            self.a.next_element_seed(Seed { seed, left: self.left })
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            self.a.size_hint()
+        }
+    }
+
+    impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<A> {
+        type Error = A::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+            self.a.next_key_seed(Seed { seed, left: self.left })
+        }
+
+        fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+            self.a.next_value_seed(Seed { seed, left: self.left })
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            self.a.size_hint()
+        }
+    }
+
+    impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Access<A> {
+        type Error = A::Error;
+        type Variant = Access<A::Variant>;
+
+        fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
+            let left = self.left;
+            let (value, variant) = self.a.variant_seed(Seed { seed, left })?;
+            Ok((value, Access { a: variant, left }))
+        }
+    }
+
+    impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Access<A> {
+        type Error = A::Error;
+
+        fn unit_variant(self) -> Result<(), A::Error> {
+            self.a.unit_variant()
+        }
+
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+            self.a.newtype_variant_seed(Seed { seed, left: self.left })
+        }
+
+        fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+            self.a.tuple_variant(len, Wrap { v: visitor, left: self.left })
+        }
+
+        fn struct_variant<V: Visitor<'de>>(
+            self,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, A::Error> {
+            self.a.struct_variant(fields, Wrap { v: visitor, left: self.left })
+        }
     }
 }
 
@@ -276,6 +543,38 @@ impl<'de> serde::Deserialize<'de> for Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recursive type, as a user's message type may be.
+    #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+    enum Tree {
+        Leaf,
+        Node(Vec<Tree>),
+    }
+
+    /// A tree `depth` nodes deep, as its encoding.
+    fn nested(depth: usize) -> Vec<u8> {
+        // Node is variant 1; a one-element vector; ...; then a Leaf (0).
+        let mut bytes = [1u8, 1].repeat(depth);
+        bytes.push(0);
+        bytes
+    }
+
+    #[test]
+    fn values_nested_past_the_bound_are_an_error_not_a_stack_overflow() {
+        // Each Node is two levels (the enum, the vector).
+        let deepest = (MAX_DEPTH / 2) as usize - 1;
+        let tree = decode::<Tree>(&nested(deepest)).unwrap();
+        assert_eq!(encode(&tree).unwrap(), nested(deepest), "the deepest allowed value round-trips");
+        for depth in [deepest + 1, 1000, 1_000_000] {
+            match decode::<Tree>(&nested(depth)) {
+                Err(Error::Codec { detail }) => assert!(detail.contains("nests deeper than 128"), "{detail}"),
+                other => panic!("{depth} deep: {other:?}"),
+            }
+        }
+        // Scalars and flat containers are untouched by the bound.
+        let flat: Vec<Vec<u8>> = vec![vec![1; 1000]; 300];
+        assert_eq!(decode::<Vec<Vec<u8>>>(&encode(&flat).unwrap()).unwrap(), flat);
+    }
 
     #[test]
     fn round_trip_and_garbage() {

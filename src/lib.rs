@@ -63,6 +63,9 @@ pub mod pool;
 #[cfg(not(loom))]
 pub mod process;
 // Public under loom only, for the models in tests/loom_ring.rs.
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod ring;

@@ -23,6 +23,8 @@ mod open_pipe;
 mod open_queue;
 #[path = "../fuzz/harness/open_segment.rs"]
 mod open_segment;
+#[path = "../fuzz/harness/peer_messages.rs"]
+mod peer_messages;
 #[path = "../fuzz/harness/queue_model.rs"]
 mod queue_model;
 #[path = "../fuzz/harness/shm_file.rs"]
@@ -57,13 +59,14 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 type Harness = fn(&[u8]) -> Vec<&'static str>;
 
 /// Every fuzz target and its harness.
-const TARGETS: [(&str, Harness); 6] = [
+const TARGETS: [(&str, Harness); 7] = [
     ("open_segment", open_segment::exercise),
     ("open_array", open_array::exercise),
     ("queue_model", queue_model::exercise),
     ("open_queue", open_queue::exercise),
     ("open_pipe", open_pipe::exercise),
     ("manager_request", manager_request::exercise),
+    ("peer_messages", peer_messages::exercise),
 ];
 
 /// Runs `harness` on `path`'s bytes (see [`replay_bytes`]).
@@ -171,6 +174,7 @@ fn fresh_seeds_open_as_expected() {
             "open_queue" => queue_seeds(),
             "open_pipe" => pipe_seeds(),
             "manager_request" => manager_seeds(),
+            "peer_messages" => peer_seeds(),
             other => panic!("no seeds for fuzz target {other}"),
         };
         if let Some(dir) = &out {
@@ -1195,6 +1199,34 @@ fn pipe_raw_seeds() -> Vec<Seed> {
 /// Seeds for `manager_request`: the example requests in order (every one
 /// answered as a valid request would be), the same with a second client
 /// that holds a key the first one then cannot, and garbage.
+/// A valid message for each decoder, and values nested past the bound.
+fn peer_seeds() -> Vec<Seed> {
+    let expected = [
+        ["pool: run", "pool: done", "pool: stop", "pool: ready", "pool: init failed", "pool: batch"].as_slice(),
+        &["manager reply"; 6],
+        &["result: read"; 2],
+        &["serde: decoded"; 5],
+    ]
+    .concat();
+    let examples = shmproc::fuzzing::peer_message_examples();
+    assert_eq!(examples.len(), expected.len(), "one expectation per example");
+    let mut seeds: Vec<Seed> = examples
+        .into_iter()
+        .zip(expected)
+        .enumerate()
+        .map(|(i, (bytes, opens))| Seed { name: format!("seed-example-{i:02}"), bytes, opens_as: vec![opens] })
+        .collect();
+    // A recursive value nested a thousand deep: an error, not a stack
+    // overflow (the serde decoder's shape 2 is recursive: List is variant 3).
+    let mut deep = vec![3u8, 2];
+    for _ in 0..1000 {
+        deep.extend_from_slice(&[3, 1]);
+    }
+    deep.push(0);
+    seeds.push(Seed { name: "seed-nested-too-deep".to_owned(), bytes: deep, opens_as: vec!["serde: does not decode"] });
+    seeds
+}
+
 fn manager_seeds() -> Vec<Seed> {
     let requests = shmproc::manager::FuzzServer::example_requests();
     let all: Vec<u8> = requests.iter().flat_map(|r| manager_request::record(0, r)).collect();

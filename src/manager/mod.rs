@@ -54,6 +54,31 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use self::server::FuzzServer;
 use self::server::ServerArgs;
 use self::wire::{DictOp, Kind, ListOp, Native, NsOp, Reply, Request};
+
+/// For the fuzz target `peer_messages`: decodes `bytes` as a client decodes
+/// the server's reply; what it was.
+pub(crate) fn fuzz_reply(bytes: &[u8]) -> &'static str {
+    match codec::decode::<Reply>(bytes) {
+        Ok(_) => "manager reply",
+        Err(_) => "manager reply: does not decode",
+    }
+}
+
+/// For the fuzz target's seeds: replies of every shape.
+pub(crate) fn fuzz_example_replies() -> Vec<Vec<u8>> {
+    let b = || crate::Bytes(vec![1, 2, 3]);
+    [
+        Reply::Done,
+        Reply::Created(5),
+        Reply::Value(Some(b())),
+        Reply::Pairs(vec![(b(), b())]),
+        Reply::Names(vec!["a".to_owned()]),
+        Reply::Error("why".to_owned()),
+    ]
+    .iter()
+    .map(|r| codec::encode(r).expect("a reply encodes"))
+    .collect()
+}
 use crate::array::{Array, Element, Value};
 use crate::channel::listener::listening;
 use crate::channel::{Connection, JoinableQueue, ObjectQueue, client, pipe};

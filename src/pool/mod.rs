@@ -52,6 +52,8 @@ mod iter;
 mod result;
 mod worker;
 
+pub(crate) use worker::{fuzz_examples, fuzz_parse};
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;

@@ -136,6 +136,41 @@ pub(crate) fn parse(msg: &[u8]) -> Result<Message<'_>> {
     }
 }
 
+/// For the fuzz target `peer_messages`: parses `msg` as the pool and its
+/// workers parse each other's messages (a batch's items too); what it was.
+pub(crate) fn fuzz_parse(msg: &[u8]) -> &'static str {
+    match parse(msg) {
+        Err(_) => "pool: corrupt",
+        Ok(Message::Batch(items)) => {
+            if items.iter().all(|item| parse(item).is_ok()) {
+                "pool: batch"
+            } else {
+                "pool: batch, item corrupt"
+            }
+        }
+        Ok(Message::Define { .. }) => "pool: define",
+        Ok(Message::Run { .. }) => "pool: run",
+        Ok(Message::Stop) => "pool: stop",
+        Ok(Message::Ready) => "pool: ready",
+        Ok(Message::InitFailed(_)) => "pool: init failed",
+        Ok(Message::Done { .. }) => "pool: done",
+    }
+}
+
+/// For the fuzz target's seeds: a valid message of each plain kind, and a
+/// batch of two.
+pub(crate) fn fuzz_examples() -> Vec<Vec<u8>> {
+    let run = [&[RUN][..], &7u64.to_le_bytes(), &1u32.to_le_bytes(), b"args"].concat();
+    let done = [&[DONE][..], &7u64.to_le_bytes(), &[RETURNED], b"payload"].concat();
+    let mut batch = vec![BATCH];
+    batch.extend_from_slice(&2u32.to_le_bytes());
+    for item in [&run, &done] {
+        batch.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        batch.extend_from_slice(item);
+    }
+    vec![run, done, vec![STOP], vec![READY], [&[INIT_FAILED][..], b"why"].concat(), batch]
+}
+
 /// Starts a `BATCH` message in `buf`.
 pub(crate) fn batch_start(buf: &mut Vec<u8>) {
     buf.clear();

@@ -20,6 +20,8 @@
 mod child;
 mod forkserver;
 mod result;
+
+pub(crate) use result::{fuzz_examples as result_cell_examples, fuzz_read as fuzz_result_cell};
 pub(crate) mod target;
 
 use std::fmt;

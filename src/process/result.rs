@@ -42,6 +42,39 @@ struct Header {
     exitcode: AtomicU32,
 }
 
+/// For the fuzz target `peer_messages`: a result cell whose memfd holds
+/// `raw` (at least a header's worth, at most 1 MiB: a child writes its own
+/// cell), read as the parent reads it; what it was.
+pub(crate) fn fuzz_read(raw: &[u8]) -> &'static str {
+    let raw = &raw[..raw.len().min(1 << 20)];
+    let len = raw.len().max(HEADER);
+    let Ok(fd) = os::memfd("shmproc-fuzz-result", len as u64) else { return "result: no memfd" };
+    let mut file = std::fs::File::from(fd);
+    if std::io::Write::write_all(&mut file, raw).is_err() {
+        return "result: no write";
+    }
+    let Ok(cell) = ResultCell::from_fd(file.into()) else { return "result: refused" };
+    match cell.read() {
+        Ok((RUNNING, _)) => "result: running",
+        Ok(_) => "result: read",
+        Err(Error::Corrupt { .. }) => "result: corrupt",
+        Err(_) => "result: error",
+    }
+}
+
+/// For the fuzz target's seeds: a cell that returned 3 bytes, and one that
+/// panicked with a message.
+pub(crate) fn fuzz_examples() -> Vec<Vec<u8>> {
+    let cell = |state: u32, payload: &[u8]| {
+        let mut raw = vec![0u8; HEADER];
+        raw[0..4].copy_from_slice(&state.to_le_bytes());
+        raw[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        raw.extend_from_slice(payload);
+        raw
+    };
+    vec![cell(RETURNED, &[1, 2, 3]), cell(PANICKED, b"boom")]
+}
+
 /// One child's result cell (both sides hold one over the same memfd).
 pub(crate) struct ResultCell {
     fd: OwnedFd,
