@@ -210,6 +210,7 @@ mod depth {
 
     impl<D> Limited<D> {
         /// One level down, or an error at the bound.
+        #[inline]
         fn enter<'de, V>(self, v: V) -> Result<(D, Wrap<V>), D::Error>
         where
             D: Deserializer<'de>,
@@ -226,6 +227,7 @@ mod depth {
     /// Scalar methods: no nesting, forwarded as they are.
     macro_rules! scalars {
         ($($method:ident)*) => {$(
+            #[inline]
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
                 self.de.$method(visitor)
             }
@@ -235,6 +237,7 @@ mod depth {
     /// Compound methods: one level down.
     macro_rules! nested {
         ($($method:ident)*) => {$(
+            #[inline]
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
                 let (de, v) = self.enter(visitor)?;
                 de.$method(v)
@@ -253,6 +256,8 @@ mod depth {
         }
         nested! { deserialize_any deserialize_option deserialize_seq deserialize_map deserialize_ignored_any }
 
+        #[inline]
+
         fn deserialize_unit_struct<V: Visitor<'de>>(
             self,
             name: &'static str,
@@ -260,6 +265,8 @@ mod depth {
         ) -> Result<V::Value, D::Error> {
             self.de.deserialize_unit_struct(name, visitor)
         }
+
+        #[inline]
 
         fn deserialize_newtype_struct<V: Visitor<'de>>(
             self,
@@ -270,10 +277,14 @@ mod depth {
             de.deserialize_newtype_struct(name, v)
         }
 
+        #[inline]
+
         fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
             let (de, v) = self.enter(visitor)?;
             de.deserialize_tuple(len, v)
         }
+
+        #[inline]
 
         fn deserialize_tuple_struct<V: Visitor<'de>>(
             self,
@@ -285,6 +296,8 @@ mod depth {
             de.deserialize_tuple_struct(name, len, v)
         }
 
+        #[inline]
+
         fn deserialize_struct<V: Visitor<'de>>(
             self,
             name: &'static str,
@@ -294,6 +307,8 @@ mod depth {
             let (de, v) = self.enter(visitor)?;
             de.deserialize_struct(name, fields, v)
         }
+
+        #[inline]
 
         fn deserialize_enum<V: Visitor<'de>>(
             self,
@@ -305,6 +320,8 @@ mod depth {
             de.deserialize_enum(name, variants, v)
         }
 
+        #[inline]
+
         fn is_human_readable(&self) -> bool {
             self.de.is_human_readable()
         }
@@ -313,6 +330,7 @@ mod depth {
     /// Scalar visits: forwarded as they are.
     macro_rules! visits {
         ($($method:ident($t:ty))*) => {$(
+            #[inline]
             fn $method<E: de::Error>(self, value: $t) -> Result<V::Value, E> {
                 self.v.$method(value)
             }
@@ -321,6 +339,8 @@ mod depth {
 
     impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
         type Value = V::Value;
+
+        #[inline]
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             self.v.expecting(f)
@@ -333,29 +353,43 @@ mod depth {
             visit_bytes(&[u8]) visit_borrowed_bytes(&'de [u8]) visit_byte_buf(Vec<u8>)
         }
 
+        #[inline]
+
         fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
             self.v.visit_none()
         }
+
+        #[inline]
 
         fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
             self.v.visit_unit()
         }
 
+        #[inline]
+
         fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
             self.v.visit_some(Limited { de, left: self.left })
         }
+
+        #[inline]
 
         fn visit_newtype_struct<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
             self.v.visit_newtype_struct(Limited { de, left: self.left })
         }
 
+        #[inline]
+
         fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
             self.v.visit_seq(Access { a, left: self.left })
         }
 
+        #[inline]
+
         fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
             self.v.visit_map(Access { a, left: self.left })
         }
+
+        #[inline]
 
         fn visit_enum<A: EnumAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
             self.v.visit_enum(Access { a, left: self.left })
@@ -365,6 +399,8 @@ mod depth {
     impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
         type Value = S::Value;
 
+        #[inline]
+
         fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<S::Value, D::Error> {
             self.seed.deserialize(Limited { de, left: self.left })
         }
@@ -373,9 +409,13 @@ mod depth {
     impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<A> {
         type Error = A::Error;
 
+        #[inline]
+
         fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
             self.a.next_element_seed(Seed { seed, left: self.left })
         }
+
+        #[inline]
 
         fn size_hint(&self) -> Option<usize> {
             self.a.size_hint()
@@ -385,13 +425,19 @@ mod depth {
     impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<A> {
         type Error = A::Error;
 
+        #[inline]
+
         fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
             self.a.next_key_seed(Seed { seed, left: self.left })
         }
 
+        #[inline]
+
         fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
             self.a.next_value_seed(Seed { seed, left: self.left })
         }
+
+        #[inline]
 
         fn size_hint(&self) -> Option<usize> {
             self.a.size_hint()
@@ -401,6 +447,8 @@ mod depth {
     impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Access<A> {
         type Error = A::Error;
         type Variant = Access<A::Variant>;
+
+        #[inline]
 
         fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
             let left = self.left;
@@ -412,17 +460,25 @@ mod depth {
     impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Access<A> {
         type Error = A::Error;
 
+        #[inline]
+
         fn unit_variant(self) -> Result<(), A::Error> {
             self.a.unit_variant()
         }
+
+        #[inline]
 
         fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
             self.a.newtype_variant_seed(Seed { seed, left: self.left })
         }
 
+        #[inline]
+
         fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
             self.a.tuple_variant(len, Wrap { v: visitor, left: self.left })
         }
+
+        #[inline]
 
         fn struct_variant<V: Visitor<'de>>(
             self,
@@ -466,67 +522,80 @@ impl Bytes {
 
 impl std::ops::Deref for Bytes {
     type Target = Vec<u8>;
+    #[inline]
     fn deref(&self) -> &Vec<u8> {
         &self.0
     }
 }
 
 impl std::ops::DerefMut for Bytes {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Vec<u8> {
         &mut self.0
     }
 }
 
 impl AsRef<[u8]> for Bytes {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
 }
 
 impl AsMut<[u8]> for Bytes {
+    #[inline]
     fn as_mut(&mut self) -> &mut [u8] {
         &mut self.0
     }
 }
 
 impl From<Vec<u8>> for Bytes {
+    #[inline]
     fn from(v: Vec<u8>) -> Self {
         Bytes(v)
     }
 }
 
 impl From<&[u8]> for Bytes {
+    #[inline]
     fn from(v: &[u8]) -> Self {
         Bytes(v.to_vec())
     }
 }
 
 impl From<Bytes> for Vec<u8> {
+    #[inline]
     fn from(b: Bytes) -> Self {
         b.0
     }
 }
 
 impl Serialize for Bytes {
+    #[inline]
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_bytes(&self.0)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Bytes {
+    #[inline]
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = Bytes;
+            #[inline]
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a byte string")
             }
+            #[inline]
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Bytes, E> {
                 Ok(Bytes(v.to_vec()))
             }
+            #[inline]
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> std::result::Result<Bytes, E> {
                 Ok(Bytes(v))
             }
+            #[inline]
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Bytes, A::Error> {
                 // Self-describing formats may hand bytes over as a sequence.
                 let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
