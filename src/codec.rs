@@ -257,7 +257,6 @@ mod depth {
         nested! { deserialize_any deserialize_option deserialize_seq deserialize_map deserialize_ignored_any }
 
         #[inline]
-
         fn deserialize_unit_struct<V: Visitor<'de>>(
             self,
             name: &'static str,
@@ -267,7 +266,6 @@ mod depth {
         }
 
         #[inline]
-
         fn deserialize_newtype_struct<V: Visitor<'de>>(
             self,
             name: &'static str,
@@ -278,14 +276,12 @@ mod depth {
         }
 
         #[inline]
-
         fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
             let (de, v) = self.enter(visitor)?;
             de.deserialize_tuple(len, v)
         }
 
         #[inline]
-
         fn deserialize_tuple_struct<V: Visitor<'de>>(
             self,
             name: &'static str,
@@ -297,7 +293,6 @@ mod depth {
         }
 
         #[inline]
-
         fn deserialize_struct<V: Visitor<'de>>(
             self,
             name: &'static str,
@@ -309,7 +304,6 @@ mod depth {
         }
 
         #[inline]
-
         fn deserialize_enum<V: Visitor<'de>>(
             self,
             name: &'static str,
@@ -321,7 +315,6 @@ mod depth {
         }
 
         #[inline]
-
         fn is_human_readable(&self) -> bool {
             self.de.is_human_readable()
         }
@@ -341,7 +334,6 @@ mod depth {
         type Value = V::Value;
 
         #[inline]
-
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             self.v.expecting(f)
         }
@@ -354,43 +346,36 @@ mod depth {
         }
 
         #[inline]
-
         fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
             self.v.visit_none()
         }
 
         #[inline]
-
         fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
             self.v.visit_unit()
         }
 
         #[inline]
-
         fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
             self.v.visit_some(Limited { de, left: self.left })
         }
 
         #[inline]
-
         fn visit_newtype_struct<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
             self.v.visit_newtype_struct(Limited { de, left: self.left })
         }
 
         #[inline]
-
         fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
             self.v.visit_seq(Access { a, left: self.left })
         }
 
         #[inline]
-
         fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
             self.v.visit_map(Access { a, left: self.left })
         }
 
         #[inline]
-
         fn visit_enum<A: EnumAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
             self.v.visit_enum(Access { a, left: self.left })
         }
@@ -400,7 +385,6 @@ mod depth {
         type Value = S::Value;
 
         #[inline]
-
         fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<S::Value, D::Error> {
             self.seed.deserialize(Limited { de, left: self.left })
         }
@@ -410,13 +394,11 @@ mod depth {
         type Error = A::Error;
 
         #[inline]
-
         fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
             self.a.next_element_seed(Seed { seed, left: self.left })
         }
 
         #[inline]
-
         fn size_hint(&self) -> Option<usize> {
             self.a.size_hint()
         }
@@ -426,19 +408,16 @@ mod depth {
         type Error = A::Error;
 
         #[inline]
-
         fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
             self.a.next_key_seed(Seed { seed, left: self.left })
         }
 
         #[inline]
-
         fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
             self.a.next_value_seed(Seed { seed, left: self.left })
         }
 
         #[inline]
-
         fn size_hint(&self) -> Option<usize> {
             self.a.size_hint()
         }
@@ -449,7 +428,6 @@ mod depth {
         type Variant = Access<A::Variant>;
 
         #[inline]
-
         fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
             let left = self.left;
             let (value, variant) = self.a.variant_seed(Seed { seed, left })?;
@@ -461,25 +439,21 @@ mod depth {
         type Error = A::Error;
 
         #[inline]
-
         fn unit_variant(self) -> Result<(), A::Error> {
             self.a.unit_variant()
         }
 
         #[inline]
-
         fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
             self.a.newtype_variant_seed(Seed { seed, left: self.left })
         }
 
         #[inline]
-
         fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
             self.a.tuple_variant(len, Wrap { v: visitor, left: self.left })
         }
 
         #[inline]
-
         fn struct_variant<V: Visitor<'de>>(
             self,
             fields: &'static [&'static str],
