@@ -59,10 +59,13 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 type Harness = fn(&[u8]) -> Vec<&'static str>;
 
 /// Every fuzz target and its harness.
-const TARGETS: [(&str, Harness); 7] = [
+const TARGETS: [(&str, Harness); 10] = [
     ("open_segment", open_segment::exercise),
     ("open_array", open_array::exercise),
-    ("queue_model", queue_model::exercise),
+    ("queue_model_queue", |d| queue_model::exercise_as(queue_model::kind::QUEUE, d)),
+    ("queue_model_spsc", |d| queue_model::exercise_as(queue_model::kind::SPSC, d)),
+    ("queue_model_object", |d| queue_model::exercise_as(queue_model::kind::OBJECT, d)),
+    ("queue_model_joinable", |d| queue_model::exercise_as(queue_model::kind::JOINABLE, d)),
     ("open_queue", open_queue::exercise),
     ("open_pipe", open_pipe::exercise),
     ("manager_request", manager_request::exercise),
@@ -170,7 +173,10 @@ fn fresh_seeds_open_as_expected() {
         let seeds = match target {
             "open_segment" => seeds(),
             "open_array" => array_seeds(),
-            "queue_model" => model_seeds(),
+            "queue_model_queue" => model_seeds(queue_model::kind::QUEUE),
+            "queue_model_spsc" => model_seeds(queue_model::kind::SPSC),
+            "queue_model_object" => model_seeds(queue_model::kind::OBJECT),
+            "queue_model_joinable" => model_seeds(queue_model::kind::JOINABLE),
             "open_queue" => queue_seeds(),
             "open_pipe" => pipe_seeds(),
             "manager_request" => manager_seeds(),
@@ -453,10 +459,11 @@ fn model_scenarios() -> Vec<(&'static str, Vec<Step>)> {
     ]
 }
 
-/// Operation streams for the `queue_model` harness: every scenario on every
-/// queue type (its first byte picks the type and capacity, then `[op, arg]`
-/// pairs: see the harness).
-fn model_seeds() -> Vec<Seed> {
+/// Operation streams for the `queue_model` harness: every scenario on the
+/// queue type `only` (the `queue_model_*` target of that type; its first
+/// byte picks the type and capacity, then `[op, arg]` pairs: see the
+/// harness).
+fn model_seeds(only: u8) -> Vec<Seed> {
     use queue_model::{kind, op};
     let stream = |steps: &[Step]| -> Vec<u8> { steps.iter().flat_map(|&(o, h, a)| [o | h << 4, a]).collect() };
     let scenarios = model_scenarios();
@@ -468,7 +475,7 @@ fn model_seeds() -> Vec<Seed> {
         (kind::JOINABLE, "joinable", 2, "JoinableQueue"),
     ];
     let mut out = Vec::new();
-    for (ty, name, cap, opens) in types {
+    for (ty, name, cap, opens) in types.into_iter().filter(|t| t.0 == only) {
         for (scenario, steps) in &scenarios {
             let mut bytes = vec![ty + 4 * cap];
             bytes.extend(stream(steps));

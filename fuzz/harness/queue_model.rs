@@ -1,9 +1,10 @@
 //! The `queue_model` fuzz harness: every queue type against a `VecDeque`.
 //!
-//! The first input byte picks the queue (modulo 4: `Queue<u64>`,
-//! `SpscQueue<u32>`, `ObjectQueue<Vec<u8>>`, `JoinableQueue<u16>`) and, from
-//! the rest of it, the capacity passed to `new` (an anonymous segment: nothing
-//! can leak). The rest is an operation stream of byte pairs `[op, arg]`: the
+//! There is one fuzz target per queue type (`queue_model_queue`,
+//! `queue_model_spsc`, `queue_model_object`, `queue_model_joinable`): each
+//! runs [`exercise_as`] with its type. The first input byte's low two bits
+//! name the type (and the target overrides them with its own), the rest of
+//! it the capacity passed to `new` (an anonymous segment: nothing can leak). The rest is an operation stream of byte pairs `[op, arg]`: the
 //! low nibble of `op` is one of the [`op`] codes, its high nibble picks which
 //! of the handles (the queue and its clones) runs it, and `arg` sizes or
 //! times it. Single-threaded, so the queue must agree with the model exactly:
@@ -93,10 +94,19 @@ pub(crate) mod op {
     pub(crate) const FILL: u8 = 15;
 }
 
-/// Runs one input (the fuzz target's entry point).
-#[allow(dead_code, reason = "the replay test calls `exercise` to see what ran")]
-pub(crate) fn run(data: &[u8]) {
-    exercise(data);
+/// Runs one input on the queue type `ty` (a fuzz target's entry point).
+#[allow(dead_code, reason = "the replay test calls `exercise_as` to see what ran")]
+pub(crate) fn run_as(ty: u8, data: &[u8]) {
+    exercise_as(ty, data);
+}
+
+/// Runs one input on the queue type `ty` (one of [`kind`]): its first byte's
+/// type bits are replaced by `ty`.
+pub(crate) fn exercise_as(ty: u8, data: &[u8]) -> Vec<&'static str> {
+    match data.split_first() {
+        Some((&first, rest)) => exercise(&[&[(first & !3) | (ty & 3)][..], rest].concat()),
+        None => Vec::new(),
+    }
 }
 
 /// Runs one input; returns the queue type it ran on (nothing if `new`

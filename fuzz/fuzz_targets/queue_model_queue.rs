@@ -1,0 +1,9 @@
+//! A `Queue<u64>` driven by an operation stream against a `VecDeque` model (see
+//! `fuzz/harness/queue_model.rs`, which `tests/fuzz_corpus.rs` also
+//! replays).
+#![no_main]
+
+#[path = "../harness/queue_model.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run_as(harness::kind::QUEUE, data));
