@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::{Child, Watchdog, XorShift, fork_child};
 use shmproc::{
-    Barrier, BoundedSemaphore, Condition, Error, Event, GetError, JoinableQueue, Lock, LockError, Manager, ObjectQueue,
-    Pool, Process, Queue, RLock, Semaphore, StartMethod, pipe, pipe_with_capacity,
+    Barrier, BoundedSemaphore, Condition, Error, Event, GetError, JoinableQueue, Listener, Lock, LockError, Manager,
+    ObjectQueue, Pool, Process, Queue, RLock, Semaphore, StartMethod, client, pipe, pipe_with_capacity,
 };
 
 /// How long a survivor waits for anything before the row fails.
@@ -635,6 +635,70 @@ fn pool_worker(rng: &mut XorShift) -> Row {
     row
 }
 
+fn listener_client(rng: &mut XorShift) -> Row {
+    let mut row = Row::new(
+        "Listener",
+        "accept (with the authkey handshake)",
+        "a client, anywhere in connecting again and again",
+        "accept never hangs; the next client is accepted; the killed client's pipe names are swept",
+    );
+    for _ in 0..5 {
+        let address = common::unique_name("crash-listener");
+        let key = b"crash".to_vec();
+        let listener = Listener::bind(&address, Some(&key)).unwrap();
+        let started = Event::new().unwrap();
+        let (a, k) = (address.clone(), key.clone());
+        let mut victim = looping(&started, move || drop(client(&a, Some(&k))));
+        let victim_pid = victim.pid();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let failed = std::thread::scope(|scope| {
+            let acceptor = scope.spawn(|| {
+                let mut failed = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match listener.accept_timeout(Duration::from_millis(20)) {
+                        Ok(conn) => drop(conn),
+                        Err(Error::Timeout) => {}
+                        Err(_) => failed += 1,
+                    }
+                }
+                failed
+            });
+            kill_running(&mut victim, &started, rng);
+            std::thread::sleep(Duration::from_millis(50));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            acceptor.join().expect("the acceptor")
+        });
+        // The listener goes on: a new client is accepted.
+        let (a, k) = (address.clone(), key.clone());
+        let mut next = child(move || client(&a, Some(&k)).is_ok());
+        drop(listener.accept_timeout(PATIENCE).expect("the next client"));
+        served(&mut next, "the next client");
+        drop(listener);
+        // What the killed client had made and nobody took is swept.
+        let prefix = format!("shmproc-conn-{victim_pid}-");
+        let left = || {
+            std::fs::read_dir("/dev/shm")
+                .unwrap()
+                .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(&prefix))
+        };
+        let t = Instant::now();
+        while {
+            shmproc::cleanup().unwrap();
+            left()
+        } {
+            assert!(t.elapsed() < Duration::from_secs(20), "the killed client's pipe names are still there");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        common::assert_no_leftovers("crash-listener");
+        row.count(if failed == 0 {
+            "every accept went on"
+        } else {
+            "an accept failed for the killed client, the next went on"
+        });
+    }
+    row
+}
+
 fn linger(_: ()) {
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -711,7 +775,7 @@ fn manager_server(rng: &mut XorShift) -> Row {
 
 type RowFn = fn(&mut XorShift) -> Row;
 
-const ROWS: [(&str, RowFn); 17] = [
+const ROWS: [(&str, RowFn); 18] = [
     ("lock_holder", lock_holder),
     ("lock_waiter", lock_waiter),
     ("rlock_holder", rlock_holder),
@@ -726,6 +790,7 @@ const ROWS: [(&str, RowFn); 17] = [
     ("queue_producer", queue_producer),
     ("pipe_writer", pipe_writer),
     ("pipe_reader", pipe_reader),
+    ("listener_client", listener_client),
     ("pool_worker", pool_worker),
     ("process_child", process_child),
     ("manager_server", manager_server),
