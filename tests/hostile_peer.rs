@@ -7,9 +7,9 @@
 //! other types.
 //!
 //! The objects are anonymous. The scribbler is forked after the object is
-//! made, so it maps the same memfd: it finds every `memfd:shmproc` mapping
-//! in its `/proc/self/maps` (this binary has one test, so the row's object
-//! is the only one) and writes through it.
+//! made, so it maps the same memfd: the `memfd:shmproc` mappings of
+//! `/proc/self/maps`, listed just before the fork (this binary has one test,
+//! so the row's object is the only one), are where it writes.
 
 mod common;
 
@@ -38,26 +38,31 @@ fn segments() -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Forks a child that writes garbage into every anonymous segment, for
-/// ever: random words, small numbers, zeros, all ones, and thread ids (ours,
-/// its own, a ghost) where lock words live. Mostly the payload; one write in
-/// ten lands in the header, which a handle validated once and must not
-/// trust again.
+/// Forks a child that writes garbage into every anonymous segment mapped
+/// now (listed here, before the fork, so that the child's own report segment
+/// is not among them), for ever: random words, small numbers, zeros, all
+/// ones, and thread ids (the operating thread's, its own, a ghost) where
+/// lock words live. Mostly the payload; one write in ten lands in the
+/// header, which a handle validated once and must not trust again. It
+/// stops when this process goes (a watchdog's abort must not leave it
+/// spinning).
 fn scribbler(seed: u64) -> common::Child {
-    let victim = std::process::id() as u64;
+    // SAFETY: gettid has no preconditions.
+    let victim = unsafe { libc::gettid() } as u64;
+    let parent = std::process::id();
+    // Each segment's own length, read from its header before any
+    // scribbling (the mapping is a whole number of pages).
+    let segs: Vec<(usize, usize)> = segments()
+        .into_iter()
+        .map(|(base, mapped)| {
+            // SAFETY: the header's payload length word, at offset 24 of a
+            // live mapping of at least one page.
+            let payload = unsafe { AtomicU64::from_ptr((base + 24) as *mut u64).load(Ordering::Relaxed) };
+            (base, (64 + payload as usize).min(mapped))
+        })
+        .collect();
+    assert!(!segs.is_empty(), "no segment to scribble");
     fork_child(move || {
-        // Each segment's own length, read from its header before any
-        // scribbling (the mapping is a whole number of pages).
-        let segs: Vec<(usize, usize)> = segments()
-            .into_iter()
-            .map(|(base, mapped)| {
-                // SAFETY: the header's payload length word, at offset 24 of
-                // a live mapping of at least one page.
-                let payload = unsafe { AtomicU64::from_ptr((base + 24) as *mut u64).load(Ordering::Relaxed) };
-                (base, (64 + payload as usize).min(mapped))
-            })
-            .collect();
-        assert!(!segs.is_empty(), "no segment to scribble");
         let mut rng = XorShift::new(seed);
         for i in 0u64.. {
             let r = rng.next_u64();
@@ -78,12 +83,16 @@ fn scribbler(seed: u64) -> common::Child {
                 6 => 0x3f_ffff, // a ghost tid
                 _ => rng.next_u64() & 0xffff_ffff,
             };
-            // SAFETY: `base + 8 * word` lies in a live shared mapping of
-            // this process (found in /proc/self/maps; the parent keeps the
+            // SAFETY: `base + 8 * word` lies within the segment's length in
+            // a shared mapping inherited from the parent (which keeps the
             // object, so the mapping stays), 8-aligned; an atomic store
             // races only with the parent's atomic accesses.
             unsafe { AtomicU64::from_ptr((base + 8 * word) as *mut u64).store(v, Ordering::Relaxed) };
             if i % 64 == 0 {
+                // SAFETY: getppid has no preconditions.
+                if unsafe { libc::getppid() } as u32 != parent {
+                    return 0;
+                }
                 std::thread::yield_now();
             }
         }
