@@ -757,3 +757,24 @@ fn a_huge_file_behind_a_small_segment_is_never_mapped_whole() {
     drop((opened, lock));
     assert_no_leftovers("seg-huge");
 }
+
+#[test]
+fn a_fifo_planted_under_a_name_is_refused_without_blocking() {
+    let name = unique_name("seg-fifo");
+    let remove = common::RemoveOnDrop(vec![name.clone()]);
+    let path = std::ffi::CString::new(shm_path(&name).to_string_lossy().into_owned()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    // Opening a FIFO for reading blocks until a writer comes, unless the
+    // open says not to: each of these would hang the test.
+    let opener = std::thread::spawn(move || {
+        let e = Segment::open(&name).unwrap_err();
+        shmproc::cleanup().unwrap();
+        (e, name)
+    });
+    let (e, name) = common::join_thread(opener);
+    assert!(open_refused(&e, "not a regular file"), "{e}");
+    assert!(shm_path(&name).exists(), "cleanup leaves what is not ours");
+    drop(remove);
+    assert_no_leftovers("seg-fifo");
+}

@@ -210,8 +210,10 @@ const OPEN_LOCK_WAIT: Duration = if cfg!(fuzzing) { Duration::from_millis(2) } e
 fn open_segment_file(name: &str, flags: rustix::fs::OFlags) -> io::Result<OwnedFd> {
     use rustix::fs::OFlags;
     let path = format!("/dev/shm/{name}");
-    let fd =
-        rustix::fs::open(path.as_str(), flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(io_err)?;
+    // O_NONBLOCK: a FIFO planted under the name would block the open until
+    // a writer came (on a regular file it changes nothing).
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = rustix::fs::open(path.as_str(), flags, Mode::empty()).map_err(io_err)?;
     let st = rustix::fs::fstat(&fd).map_err(io_err)?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{path} is not a regular file")));
@@ -223,6 +225,12 @@ fn open_segment_file(name: &str, flags: rustix::fs::OFlags) -> io::Result<OwnedF
         ));
     }
     Ok(fd)
+}
+
+/// Opens `/dev/shm/name` read-only to look at it, taking no lock (for
+/// `cleanup`, which must not wait on a file a peer keeps locked).
+pub(crate) fn shm_open_to_look(name: &str) -> io::Result<OwnedFd> {
+    open_segment_file(name, rustix::fs::OFlags::RDONLY)
 }
 
 /// Opens the existing POSIX shared-memory object `/name` read-write (see
@@ -267,6 +275,12 @@ pub(crate) fn map_shared(fd: impl AsFd, len: usize) -> io::Result<MmapRaw> {
     MmapOptions::new().len(len).populate().map_raw(fd.as_fd().as_raw_fd())
 }
 
+/// Maps `len` bytes of `fd` `MAP_SHARED` read-only (for a look at a header).
+pub(crate) fn map_read_only(fd: impl AsFd, len: usize) -> io::Result<MmapRaw> {
+    use std::os::fd::AsRawFd;
+    MmapOptions::new().len(len).map_raw_read_only(fd.as_fd().as_raw_fd())
+}
+
 /// Maps `len` bytes of `fd` `MAP_SHARED` read-write, without pre-faulting:
 /// pages come in as they are touched.
 pub(crate) fn map_shared_lazily(fd: impl AsFd, len: usize) -> io::Result<MmapRaw> {
@@ -305,6 +319,9 @@ pub(crate) fn shm_in_use(name: &str) -> bool {
     if rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return true;
     }
+    // Let go at once: held through the scan below, it would make opens
+    // that come meanwhile wait (and, past their 2 s, fail).
+    drop(fd);
     let path = format!("/dev/shm/{name}");
     let Ok(procs) = fs::read_dir("/proc") else { return true };
     procs.flatten().any(|p| {

@@ -503,11 +503,11 @@ pub fn cleanup() -> Result<CleanupReport> {
 /// mapping and descriptor are closed again before returning, so that our own
 /// scan of `/proc/self` does not count them as a user.
 fn read_creator(name: &str) -> Option<os::TaskId> {
-    let fd = os::shm_open(name).ok()?;
+    let fd = os::shm_open_to_look(name).ok()?;
     if os::file_len(&fd).ok()? < HEADER_LEN as u64 {
         return None;
     }
-    let map = os::map_shared(&fd, HEADER_LEN).ok()?;
+    let map = os::map_read_only(&fd, HEADER_LEN).ok()?;
     #[allow(clippy::cast_ptr_alignment)] // mmap returns page-aligned memory
     let header = map.as_ptr().cast::<Header>();
     // SAFETY: the mapping is page-aligned and HEADER_LEN long; Header is repr(C)
