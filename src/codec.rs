@@ -240,11 +240,11 @@ mod depth {
 
     /// Compound methods: one level down.
     macro_rules! nested {
-        ($($method:ident)*) => {$(
+        ($($method:ident($($arg:ident: $t:ty),*))*) => {$(
             #[inline]
-            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            fn $method<V: Visitor<'de>>(self, $($arg: $t,)* visitor: V) -> Result<V::Value, D::Error> {
                 let (de, v) = self.enter(visitor)?;
-                de.$method(v)
+                de.$method($($arg,)* v)
             }
         )*};
     }
@@ -258,7 +258,14 @@ mod depth {
             deserialize_f64 deserialize_char deserialize_str deserialize_string deserialize_bytes
             deserialize_byte_buf deserialize_unit deserialize_identifier
         }
-        nested! { deserialize_any deserialize_option deserialize_seq deserialize_map deserialize_ignored_any }
+        nested! {
+            deserialize_any() deserialize_option() deserialize_seq() deserialize_map() deserialize_ignored_any()
+            deserialize_newtype_struct(name: &'static str)
+            deserialize_tuple(len: usize)
+            deserialize_tuple_struct(name: &'static str, len: usize)
+            deserialize_struct(name: &'static str, fields: &'static [&'static str])
+            deserialize_enum(name: &'static str, variants: &'static [&'static str])
+        }
 
         #[inline]
         fn deserialize_unit_struct<V: Visitor<'de>>(
@@ -267,55 +274,6 @@ mod depth {
             visitor: V,
         ) -> Result<V::Value, D::Error> {
             self.de.deserialize_unit_struct(name, visitor)
-        }
-
-        #[inline]
-        fn deserialize_newtype_struct<V: Visitor<'de>>(
-            self,
-            name: &'static str,
-            visitor: V,
-        ) -> Result<V::Value, D::Error> {
-            let (de, v) = self.enter(visitor)?;
-            de.deserialize_newtype_struct(name, v)
-        }
-
-        #[inline]
-        fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
-            let (de, v) = self.enter(visitor)?;
-            de.deserialize_tuple(len, v)
-        }
-
-        #[inline]
-        fn deserialize_tuple_struct<V: Visitor<'de>>(
-            self,
-            name: &'static str,
-            len: usize,
-            visitor: V,
-        ) -> Result<V::Value, D::Error> {
-            let (de, v) = self.enter(visitor)?;
-            de.deserialize_tuple_struct(name, len, v)
-        }
-
-        #[inline]
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            name: &'static str,
-            fields: &'static [&'static str],
-            visitor: V,
-        ) -> Result<V::Value, D::Error> {
-            let (de, v) = self.enter(visitor)?;
-            de.deserialize_struct(name, fields, v)
-        }
-
-        #[inline]
-        fn deserialize_enum<V: Visitor<'de>>(
-            self,
-            name: &'static str,
-            variants: &'static [&'static str],
-            visitor: V,
-        ) -> Result<V::Value, D::Error> {
-            let (de, v) = self.enter(visitor)?;
-            de.deserialize_enum(name, variants, v)
         }
 
         #[inline]

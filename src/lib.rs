@@ -54,6 +54,9 @@ pub mod array;
 pub mod channel;
 mod codec;
 mod error;
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod loom;
 #[cfg(not(loom))]
 pub mod manager;
@@ -63,9 +66,6 @@ pub mod pool;
 #[cfg(not(loom))]
 pub mod process;
 // Public under loom only, for the models in tests/loom_ring.rs.
-#[cfg(not(loom))]
-#[doc(hidden)]
-pub mod fuzzing;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod ring;

@@ -122,6 +122,22 @@ fn child(f: impl FnOnce() -> bool) -> Child {
     fork_child(move || i32::from(!f()))
 }
 
+/// Forks two children, one after the other, that each run `sleep`: it sets
+/// the event it is given just before it blocks (in a lock, a wait, an
+/// acquire), and returns whether it was served. Each is let block before the
+/// next starts. The first is a row's victim, the second its survivor.
+fn two_sleepers(what: &str, sleep: impl Fn(&Event) -> bool + Clone + 'static) -> (Child, Child) {
+    let ready = Event::new().unwrap();
+    let start = || {
+        let (sleep, r) = (sleep.clone(), ready.clone());
+        let c = child(move || sleep(&r));
+        when_ready(&ready, what);
+        ready.clear();
+        c
+    };
+    (start(), start())
+}
+
 /// The guard of a lock taken, whether or not its previous owner died.
 fn taken<G>(r: shmproc::LockResult<G>) -> G {
     match r {
@@ -180,22 +196,12 @@ fn lock_waiter(_: &mut XorShift) -> Row {
     );
     for _ in 0..6 {
         let lock = Lock::new().unwrap();
-        let ready = Event::new().unwrap();
         let g = lock.lock().unwrap();
-        let (l, r) = (lock.clone(), ready.clone());
-        let mut victim = child(move || {
-            r.set();
-            drop(l.lock());
-            true
-        });
-        when_ready(&ready, "lock waiter");
-        ready.clear();
-        let (l, r) = (lock.clone(), ready.clone());
-        let mut other = child(move || {
-            r.set();
+        let l = lock.clone();
+        let (mut victim, mut other) = two_sleepers("lock waiter", move |ready| {
+            ready.set();
             l.lock_timeout(PATIENCE).is_ok()
         });
-        when_ready(&ready, "second lock waiter");
         kill(&mut victim);
         drop(g);
         served(&mut other, "the surviving waiter");
@@ -285,17 +291,12 @@ fn semaphore_sleeper(_: &mut XorShift) -> Row {
         if bounded {
             bsem.acquire();
         }
-        let ready = Event::new().unwrap();
-        let mut sleepers = Vec::new();
-        for _ in 0..2 {
-            let (s, b, r) = (sem.clone(), bsem.clone(), ready.clone());
-            sleepers.push(child(move || {
-                r.set();
-                if bounded { b.acquire_timeout(PATIENCE) } else { s.acquire_timeout(PATIENCE) }
-            }));
-            when_ready(&ready, "sleeper");
-            ready.clear();
-        }
+        let (s, b) = (sem.clone(), bsem.clone());
+        let (victim, survivor) = two_sleepers("sleeper", move |ready| {
+            ready.set();
+            if bounded { b.acquire_timeout(PATIENCE) } else { s.acquire_timeout(PATIENCE) }
+        });
+        let mut sleepers = [victim, survivor];
         kill(&mut sleepers[0]);
         if bounded {
             bsem.release().unwrap();
@@ -315,17 +316,12 @@ fn event_waiter(_: &mut XorShift) -> Row {
     let mut row = Row::new("Event", "wait (asleep)", "one of two waiters", "set() wakes the other");
     for _ in 0..6 {
         let event = Event::new().unwrap();
-        let ready = Event::new().unwrap();
-        let mut waiters = Vec::new();
-        for _ in 0..2 {
-            let (e, r) = (event.clone(), ready.clone());
-            waiters.push(child(move || {
-                r.set();
-                e.wait_timeout(PATIENCE).unwrap()
-            }));
-            when_ready(&ready, "event waiter");
-            ready.clear();
-        }
+        let e = event.clone();
+        let (victim, survivor) = two_sleepers("event waiter", move |ready| {
+            ready.set();
+            e.wait_timeout(PATIENCE).unwrap()
+        });
+        let mut waiters = [victim, survivor];
         kill(&mut waiters[0]);
         event.set();
         served(&mut waiters[1], "the surviving waiter");
@@ -366,18 +362,13 @@ fn condition_waiter(_: &mut XorShift) -> Row {
     );
     for _ in 0..6 {
         let cond = Condition::new().unwrap();
-        let ready = Event::new().unwrap();
-        let mut waiters = Vec::new();
-        for _ in 0..2 {
-            let (c, r) = (cond.clone(), ready.clone());
-            waiters.push(child(move || {
-                let mut g = c.lock().unwrap();
-                r.set();
-                g.wait_timeout(PATIENCE).unwrap()
-            }));
-            when_ready(&ready, "condition waiter");
-            ready.clear();
-        }
+        let c = cond.clone();
+        let (victim, survivor) = two_sleepers("condition waiter", move |ready| {
+            let mut g = c.lock().unwrap();
+            ready.set();
+            g.wait_timeout(PATIENCE).unwrap()
+        });
+        let mut waiters = [victim, survivor];
         kill(&mut waiters[0]);
         let notify = || taken(cond.lock()).notify(1).unwrap();
         notify();
@@ -707,19 +698,8 @@ fn listener_client(rng: &mut XorShift) -> Row {
         drop(listener);
         // What the killed client had made and nobody took is swept.
         let prefix = format!("shmproc-conn-{victim_pid}-");
-        let left = || {
-            std::fs::read_dir("/dev/shm")
-                .unwrap()
-                .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(&prefix))
-        };
-        let t = Instant::now();
-        while {
-            shmproc::cleanup().unwrap();
-            left()
-        } {
-            assert!(t.elapsed() < Duration::from_secs(20), "the killed client's pipe names are still there");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let swept = common::swept_within_20_s(|name| name.starts_with(&prefix));
+        assert!(swept, "the killed client's pipe names are still there");
         common::assert_no_leftovers("crash-listener");
         row.count(if failed == 0 {
             "every accept went on"
@@ -781,19 +761,8 @@ fn manager_server(rng: &mut XorShift) -> Row {
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
         let e = common::join_thread(caller);
         assert!(matches!(e, Error::Closed), "a call after the kill gave {e}");
-        let left = || {
-            std::fs::read_dir("/dev/shm")
-                .unwrap()
-                .any(|e| e.unwrap().file_name().to_string_lossy().contains(m.address()))
-        };
-        let t = Instant::now();
-        while {
-            shmproc::cleanup().unwrap();
-            left()
-        } {
-            assert!(t.elapsed() < Duration::from_secs(20), "the dead server's names are still there");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let swept = common::swept_within_20_s(|name| name.contains(m.address()));
+        assert!(swept, "the dead server's names are still there");
         drop(m);
         row.count("calls Closed, names swept");
     }

@@ -26,16 +26,7 @@ const T: Duration = Duration::from_millis(1);
 
 /// The anonymous shmproc segments this process maps: (address, length).
 fn segments() -> Vec<(usize, usize)> {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.ends_with("/memfd:shmproc (deleted)"))
-        .map(|l| {
-            let (from, to) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
-            let from = usize::from_str_radix(from, 16).unwrap();
-            (from, usize::from_str_radix(to, 16).unwrap() - from)
-        })
-        .collect()
+    common::mappings(|path| path == "/memfd:shmproc (deleted)")
 }
 
 /// Forks a child that writes garbage into every anonymous segment mapped

@@ -15,23 +15,6 @@ use shmproc::{Error, Manager, Namespace, Pool, SharedDict, SharedList, StartMeth
 /// would see them.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `cleanup` until `left` says nothing is left, at most 20 s (a
-/// segment stays while a child forked by another test still maps it);
-/// whether it is all gone.
-fn swept_within_20_s(left: impl Fn() -> bool) -> bool {
-    let started = Instant::now();
-    while {
-        shmproc::cleanup().unwrap();
-        left()
-    } {
-        if started.elapsed() > Duration::from_secs(20) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
-
 fn watchdog(what: &'static str) -> (Watchdog, std::sync::MutexGuard<'static, ()>) {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let watchdog = Watchdog::new(move || common::abort_hung("manager", what));
@@ -198,10 +181,10 @@ fn a_killed_server_makes_every_call_closed() {
     // `cleanup` leaves a segment some process still maps: a child another
     // test forked while this one had the listener's queue mapped (in a
     // connection attempt) maps it until it exits. So sweep until it is gone.
-    let left = || {
-        std::fs::read_dir("/dev/shm").unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(m.address()))
-    };
-    assert!(swept_within_20_s(left), "the killed server's names are still there after 20 s of sweeping");
+    assert!(
+        common::swept_within_20_s(|name| name.contains(m.address())),
+        "the killed server's names are still there after 20 s of sweeping"
+    );
 }
 
 fn hold_forever((d, ns): (SharedDict<u8, u64>, Namespace)) -> u64 {
@@ -573,13 +556,8 @@ fn a_client_stalled_in_the_handshake_holds_up_no_other() {
     }
     m.shutdown().unwrap();
     // The killed clients' pipes not yet taken are swept as a dead creator's.
-    let left = || {
-        std::fs::read_dir("/dev/shm").unwrap().any(|e| {
-            let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            stalled.iter().any(|pid| name.starts_with(&format!("shmproc-conn-{pid}-")))
-        })
-    };
-    assert!(swept_within_20_s(left), "the killed clients' pipes are still there after 20 s of sweeping");
+    let left = |name: &str| stalled.iter().any(|pid| name.starts_with(&format!("shmproc-conn-{pid}-")));
+    assert!(common::swept_within_20_s(left), "the killed clients' pipes are still there after 20 s of sweeping");
 }
 
 static INHERITED: std::sync::OnceLock<SharedDict<u32, u32>> = std::sync::OnceLock::new();

@@ -742,16 +742,7 @@ fn a_huge_file_behind_a_small_segment_is_never_mapped_whole() {
     let opened = Lock::open(&name).unwrap();
     drop(opened.lock().unwrap());
     let path = shm_path(&name).to_string_lossy().into_owned();
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let sizes: Vec<u64> = maps
-        .lines()
-        .filter(|l| l.split_whitespace().nth(5) == Some(path.as_str()))
-        .map(|l| {
-            let range = l.split_whitespace().next().unwrap();
-            let (from, to) = range.split_once('-').unwrap();
-            u64::from_str_radix(to, 16).unwrap() - u64::from_str_radix(from, 16).unwrap()
-        })
-        .collect();
+    let sizes: Vec<usize> = common::mappings(|p| p == path).into_iter().map(|(_, len)| len).collect();
     assert!(!sizes.is_empty(), "the segment is mapped");
     assert!(sizes.iter().all(|&s| s <= 1 << 20), "mappings of {sizes:?} bytes for a lock");
     drop((opened, lock));

@@ -160,15 +160,18 @@ pub(crate) fn fuzz_parse(msg: &[u8]) -> &'static str {
 /// For the fuzz target's seeds: a valid message of each plain kind, and a
 /// batch of two.
 pub(crate) fn fuzz_examples() -> Vec<Vec<u8>> {
-    let run = [&[RUN][..], &7u64.to_le_bytes(), &1u32.to_le_bytes(), b"args"].concat();
-    let done = [&[DONE][..], &7u64.to_le_bytes(), &[RETURNED], b"payload"].concat();
-    let mut batch = vec![BATCH];
-    batch.extend_from_slice(&2u32.to_le_bytes());
-    for item in [&run, &done] {
-        batch.extend_from_slice(&(item.len() as u32).to_le_bytes());
-        batch.extend_from_slice(item);
+    let (mut r, mut d, mut batch) = (Vec::new(), Vec::new(), Vec::new());
+    run(&mut r, 7, 1, b"args");
+    done(&mut d, 7, RETURNED, b"payload");
+    batch_start(&mut batch);
+    for item in [&r, &d] {
+        batch_push(&mut batch, |buf| {
+            buf.extend_from_slice(item);
+            Ok(())
+        })
+        .expect("a small item fits");
     }
-    vec![run, done, vec![STOP], vec![READY], [&[INIT_FAILED][..], b"why"].concat(), batch]
+    vec![r, d, STOP_MESSAGE.to_vec(), vec![READY], [&[INIT_FAILED][..], b"why"].concat(), batch]
 }
 
 /// Starts a `BATCH` message in `buf`.

@@ -330,30 +330,6 @@ impl Segment {
                 return Err(Error::io("mmap", e));
             }
         };
-        // The name is visible from `shm_create` on: an opener may map it
-        // while the bytes move. So the payload goes first, then the header
-        // (word by word, atomically: an opener reads it) still saying
-        // "initialising", and `READY` is published last.
-        let mut header = [0u8; HEADER_LEN];
-        // SAFETY: both mappings are `total` bytes and distinct; until READY
-        // no opener reads the new payload, and this thread alone writes it.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.map.as_ptr(), header.as_mut_ptr(), HEADER_LEN);
-            std::ptr::copy_nonoverlapping(
-                self.map.as_ptr().add(HEADER_LEN),
-                map.as_mut_ptr().add(HEADER_LEN),
-                total - HEADER_LEN,
-            );
-        }
-        header[36..40].copy_from_slice(&INIT_PENDING.to_le_bytes());
-        for (i, word) in header.chunks_exact(8).enumerate() {
-            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            #[allow(clippy::cast_ptr_alignment)] // 8-aligned offsets in a page-aligned mapping
-            // SAFETY: in bounds and 8-aligned; an atomic store, as every
-            // access to a header is.
-            unsafe { std::sync::atomic::AtomicU64::from_ptr(map.as_mut_ptr().add(8 * i).cast::<u64>()) }
-                .store(word, std::sync::atomic::Ordering::Relaxed);
-        }
         let moved = Segment {
             map,
             fd,
@@ -364,6 +340,23 @@ impl Segment {
             unlink_pid: std::sync::atomic::AtomicU32::new(os::pid()),
             unlinked: std::sync::atomic::AtomicBool::new(false),
         };
+        // The name is visible from `shm_create` on: an opener may map it
+        // while the bytes move. The new file is zeros, so its header says
+        // "initialising" until the payload and then the header's fields are
+        // copied, and `READY` is published last.
+        // SAFETY: both payloads are `self.len` bytes past the header, in
+        // distinct mappings; until READY no opener reads the new one, and
+        // this thread alone writes it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(HEADER_LEN),
+                moved.map.as_mut_ptr().add(HEADER_LEN),
+                self.len,
+            );
+        }
+        let h = self.header().snapshot();
+        let creator = os::TaskId { tid: h.creator_pid, start: h.creator_start };
+        moved.header().write(self.kind, h.type_fp, h.payload_len, creator);
         // Release: an opener that sees READY sees every byte copied above.
         moved.header().publish();
         Ok(moved)

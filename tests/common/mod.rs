@@ -623,6 +623,41 @@ impl Drop for Watchdog {
     }
 }
 
+/// This process's mappings (start address, length) of the files whose path,
+/// as `/proc/self/maps` shows it (`/dev/shm/x`, `/memfd:shmproc (deleted)`),
+/// `of` accepts.
+pub(crate) fn mappings(of: impl Fn(&str) -> bool) -> Vec<(usize, usize)> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let path = fields.get(5..).map(|p| p.join(" "))?;
+            let (from, to) = fields[0].split_once('-')?;
+            let from = usize::from_str_radix(from, 16).ok()?;
+            of(&path).then(|| (from, usize::from_str_radix(to, 16).unwrap() - from))
+        })
+        .collect()
+}
+
+/// Runs `cleanup` until no name under `/dev/shm` is one `left` matches, at
+/// most 20 s (a segment stays while a child another test forked still maps
+/// it); whether they are all gone.
+pub(crate) fn swept_within_20_s(left: impl Fn(&str) -> bool) -> bool {
+    let any_left = || std::fs::read_dir("/dev/shm").unwrap().any(|e| left(&e.unwrap().file_name().to_string_lossy()));
+    let started = Instant::now();
+    while {
+        shmproc::cleanup().unwrap();
+        any_left()
+    } {
+        if started.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 /// A watchdog's `on_expiry` for tests whose hang cannot be undone: says which
 /// test hung, then aborts the test binary (children are daemons or watch their
 /// parent, so they go with it). The message is written to the process's
