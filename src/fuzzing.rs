@@ -74,3 +74,18 @@ fn serde_message(data: &[u8]) -> &'static str {
     };
     if decoded { "serde: decoded" } else { "serde: does not decode" }
 }
+
+/// The `listener` target: by `data[0]`, a request record of arbitrary bytes
+/// in a listener's queue, or the handshake's messages a hostile client
+/// sends a listener, or a hostile listener sends a client. None may panic
+/// or hang, an `accept` must not accept a request that names no pipe, and
+/// a side with an authkey must never accept its peer (which cannot know
+/// the key); the answer says how the exchange ended.
+pub fn listener_exchange(data: &[u8]) -> &'static str {
+    crate::channel::listener::fuzz_exchange(data)
+}
+
+/// Inputs for every part of [`listener_exchange`] (the target's seeds).
+pub fn listener_examples() -> Vec<Vec<u8>> {
+    crate::channel::listener::fuzz_examples()
+}

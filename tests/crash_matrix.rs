@@ -414,6 +414,49 @@ fn condition_notifier(rng: &mut XorShift) -> Row {
     row
 }
 
+fn condition_all_slots(_: &mut XorShift) -> Row {
+    let mut row = Row::new(
+        "Condition",
+        "wait, with all 64 slots taken",
+        "all 64 waiters, asleep",
+        "a 65th waiter gets a slot (the dead waiters' are reclaimed, no Overflow), and one notify(1) wakes it",
+    );
+    for _ in 0..2 {
+        let (cond, asleep) = (Condition::new().unwrap(), Semaphore::new(0).unwrap());
+        let mut waiters: Vec<Child> = (0..64)
+            .map(|_| {
+                let (c, a) = (cond.clone(), asleep.clone());
+                child(move || {
+                    let mut g = c.lock().unwrap();
+                    a.release().unwrap();
+                    g.wait_timeout(Duration::from_secs(60)).unwrap()
+                })
+            })
+            .collect();
+        for _ in 0..64 {
+            assert!(asleep.acquire_timeout(PATIENCE), "a waiter never got to its wait");
+        }
+        // Each said so holding the lock, which it lets go only in its wait,
+        // once it has its slot: when we hold the lock, all 64 wait.
+        drop(taken(cond.lock()));
+        for w in &mut waiters {
+            kill(w);
+        }
+        let ready = Event::new().unwrap();
+        let (c, r) = (cond.clone(), ready.clone());
+        let mut survivor = child(move || {
+            let mut g = c.lock().unwrap();
+            r.set();
+            g.wait_timeout(PATIENCE).unwrap()
+        });
+        when_ready(&ready, "the 65th waiter");
+        assert_eq!(taken(cond.lock()).notify(1).unwrap(), 1, "one waiter (the dead ones' slots are free)");
+        served(&mut survivor, "the 65th waiter");
+        row.count("its slot reclaimed, woken by one notify(1)");
+    }
+    row
+}
+
 fn barrier_party(rng: &mut XorShift) -> Row {
     let mut row = Row::new(
         "Barrier(3)",
@@ -657,6 +700,39 @@ fn pool_worker(rng: &mut XorShift) -> Row {
     row
 }
 
+fn pool_worker_async(rng: &mut XorShift) -> Row {
+    let mut row = Row::new(
+        "Pool (fork, 2 workers)",
+        "apply_async and imap",
+        "a worker, mid-task",
+        "that task's result is an error naming SIGKILL, every other result is exact, and the pool goes on",
+    );
+    for run in 0..4 {
+        let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build().unwrap();
+        let at = (rng.next_u64() % 40) as u32;
+        let items: Vec<u32> = (0..40).map(|i| if i == at { 99 } else { i }).collect();
+        let results: Vec<shmproc::Result<u32>> = if run % 2 == 0 {
+            let pending: Vec<_> = items.iter().map(|&x| pool.apply_async(die_at, x).unwrap()).collect();
+            pending.iter().map(shmproc::AsyncResult::get).collect()
+        } else {
+            pool.imap(die_at, items, 1).collect()
+        };
+        assert_eq!(results.len(), 40);
+        for (i, r) in (0..).zip(&results) {
+            match r {
+                Ok(x) => assert_eq!(*x, i, "item {i}"),
+                Err(e) => assert!(i == at && e.to_string().contains("SIGKILL"), "item {i} (killed: {at}): {e}"),
+            }
+        }
+        assert!(results[at as usize].is_err(), "the killed task's result");
+        assert_eq!(pool.map(square, 0..20, None).unwrap(), (0..20).map(|x| x * x).collect::<Vec<_>>());
+        pool.close();
+        pool.join().unwrap();
+        row.count(if run % 2 == 0 { "apply_async: that task failed, the rest exact" } else { "imap: that item failed, the rest exact" });
+    }
+    row
+}
+
 fn listener_client(rng: &mut XorShift) -> Row {
     let mut row = Row::new(
         "Listener",
@@ -737,6 +813,78 @@ fn process_child(rng: &mut XorShift) -> Row {
     row
 }
 
+fn echo(x: u32) -> u32 {
+    x
+}
+
+/// `echo`, alive long enough for its parent to be looked at.
+fn slow_echo(x: u32) -> u32 {
+    std::thread::sleep(Duration::from_millis(200));
+    x
+}
+
+/// The parent of `pid` (field 4 of its `/proc` stat).
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn fork_server(rng: &mut XorShift) -> Row {
+    let mut row = Row::new(
+        "Process (fork server)",
+        "start and join, in a loop",
+        "the fork server",
+        "every start gives a child or an error, every join returns (its result, or ChildFailed), and the next start comes from a new server",
+    );
+    for _ in 0..4 {
+        // A child of this server that outlives it.
+        let mut orphan = Process::builder().start_method(StartMethod::ForkServer).target(linger, ());
+        orphan.start().unwrap();
+        let server = parent_of(orphan.pid().unwrap());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (started, failed) = std::thread::scope(|scope| {
+            let starter = scope.spawn(|| {
+                let (mut started, mut failed) = (0u32, 0u32);
+                for i in 0u32.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut p = Process::builder().start_method(StartMethod::ForkServer).target(echo, i);
+                    match p.start() {
+                        Ok(()) => started += 1,
+                        Err(_) => failed += 1,
+                    }
+                    match p.join() {
+                        Ok(x) => assert_eq!(x, i),
+                        Err(Error::ChildFailed { .. }) => {}
+                        Err(e) => panic!("join of a fork server's child: {e}"),
+                    }
+                }
+                (started, failed)
+            });
+            pause(rng, 30_000);
+            // SAFETY: kill(2) on the fork server, a child of this process.
+            assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+            std::thread::sleep(Duration::from_millis(30));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            starter.join().expect("the starter")
+        });
+        assert!(started > 0, "no start succeeded ({failed} failed)");
+        orphan.kill().unwrap();
+        match orphan.join() {
+            Err(Error::ChildFailed { .. }) => {}
+            other => panic!("the orphan's join gave {other:?}"),
+        }
+        let mut next = Process::builder().start_method(StartMethod::ForkServer).target(slow_echo, 7);
+        next.start().unwrap();
+        assert_ne!(parent_of(next.pid().unwrap()), server, "the next child came from the dead server");
+        assert_eq!(next.join().unwrap(), 7);
+        row.count(if failed == 0 { "every start succeeded" } else { "a start failed at the kill, the next went on" });
+    }
+    row
+}
+
 fn manager_server(rng: &mut XorShift) -> Row {
     let mut row = Row::new(
         "Manager",
@@ -775,7 +923,7 @@ fn manager_server(rng: &mut XorShift) -> Row {
 
 type RowFn = fn(&mut XorShift) -> Row;
 
-const ROWS: [(&str, RowFn); 18] = [
+const ROWS: [(&str, RowFn); 21] = [
     ("lock_holder", lock_holder),
     ("lock_waiter", lock_waiter),
     ("rlock_holder", rlock_holder),
@@ -785,6 +933,7 @@ const ROWS: [(&str, RowFn); 18] = [
     ("event_setter", event_setter),
     ("condition_waiter", condition_waiter),
     ("condition_notifier", condition_notifier),
+    ("condition_all_slots", condition_all_slots),
     ("barrier_party", barrier_party),
     ("joinable_consumer", joinable_consumer),
     ("queue_producer", queue_producer),
@@ -792,7 +941,9 @@ const ROWS: [(&str, RowFn); 18] = [
     ("pipe_reader", pipe_reader),
     ("listener_client", listener_client),
     ("pool_worker", pool_worker),
+    ("pool_worker_async", pool_worker_async),
     ("process_child", process_child),
+    ("fork_server", fork_server),
     ("manager_server", manager_server),
 ];
 

@@ -13,6 +13,8 @@
 //! refresh the committed ones with `SHMPROC_SEED_DIR=fuzz/corpus cargo test
 //! --test fuzz_corpus fresh_seeds_open_as_expected`).
 
+#[path = "../fuzz/harness/listener.rs"]
+mod listener;
 #[path = "../fuzz/harness/manager_request.rs"]
 mod manager_request;
 #[path = "../fuzz/harness/open_array.rs"]
@@ -59,7 +61,7 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 type Harness = fn(&[u8]) -> Vec<&'static str>;
 
 /// Every fuzz target and its harness.
-const TARGETS: [(&str, Harness); 10] = [
+const TARGETS: [(&str, Harness); 11] = [
     ("open_segment", open_segment::exercise),
     ("open_array", open_array::exercise),
     ("queue_model_queue", |d| queue_model::exercise_as(queue_model::kind::QUEUE, d)),
@@ -70,6 +72,7 @@ const TARGETS: [(&str, Harness); 10] = [
     ("open_pipe", open_pipe::exercise),
     ("manager_request", manager_request::exercise),
     ("peer_messages", peer_messages::exercise),
+    ("listener", listener::exercise),
 ];
 
 /// Runs `harness` on `path`'s bytes (see [`replay_bytes`]).
@@ -181,6 +184,7 @@ fn fresh_seeds_open_as_expected() {
             "open_pipe" => pipe_seeds(),
             "manager_request" => manager_seeds(),
             "peer_messages" => peer_seeds(),
+            "listener" => listener_seeds(),
             other => panic!("no seeds for fuzz target {other}"),
         };
         if let Some(dir) = &out {
@@ -1263,4 +1267,31 @@ fn manager_seeds() -> Vec<Seed> {
             opens_as: vec!["malformed", "malformed"],
         },
     ]
+}
+
+/// One seed per part of the `listener` target, each ending as named.
+fn listener_seeds() -> Vec<Seed> {
+    let expected = [
+        "request: skipped",
+        "request: skipped",
+        "listener: refused",
+        "listener: refused",
+        "listener: greeted",
+        "client: refused",
+        "client: refused",
+        "client: greeted",
+        "client: refused",
+        "client: refused",
+        "client: greeted",
+        "listener: refused",
+        "client: refused",
+    ];
+    let examples = shmproc::fuzzing::listener_examples();
+    assert_eq!(examples.len(), expected.len(), "one expectation per example");
+    examples
+        .into_iter()
+        .zip(expected)
+        .enumerate()
+        .map(|(i, (bytes, opens))| Seed { name: format!("seed-example-{i:02}"), bytes, opens_as: vec![opens] })
+        .collect()
 }

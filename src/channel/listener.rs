@@ -187,10 +187,17 @@ impl Unverified {
     /// error (never [`Error::Closed`], which says the listener is closed) if
     /// it went away or stalled.
     pub(crate) fn greet(self) -> Result<Connection> {
+        self.greet_until(None)
+    }
+
+    /// [`greet`](Self::greet), not waiting past `deadline`.
+    fn greet_until(self, deadline: Option<Deadline>) -> Result<Connection> {
         let Unverified { conn, authkey } = self;
         let greeted = match &authkey {
-            None => send(&conn, WELCOME),
-            Some(key) => deliver_challenge(&conn, key).and_then(|()| answer_challenge(&conn, key)),
+            None => send(&conn, WELCOME, deadline),
+            Some(key) => {
+                deliver_challenge(&conn, key, deadline).and_then(|()| answer_challenge(&conn, key, deadline))
+            }
         };
         match greeted {
             Ok(()) => Ok(conn),
@@ -221,51 +228,100 @@ pub(crate) fn listening(address: &str) -> bool {
 /// Connects to the listener at `address`: Python's
 /// `multiprocessing.connection.Client`. Returns once the listener has
 /// accepted the connection (and both sides proved they know the `authkey`,
-/// if one is given).
+/// if one is given); like Python's, it waits as long as the listener lives
+/// and listens ([`client_timeout`] bounds the wait).
 ///
 /// # Errors
 /// [`Error::NotFound`] if nothing listens at `address`; [`Error::Closed`] if
 /// the listener closes or dies before it accepts; [`Error::Authentication`]
 /// if the authkeys differ (or one side has none).
 pub fn client(address: &str, authkey: Option<&[u8]>) -> Result<Connection> {
+    connect(address, authkey, None)
+}
+
+/// [`client`], giving up with [`Error::Timeout`] if the connection is not
+/// accepted and greeted within `timeout` (a listener that is busy, stalled,
+/// or lost the request).
+///
+/// # Errors
+/// [`Error::Timeout`], and those of [`client`].
+pub fn client_timeout(address: &str, authkey: Option<&[u8]>, timeout: Duration) -> Result<Connection> {
+    connect(address, authkey, Some(Deadline::after(timeout)))
+}
+
+fn connect(address: &str, authkey: Option<&[u8]>, deadline: Option<Deadline>) -> Result<Connection> {
     let requests = ObjectQueue::<Request>::open(address)?;
     let listener = requests.creator().ok_or(Error::Closed)?;
     let conn = Connection::create_named(&pipe_name()?, DEFAULT_CAPACITY, listener)?;
-    let name = conn.name().map(str::to_owned).ok_or(Error::Closed)?;
-    let mut request = Request { pipe: name };
+    let connected = request(&requests, &conn, listener, deadline).and_then(|first| {
+        // The listener has the pipe mapped: its name has done its job.
+        conn.unlink_name();
+        client_handshake(&conn, authkey, &first, deadline)
+    });
+    // A client that gives up takes its pipe's name with it (a listener that
+    // takes the request later finds nothing there, and skips it).
+    conn.unlink_name();
+    connected.map(|()| conn)
+}
+
+/// Puts the request for `conn` in the listener's queue and waits for the
+/// listener's first message, which says it accepted (until `deadline`, or
+/// while the listener lives and listens).
+fn request(
+    requests: &ObjectQueue<Request>,
+    conn: &Connection,
+    listener: os::TaskId,
+    deadline: Option<Deadline>,
+) -> Result<Vec<u8>> {
+    let mut request = Request { pipe: conn.name().map(str::to_owned).ok_or(Error::Closed)? };
     // A full backlog: wait for room while the listener lives and listens.
     loop {
-        match requests.put_timeout(request, LOOK_EVERY) {
+        match requests.put_timeout(request, step(deadline, LOOK_EVERY)) {
             Ok(()) => break,
+            Err(PutError::Timeout(_)) if passed(deadline) => return Err(Error::Timeout),
             Err(PutError::Timeout(r)) if !requests.is_closed() && os::task_alive(listener) => request = r,
             Err(PutError::Timeout(_) | PutError::Closed(_)) => return Err(Error::Closed),
             Err(e) => return Err(e.into()),
         }
     }
-    // The listener's first message says it accepted us.
-    let first = loop {
-        match recv_small(&conn, LOOK_EVERY) {
-            Ok(m) => break m,
+    loop {
+        match recv_small(conn, step(deadline, LOOK_EVERY)) {
+            Ok(m) => return Ok(m),
+            Err(Error::Timeout) if passed(deadline) => return Err(Error::Timeout),
             Err(Error::Timeout) if !requests.is_closed() => {}
             Err(Error::Timeout) => return Err(Error::Closed),
             Err(e) => return Err(e),
         }
-    };
-    conn.unlink_name();
+    }
+}
+
+/// The client's side of the handshake, after the listener's `first`
+/// message (each step waits at most 10 s, and not past `deadline`).
+fn client_handshake(conn: &Connection, authkey: Option<&[u8]>, first: &[u8], deadline: Option<Deadline>) -> Result<()> {
     match authkey {
-        None if first == WELCOME => {}
+        None if first == WELCOME => Ok(()),
         None if first.starts_with(CHALLENGE) => {
             // Refused out loud, so that the listener's accept says why.
-            let _ = send(&conn, FAILURE);
-            return Err(Error::Authentication { detail: "the listener requires an authkey" });
+            let _ = send(conn, FAILURE, deadline);
+            Err(Error::Authentication { detail: "the listener requires an authkey" })
         }
-        None => return Err(Error::Authentication { detail: "unexpected greeting from the listener" }),
+        None => Err(Error::Authentication { detail: "unexpected greeting from the listener" }),
         Some(key) => {
-            answer_challenge_to(&conn, key, &first)?;
-            deliver_challenge(&conn, key)?;
+            answer_challenge_to(conn, key, first, deadline)?;
+            deliver_challenge(conn, key, deadline)
         }
     }
-    Ok(conn)
+}
+
+/// How long the next wait may last: `most`, cut to what is left until
+/// `deadline` (zero once it has passed: one look, no wait).
+fn step(deadline: Option<Deadline>, most: Duration) -> Duration {
+    deadline.map_or(most, |d| d.since(Deadline::now()).min(most))
+}
+
+/// Whether `deadline` has passed.
+fn passed(deadline: Option<Deadline>) -> bool {
+    deadline.is_some_and(Deadline::has_passed)
 }
 
 /// A fresh segment name for a client's pipe.
@@ -282,10 +338,11 @@ fn digest(key: &[u8], message: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Receives one handshake message, waiting at most [`HANDSHAKE_TIMEOUT`];
+/// Receives one handshake message, waiting at most [`HANDSHAKE_TIMEOUT`]
+/// (and not past `deadline`);
 /// a message longer than any the handshake sends is refused unread.
-fn handshake_recv(conn: &Connection) -> Result<Vec<u8>> {
-    recv_small(conn, HANDSHAKE_TIMEOUT)
+fn handshake_recv(conn: &Connection, deadline: Option<Deadline>) -> Result<Vec<u8>> {
+    recv_small(conn, step(deadline, HANDSHAKE_TIMEOUT))
 }
 
 /// Receives one handshake message of at most [`HANDSHAKE_MAX`] bytes,
@@ -301,27 +358,29 @@ fn recv_small(conn: &Connection, timeout: Duration) -> Result<Vec<u8>> {
     }
 }
 
-/// Sends one handshake message, waiting at most [`HANDSHAKE_TIMEOUT`] (a
-/// peer may hold the pipe's writers' lock, or fill its ring, and never read).
-fn send(conn: &Connection, message: &[u8]) -> Result<()> {
-    conn.send_bytes_until(message, Some(Deadline::after(HANDSHAKE_TIMEOUT)))
+/// Sends one handshake message, waiting at most [`HANDSHAKE_TIMEOUT`], and
+/// not past `deadline` (a peer may hold the pipe's writers' lock, or fill
+/// its ring, and never read).
+fn send(conn: &Connection, message: &[u8], deadline: Option<Deadline>) -> Result<()> {
+    let step = Deadline::after(HANDSHAKE_TIMEOUT);
+    conn.send_bytes_until(message, Some(deadline.map_or(step, |d| d.min(step))))
 }
 
 /// Challenges the peer to prove it knows `key`.
-fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
+fn deliver_challenge(conn: &Connection, key: &[u8], deadline: Option<Deadline>) -> Result<()> {
     let mut challenge = CHALLENGE.to_vec();
     let mut nonce = [0u8; NONCE_LEN];
     os::random_bytes(&mut nonce).map_err(|e| Error::io("getrandom", e))?;
     challenge.extend_from_slice(&nonce);
-    send(conn, &challenge)?;
-    let answer = handshake_recv(conn)?;
+    send(conn, &challenge, deadline)?;
+    let answer = handshake_recv(conn, deadline)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(&challenge);
     // Compared in constant time.
     if mac.verify_slice(&answer).is_ok() {
-        send(conn, WELCOME)
+        send(conn, WELCOME, deadline)
     } else {
-        send(conn, FAILURE)?;
+        send(conn, FAILURE, deadline)?;
         Err(Error::Authentication {
             detail: "the peer's answer to the challenge is wrong: a different authkey, or none",
         })
@@ -329,20 +388,117 @@ fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
 }
 
 /// Answers the peer's challenge with `key`.
-fn answer_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
-    let challenge = handshake_recv(conn)?;
-    answer_challenge_to(conn, key, &challenge)
+fn answer_challenge(conn: &Connection, key: &[u8], deadline: Option<Deadline>) -> Result<()> {
+    let challenge = handshake_recv(conn, deadline)?;
+    answer_challenge_to(conn, key, &challenge, deadline)
 }
 
 /// Answers `challenge` (already received) with `key`, then reads the
 /// verdict.
-fn answer_challenge_to(conn: &Connection, key: &[u8], challenge: &[u8]) -> Result<()> {
+fn answer_challenge_to(conn: &Connection, key: &[u8], challenge: &[u8], deadline: Option<Deadline>) -> Result<()> {
     if !challenge.starts_with(CHALLENGE) {
         return Err(Error::Authentication { detail: "the peer sent no challenge: it has no authkey" });
     }
-    send(conn, &digest(key, challenge))?;
-    match handshake_recv(conn)?.as_slice() {
+    send(conn, &digest(key, challenge), deadline)?;
+    match handshake_recv(conn, deadline)?.as_slice() {
         WELCOME => Ok(()),
         _ => Err(Error::Authentication { detail: "the peer refused our answer: a different authkey" }),
     }
+}
+
+/// For the fuzz target `listener`: the low two bits of `data[0]` pick the
+/// part of a connection a hostile peer feeds, and the rest is what it
+/// sends:
+/// - a request record of arbitrary bytes in a listener's queue, then an
+///   `accept` (which must fail: no such pipe is there);
+/// - the listener's side of the handshake, with the client's messages from
+///   the input;
+/// - the client's side, with the listener's messages from the input.
+///
+/// Bit 2 of `data[0]` drops the authkey, and bit 3 closes the peer once it
+/// has sent its messages (else it stays silent; the side under test's
+/// deadline has passed, so each of its reads is a look, not a wait). A
+/// side with a key never accepts the peer (which cannot answer a fresh
+/// random challenge), and a client without one accepts only `#WELCOME#`:
+/// anything else is an authentication bypass, and panics.
+pub(crate) fn fuzz_exchange(data: &[u8]) -> &'static str {
+    let Some((&mode, rest)) = data.split_first() else { return "empty" };
+    let key: Option<&[u8]> = if mode & 4 == 0 { Some(b"fuzz-authkey") } else { None };
+    let part = (mode & 3) % 3;
+    if part == 0 {
+        return fuzz_request(rest);
+    }
+    // The messages: each a length byte and its bytes (255 says 300 bytes,
+    // longer than any handshake message).
+    let mut messages = Vec::new();
+    let mut left = rest;
+    while let Some((&n, tail)) = left.split_first() {
+        let n = if n == u8::MAX { 300 } else { usize::from(n) }.min(tail.len());
+        messages.push(&tail[..n]);
+        left = &tail[n..];
+    }
+    let Ok((ours, peer)) = super::pipe() else { return "no pipe" };
+    let first = if part == 2 { messages.first().copied() } else { None };
+    for m in messages.iter().skip(usize::from(first.is_some())) {
+        if peer.send_bytes(m).is_err() {
+            break;
+        }
+    }
+    if mode & 8 != 0 {
+        peer.close();
+    }
+    let now = Some(Deadline::now());
+    if part == 1 {
+        let greeted = Unverified { conn: ours, authkey: key.map(<[u8]>::to_vec) }.greet_until(now);
+        assert!(!(greeted.is_ok() && key.is_some()), "the listener accepted a client that cannot know its key");
+        if greeted.is_ok() { "listener: greeted" } else { "listener: refused" }
+    } else {
+        let Some(first) = first else { return "client: no greeting" };
+        let greeted = client_handshake(&ours, key, first, now);
+        assert!(!(greeted.is_ok() && key.is_some()), "the client accepted a listener that cannot know its key");
+        assert!(!(greeted.is_ok() && first != WELCOME), "the client accepted a greeting other than #WELCOME#");
+        if greeted.is_ok() { "client: greeted" } else { "client: refused" }
+    }
+}
+
+/// A request of the bytes `record` in a fresh listener's queue, then an
+/// `accept` that must find nothing to accept.
+fn fuzz_request(record: &[u8]) -> &'static str {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let address = format!("shmproc-fuzz-listener-{}-{}", os::pid(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let Ok(listener) = Listener::bind(&address, None) else { return "no listener" };
+    if listener.requests.try_put_raw(record).is_err() {
+        return "request: does not fit";
+    }
+    match listener.accept_timeout(Duration::ZERO) {
+        Ok(_) => panic!("accepted a request naming no pipe"),
+        Err(Error::Timeout) => "request: skipped",
+        Err(_) => "request: refused",
+    }
+}
+
+/// Inputs the `listener` target starts from, one per part and key: a
+/// request naming no pipe (well formed, and then naming the listener
+/// itself), a client that answers with a wrong digest, one that answers
+/// `#FAILURE#`, a listener that welcomes a client with a key, one that
+/// challenges, and one that sends junk.
+pub(crate) fn fuzz_examples() -> Vec<Vec<u8>> {
+    let request = |pipe: &str| crate::codec::encode(&Request { pipe: pipe.to_owned() }).expect("a request encodes");
+    let message = |m: &[u8]| [&[m.len() as u8][..], m].concat();
+    let challenge = [CHALLENGE, &[7u8; NONCE_LEN][..]].concat();
+    vec![
+        [&[0u8][..], &request("shmproc-fuzz-no-such-pipe")].concat(),
+        [&[0u8][..], &request("shmproc-fuzz-listener-0-0")].concat(),
+        [&[1u8][..], &message(&[9u8; 32])].concat(),
+        [&[1u8][..], &message(&[1u8; 32]), &message(FAILURE)].concat(),
+        vec![5u8],
+        [&[2u8][..], &message(WELCOME)].concat(),
+        [&[2u8][..], &message(&challenge), &message(WELCOME)].concat(),
+        [&[6u8][..], &message(WELCOME)].concat(),
+        [&[6u8][..], &message(&challenge)].concat(),
+        [&[6u8][..], &message(b"junk")].concat(),
+        [&[14u8][..], &message(WELCOME)].concat(),
+        [&[9u8][..], &message(&[1u8; 32]), &message(WELCOME)].concat(),
+        [&[10u8][..], &message(&challenge), &[u8::MAX], &[0u8; 300]].concat(),
+    ]
 }

@@ -26,7 +26,7 @@ mod pipe;
 use std::fmt;
 
 pub use fixed::{Queue, SpscQueue};
-pub use listener::{Listener, client};
+pub use listener::{Listener, client, client_timeout};
 pub use object::{JoinableQueue, ObjectQueue};
 pub use pipe::{
     Connection, DEFAULT_CAPACITY as PIPE_CAPACITY, MessageWriter, Received, pipe, pipe_simplex, pipe_with_capacity,
