@@ -81,7 +81,7 @@ pub use array::{
 #[cfg(not(loom))]
 pub use channel::{
     Connection, GetError, JoinableQueue, Listener, MessageWriter, ObjectQueue, PutError, Queue, Received, SpscQueue,
-    client, pipe, pipe_simplex, pipe_with_capacity,
+    client, client_timeout, pipe, pipe_simplex, pipe_with_capacity,
 };
 pub use codec::Bytes;
 pub use error::{Error, Result};

@@ -728,7 +728,11 @@ fn pool_worker_async(rng: &mut XorShift) -> Row {
         assert_eq!(pool.map(square, 0..20, None).unwrap(), (0..20).map(|x| x * x).collect::<Vec<_>>());
         pool.close();
         pool.join().unwrap();
-        row.count(if run % 2 == 0 { "apply_async: that task failed, the rest exact" } else { "imap: that item failed, the rest exact" });
+        row.count(if run % 2 == 0 {
+            "apply_async: that task failed, the rest exact"
+        } else {
+            "imap: that item failed, the rest exact"
+        });
     }
     row
 }

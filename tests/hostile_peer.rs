@@ -6,10 +6,13 @@
 //! (in `tests/queue.rs` and `tests/object_queue.rs`); this file covers the
 //! other types.
 //!
-//! The objects are anonymous. The scribbler is forked after the object is
-//! made, so it maps the same memfd: the `memfd:shmproc` mappings of
-//! `/proc/self/maps`, listed just before the fork (this binary has one test,
-//! so the row's object is the only one), are where it writes.
+//! The scribbler is forked after the object is made, so it maps the same
+//! segments: the shmproc mappings of `/proc/self/maps` (memfds, and named
+//! segments), listed just before the fork (this binary has one test, so the
+//! row's objects are the only ones), are where it writes. For a pool, those
+//! are the pipes between it and its workers; for a manager, this process's
+//! connection to the server; for a listener, its request queue and a
+//! connection it accepted.
 
 mod common;
 
@@ -17,16 +20,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Watchdog, XorShift, fork_child};
-use shmproc::{Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, LockError, RLock, Semaphore, pipe};
+use shmproc::{
+    Array, Barrier, BoundedSemaphore, Condition, Error, Event, Listener, Lock, LockError, Manager, Pool, RLock,
+    Semaphore, StartMethod, client_timeout, pipe,
+};
 
 /// Operations per type.
 const OPS: u32 = 1500;
 /// Every timed operation's timeout.
 const T: Duration = Duration::from_millis(1);
 
-/// The anonymous shmproc segments this process maps: (address, length).
+/// The shmproc segments this process maps: (address, length). Anonymous
+/// ones, and named ones: opened by name (a connection's pipe, by its
+/// listener), or made by this process (its listener's queue, a client's
+/// pipe), which maps them under the name of the nameless file they were
+/// made as (`/dev/shm/#<inode>`, see `Segment::create`).
 fn segments() -> Vec<(usize, usize)> {
-    common::mappings(|path| path == "/memfd:shmproc (deleted)")
+    common::mappings(|path| {
+        path == "/memfd:shmproc (deleted)" || path.starts_with("/dev/shm/shmproc-") || path.starts_with("/dev/shm/#")
+    })
 }
 
 /// Forks a child that writes garbage into every anonymous segment mapped
@@ -37,7 +49,7 @@ fn segments() -> Vec<(usize, usize)> {
 /// header, which a handle validated once and must not trust again. It
 /// stops when this process goes (a watchdog's abort must not leave it
 /// spinning).
-fn scribbler(seed: u64) -> common::Child {
+fn scribbler(what: &str, seed: u64) -> common::Child {
     // SAFETY: gettid has no preconditions.
     let victim = unsafe { libc::gettid() } as u64;
     let parent = std::process::id();
@@ -52,7 +64,7 @@ fn scribbler(seed: u64) -> common::Child {
             (base, (64 + payload as usize).min(mapped))
         })
         .collect();
-    assert!(!segs.is_empty(), "no segment to scribble");
+    assert!(!segs.is_empty(), "{what}: no segment to scribble");
     fork_child(move || {
         let mut rng = XorShift::new(seed);
         for i in 0u64.. {
@@ -128,7 +140,7 @@ impl Tally {
 /// Runs `op` `OPS` times while a scribbler writes into the object's segment.
 fn under_fire(what: &'static str, seed: u64, mut op: impl FnMut(&mut XorShift, &mut Tally)) -> Tally {
     let _w = Watchdog::new(move || common::abort_hung("hostile_peer", what));
-    let mut s = scribbler(seed);
+    let mut s = scribbler(what, seed);
     let mut rng = XorShift::new(seed ^ 0x9e37);
     let mut tally = Tally::default();
     for _ in 0..OPS {
@@ -282,9 +294,96 @@ fn every_type_under_a_scribbling_peer_gives_errors_or_data_never_a_crash_or_hang
         ));
         drop(b);
         drop(a);
+
+        report.push(("Listener", listener_row(seed)));
+        report.push(("Pool", pool_row(seed)));
+        report.push(("Manager", manager_row(seed)));
     }
     for (what, tally) in &report {
         assert_eq!(tally.ok + tally.corrupt + tally.other, OPS, "{what}");
     }
     eprintln!("under a scribbling peer (ok, Corrupt, other errors): {report:?}");
+}
+
+/// How long a connection, an accept or a manager call may take in the rows
+/// below.
+const CONNECT: Duration = Duration::from_millis(20);
+
+/// A listener and a connection it accepted, under fire: connections made
+/// and accepted (on two threads), accepts and connections alone (which
+/// time out), and timed reads and polls on the accepted connection.
+fn listener_row(seed: u64) -> Tally {
+    let address = common::unique_name("hostile-listener");
+    let key = b"hostile".to_vec();
+    let listener = Listener::bind(&address, Some(&key)).unwrap();
+    let connect = || client_timeout(&address, Some(&key), CONNECT);
+    let (ours, theirs) = std::thread::scope(|s| {
+        let c = s.spawn(|| client_timeout(&address, Some(&key), Duration::from_secs(5)).unwrap());
+        (listener.accept_timeout(Duration::from_secs(5)).unwrap(), c.join().unwrap())
+    });
+    theirs.send(&7u64).unwrap();
+    let tally = under_fire("listener", seed, |rng, t| match rng.next_u64() % 5 {
+        0 => std::thread::scope(|s| {
+            let c = s.spawn(connect);
+            let accepted = listener.accept_timeout(CONNECT);
+            // One operation: its outcome is the worse side's.
+            t.result(c.join().expect("the client thread").and(accepted));
+        }),
+        1 => t.result(listener.accept_timeout(T)),
+        2 => t.result(connect()),
+        3 => t.result(ours.recv_bytes_timeout(T)),
+        _ => t.result(theirs.poll(Some(T))),
+    });
+    drop((ours, theirs, listener));
+    common::assert_no_leftovers("hostile-listener");
+    tally
+}
+
+fn square(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+
+/// A pool of two forked workers, its pipes under fire: tasks sent and
+/// their results awaited for a while; then the pool must terminate (a
+/// worker may have died of garbage: that is its task's error).
+fn pool_row(seed: u64) -> Tally {
+    let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build().unwrap();
+    let tally = under_fire("pool", seed, |rng, t| {
+        let x = rng.next_u64() % 1000;
+        match pool.apply_async(square, x) {
+            // In-bounds wrong data is allowed (SPEC §3); counted as data.
+            Ok(r) => t.result(r.get_timeout(Duration::from_millis(20))),
+            Err(e) => t.result::<()>(Err(e)),
+        }
+    });
+    let _w = Watchdog::new(|| common::abort_hung("hostile_peer", "terminating the pool after the fire"));
+    pool.terminate();
+    let _ = pool.join();
+    tally
+}
+
+/// A manager's connection from this process under fire, its calls bounded
+/// by a call timeout: dict calls. Afterwards the server still serves (a new
+/// connection, past the scribbled one).
+fn manager_row(seed: u64) -> Tally {
+    let m = Manager::start().unwrap();
+    m.set_call_timeout(Some(CONNECT));
+    let d = m.dict::<u64, u64>().unwrap();
+    d.insert(0, 0).unwrap();
+    let tally = under_fire("manager", seed, |rng, t| {
+        let k = rng.next_u64() % 8;
+        match rng.next_u64() % 3 {
+            0 => t.result(d.insert(k, k)),
+            1 => t.result(d.get(&k)),
+            _ => t.result(d.len()),
+        }
+    });
+    let _w = Watchdog::new(|| common::abort_hung("hostile_peer", "the manager after the fire"));
+    // The scribbled connection may fail a call or two; a new one serves.
+    let tries: Vec<_> = (0..5).map(|_| d.insert(1, 1)).collect();
+    let alive = m.pid().is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert!(tries.iter().any(Result::is_ok), "the manager's server no longer serves (alive: {alive}): {tries:?}");
+    drop(d);
+    m.shutdown().unwrap();
+    tally
 }

@@ -15,7 +15,7 @@ use common::{WATCHDOG, Watchdog, fork_child, join_ok, shm_path, start_fn, unique
 use shmproc::{
     Connection, Error, Listener,
     StartMethod::{Fork, Spawn},
-    client,
+    client, client_timeout,
 };
 
 /// The tests here run one at a time, so that each can check that no
@@ -246,4 +246,71 @@ fn a_forked_acceptor_takes_over_the_binders_hold() {
     assert!(matches!(got, Err(Error::Closed)), "{got:?}");
     acceptor.kill();
     assert_no_pipes_left();
+}
+
+/// Names of pipes that the client `pid` made and left in `/dev/shm`.
+fn pipes_left_by(pid: libc::pid_t) -> Vec<String> {
+    let prefix = format!("shmproc-conn-{pid}-");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// `client_timeout` gives up on a listener that does not accept, after
+/// its timeout, and takes its pipe's name with it: the request it left is
+/// skipped by the next accept, and nothing stays in `/dev/shm`. (The
+/// clients are forked children, so that their pipe names are theirs.)
+#[test]
+fn a_client_that_times_out_leaves_nothing_and_its_request_is_skipped() {
+    let _s = serial();
+    let _w = Watchdog::new(|| common::abort_hung("listener", "client_timeout"));
+    let address = unique_name("listener-timeout");
+    let listener = Listener::bind(&address, None).unwrap();
+    let a = address.clone();
+    let mut c = fork_child(move || {
+        let started = std::time::Instant::now();
+        match client_timeout(&a, None, Duration::from_millis(100)) {
+            Err(Error::Timeout) if started.elapsed() >= Duration::from_millis(100) => 0,
+            other => panic!("a listener that never accepts: {other:?} after {:?}", started.elapsed()),
+        }
+    });
+    assert_eq!(c.wait_timeout(WATCHDOG), Some(0), "{}", c.describe());
+    assert_eq!(pipes_left_by(c.pid()), Vec::<String>::new(), "the client's pipe name stayed");
+    // Its request is still queued: the accept finds no pipe there, skips
+    // it, and times out.
+    assert!(matches!(listener.accept_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+    // A client within its timeout is accepted as with `client`.
+    let a = address.clone();
+    let mut c = fork_child(move || {
+        let conn = client_timeout(&a, None, Duration::from_secs(10)).unwrap();
+        conn.send(&5u32).unwrap();
+        0
+    });
+    let conn = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(conn.recv::<u32>().unwrap(), 5);
+    assert_eq!(c.wait_timeout(WATCHDOG), Some(0), "{}", c.describe());
+    drop(listener);
+    common::assert_no_leftovers("listener-timeout");
+}
+
+/// A client refused by a listener that is closed (but not yet gone) leaves
+/// no pipe name behind.
+#[test]
+fn a_client_refused_by_a_closed_listener_leaves_no_name() {
+    let _s = serial();
+    let _w = Watchdog::new(|| common::abort_hung("listener", "closed listener"));
+    let address = unique_name("listener-closed");
+    let listener = Listener::bind(&address, None).unwrap();
+    listener.close();
+    let a = address.clone();
+    let mut c = fork_child(move || match client(&a, None) {
+        Err(Error::Closed) => 0,
+        other => panic!("a closed listener: {other:?}"),
+    });
+    assert_eq!(c.wait_timeout(WATCHDOG), Some(0), "{}", c.describe());
+    assert_eq!(pipes_left_by(c.pid()), Vec::<String>::new(), "the refused client's pipe name stayed");
+    drop(listener);
+    common::assert_no_leftovers("listener-closed");
 }

@@ -596,3 +596,35 @@ fn a_forked_child_never_waits_on_its_parents_client() {
     assert_eq!(d.len().unwrap(), 21);
     m.shutdown().unwrap();
 }
+
+/// With a call timeout, a call to a stalled server (stopped with SIGSTOP)
+/// gives `Timeout` after it, not a wait for ever; once the server goes on,
+/// the next calls are served (on a new connection: the timed-out one is out
+/// of step).
+#[test]
+fn a_call_timeout_bounds_the_wait_for_a_stalled_server() {
+    let _w = watchdog("call timeout");
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    d.insert(1, 1).unwrap();
+    m.set_call_timeout(Some(Duration::from_millis(200)));
+    let pid = m.pid().unwrap() as i32;
+    // SAFETY: kill(2) on the manager's server, our child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let started = Instant::now();
+    let stalled = d.insert(2, 2);
+    let waited = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(matches!(stalled, Err(Error::Timeout)), "{stalled:?}");
+    assert!(waited >= Duration::from_millis(200), "gave up after {waited:?}");
+    // The request may have been served once the server went on; either
+    // way the next calls are, within a few tries (a fresh connection's
+    // handshake must fit in the timeout too).
+    let next = (0..20).find_map(|_| d.insert(3, 3).ok());
+    assert!(next.is_some(), "no call served after the server went on");
+    assert_eq!(d.get(&1).unwrap(), Some(1));
+    m.set_call_timeout(None);
+    assert_eq!(d.get(&3).unwrap(), Some(3));
+    m.shutdown().unwrap();
+}

@@ -195,9 +195,7 @@ impl Unverified {
         let Unverified { conn, authkey } = self;
         let greeted = match &authkey {
             None => send(&conn, WELCOME, deadline),
-            Some(key) => {
-                deliver_challenge(&conn, key, deadline).and_then(|()| answer_challenge(&conn, key, deadline))
-            }
+            Some(key) => deliver_challenge(&conn, key, deadline).and_then(|()| answer_challenge(&conn, key, deadline)),
         };
         match greeted {
             Ok(()) => Ok(conn),
@@ -253,15 +251,14 @@ fn connect(address: &str, authkey: Option<&[u8]>, deadline: Option<Deadline>) ->
     let requests = ObjectQueue::<Request>::open(address)?;
     let listener = requests.creator().ok_or(Error::Closed)?;
     let conn = Connection::create_named(&pipe_name()?, DEFAULT_CAPACITY, listener)?;
-    let connected = request(&requests, &conn, listener, deadline).and_then(|first| {
-        // The listener has the pipe mapped: its name has done its job.
-        conn.unlink_name();
-        client_handshake(&conn, authkey, &first, deadline)
-    });
-    // A client that gives up takes its pipe's name with it (a listener that
-    // takes the request later finds nothing there, and skips it).
+    // A client that gives up drops `conn`, which takes the pipe's name with
+    // it (the creator's handle does): a listener that takes the request
+    // later finds nothing there, and skips it.
+    let first = request(&requests, &conn, listener, deadline)?;
+    // The listener has the pipe mapped: the name has done its job.
     conn.unlink_name();
-    connected.map(|()| conn)
+    client_handshake(&conn, authkey, &first, deadline)?;
+    Ok(conn)
 }
 
 /// Puts the request for `conn` in the listener's queue and waits for the

@@ -198,7 +198,12 @@ impl<T> ObjectQueue<T> {
     /// This queue as a queue of `U`, the segment's type unchecked: for
     /// putting records that no `T` encodes to (the listener's fuzz entry).
     fn retyped<U>(&self) -> ObjectQueue<U> {
-        ObjectQueue { state: self.state.clone(), capacity: self.capacity, wait: self.wait.clone(), _messages: PhantomData }
+        ObjectQueue {
+            state: self.state.clone(),
+            capacity: self.capacity,
+            wait: self.wait.clone(),
+            _messages: PhantomData,
+        }
     }
 
     /// A record of exactly `bytes` put into the queue: what a peer that

@@ -81,10 +81,10 @@ pub(crate) fn fuzz_example_replies() -> Vec<Vec<u8>> {
 }
 use crate::array::{Array, Element, Value};
 use crate::channel::listener::listening;
-use crate::channel::{Connection, JoinableQueue, ObjectQueue, client, pipe};
+use crate::channel::{Connection, JoinableQueue, ObjectQueue, client, client_timeout, pipe};
 use crate::codec::{self, Bytes};
 use crate::error::{Error, Result};
-use crate::os;
+use crate::os::{self, Deadline};
 use crate::process::{Process, StartMethod, get_start_method};
 use crate::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 
@@ -117,6 +117,9 @@ struct Client {
     /// Proxies alive in this process, per object: the first attaches this
     /// connection to the object, the last one gone detaches it.
     refs: Mutex<HashMap<u64, usize>>,
+    /// How long a call waits for the server, in nanoseconds (0: as long as
+    /// it takes, Python's way); [`Manager::set_call_timeout`].
+    call_timeout: AtomicU64,
 }
 
 /// A client's connection, and the objects this process holds through it.
@@ -233,6 +236,7 @@ impl Client {
             link: Mutex::new(Link::default()),
             gone: std::sync::atomic::AtomicBool::new(false),
             refs: Mutex::new(HashMap::new()),
+            call_timeout: AtomicU64::new(0),
         });
         clients.push(c.clone());
         c
@@ -253,11 +257,13 @@ impl Client {
     /// # Errors
     /// [`Error::Closed`] if the server is gone; the error the server gave.
     fn call(self: &Arc<Self>, request: &Request) -> Result<Reply> {
-        self.call_within(request, None)
+        let nanos = self.call_timeout.load(Ordering::Relaxed);
+        self.call_within(request, (nanos != 0).then(|| Duration::from_nanos(nanos)))
     }
 
-    /// [`call`](Self::call), waiting at most `timeout` for the reply
-    /// ([`Error::Timeout`]; the connection is then dropped, out of step).
+    /// [`call`](Self::call), waiting at most `timeout` for a new connection,
+    /// for room to send, and for the reply ([`Error::Timeout`]; the
+    /// connection is then dropped, out of step).
     fn call_within(self: &Arc<Self>, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
         if self.generation != os::fork_generation() {
             return self.here().call_within(request, timeout);
@@ -269,7 +275,7 @@ impl Client {
         let mut link = self.link.lock().unwrap_or_else(PoisonError::into_inner);
         let link = &mut *link;
         if link.conn.is_none() {
-            link.conn = Some(self.connect(&link.held)?);
+            link.conn = Some(self.connect(&link.held, timeout)?);
         }
         // Counted before the reply: a refused attach is tried again on the
         // next connection.
@@ -284,10 +290,14 @@ impl Client {
             _ => {}
         }
         let Some(c) = link.conn.as_ref() else { return Err(Error::Closed) };
-        let reply = c.send_bytes(&bytes).and_then(|()| match timeout {
-            None => c.recv::<Reply>(),
-            Some(t) => c.recv_timeout::<Reply>(t),
-        });
+        let reply = match timeout {
+            None => c.send_bytes(&bytes).and_then(|()| c.recv::<Reply>()),
+            Some(t) => {
+                let deadline = Deadline::after(t);
+                c.send_bytes_until(&bytes, Some(deadline))
+                    .and_then(|()| c.recv_timeout::<Reply>(deadline.since(Deadline::now())))
+            }
+        };
         match reply {
             Ok(Reply::Created(id)) => {
                 link.held.insert(id);
@@ -318,12 +328,16 @@ impl Client {
         }
     }
 
-    /// A new connection, holding `held` again.
-    fn connect(self: &Arc<Self>, held: &HashSet<u64>) -> Result<Connection> {
+    /// A new connection, holding `held` again (each step within `timeout`).
+    fn connect(self: &Arc<Self>, held: &HashSet<u64>, timeout: Option<Duration>) -> Result<Connection> {
         if self.gone.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
-        let conn = match client(&self.address, Some(&self.authkey)) {
+        let connected = match timeout {
+            None => client(&self.address, Some(&self.authkey)),
+            Some(t) => client_timeout(&self.address, Some(&self.authkey), t),
+        };
+        let conn = match connected {
             Ok(c) => c,
             Err(Error::NotFound { .. } | Error::Closed) if !listening(&self.address) => {
                 // The server is gone: this client goes from the registry
@@ -337,7 +351,11 @@ impl Client {
         for &id in held {
             conn.send(&Request::Attach(id, None))?;
             // Done, an object gone meanwhile, or refused.
-            if let Reply::Refused(why) = conn.recv::<Reply>()? {
+            let reply = match timeout {
+                None => conn.recv::<Reply>()?,
+                Some(t) => conn.recv_timeout::<Reply>(t)?,
+            };
+            if let Reply::Refused(why) = reply {
                 return Err(Error::Manager { reason: why });
             }
         }
@@ -574,6 +592,18 @@ impl Manager {
     /// address, what [`crate::client`] needs to talk to the server directly.
     pub fn authkey(&self) -> &[u8] {
         &self.client.authkey
+    }
+
+    /// Bounds how long each call of this process's proxies of this
+    /// manager's objects waits for the server (`None`: as long as it takes,
+    /// the default, as in Python): a server that is stalled, or a peer that
+    /// scribbled over the connection, then gives [`Error::Timeout`] instead
+    /// of a wait for ever. A call that timed out leaves the connection out
+    /// of step: the next call makes a new one. Proxies in other processes
+    /// keep their own setting.
+    pub fn set_call_timeout(&self, timeout: Option<Duration>) {
+        let nanos = timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1));
+        self.client.call_timeout.store(nanos, Ordering::Relaxed);
     }
 
     /// The server's pid, while it runs.
