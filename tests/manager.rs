@@ -600,7 +600,7 @@ fn a_forked_child_never_waits_on_its_parents_client() {
 /// With a call timeout, a call to a stalled server (stopped with SIGSTOP)
 /// gives `Timeout` after it, not a wait for ever; once the server goes on,
 /// the next calls are served (on a new connection: the timed-out one is out
-/// of step).
+/// of step), and the objects this process holds are still there.
 #[test]
 fn a_call_timeout_bounds_the_wait_for_a_stalled_server() {
     let _w = watchdog("call timeout");
@@ -618,6 +618,10 @@ fn a_call_timeout_bounds_the_wait_for_a_stalled_server() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
     assert!(matches!(stalled, Err(Error::Timeout)), "{stalled:?}");
     assert!(waited >= Duration::from_millis(200), "gave up after {waited:?}");
+    // The server, going on, answers into a connection the client has
+    // dropped, and ends it: the dict, which this process still holds, must
+    // stay (lent until the next connection attaches it again).
+    std::thread::sleep(Duration::from_millis(300));
     // The request may have been served once the server went on; either
     // way the next calls are, within a few tries (a fresh connection's
     // handshake must fit in the timeout too).

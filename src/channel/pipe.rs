@@ -463,6 +463,13 @@ impl Connection {
         Ok(conn)
     }
 
+    /// The processes recorded as holding the other end (a named pipe's; an
+    /// anonymous one has no records).
+    pub(crate) fn peer_holders(&self) -> Vec<TaskId> {
+        let records = &self.state.holders[1 - self.end].0;
+        records.iter().map(|r| r.load(Ordering::Acquire)).filter(|&s| s != 0).map(TaskId::from_stamp).collect()
+    }
+
     /// Removes the pipe segment's name (a connection made by name, once
     /// both sides have it mapped); it then passes by descriptor.
     pub(crate) fn unlink_name(&self) {

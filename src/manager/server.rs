@@ -27,6 +27,7 @@ use crate::channel::object::create_queue_segment;
 use crate::channel::{Connection, Listener};
 use crate::codec::{self, Bytes};
 use crate::error::{Error, Result};
+use crate::os;
 use crate::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 
 /// The largest request the server reads: a client's message size is its
@@ -149,6 +150,22 @@ impl Objects {
             }
             self.drop_if_free(id);
         }
+    }
+
+    /// Lends `ids` (each of them here) for connection `me`, from `now`: the
+    /// lend's token.
+    fn lend(&mut self, me: u64, ids: Vec<u64>, now: Instant) -> u64 {
+        for id in &ids {
+            if let Some(slot) = self.slots.get_mut(id) {
+                slot.lent += 1;
+            }
+        }
+        *self.lent_by.entry(me).or_default() += ids.len();
+        let token = self.next_lend;
+        self.next_lend += 1;
+        self.lends.insert(token, Lend { ids, lender: me });
+        self.expiries.push_back((now + LEND_LIFETIME, token));
+        token
     }
 
     /// Ends the lends whose time is up.
@@ -325,13 +342,19 @@ impl Server {
     /// Answers one client until it goes.
     fn serve(&self, conn: &Connection, me: u64) {
         /// Lets go of what the client held however serving ends.
-        struct LetGo<'a>(&'a Server, u64);
+        struct LetGo<'a>(&'a Server, u64, Vec<os::TaskId>);
         impl Drop for LetGo<'_> {
             fn drop(&mut self) {
-                self.0.let_go(self.1);
+                let alive = self.2.iter().any(|&t| os::task_alive(t));
+                self.0.let_go(self.1, alive);
             }
         }
-        let _let_go = LetGo(self, me);
+        // The client's process, as its end's records name it now: if it
+        // still lives when the connection ends (a call that timed out, a
+        // connection it found corrupt), it connects again and attaches what
+        // it holds, which must be there.
+        let client = conn.peer_holders();
+        let _let_go = LetGo(self, me, client);
         let mut buf = vec![0; 4096];
         // Until the client is gone, closed, or sends a message too large to
         // take.
@@ -358,11 +381,22 @@ impl Server {
     /// Lets go of what connection `me` held: its keys and its proxies; the
     /// objects nothing keeps alive any more go. (Its lends stay until they
     /// arrive or expire: a process that sends a proxy and exits, a child
-    /// returning one, must not take the object with it.)
-    fn let_go(&self, me: u64) {
+    /// returning one, must not take the object with it.) If its process
+    /// still lives (`alive`), the objects it held are lent first: they stay
+    /// until it attaches them again on a new connection, or for as long as
+    /// a lend lasts.
+    fn let_go(&self, me: u64, alive: bool) {
         let dicts: Vec<Arc<Mutex<Object>>> = {
             let mut objects = self.objects();
-            objects.expire(Instant::now());
+            let now = Instant::now();
+            objects.expire(now);
+            if alive {
+                let held: Vec<u64> =
+                    objects.slots.iter().filter(|(_, s)| s.holders.contains(&me)).map(|(&id, _)| id).collect();
+                if !held.is_empty() {
+                    objects.lend(me, held, now);
+                }
+            }
             for slot in objects.slots.values_mut() {
                 slot.holders.remove(&me);
             }
@@ -464,15 +498,7 @@ impl Server {
         for &id in &ids {
             objects.slot(id)?;
         }
-        for &id in &ids {
-            objects.slot(id)?.lent += 1;
-        }
-        let token = objects.next_lend;
-        objects.next_lend += 1;
-        objects.lent_by.insert(me, lent);
-        objects.lends.insert(token, Lend { ids, lender: me });
-        objects.expiries.push_back((now + LEND_LIFETIME, token));
-        Ok(Reply::Lent(token))
+        Ok(Reply::Lent(objects.lend(me, ids, now)))
     }
 
     fn make(&self, native: Native) -> Result<Reply> {
@@ -695,7 +721,7 @@ impl FuzzServer {
 
     /// Client `client` went: its held keys go.
     pub fn client_gone(&self, client: u64) {
-        self.0.let_go(client);
+        self.0.let_go(client, false);
     }
 
     /// Valid requests, encoded, for seeds: create a dict, a list and a
