@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::{Child, Watchdog, XorShift, fork_child};
 use shmproc::{
-    Barrier, BoundedSemaphore, Condition, Error, Event, GetError, JoinableQueue, Listener, Lock, LockError, Manager,
-    ObjectQueue, Pool, Process, Queue, RLock, Semaphore, StartMethod, client, pipe, pipe_with_capacity,
+    Array, Barrier, BoundedSemaphore, Condition, Error, Event, GetError, JoinableQueue, Listener, Lock, LockError,
+    Manager, ObjectQueue, Pool, Process, Queue, RLock, Semaphore, SharedDict, SpscQueue, StartMethod, Value, client,
+    pipe, pipe_with_capacity,
 };
 
 /// How long a survivor waits for anything before the row fails.
@@ -457,6 +458,69 @@ fn condition_all_slots(_: &mut XorShift) -> Row {
     row
 }
 
+fn array_holder(rng: &mut XorShift) -> Row {
+    let mut row = Row::new(
+        "Array<i64>(16), Value<i64>",
+        "lock, write every element, unlock, in a loop",
+        "the writer",
+        "the next lock() gets it (OwnerDied if it was held); a whole write is seen whole, and a write cut by the death leaves only its old and new values",
+    );
+    for run in 0..10 {
+        let started = Event::new().unwrap();
+        let t = Instant::now();
+        let outcome = if run % 2 == 0 {
+            let array = Array::<i64>::new(16).unwrap();
+            let a = array.clone();
+            let mut k = 0;
+            let mut victim = looping(&started, move || {
+                let g = taken(a.lock());
+                k += 1;
+                for i in 0..16 {
+                    g.store(i, k);
+                }
+            });
+            kill_running(&mut victim, &started, rng);
+            let (g, died) = match array.lock_timeout(PATIENCE) {
+                Ok(g) => (g, false),
+                Err(LockError::OwnerDied(g)) => (g, true),
+                Err(LockError::Failed(e)) => panic!("array lock after the kill: {e}"),
+            };
+            let values = g.to_vec();
+            let (lo, hi) = (values.iter().min().copied().unwrap(), values.iter().max().copied().unwrap());
+            if died {
+                assert!(hi - lo <= 1 && values.windows(2).all(|w| w[0] >= w[1]), "a cut write: {values:?}");
+                row.recovery.push(t.elapsed());
+                "Array: owner died"
+            } else {
+                assert_eq!(lo, hi, "a whole write seen cut: {values:?}");
+                "Array: free, whole"
+            }
+        } else {
+            let value = Value::<i64>::new(0).unwrap();
+            let v = value.clone();
+            let mut victim = looping(&started, move || {
+                let g = taken(v.lock());
+                g.set(g.get() + 1);
+            });
+            kill_running(&mut victim, &started, rng);
+            match value.lock_timeout(PATIENCE) {
+                Ok(g) => {
+                    assert!(g.get() >= 0);
+                    "Value: free"
+                }
+                Err(LockError::OwnerDied(g)) => {
+                    assert!(g.get() >= 0);
+                    row.recovery.push(t.elapsed());
+                    "Value: owner died"
+                }
+                Err(LockError::Failed(e)) => panic!("value lock after the kill: {e}"),
+            }
+        };
+        row.count(outcome);
+    }
+    row
+}
+
 fn barrier_party(rng: &mut XorShift) -> Row {
     let mut row = Row::new(
         "Barrier(3)",
@@ -586,6 +650,128 @@ fn queue_producer(rng: &mut XorShift) -> Row {
         }
         assert!(take(&mut next, get(PATIENCE)), "the queue works on");
         row.count(if drained == 0 { "killed before its first put" } else { "every message up to the kill" });
+    }
+    row
+}
+
+fn queue_consumer(rng: &mut XorShift) -> Row {
+    let mut row = Row::new(
+        "Queue<u64>, ObjectQueue<u64>",
+        "get, in a loop",
+        "the consumer, anywhere in a get",
+        "the next consumer resumes where the dead one stopped, at most the one message it was taking lost, none twice, in order",
+    );
+    for run in 0..10 {
+        let object = run % 2 == 1;
+        let (q, oq) = (Queue::<u64>::new(1024).unwrap(), ObjectQueue::<u64>::new(16384).unwrap());
+        for i in 0..1000 {
+            if object {
+                oq.put(i).unwrap();
+            } else {
+                q.put(i).unwrap();
+            }
+        }
+        // What the consumer took, as it recorded it: one past the last.
+        let progress = Array::<u64>::new(1).unwrap();
+        let (c, oc, p, started) = (q.clone(), oq.clone(), progress.clone(), Event::new().unwrap());
+        let mut victim = looping(&started, move || {
+            let v = if object { oc.get().unwrap() } else { c.get().unwrap() };
+            p.store(0, v + 1);
+        });
+        kill_running(&mut victim, &started, rng);
+        let got = progress.load(0);
+        let get = || if object { oq.try_get() } else { q.try_get() };
+        let mut next = match get() {
+            Ok(v) => {
+                assert!(v == got || v == got + 1, "resumed at {v}, the consumer had taken up to {got}");
+                v + 1
+            }
+            Err(GetError::Empty) => {
+                assert!(got >= 999, "empty after only {got} taken");
+                1000
+            }
+            Err(e) => panic!("get after the kill: {e:?}"),
+        };
+        let lost = next > got + 1;
+        while let Ok(v) = get() {
+            assert_eq!(v, next, "out of order or twice");
+            next += 1;
+        }
+        assert_eq!(next, 1000, "messages missing at the end");
+        row.count(if lost { "the message being taken lost" } else { "resumed with nothing lost" });
+    }
+    row
+}
+
+fn spsc_peer(rng: &mut XorShift) -> Row {
+    let mut row = Row::new(
+        "SpscQueue<u64>",
+        "put or get, in a loop",
+        "the producer, or the consumer",
+        "the survivor (or the one who takes the dead consumer's role) sees the stream in order, at most the message a dead consumer was taking lost",
+    );
+    for run in 0..10 {
+        let q = SpscQueue::<u64>::new(1024).unwrap();
+        let started = Event::new().unwrap();
+        let progress = Array::<u64>::new(1).unwrap();
+        let (c, p) = (q.clone(), progress.clone());
+        if run % 2 == 0 {
+            // The producer dies; this process consumes.
+            let mut i = 0;
+            let mut victim = looping(&started, move || {
+                if c.put_timeout(i, Duration::from_millis(20)).is_ok() {
+                    i += 1;
+                    p.store(0, i);
+                }
+            });
+            let mut next = 0;
+            let killed = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    kill_running(&mut victim, &started, rng);
+                    killed.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+                loop {
+                    match q.get_timeout(Duration::from_millis(20)) {
+                        Ok(v) => {
+                            assert_eq!(v, next, "out of order or twice");
+                            next += 1;
+                        }
+                        Err(GetError::Timeout) if killed.load(std::sync::atomic::Ordering::Relaxed) => break,
+                        Err(GetError::Timeout) => {}
+                        Err(e) => panic!("get: {e:?}"),
+                    }
+                }
+            });
+            let done = progress.load(0);
+            assert!(next == done || next == done + 1, "got {next}, the producer recorded {done} puts");
+            row.count("producer killed: every message it put, in order");
+        } else {
+            // The consumer dies; this process takes its role.
+            for i in 0..1000 {
+                q.put(i).unwrap();
+            }
+            let mut victim = looping(&started, move || {
+                if let Ok(v) = c.get_timeout(Duration::from_millis(20)) {
+                    p.store(0, v + 1);
+                }
+            });
+            kill_running(&mut victim, &started, rng);
+            let got = progress.load(0);
+            let mut next = got;
+            let mut first = true;
+            while let Ok(v) = q.try_get() {
+                if first {
+                    assert!(v == got || v == got + 1, "resumed at {v}, the consumer had taken up to {got}");
+                    next = v;
+                    first = false;
+                }
+                assert_eq!(v, next, "out of order or twice");
+                next += 1;
+            }
+            assert!(next >= 999, "the stream stopped at {next}");
+            row.count("consumer killed: the stream resumed");
+        }
     }
     row
 }
@@ -889,6 +1075,46 @@ fn fork_server(rng: &mut XorShift) -> Row {
     row
 }
 
+fn update_until_killed((d, holding): (SharedDict<u8, u64>, Event)) {
+    let _ = d.update(0, |n| {
+        holding.set();
+        std::thread::sleep(Duration::from_secs(3600));
+        n.unwrap_or(0)
+    });
+}
+
+fn manager_key_holder(rng: &mut XorShift) -> Row {
+    let mut row = Row::new(
+        "Manager",
+        "dict update (holding its key)",
+        "the client holding the key",
+        "the key is let go: a waiting update by another process goes through, exactly once",
+    );
+    let m = Manager::start().unwrap();
+    for run in 0..3 {
+        let d = m.dict::<u8, u64>().unwrap();
+        d.insert(0, 41).unwrap();
+        let holding = Event::new().unwrap();
+        let mut holder = Process::builder()
+            .start_method(StartMethod::Fork)
+            .target(update_until_killed, (d.clone(), holding.clone()));
+        holder.start().unwrap();
+        assert!(holding.wait_timeout(PATIENCE).unwrap(), "the child never held the key");
+        let waiting = {
+            let d = d.clone();
+            std::thread::spawn(move || d.update(0, |n| n.unwrap() + 100))
+        };
+        pause(rng, 20_000);
+        holder.kill().unwrap();
+        assert!(holder.join().is_err());
+        assert_eq!(waiting.join().unwrap().unwrap(), 141, "run {run}: the waiting update");
+        assert_eq!(d.get(&0).unwrap(), Some(141));
+        row.count("the key let go, the waiting update done once");
+    }
+    m.shutdown().unwrap();
+    row
+}
+
 fn manager_server(rng: &mut XorShift) -> Row {
     let mut row = Row::new(
         "Manager",
@@ -927,7 +1153,7 @@ fn manager_server(rng: &mut XorShift) -> Row {
 
 type RowFn = fn(&mut XorShift) -> Row;
 
-const ROWS: [(&str, RowFn); 21] = [
+const ROWS: [(&str, RowFn); 25] = [
     ("lock_holder", lock_holder),
     ("lock_waiter", lock_waiter),
     ("rlock_holder", rlock_holder),
@@ -938,9 +1164,12 @@ const ROWS: [(&str, RowFn); 21] = [
     ("condition_waiter", condition_waiter),
     ("condition_notifier", condition_notifier),
     ("condition_all_slots", condition_all_slots),
+    ("array_holder", array_holder),
     ("barrier_party", barrier_party),
     ("joinable_consumer", joinable_consumer),
     ("queue_producer", queue_producer),
+    ("queue_consumer", queue_consumer),
+    ("spsc_peer", spsc_peer),
     ("pipe_writer", pipe_writer),
     ("pipe_reader", pipe_reader),
     ("listener_client", listener_client),
@@ -948,6 +1177,7 @@ const ROWS: [(&str, RowFn); 21] = [
     ("pool_worker_async", pool_worker_async),
     ("process_child", process_child),
     ("fork_server", fork_server),
+    ("manager_key_holder", manager_key_holder),
     ("manager_server", manager_server),
 ];
 
