@@ -12,7 +12,7 @@
 //! row's objects are the only ones), are where it writes. For a pool, those
 //! are the pipes between it and its workers; for a manager, this process's
 //! connection to the server; for a listener, its request queue and a
-//! connection it accepted.
+//! connection it accepted; for processes, their result cells.
 
 mod common;
 
@@ -30,23 +30,32 @@ const OPS: u32 = 1500;
 /// Every timed operation's timeout.
 const T: Duration = Duration::from_millis(1);
 
-/// The shmproc segments this process maps: (address, length). Anonymous
-/// ones, and named ones: opened by name (a connection's pipe, by its
-/// listener), or made by this process (its listener's queue, a client's
-/// pipe), which maps them under the name of the nameless file they were
-/// made as (`/dev/shm/#<inode>`, see `Segment::create`).
-fn segments() -> Vec<(usize, usize)> {
-    common::mappings(|path| {
+/// The shmproc segments this process maps: (address, length, whether it
+/// has a segment header). Anonymous ones, children's result cells (a
+/// header of their own), and named ones: opened by name (a connection's
+/// pipe, by its listener), or made by this process (its listener's queue,
+/// a client's pipe), which maps them under the name of the nameless file
+/// they were made as (`/dev/shm/#<inode>`, see `Segment::create`).
+fn segments() -> Vec<(usize, usize, bool)> {
+    let segment = |path: &str| {
         path == "/memfd:shmproc (deleted)" || path.starts_with("/dev/shm/shmproc-") || path.starts_with("/dev/shm/#")
-    })
+    };
+    let mut all: Vec<(usize, usize, bool)> =
+        common::mappings(segment).into_iter().map(|(base, len)| (base, len, true)).collect();
+    all.extend(
+        common::mappings(|path| path == "/memfd:shmproc-result (deleted)").into_iter().map(|(b, l)| (b, l, false)),
+    );
+    all
 }
 
 /// Forks a child that writes garbage into every anonymous segment mapped
 /// now (listed here, before the fork, so that the child's own report segment
 /// is not among them), for ever: random words, small numbers, zeros, all
 /// ones, and thread ids (the operating thread's, its own, a ghost) where
-/// lock words live. Mostly the payload; one write in ten lands in the
-/// header, which a handle validated once and must not trust again. It
+/// lock words live. Mostly the payload (a quarter of it in its first 4 KiB,
+/// where large segments keep their control words); one write in sixteen
+/// lands in the header, which a handle validated once and must not trust
+/// again. It
 /// stops when this process goes (a watchdog's abort must not leave it
 /// spinning).
 fn scribbler(what: &str, seed: u64) -> common::Child {
@@ -57,7 +66,10 @@ fn scribbler(what: &str, seed: u64) -> common::Child {
     // scribbling (the mapping is a whole number of pages).
     let segs: Vec<(usize, usize)> = segments()
         .into_iter()
-        .map(|(base, mapped)| {
+        .map(|(base, mapped, headed)| {
+            if !headed {
+                return (base, mapped);
+            }
             // SAFETY: the header's payload length word, at offset 24 of a
             // live mapping of at least one page.
             let payload = unsafe { AtomicU64::from_ptr((base + 24) as *mut u64).load(Ordering::Relaxed) };
@@ -73,6 +85,10 @@ fn scribbler(what: &str, seed: u64) -> common::Child {
             let words = len / 8;
             let word = if (r >> 8) % 16 == 0 || words <= 8 {
                 (r >> 12) as usize % 8
+            } else if (r >> 8) % 4 == 1 {
+                // The first 4 KiB of the payload, where a large segment
+                // (a pipe, a pool's) keeps its positions, locks and records.
+                8 + (r >> 12) as usize % (words - 8).min(512)
             } else {
                 8 + (r >> 12) as usize % (words - 8)
             };
@@ -138,16 +154,25 @@ impl Tally {
 }
 
 /// Runs `op` `OPS` times while a scribbler writes into the object's segment.
-fn under_fire(what: &'static str, seed: u64, mut op: impl FnMut(&mut XorShift, &mut Tally)) -> Tally {
+fn under_fire(what: &'static str, seed: u64, op: impl FnMut(&mut XorShift, &mut Tally)) -> Tally {
+    under_fires(what, seed, 1, op)
+}
+
+/// [`under_fire`] in `rounds` rounds, each with a new scribbler, which maps
+/// the segments there are then: a pool replaces a worker whose pipes went
+/// bad with a new one, in new segments.
+fn under_fires(what: &'static str, seed: u64, rounds: u32, mut op: impl FnMut(&mut XorShift, &mut Tally)) -> Tally {
     let _w = Watchdog::new(move || common::abort_hung("hostile_peer", what));
-    let mut s = scribbler(what, seed);
     let mut rng = XorShift::new(seed ^ 0x9e37);
     let mut tally = Tally::default();
-    for _ in 0..OPS {
-        op(&mut rng, &mut tally);
+    for round in 0..rounds {
+        let mut s = scribbler(what, seed.wrapping_add(u64::from(round) << 32));
+        for _ in 0..OPS / rounds {
+            op(&mut rng, &mut tally);
+        }
+        assert!(s.try_wait().is_none(), "{what}: the scribbler stopped: {}", s.describe());
+        s.kill();
     }
-    assert!(s.try_wait().is_none(), "{what}: the scribbler stopped: {}", s.describe());
-    s.kill();
     tally
 }
 
@@ -295,6 +320,7 @@ fn every_type_under_a_scribbling_peer_gives_errors_or_data_never_a_crash_or_hang
         drop(b);
         drop(a);
 
+        report.push(("Process", process_row(seed)));
         report.push(("Listener", listener_row(seed)));
         report.push(("Pool", pool_row(seed)));
         report.push(("Manager", manager_row(seed)));
@@ -303,6 +329,55 @@ fn every_type_under_a_scribbling_peer_gives_errors_or_data_never_a_crash_or_hang
         assert_eq!(tally.ok + tally.corrupt + tally.other, OPS, "{what}");
     }
     eprintln!("under a scribbling peer (ok, Corrupt, other errors): {report:?}");
+}
+
+fn bytes_after(i: u64) -> Vec<u8> {
+    std::thread::sleep(Duration::from_millis(i * 3));
+    vec![i as u8; 64 * i as usize]
+}
+
+/// Children started (forked) before the fire, their result cells under it
+/// while they finish at different times: timed joins, which give each one's
+/// result, or an error (`Corrupt`, a failed child), or time out while it
+/// runs.
+fn process_row(seed: u64) -> Tally {
+    let mut children: Vec<shmproc::Process<Vec<u8>>> = (0..16u64)
+        .map(|i| {
+            let mut p = shmproc::Process::builder().start_method(StartMethod::Fork).target(bytes_after, i);
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let mut joined = [false; 16];
+    let tally = under_fire("process", seed, |rng, t| {
+        let i = (rng.next_u64() % 16) as usize;
+        let p = &mut children[i];
+        if joined[i] {
+            // Taken: what is left to ask is its exit code.
+            let _ = p.exitcode();
+            t.ok += 1;
+            return;
+        }
+        match p.join_timeout(T) {
+            // Still running.
+            Ok(None) => t.ok += 1,
+            // In-bounds data (right or wrong).
+            Ok(Some(_)) => {
+                joined[i] = true;
+                t.ok += 1;
+            }
+            Err(e) => {
+                joined[i] = true;
+                t.result::<()>(Err(e));
+            }
+        }
+    });
+    let _w = Watchdog::new(|| common::abort_hung("hostile_peer", "joining the processes after the fire"));
+    for mut p in children {
+        let _ = p.join_timeout(Duration::from_secs(10));
+        assert!(!p.is_alive(), "a child still runs");
+    }
+    tally
 }
 
 /// How long a connection, an accept or a manager call may take in the rows
@@ -345,10 +420,11 @@ fn square(x: u64) -> u64 {
 
 /// A pool of two forked workers, its pipes under fire: tasks sent and
 /// their results awaited for a while; then the pool must terminate (a
-/// worker may have died of garbage: that is its task's error).
+/// worker may have died of garbage: that is its task's error). In ten
+/// rounds, each scribbler mapping the pipes of the workers there are then.
 fn pool_row(seed: u64) -> Tally {
     let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build().unwrap();
-    let tally = under_fire("pool", seed, |rng, t| {
+    let tally = under_fires("pool", seed, 10, |rng, t| {
         let x = rng.next_u64() % 1000;
         match pool.apply_async(square, x) {
             // In-bounds wrong data is allowed (SPEC §3); counted as data.
