@@ -714,14 +714,14 @@ fn spsc_peer(rng: &mut XorShift) -> Row {
         let q = SpscQueue::<u64>::new(1024).unwrap();
         let started = Event::new().unwrap();
         let progress = Array::<u64>::new(1).unwrap();
-        let (c, p) = (q.clone(), progress.clone());
+        let (theirs, record) = (q.clone(), progress.clone());
         if run % 2 == 0 {
             // The producer dies; this process consumes.
-            let mut i = 0;
+            let mut sent = 0;
             let mut victim = looping(&started, move || {
-                if c.put_timeout(i, Duration::from_millis(20)).is_ok() {
-                    i += 1;
-                    p.store(0, i);
+                if theirs.put_timeout(sent, Duration::from_millis(20)).is_ok() {
+                    sent += 1;
+                    record.store(0, sent);
                 }
             });
             let mut next = 0;
@@ -752,8 +752,8 @@ fn spsc_peer(rng: &mut XorShift) -> Row {
                 q.put(i).unwrap();
             }
             let mut victim = looping(&started, move || {
-                if let Ok(v) = c.get_timeout(Duration::from_millis(20)) {
-                    p.store(0, v + 1);
+                if let Ok(v) = theirs.get_timeout(Duration::from_millis(20)) {
+                    record.store(0, v + 1);
                 }
             });
             kill_running(&mut victim, &started, rng);
