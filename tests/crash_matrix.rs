@@ -1033,6 +1033,7 @@ fn fork_server(rng: &mut XorShift) -> Row {
         orphan.start().unwrap();
         let server = parent_of(orphan.pid().unwrap());
         let stop = std::sync::atomic::AtomicBool::new(false);
+        let returned = std::sync::atomic::AtomicU32::new(0);
         let (started, failed) = std::thread::scope(|scope| {
             let starter = scope.spawn(|| {
                 let (mut started, mut failed) = (0u32, 0u32);
@@ -1041,12 +1042,16 @@ fn fork_server(rng: &mut XorShift) -> Row {
                         break;
                     }
                     let mut p = Process::builder().start_method(StartMethod::ForkServer).target(echo, i);
-                    match p.start() {
-                        Ok(()) => started += 1,
-                        Err(_) => failed += 1,
+                    if p.start().is_err() {
+                        failed += 1;
+                        continue;
                     }
+                    started += 1;
                     match p.join() {
-                        Ok(x) => assert_eq!(x, i),
+                        Ok(x) => {
+                            assert_eq!(x, i);
+                            returned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         Err(Error::ChildFailed { .. }) => {}
                         Err(e) => panic!("join of a fork server's child: {e}"),
                     }
@@ -1054,9 +1059,15 @@ fn fork_server(rng: &mut XorShift) -> Row {
                 (started, failed)
             });
             pause(rng, 30_000);
+            let before = returned.load(std::sync::atomic::Ordering::Relaxed);
             // SAFETY: kill(2) on the fork server, a child of this process.
             assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
-            std::thread::sleep(Duration::from_millis(30));
+            // Until a child started after the kill has come back (from a
+            // new server), at most PATIENCE.
+            let t = Instant::now();
+            while returned.load(std::sync::atomic::Ordering::Relaxed) < before + 2 && t.elapsed() < PATIENCE {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             starter.join().expect("the starter")
         });

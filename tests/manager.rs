@@ -627,8 +627,14 @@ fn a_call_timeout_bounds_the_wait_for_a_stalled_server() {
     // handshake must fit in the timeout too).
     let next = (0..20).find_map(|_| d.insert(3, 3).ok());
     assert!(next.is_some(), "no call served after the server went on");
-    assert_eq!(d.get(&1).unwrap(), Some(1));
     m.set_call_timeout(None);
+    assert_eq!(d.get(&1).unwrap(), Some(1));
     assert_eq!(d.get(&3).unwrap(), Some(3));
+    // The new connection attached the dict again, which ended what was
+    // kept for it: dropped now, it goes at once (not when the keeping
+    // would have expired, two minutes on).
+    assert_eq!(m.object_count().unwrap(), 1);
+    drop(d);
+    assert_eq!(m.object_count().unwrap(), 0, "the dict outlived its last proxy");
     m.shutdown().unwrap();
 }

@@ -1,9 +1,9 @@
 //! The `listener` fuzz harness: what a hostile peer feeds a connection by
 //! name. By the first byte: a request record of arbitrary bytes in a
-//! listener's queue (an `accept` must skip or refuse it, and leave nothing
-//! behind), the messages a client sends the listener's handshake, or those
-//! a listener sends the client's. Nothing may panic or hang, and a side
-//! with an authkey must never accept a peer that cannot know it (SPEC §3).
+//! listener's queue (an `accept` must skip or refuse it), the messages a
+//! client sends the listener's handshake, or those a listener sends the
+//! client's. Nothing may panic or hang, and a side with an authkey must
+//! never accept a peer that cannot know it (SPEC §3).
 //!
 //! Shared by the cargo-fuzz target (`fuzz/fuzz_targets/listener.rs`) and by
 //! the corpus replay test (`tests/fuzz_corpus.rs`), both through `#[path]`.

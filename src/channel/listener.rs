@@ -241,6 +241,21 @@ pub fn client(address: &str, authkey: Option<&[u8]>) -> Result<Connection> {
 /// accepted and greeted within `timeout` (a listener that is busy, stalled,
 /// or lost the request).
 ///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmproc::{Error, Listener, client_timeout};
+///
+/// let name = format!("doc-client-timeout-{}", std::process::id());
+/// let listener = Listener::bind(&name, None)?;
+/// // Nobody accepts: the client gives up, and leaves nothing behind.
+/// let refused = client_timeout(&name, None, Duration::from_millis(50));
+/// assert!(matches!(refused, Err(Error::Timeout)));
+/// # drop(listener);
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+///
 /// # Errors
 /// [`Error::Timeout`], and those of [`client`].
 pub fn client_timeout(address: &str, authkey: Option<&[u8]>, timeout: Duration) -> Result<Connection> {
@@ -437,7 +452,8 @@ pub(crate) fn fuzz_exchange(data: &[u8]) -> &'static str {
     let Ok((ours, peer)) = super::pipe() else { return "no pipe" };
     let first = if part == 2 { messages.first().copied() } else { None };
     for m in messages.iter().skip(usize::from(first.is_some())) {
-        if peer.send_bytes(m).is_err() {
+        // Never a wait: what does not fit is not sent.
+        if peer.send_bytes_until(m, Some(Deadline::now())).is_err() {
             break;
         }
     }
@@ -467,6 +483,8 @@ fn fuzz_request(record: &[u8]) -> &'static str {
     if listener.requests.try_put_raw(record).is_err() {
         return "request: does not fit";
     }
+    // (A fuzzed name could name a live client's pipe only by guessing its
+    // pid, counter and 32 random bits.)
     match listener.accept_timeout(Duration::ZERO) {
         Ok(_) => panic!("accepted a request naming no pipe"),
         Err(Error::Timeout) => "request: skipped",
@@ -474,9 +492,8 @@ fn fuzz_request(record: &[u8]) -> &'static str {
     }
 }
 
-/// Inputs the `listener` target starts from, one per part and key: a
-/// request naming no pipe (well formed, and then naming the listener
-/// itself), a client that answers with a wrong digest, one that answers
+/// Inputs the `listener` target starts from, one per part and key: two
+/// well-formed requests naming no pipe, a client that answers with a wrong digest, one that answers
 /// `#FAILURE#`, a listener that welcomes a client with a key, one that
 /// challenges, and one that sends junk.
 pub(crate) fn fuzz_examples() -> Vec<Vec<u8>> {

@@ -463,8 +463,8 @@ impl Connection {
         Ok(conn)
     }
 
-    /// The processes recorded as holding the other end (a named pipe's; an
-    /// anonymous one has no records).
+    /// The processes recorded as holding the other end (every end that a
+    /// process took has its record, until it lets the end go).
     pub(crate) fn peer_holders(&self) -> Vec<TaskId> {
         let records = &self.state.holders[1 - self.end].0;
         records.iter().map(|r| r.load(Ordering::Acquire)).filter(|&s| s != 0).map(TaskId::from_stamp).collect()

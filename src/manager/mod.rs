@@ -261,9 +261,9 @@ impl Client {
         self.call_within(request, (nanos != 0).then(|| Duration::from_nanos(nanos)))
     }
 
-    /// [`call`](Self::call), waiting at most `timeout` for a new connection,
-    /// for room to send, and for the reply ([`Error::Timeout`]; the
-    /// connection is then dropped, out of step).
+    /// [`call`](Self::call) within `timeout` in all: a new connection (its
+    /// handshake and attaches), room to send, and the reply
+    /// ([`Error::Timeout`]; the connection is then dropped, out of step).
     fn call_within(self: &Arc<Self>, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
         if self.generation != os::fork_generation() {
             return self.here().call_within(request, timeout);
@@ -272,10 +272,11 @@ impl Client {
         if bytes.len() > MAX_REQUEST {
             return Err(Error::TooLarge { size: bytes.len(), limit: MAX_REQUEST });
         }
+        let deadline = timeout.map(Deadline::after);
         let mut link = self.link.lock().unwrap_or_else(PoisonError::into_inner);
         let link = &mut *link;
         if link.conn.is_none() {
-            link.conn = Some(self.connect(&link.held, timeout)?);
+            link.conn = Some(self.connect(&link.held, deadline)?);
         }
         // Counted before the reply: a refused attach is tried again on the
         // next connection.
@@ -290,12 +291,10 @@ impl Client {
             _ => {}
         }
         let Some(c) = link.conn.as_ref() else { return Err(Error::Closed) };
-        let reply = match timeout {
+        let reply = match deadline {
             None => c.send_bytes(&bytes).and_then(|()| c.recv::<Reply>()),
-            Some(t) => {
-                let deadline = Deadline::after(t);
-                c.send_bytes_until(&bytes, Some(deadline))
-                    .and_then(|()| c.recv_timeout::<Reply>(deadline.since(Deadline::now())))
+            Some(d) => {
+                c.send_bytes_until(&bytes, Some(d)).and_then(|()| c.recv_timeout::<Reply>(d.since(Deadline::now())))
             }
         };
         match reply {
@@ -328,12 +327,13 @@ impl Client {
         }
     }
 
-    /// A new connection, holding `held` again (each step within `timeout`).
-    fn connect(self: &Arc<Self>, held: &HashSet<u64>, timeout: Option<Duration>) -> Result<Connection> {
+    /// A new connection, holding `held` again (by `deadline`).
+    fn connect(self: &Arc<Self>, held: &HashSet<u64>, deadline: Option<Deadline>) -> Result<Connection> {
         if self.gone.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
-        let connected = match timeout {
+        let left = || deadline.map(|d| d.since(Deadline::now()));
+        let connected = match left() {
             None => client(&self.address, Some(&self.authkey)),
             Some(t) => client_timeout(&self.address, Some(&self.authkey), t),
         };
@@ -351,7 +351,7 @@ impl Client {
         for &id in held {
             conn.send(&Request::Attach(id, None))?;
             // Done, an object gone meanwhile, or refused.
-            let reply = match timeout {
+            let reply = match left() {
                 None => conn.recv::<Reply>()?,
                 Some(t) => conn.recv_timeout::<Reply>(t)?,
             };
@@ -594,13 +594,29 @@ impl Manager {
         &self.client.authkey
     }
 
-    /// Bounds how long each call of this process's proxies of this
-    /// manager's objects waits for the server (`None`: as long as it takes,
-    /// the default, as in Python): a server that is stalled, or a peer that
-    /// scribbled over the connection, then gives [`Error::Timeout`] instead
-    /// of a wait for ever. A call that timed out leaves the connection out
-    /// of step: the next call makes a new one. Proxies in other processes
-    /// keep their own setting.
+    /// Bounds each call of this process's proxies of this manager's objects
+    /// to `timeout` in all (a new connection if one is needed, the send,
+    /// the reply); `None`, the default, waits as long as it takes, as in
+    /// Python. A server that is stalled, or a peer that scribbled over the
+    /// connection, then gives [`Error::Timeout`] instead of a wait for ever.
+    /// A call that timed out leaves the connection out of step: the next
+    /// call makes a new one, and the objects this process holds are kept
+    /// for it. Proxies in other processes keep their own setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmproc::Manager;
+    ///
+    /// let manager = Manager::start()?;
+    /// let stock = manager.dict::<String, u32>()?;
+    /// manager.set_call_timeout(Some(Duration::from_secs(2)));
+    /// stock.insert("apples".into(), 3)?; // Error::Timeout if the server stalls
+    /// assert_eq!(stock.get(&"apples".into())?, Some(3));
+    /// manager.shutdown()?;
+    /// # Ok::<(), shmproc::Error>(())
+    /// ```
     pub fn set_call_timeout(&self, timeout: Option<Duration>) {
         let nanos = timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1));
         self.client.call_timeout.store(nanos, Ordering::Relaxed);
@@ -786,7 +802,7 @@ impl Manager {
         };
         // On a connection of its own, with a deadline: the shared one may be
         // busy in another thread, and the server may be stuck.
-        if let Ok(c) = client(&self.client.address, Some(&self.client.authkey))
+        if let Ok(c) = client_timeout(&self.client.address, Some(&self.client.authkey), Duration::from_secs(5))
             && c.send(&Request::Shutdown).is_ok()
         {
             let _ = c.recv_timeout::<Reply>(Duration::from_secs(5));

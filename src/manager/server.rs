@@ -115,6 +115,12 @@ struct Objects {
     /// Objects lent and outstanding, per lending connection.
     lent_by: HashMap<u64, usize>,
     next_lend: u64,
+    /// The client process of each connection served through the listener
+    /// (its stamp, from the pipe's holder records).
+    process_of: HashMap<u64, u64>,
+    /// Per client process, the lends made of what its ended connections
+    /// held while it lived: its next connection's attaches end them.
+    kept: HashMap<u64, Vec<u64>>,
 }
 
 impl Objects {
@@ -166,6 +172,27 @@ impl Objects {
         self.lends.insert(token, Lend { ids, lender: me });
         self.expiries.push_back((now + LEND_LIFETIME, token));
         token
+    }
+
+    /// Takes `id` out of lend `token` (which then keeps it alive no more).
+    fn unlend(&mut self, token: u64, id: u64) {
+        let Some(lend) = self.lends.get_mut(&token) else { return };
+        let Some(at) = lend.ids.iter().position(|&i| i == id) else { return };
+        lend.ids.swap_remove(at);
+        let (lender, empty) = (lend.lender, lend.ids.is_empty());
+        if empty {
+            self.lends.remove(&token);
+        }
+        if let Some(n) = self.lent_by.get_mut(&lender) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.lent_by.remove(&lender);
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.lent = slot.lent.saturating_sub(1);
+        }
+        self.drop_if_free(id);
     }
 
     /// Ends the lends whose time is up.
@@ -277,6 +304,8 @@ impl Server {
                 expiries: std::collections::VecDeque::new(),
                 lent_by: HashMap::new(),
                 next_lend: 1,
+                process_of: HashMap::new(),
+                kept: HashMap::new(),
             }),
             natives: Mutex::new(Natives::default()),
             stop: AtomicBool::new(false),
@@ -335,26 +364,25 @@ impl Server {
             }
             return;
         }
-        self.serve(&conn, me);
+        self.serve(&conn, me, true);
         drop(counted);
     }
 
-    /// Answers one client until it goes.
-    fn serve(&self, conn: &Connection, me: u64) {
+    /// Answers one client until it goes. A client that `reconnects` (one
+    /// that came through the listener, and will again) has its process
+    /// recorded, as its end's holder record names it: see [`let_go`](Self::let_go).
+    fn serve(&self, conn: &Connection, me: u64, reconnects: bool) {
         /// Lets go of what the client held however serving ends.
-        struct LetGo<'a>(&'a Server, u64, Vec<os::TaskId>);
+        struct LetGo<'a>(&'a Server, u64);
         impl Drop for LetGo<'_> {
             fn drop(&mut self) {
-                let alive = self.2.iter().any(|&t| os::task_alive(t));
-                self.0.let_go(self.1, alive);
+                self.0.let_go(self.1);
             }
         }
-        // The client's process, as its end's records name it now: if it
-        // still lives when the connection ends (a call that timed out, a
-        // connection it found corrupt), it connects again and attaches what
-        // it holds, which must be there.
-        let client = conn.peer_holders();
-        let _let_go = LetGo(self, me, client);
+        if reconnects && let Some(process) = conn.peer_holders().first() {
+            self.objects().process_of.insert(me, process.stamp());
+        }
+        let _let_go = LetGo(self, me);
         let mut buf = vec![0; 4096];
         // Until the client is gone, closed, or sends a message too large to
         // take.
@@ -381,22 +409,41 @@ impl Server {
     /// Lets go of what connection `me` held: its keys and its proxies; the
     /// objects nothing keeps alive any more go. (Its lends stay until they
     /// arrive or expire: a process that sends a proxy and exits, a child
-    /// returning one, must not take the object with it.) If its process
-    /// still lives (`alive`), the objects it held are lent first: they stay
-    /// until it attaches them again on a new connection, or for as long as
-    /// a lend lasts.
-    fn let_go(&self, me: u64, alive: bool) {
+    /// returning one, must not take the object with it.)
+    ///
+    /// If its process still lives (a call that timed out, a connection it
+    /// found corrupt: it connects again, and attaches what it holds), the
+    /// objects it held that no other connection of that process holds are
+    /// lent first: each stays until that process's next connection attaches
+    /// it (which ends that part of the lend), or the lend expires.
+    fn let_go(&self, me: u64) {
+        let process = self.objects().process_of.remove(&me);
+        // Looked at outside the objects lock (it reads `/proc`).
+        let alive = process.filter(|&p| os::task_alive(os::TaskId::from_stamp(p)));
         let dicts: Vec<Arc<Mutex<Object>>> = {
             let mut objects = self.objects();
             let now = Instant::now();
             objects.expire(now);
-            if alive {
-                let held: Vec<u64> =
-                    objects.slots.iter().filter(|(_, s)| s.holders.contains(&me)).map(|(&id, _)| id).collect();
+            if let Some(process) = alive {
+                let siblings: HashSet<u64> =
+                    objects.process_of.iter().filter(|&(_, &p)| p == process).map(|(&c, _)| c).collect();
+                let held: Vec<u64> = objects
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.holders.contains(&me) && s.holders.is_disjoint(&siblings))
+                    .map(|(&id, _)| id)
+                    .collect();
                 if !held.is_empty() {
-                    objects.lend(me, held, now);
+                    let token = objects.lend(me, held, now);
+                    objects.kept.entry(process).or_default().push(token);
                 }
             }
+            // Tokens of lends that ended go from `kept`.
+            let Objects { kept, lends, .. } = &mut *objects;
+            kept.retain(|_, tokens| {
+                tokens.retain(|t| lends.contains_key(t));
+                !tokens.is_empty()
+            });
             for slot in objects.slots.values_mut() {
                 slot.holders.remove(&me);
             }
@@ -480,6 +527,16 @@ impl Server {
             && objects.lends.get(&token).is_some_and(|l| l.ids == [id])
         {
             objects.end_lend(token, None);
+        }
+        // A process attaching again what an ended connection of it held:
+        // that part of the lend kept for it ends.
+        if lend.is_none()
+            && let Some(process) = objects.process_of.get(&me).copied()
+        {
+            let tokens = objects.kept.get(&process).cloned().unwrap_or_default();
+            if let Some(&token) = tokens.iter().find(|t| objects.lends.get(t).is_some_and(|l| l.ids.contains(&id))) {
+                objects.unlend(token, id);
+            }
         }
         Ok(Reply::Done)
     }
@@ -700,7 +757,7 @@ impl FuzzServer {
     pub fn serve(&self, client: u64, requests: &[&[u8]]) -> Vec<&'static str> {
         let Ok((here, there)) = crate::channel::pipe_with_capacity(4096, true) else { return Vec::new() };
         std::thread::scope(|s| {
-            s.spawn(move || self.0.serve(&there, client));
+            s.spawn(move || self.0.serve(&there, client, false));
             let mut kinds = Vec::new();
             for request in requests {
                 // The loop ended (a shutdown): nothing answers any more.
@@ -721,7 +778,7 @@ impl FuzzServer {
 
     /// Client `client` went: its held keys go.
     pub fn client_gone(&self, client: u64) {
-        self.0.let_go(client, false);
+        self.0.let_go(client);
     }
 
     /// Valid requests, encoded, for seeds: create a dict, a list and a
