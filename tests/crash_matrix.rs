@@ -1044,6 +1044,7 @@ fn fork_server(rng: &mut XorShift) -> Row {
                     let mut p = Process::builder().start_method(StartMethod::ForkServer).target(echo, i);
                     if p.start().is_err() {
                         failed += 1;
+                        std::thread::sleep(Duration::from_millis(5));
                         continue;
                     }
                     started += 1;

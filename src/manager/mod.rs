@@ -272,14 +272,15 @@ impl Client {
         if bytes.len() > MAX_REQUEST {
             return Err(Error::TooLarge { size: bytes.len(), limit: MAX_REQUEST });
         }
-        let deadline = timeout.map(Deadline::after);
         let mut link = self.link.lock().unwrap_or_else(PoisonError::into_inner);
         let link = &mut *link;
-        if link.conn.is_none() {
-            link.conn = Some(self.connect(&link.held, deadline)?);
-        }
-        // Counted before the reply: a refused attach is tried again on the
-        // next connection.
+        // From here: the wait for the link (another thread's call) does not
+        // count.
+        let deadline = timeout.map(Deadline::after);
+        // Counted before anything is sent, even before a new connection
+        // (which may fail): a refused attach, or one whose connection
+        // failed, is tried again on the next connection, and a detach is
+        // never attached again.
         match request {
             Request::Attach(id, _) => {
                 link.held.insert(*id);
@@ -289,6 +290,9 @@ impl Client {
             }
             Request::AttachAll(_, ids) => link.held.extend(ids),
             _ => {}
+        }
+        if link.conn.is_none() {
+            link.conn = Some(self.connect(&link.held, deadline)?);
         }
         let Some(c) = link.conn.as_ref() else { return Err(Error::Closed) };
         let reply = match deadline {

@@ -174,6 +174,20 @@ impl Objects {
         token
     }
 
+    /// The connections of the client process `process` being served.
+    fn connections_of(&self, process: u64) -> HashSet<u64> {
+        self.process_of.iter().filter(|&(_, &p)| p == process).map(|(&c, _)| c).collect()
+    }
+
+    /// Takes `id` out of every lend kept for `process` (two of its
+    /// connections that ended at once may both have kept it).
+    fn unlend_kept(&mut self, process: u64, id: u64) {
+        let tokens = self.kept.get(&process).cloned().unwrap_or_default();
+        for token in tokens {
+            self.unlend(token, id);
+        }
+    }
+
     /// Takes `id` out of lend `token` (which then keeps it alive no more).
     fn unlend(&mut self, token: u64, id: u64) {
         let Some(lend) = self.lends.get_mut(&token) else { return };
@@ -425,8 +439,7 @@ impl Server {
             let now = Instant::now();
             objects.expire(now);
             if let Some(process) = alive {
-                let siblings: HashSet<u64> =
-                    objects.process_of.iter().filter(|&(_, &p)| p == process).map(|(&c, _)| c).collect();
+                let siblings = objects.connections_of(process);
                 let held: Vec<u64> = objects
                     .slots
                     .iter()
@@ -477,6 +490,16 @@ impl Server {
             Request::Attach(id, lend) => self.attach(me, id, lend),
             Request::Detach(id) => {
                 let mut objects = self.objects();
+                // The process no longer holds it: nor through its other
+                // connections (ended ones not yet noticed), nor through what
+                // was kept for it.
+                let siblings = objects.process_of.get(&me).map(|&p| (p, objects.connections_of(p)));
+                if let Some((process, siblings)) = siblings {
+                    if let Some(slot) = objects.slots.get_mut(&id) {
+                        slot.holders.retain(|h| !siblings.contains(h));
+                    }
+                    objects.unlend_kept(process, id);
+                }
                 if let Ok(slot) = objects.slot(id) {
                     slot.holders.remove(&me);
                     objects.drop_if_free(id);
@@ -529,14 +552,11 @@ impl Server {
             objects.end_lend(token, None);
         }
         // A process attaching again what an ended connection of it held:
-        // that part of the lend kept for it ends.
+        // that part of what was kept for it ends.
         if lend.is_none()
             && let Some(process) = objects.process_of.get(&me).copied()
         {
-            let tokens = objects.kept.get(&process).cloned().unwrap_or_default();
-            if let Some(&token) = tokens.iter().find(|t| objects.lends.get(t).is_some_and(|l| l.ids.contains(&id))) {
-                objects.unlend(token, id);
-            }
+            objects.unlend_kept(process, id);
         }
         Ok(Reply::Done)
     }
@@ -813,5 +833,100 @@ impl FuzzServer {
             Request::Namespace(3, NsOp::Names),
         ];
         requests.iter().map(|r| codec::encode(r).unwrap_or_default()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The objects the server keeps (what `Live` answers).
+    fn live(server: &Server) -> u64 {
+        match server.answer(0, Request::Live) {
+            Reply::Count(n) => n,
+            other => panic!("Live: {other:?}"),
+        }
+    }
+
+    /// A server whose connections `conns` are this (live) process's, as
+    /// `serve` records them for connections through the listener.
+    fn with_connections(conns: &[u64]) -> (Server, u64) {
+        let server = Server::new("shmproc-unit-server".to_owned(), 8);
+        let process = os::current_process().stamp();
+        for &c in conns {
+            server.objects().process_of.insert(c, process);
+        }
+        (server, process)
+    }
+
+    fn create(server: &Server, me: u64) -> u64 {
+        match server.answer(me, Request::Create(Kind::Dict)) {
+            Reply::Created(id) => id,
+            other => panic!("Create: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_live_process_keeps_what_an_ended_connection_held_until_it_attaches_again() {
+        let (server, process) = with_connections(&[1, 2]);
+        let id = create(&server, 1);
+        // Connection 1 ends while its process lives: the dict is kept.
+        server.let_go(1);
+        assert_eq!(live(&server), 1);
+        assert_eq!(server.objects().kept.get(&process).map(Vec::len), Some(1));
+        // The next connection attaches it again: the keeping ends, and its
+        // detach frees it at once (not two minutes on).
+        assert!(matches!(server.answer(2, Request::Attach(id, None)), Reply::Done));
+        assert!(server.objects().lends.is_empty(), "the kept lend ended");
+        assert!(matches!(server.answer(2, Request::Detach(id)), Reply::Done));
+        assert_eq!(live(&server), 0);
+    }
+
+    #[test]
+    fn a_detach_lets_go_of_what_ended_connections_of_the_process_hold() {
+        // Connection 1 ended but is not noticed yet; 2 attached and
+        // detaches: nothing of the process holds the dict any more.
+        let (server, _) = with_connections(&[1, 2]);
+        let id = create(&server, 1);
+        assert!(matches!(server.answer(2, Request::Attach(id, None)), Reply::Done));
+        assert!(matches!(server.answer(2, Request::Detach(id)), Reply::Done));
+        assert_eq!(live(&server), 0, "held by the process's ended connection");
+        server.let_go(1);
+        assert_eq!(live(&server), 0);
+        assert!(server.objects().lends.is_empty());
+    }
+
+    #[test]
+    fn two_ended_connections_keeping_one_object_are_both_ended_by_an_attach() {
+        let (server, _) = with_connections(&[1, 2, 3]);
+        let id = create(&server, 1);
+        assert!(matches!(server.answer(2, Request::Attach(id, None)), Reply::Done));
+        // Both end at once: each keeps it (neither sees the other).
+        let process = server.objects().process_of[&1];
+        {
+            let mut objects = server.objects();
+            objects.process_of.remove(&1);
+            objects.process_of.remove(&2);
+        }
+        for me in [1, 2] {
+            let mut objects = server.objects();
+            objects.slots.get_mut(&id).unwrap().holders.remove(&me);
+            let token = objects.lend(me, vec![id], Instant::now());
+            objects.kept.entry(process).or_default().push(token);
+        }
+        assert!(matches!(server.answer(3, Request::Attach(id, None)), Reply::Done));
+        assert!(server.objects().lends.is_empty(), "a kept lend outlived the attach");
+        assert!(matches!(server.answer(3, Request::Detach(id)), Reply::Done));
+        assert_eq!(live(&server), 0);
+    }
+
+    #[test]
+    fn a_dead_process_keeps_nothing() {
+        let server = Server::new("shmproc-unit-server".to_owned(), 8);
+        // A stamp that names no live task.
+        server.objects().process_of.insert(1, os::TaskId::from_stamp(0x3f_ffff).stamp());
+        create(&server, 1);
+        server.let_go(1);
+        assert_eq!(live(&server), 0);
     }
 }
