@@ -73,7 +73,9 @@ fn scribbler(what: &str, seed: u64) -> common::Child {
             // SAFETY: the header's payload length word, at offset 24 of a
             // live mapping of at least one page.
             let payload = unsafe { AtomicU64::from_ptr((base + 24) as *mut u64).load(Ordering::Relaxed) };
-            (base, (64 + payload as usize).min(mapped))
+            // (Saturating: a segment an earlier row left mapped may have
+            // a scribbled header.)
+            (base, 64usize.saturating_add(usize::try_from(payload).unwrap_or(usize::MAX)).min(mapped))
         })
         .collect();
     assert!(!segs.is_empty(), "{what}: no segment to scribble");
