@@ -1,13 +1,15 @@
 //! Named connections between unrelated processes: Python's
 //! `multiprocessing.connection.Listener` and `Client`.
 //!
-//! A [`Listener`] is an [`ObjectQueue`] of connection requests in a segment
-//! named after its address (mode 0600, like every named segment: only the
-//! owning user can connect). [`client`] makes a duplex pipe in a segment of
-//! its own with a fresh name, records the listener's process as the holder
-//! of the pipe's end 0 (so that the client sees end of file if the listener
-//! dies before it accepts), and puts the pipe's name in the queue.
-//! [`Listener::accept`] takes a request, opens the pipe as end 0 (adopting
+//! A [`Listener`] is a board of 64 request slots in a segment named after
+//! its address (mode 0600, like every named segment: only the owning user
+//! can connect). [`client`] makes a duplex pipe in a segment of its own with
+//! a fresh name, records the listener's process as the holder of the pipe's
+//! end 0 (so that the client sees end of file if the listener dies before it
+//! accepts), and posts the pipe's name in a slot it claims: a client
+//! stopped while it posts holds its own slot only, never the others' way in
+//! (a shared queue's lock did). [`Listener::accept`] takes a request, opens
+//! the pipe as end 0 (adopting
 //! that record), and both sides remove the pipe's name once they have it
 //! mapped: nothing is left in `/dev/shm` once a connection is made. A client
 //! that dies before its request is accepted leaves its pipe's name until the
@@ -22,26 +24,27 @@
 //! and the reverse ([`Error::Authentication`]). The client returns once the
 //! listener has accepted it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::pipe::{Connection, DEFAULT_CAPACITY};
-use super::{GetError, ObjectQueue, PutError};
 use crate::error::{Error, Result};
-use crate::os::{self, Deadline};
+use crate::loom::{self, AtomicU32, AtomicU64, Ordering};
+use crate::os::{self, Deadline, TaskId};
+use crate::segment::{Kind, MAX_NAME_LEN, Shared, SharedState};
 
-/// A connection request: the name of the pipe segment the client made.
-#[derive(Serialize, Deserialize, Debug)]
-struct Request {
-    pipe: String,
-}
-
-/// Bytes of a listener's request queue (a backlog of about 40 requests).
-const BACKLOG_BYTES: usize = 4096;
+/// Requests a listener holds at once (its backlog).
+const BACKLOG: usize = 64;
+/// Words of a request's pipe name (a segment name's longest).
+const NAME_WORDS: usize = MAX_NAME_LEN.div_ceil(8);
+/// A request slot's `posted` once its name is whole (any other nonzero
+/// value is the stamp of the acceptor taking it).
+const POSTED: u64 = u64::MAX;
+/// The longest an idle acceptor sleeps before it looks at the slots again
+/// (a post always wakes it; this is for a wake a peer scribbled away).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
 /// How long a handshake step waits for the peer before giving up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a waiting client looks at the listener's queue.
@@ -54,6 +57,155 @@ const FAILURE: &[u8] = b"#FAILURE#";
 const NONCE_LEN: usize = 32;
 /// The longest handshake message (Python reads at most 256 bytes there).
 const HANDSHAKE_MAX: usize = 256;
+
+/// One client's request: the name of the pipe it made. A slot is the
+/// client's from its claim (`owner`) until an acceptor takes the request, so
+/// a client stopped while it writes holds only its own slot; one that died
+/// there leaves a slot that the next claim or take frees.
+#[repr(C, align(64))]
+#[derive(Debug)]
+struct RequestSlot {
+    /// The stamp of the client that claimed it; 0: free.
+    owner: AtomicU64,
+    /// 0 while the client writes; [`POSTED`] once the name is whole; else
+    /// the stamp of the acceptor taking it.
+    posted: AtomicU64,
+    /// The name's length in bytes (checked: at most [`MAX_NAME_LEN`]).
+    len: AtomicU64,
+    name: [AtomicU64; NAME_WORDS],
+}
+
+/// A listener's segment: whether it is closed, a word acceptors sleep on,
+/// and the request slots.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct ListenerState {
+    /// 0 while listening; anything else is closed.
+    closed: AtomicU32,
+    /// Bumped by every post and by `close`: acceptors sleep on it.
+    posts: AtomicU32,
+    slots: [RequestSlot; BACKLOG],
+}
+
+// SAFETY: repr(C), atomics only, no pointers; every value read from the
+// board is checked before use (a name's length is bounded and its bytes
+// must be a valid name; stamps are only compared and probed for life).
+unsafe impl SharedState for ListenerState {
+    const KIND: Kind = Kind::Listener;
+    type Params = ();
+    fn zeroed() -> Self {
+        ListenerState {
+            closed: AtomicU32::new(0),
+            posts: AtomicU32::new(0),
+            slots: std::array::from_fn(|_| RequestSlot {
+                owner: AtomicU64::new(0),
+                posted: AtomicU64::new(0),
+                len: AtomicU64::new(0),
+                name: std::array::from_fn(|_| AtomicU64::new(0)),
+            }),
+        }
+    }
+    fn init(&self, (): ()) {}
+}
+
+impl ListenerState {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Closes the board and wakes every acceptor.
+    fn close(&self) {
+        self.closed.store(1, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        // Release: an acceptor that reads the new count sees the post.
+        self.posts.fetch_add(1, Ordering::Release);
+        loom::futex_wake(&self.posts, u32::MAX);
+    }
+
+    /// Posts the name `pipe` for the client `me` (a stamp) in a free slot,
+    /// or in one whose client died before it posted; false if every slot
+    /// is taken.
+    fn post(&self, me: u64, pipe: &str) -> bool {
+        let bytes = pipe.as_bytes();
+        if bytes.len() > MAX_NAME_LEN {
+            return false;
+        }
+        for slot in &self.slots {
+            let owner = slot.owner.load(Ordering::Relaxed);
+            let free =
+                owner == 0 || (slot.posted.load(Ordering::Relaxed) == 0 && !os::task_alive(TaskId::from_stamp(owner)));
+            // Acquire: pairs with the Release that freed it (after its
+            // `posted` went back to 0).
+            if !free || slot.owner.compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            slot.write(bytes);
+            // Release: an acceptor that sees POSTED sees the whole name.
+            slot.posted.store(POSTED, Ordering::Release);
+            self.wake();
+            return true;
+        }
+        false
+    }
+
+    /// Takes a posted request for the acceptor `me` (a stamp): its pipe's
+    /// name, or None if none is posted. On the way it frees the slots of
+    /// clients that died before they posted, and puts back requests whose
+    /// acceptor died taking them. A request whose name is garbage is
+    /// freed and skipped.
+    fn take(&self, me: u64) -> Option<String> {
+        for slot in &self.slots {
+            let posted = slot.posted.load(Ordering::Acquire);
+            if posted == 0 {
+                let owner = slot.owner.load(Ordering::Relaxed);
+                if owner != 0 && !os::task_alive(TaskId::from_stamp(owner)) {
+                    let _ = slot.owner.compare_exchange(owner, 0, Ordering::Release, Ordering::Relaxed);
+                }
+                continue;
+            }
+            if posted != POSTED {
+                if !os::task_alive(TaskId::from_stamp(posted)) {
+                    let _ = slot.posted.compare_exchange(posted, POSTED, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                continue;
+            }
+            if slot.posted.compare_exchange(POSTED, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            let name = slot.read();
+            // Freed: `posted` first, then `owner` with Release (a claim
+            // that sees it free sees `posted` at 0).
+            slot.posted.store(0, Ordering::Relaxed);
+            slot.owner.store(0, Ordering::Release);
+            if name.is_some() {
+                return name;
+            }
+        }
+        None
+    }
+}
+
+impl RequestSlot {
+    /// Writes `bytes` (at most [`MAX_NAME_LEN`]) as the name.
+    fn write(&self, bytes: &[u8]) {
+        self.len.store(bytes.len() as u64, Ordering::Relaxed);
+        for (word, chunk) in self.name.iter().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+
+    /// The name, if its length is in bounds and its bytes are UTF-8.
+    fn read(&self) -> Option<String> {
+        let len = usize::try_from(self.len.load(Ordering::Relaxed)).ok().filter(|&n| n <= MAX_NAME_LEN)?;
+        let bytes: Vec<u8> = self.name.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).take(len).collect();
+        String::from_utf8(bytes).ok()
+    }
+}
 
 /// A named endpoint that unrelated processes of the same user connect to:
 /// Python's `multiprocessing.connection.Listener`.
@@ -78,7 +230,7 @@ const HANDSHAKE_MAX: usize = 256;
 /// ```
 #[derive(Debug)]
 pub struct Listener {
-    requests: ObjectQueue<Request>,
+    requests: Shared<ListenerState>,
     address: String,
     authkey: Option<Vec<u8>>,
     /// The process that bound it: clients record it as the holder of their
@@ -95,8 +247,8 @@ impl Listener {
     /// [`Error::AlreadyExists`] if the address is taken (a listener that died
     /// leaves it until [`cleanup`](crate::cleanup)); [`Error::InvalidName`].
     pub fn bind(address: &str, authkey: Option<&[u8]>) -> Result<Listener> {
-        let requests = ObjectQueue::create(address, BACKLOG_BYTES)?;
-        let creator = requests.creator().ok_or(Error::Closed)?;
+        let requests = Shared::<ListenerState>::create(address, ())?;
+        let creator = requests.segment().map(crate::Segment::creator).ok_or(Error::Closed)?;
         Ok(Listener { requests, address: address.to_owned(), authkey: authkey.map(<[u8]>::to_vec), creator })
     }
 
@@ -138,20 +290,23 @@ impl Listener {
     }
 
     fn take_until(&self, deadline: Option<Deadline>) -> Result<Unverified> {
+        let me = os::current_process().stamp();
         loop {
-            let request = match deadline {
-                None => self.requests.get(),
-                Some(d) => self.requests.get_timeout(d.since(Deadline::now())),
-            };
-            let request = match request {
-                Ok(r) => r,
-                Err(GetError::Timeout) => return Err(Error::Timeout),
-                Err(GetError::Closed) => return Err(Error::Closed),
-                Err(e) => return Err(e.into()),
+            let seen = self.requests.posts.load(Ordering::Acquire);
+            if self.requests.is_closed() {
+                return Err(Error::Closed);
+            }
+            let Some(pipe) = self.requests.take(me) else {
+                if deadline.is_some_and(Deadline::has_passed) {
+                    return Err(Error::Timeout);
+                }
+                let look = Deadline::after(IDLE_LOOK);
+                let _ = loom::futex_wait(&self.requests.posts, seen, Some(deadline.map_or(look, |d| d.min(look))));
+                continue;
             };
             // A client that gave up (or died and was swept) took its pipe's
             // name with it: nothing to accept there.
-            let Ok(conn) = Connection::open_named_end_adopting(&request.pipe, 0, self.creator) else { continue };
+            let Ok(conn) = Connection::open_named_end_adopting(&pipe, 0, self.creator) else { continue };
             conn.unlink_name();
             return Ok(Unverified { conn, authkey: self.authkey.clone() });
         }
@@ -162,8 +317,9 @@ impl Listener {
     /// listener. Dropping the listener does the same.
     pub fn close(&self) {
         self.requests.close();
-        while let Ok(request) = self.requests.try_get() {
-            if let Ok(conn) = Connection::open_named_end(&request.pipe, 0) {
+        let me = os::current_process().stamp();
+        while let Some(pipe) = self.requests.take(me) {
+            if let Ok(conn) = Connection::open_named_end(&pipe, 0) {
                 conn.unlink_name();
                 conn.close();
             }
@@ -220,7 +376,9 @@ impl Drop for Listener {
 /// made by a live process): a failed connection to a live one is worth
 /// trying again, to a dead one not.
 pub(crate) fn listening(address: &str) -> bool {
-    ObjectQueue::<Request>::open(address).is_ok_and(|q| !q.is_closed() && q.creator().is_some_and(os::task_alive))
+    Shared::<ListenerState>::open(address).is_ok_and(|board| {
+        !board.is_closed() && board.segment().map(crate::Segment::creator).is_some_and(os::task_alive)
+    })
 }
 
 /// Connects to the listener at `address`: Python's
@@ -263,8 +421,8 @@ pub fn client_timeout(address: &str, authkey: Option<&[u8]>, timeout: Duration) 
 }
 
 fn connect(address: &str, authkey: Option<&[u8]>, deadline: Option<Deadline>) -> Result<Connection> {
-    let requests = ObjectQueue::<Request>::open(address)?;
-    let listener = requests.creator().ok_or(Error::Closed)?;
+    let requests = Shared::<ListenerState>::open(address)?;
+    let listener = requests.segment().map(crate::Segment::creator).ok_or(Error::Closed)?;
     let conn = Connection::create_named(&pipe_name()?, DEFAULT_CAPACITY, listener)?;
     // A client that gives up drops `conn`, which takes the pipe's name with
     // it (the creator's handle does): a listener that takes the request
@@ -276,25 +434,30 @@ fn connect(address: &str, authkey: Option<&[u8]>, deadline: Option<Deadline>) ->
     Ok(conn)
 }
 
-/// Puts the request for `conn` in the listener's queue and waits for the
+/// Posts the request for `conn` on the listener's board and waits for the
 /// listener's first message, which says it accepted (until `deadline`, or
 /// while the listener lives and listens).
 fn request(
-    requests: &ObjectQueue<Request>,
+    requests: &ListenerState,
     conn: &Connection,
-    listener: os::TaskId,
+    listener: TaskId,
     deadline: Option<Deadline>,
 ) -> Result<Vec<u8>> {
-    let mut request = Request { pipe: conn.name().map(str::to_owned).ok_or(Error::Closed)? };
-    // A full backlog: wait for room while the listener lives and listens.
+    let pipe = conn.name().ok_or(Error::Closed)?;
+    let me = os::current_process().stamp();
+    // A full backlog: look again now and then while the listener lives and
+    // listens.
     loop {
-        match requests.put_timeout(request, step(deadline, LOOK_EVERY)) {
-            Ok(()) => break,
-            Err(PutError::Timeout(_)) if passed(deadline) => return Err(Error::Timeout),
-            Err(PutError::Timeout(r)) if !requests.is_closed() && os::task_alive(listener) => request = r,
-            Err(PutError::Timeout(_) | PutError::Closed(_)) => return Err(Error::Closed),
-            Err(e) => return Err(e.into()),
+        if requests.is_closed() || !os::task_alive(listener) {
+            return Err(Error::Closed);
         }
+        if requests.post(me, pipe) {
+            break;
+        }
+        if passed(deadline) {
+            return Err(Error::Timeout);
+        }
+        std::thread::sleep(step(deadline, LOOK_EVERY));
     }
     loop {
         match recv_small(conn, step(deadline, LOOK_EVERY)) {
@@ -474,15 +637,27 @@ pub(crate) fn fuzz_exchange(data: &[u8]) -> &'static str {
     }
 }
 
-/// A request of the bytes `record` in a fresh listener's queue, then an
-/// `accept` that must find nothing to accept.
+/// A request slot written with `record` in a fresh listener's board (as a
+/// peer that writes the board itself can: its first byte `0xff` makes the
+/// length word the next eight bytes, else it is the rest's length and the
+/// rest the name), then an `accept` that must find nothing to accept.
 fn fuzz_request(record: &[u8]) -> &'static str {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let address = format!("shmproc-fuzz-listener-{}-{}", os::pid(), NEXT.fetch_add(1, Ordering::Relaxed));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let address = format!("shmproc-fuzz-listener-{}-{n}", os::pid());
     let Ok(listener) = Listener::bind(&address, None) else { return "no listener" };
-    if listener.requests.try_put_raw(record).is_err() {
-        return "request: does not fit";
-    }
+    let slot = &listener.requests.slots[(n % BACKLOG as u64) as usize];
+    let (len, name) = match record.split_first() {
+        Some((0xff, rest)) if rest.len() >= 8 => {
+            (u64::from_le_bytes(rest[..8].try_into().expect("eight bytes")), &rest[8..])
+        }
+        Some((_, rest)) => (rest.len() as u64, rest),
+        None => (0, record),
+    };
+    slot.owner.store(os::current_process().stamp(), Ordering::Relaxed);
+    slot.write(&name[..name.len().min(MAX_NAME_LEN)]);
+    slot.len.store(len, Ordering::Relaxed);
+    slot.posted.store(POSTED, Ordering::Release);
     // (A fuzzed name could name a live client's pipe only by guessing its
     // pid, counter and 32 random bits.)
     match listener.accept_timeout(Duration::ZERO) {
@@ -492,17 +667,17 @@ fn fuzz_request(record: &[u8]) -> &'static str {
     }
 }
 
-/// Inputs the `listener` target starts from, one per part and key: two
-/// well-formed requests naming no pipe, a client that answers with a wrong digest, one that answers
+/// Inputs the `listener` target starts from, one per part and key: a
+/// request naming no pipe, one whose length is garbage, a client that answers with a wrong digest, one that answers
 /// `#FAILURE#`, a listener that welcomes a client with a key, one that
 /// challenges, and one that sends junk.
 pub(crate) fn fuzz_examples() -> Vec<Vec<u8>> {
-    let request = |pipe: &str| crate::codec::encode(&Request { pipe: pipe.to_owned() }).expect("a request encodes");
+    let request = |pipe: &str| [&[0u8][..], pipe.as_bytes()].concat();
     let message = |m: &[u8]| [&[m.len() as u8][..], m].concat();
     let challenge = [CHALLENGE, &[7u8; NONCE_LEN][..]].concat();
     vec![
         [&[0u8][..], &request("shmproc-fuzz-no-such-pipe")].concat(),
-        [&[0u8][..], &request("shmproc-fuzz-listener-0-0")].concat(),
+        [&[0u8][..], &[0xff], &u64::MAX.to_le_bytes(), b"shmproc-fuzz-no-such-pipe"].concat(),
         [&[1u8][..], &message(&[9u8; 32])].concat(),
         [&[1u8][..], &message(&[1u8; 32]), &message(FAILURE)].concat(),
         vec![5u8],
@@ -515,4 +690,87 @@ pub(crate) fn fuzz_examples() -> Vec<Vec<u8>> {
         [&[9u8][..], &message(&[1u8; 32]), &message(WELCOME)].concat(),
         [&[10u8][..], &message(&challenge), &[u8::MAX], &[0u8; 300]].concat(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stamp naming a thread that lives until `stop` is dropped.
+    fn live_stamp() -> (u64, std::sync::mpsc::Sender<()>) {
+        let (stop, parked) = std::sync::mpsc::channel::<()>();
+        let (tell, stamp) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tell.send(os::current_task().stamp()).unwrap();
+            let _ = parked.recv();
+        });
+        (stamp.recv().unwrap(), stop)
+    }
+
+    fn address(tag: &str) -> String {
+        format!("shmproc-unit-listener-{tag}-{}", os::pid())
+    }
+
+    /// Connects (on a thread) and accepts; whether both sides got there.
+    fn connects(listener: &Listener, within: Duration) -> bool {
+        std::thread::scope(|s| {
+            let c = s.spawn(|| client_timeout(listener.address(), None, within));
+            let accepted = listener.accept_timeout(within);
+            c.join().unwrap().is_ok() && accepted.is_ok()
+        })
+    }
+
+    #[test]
+    fn a_client_stalled_while_it_posts_holds_up_no_other() {
+        let listener = Listener::bind(&address("stalled"), None).unwrap();
+        let (stalled, _alive) = live_stamp();
+        // A client stopped between its claim and its post.
+        listener.requests.slots[0].owner.store(stalled, Ordering::Relaxed);
+        assert!(connects(&listener, Duration::from_secs(10)), "a stalled poster held up the next client");
+        assert_eq!(listener.requests.slots[0].owner.load(Ordering::Relaxed), stalled, "its slot was taken from it");
+    }
+
+    #[test]
+    fn dead_posters_slots_are_reused_and_a_full_board_makes_clients_wait() {
+        let listener = Listener::bind(&address("full"), None).unwrap();
+        // Every slot claimed by clients that died before they posted: the
+        // next client takes one over.
+        let ghost = TaskId::from_stamp(0x3f_ffff).stamp();
+        for slot in &listener.requests.slots {
+            slot.owner.store(ghost, Ordering::Relaxed);
+        }
+        assert!(connects(&listener, Duration::from_secs(10)), "dead posters' slots were not reused");
+        // Every slot held by a live client that stalls: a new one waits
+        // for room, until its timeout.
+        let (stalled, _alive) = live_stamp();
+        for slot in &listener.requests.slots {
+            slot.owner.store(stalled, Ordering::Relaxed);
+        }
+        let started = std::time::Instant::now();
+        assert!(matches!(client_timeout(listener.address(), None, Duration::from_millis(100)), Err(Error::Timeout)));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // Room again: it gets in.
+        listener.requests.slots[5].owner.store(0, Ordering::Release);
+        assert!(connects(&listener, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_request_whose_acceptor_died_is_put_back_and_garbage_is_skipped() {
+        let listener = Listener::bind(&address("taker"), None).unwrap();
+        let me = os::current_process().stamp();
+        // Garbage: a length past any name.
+        let slot = &listener.requests.slots[3];
+        slot.owner.store(me, Ordering::Relaxed);
+        slot.write(b"whatever");
+        slot.len.store(u64::MAX, Ordering::Relaxed);
+        slot.posted.store(POSTED, Ordering::Release);
+        assert_eq!(listener.requests.take(me), None);
+        assert_eq!(slot.owner.load(Ordering::Relaxed), 0, "a garbage request's slot is freed");
+        // A request an acceptor that died was taking: put back, then taken.
+        slot.owner.store(me, Ordering::Relaxed);
+        slot.write(b"shmproc-some-pipe");
+        slot.posted.store(TaskId::from_stamp(0x3f_ffff).stamp(), Ordering::Release);
+        assert_eq!(listener.requests.take(me), None, "put back on this look");
+        assert_eq!(listener.requests.take(me).as_deref(), Some("shmproc-some-pipe"));
+    }
 }

@@ -190,47 +190,12 @@ pub struct ObjectQueue<T> {
 
 impl<T> Clone for ObjectQueue<T> {
     fn clone(&self) -> Self {
-        self.retyped()
-    }
-}
-
-impl<T> ObjectQueue<T> {
-    /// This queue as a queue of `U`, the segment's type unchecked: for
-    /// putting records that no `T` encodes to (the listener's fuzz entry).
-    fn retyped<U>(&self) -> ObjectQueue<U> {
         ObjectQueue {
             state: self.state.clone(),
             capacity: self.capacity,
             wait: self.wait.clone(),
             _messages: PhantomData,
         }
-    }
-
-    /// A record of exactly `bytes` put into the queue: what a peer that
-    /// writes the ring itself can leave there, whatever `T` is.
-    pub(crate) fn try_put_raw(&self, bytes: &[u8]) -> Result<(), PutError<()>> {
-        self.retyped::<Raw>().try_put_ref(&Raw(bytes))
-    }
-}
-
-/// Bytes that encode as themselves: a tuple of `u8`s, which the codec
-/// writes one byte each with no length.
-struct Raw<'a>(&'a [u8]);
-
-impl Serialize for Raw<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(self.0.len())?;
-        for b in self.0 {
-            t.serialize_element(b)?;
-        }
-        t.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Raw<'_> {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> std::result::Result<Self, D::Error> {
-        Err(serde::de::Error::custom("raw records are only put"))
     }
 }
 
@@ -312,11 +277,6 @@ impl<T: Serialize + DeserializeOwned> ObjectQueue<T> {
     /// The ring's size in bytes.
     pub fn capacity(&self) -> usize {
         self.capacity
-    }
-
-    /// The process that created the queue's segment (`None` on the heap).
-    pub(crate) fn creator(&self) -> Option<crate::os::TaskId> {
-        self.state.segment().map(crate::Segment::creator)
     }
 
     /// The largest encoded message the queue takes, in bytes.

@@ -75,10 +75,12 @@ pub enum Kind {
     ObjectQueue = 12,
     /// The two ends of a [`pipe`](crate::pipe) ([`Connection`](crate::Connection)).
     Pipe = 13,
+    /// A [`Listener`](crate::Listener)'s requests.
+    Listener = 14,
 }
 
 impl Kind {
-    const ALL: [Kind; 13] = [
+    const ALL: [Kind; 14] = [
         Kind::Raw,
         Kind::Lock,
         Kind::RLock,
@@ -92,6 +94,7 @@ impl Kind {
         Kind::Queue,
         Kind::ObjectQueue,
         Kind::Pipe,
+        Kind::Listener,
     ];
 
     /// The kind with this code, if any.
