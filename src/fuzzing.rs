@@ -75,8 +75,8 @@ fn serde_message(data: &[u8]) -> &'static str {
     if decoded { "serde: decoded" } else { "serde: does not decode" }
 }
 
-/// The `listener` target: by `data[0]`, a request record of arbitrary bytes
-/// in a listener's queue, or the handshake's messages a hostile client
+/// The `listener` target: by `data[0]`, a request slot of arbitrary bytes
+/// on a listener's board, or the handshake's messages a hostile client
 /// sends a listener, or a hostile listener sends a client. None may panic
 /// or hang, an `accept` must not accept a request that names no pipe, and
 /// a side with an authkey must never accept its peer (which cannot know

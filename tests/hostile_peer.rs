@@ -11,7 +11,7 @@
 //! segments), listed just before the fork (this binary has one test, so the
 //! row's objects are the only ones), are where it writes. For a pool, those
 //! are the pipes between it and its workers; for a manager, this process's
-//! connection to the server; for a listener, its request queue and a
+//! connection to the server; for a listener, its request board and a
 //! connection it accepted; for processes, their result cells.
 
 mod common;
@@ -33,7 +33,7 @@ const T: Duration = Duration::from_millis(1);
 /// The shmproc segments this process maps: (address, length, whether it
 /// has a segment header). Anonymous ones, children's result cells (a
 /// header of their own), and named ones: opened by name (a connection's
-/// pipe, by its listener), or made by this process (its listener's queue,
+/// pipe, by its listener), or made by this process (its listener's board,
 /// a client's pipe), which maps them under the name of the nameless file
 /// they were made as (`/dev/shm/#<inode>`, see `Segment::create`).
 fn segments() -> Vec<(usize, usize, bool)> {

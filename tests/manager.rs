@@ -179,7 +179,7 @@ fn a_killed_server_makes_every_call_closed() {
     drop(lock);
     // Its named segments (listener, natives) are swept as a dead creator's.
     // `cleanup` leaves a segment some process still maps: a child another
-    // test forked while this one had the listener's queue mapped (in a
+    // test forked while this one had the listener's board mapped (in a
     // connection attempt) maps it until it exits. So sweep until it is gone.
     assert!(
         common::swept_within_20_s(|name| name.contains(m.address())),

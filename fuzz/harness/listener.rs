@@ -1,6 +1,6 @@
 //! The `listener` fuzz harness: what a hostile peer feeds a connection by
-//! name. By the first byte: a request record of arbitrary bytes in a
-//! listener's queue (an `accept` must skip or refuse it), the messages a
+//! name. By the first byte: a request slot of arbitrary bytes on a
+//! listener's board (an `accept` must skip or refuse it), the messages a
 //! client sends the listener's handshake, or those a listener sends the
 //! client's. Nothing may panic or hang, and a side with an authkey must
 //! never accept a peer that cannot know it (SPEC §3).

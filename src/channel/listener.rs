@@ -47,7 +47,8 @@ const POSTED: u64 = u64::MAX;
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 /// How long a handshake step waits for the peer before giving up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a waiting client looks at the listener's queue.
+/// How often a waiting client looks at a full board, and at whether the
+/// listener still lives and listens.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
@@ -584,7 +585,7 @@ fn answer_challenge_to(conn: &Connection, key: &[u8], challenge: &[u8], deadline
 /// For the fuzz target `listener`: the low two bits of `data[0]` pick the
 /// part of a connection a hostile peer feeds, and the rest is what it
 /// sends:
-/// - a request record of arbitrary bytes in a listener's queue, then an
+/// - a request slot of arbitrary bytes on a listener's board, then an
 ///   `accept` (which must fail: no such pipe is there);
 /// - the listener's side of the handshake, with the client's messages from
 ///   the input;

@@ -57,9 +57,9 @@ const MAX_LENT_PER_CONNECTION: usize = 1 << 20;
 /// The most connections waiting for their handshake (each has a thread
 /// for up to 10 s a step): more are dropped untaken.
 const MAX_GREETING: usize = 64;
-/// How long the accept loop pauses after its request queue reported
-/// corruption.
-const CORRUPT_QUEUE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long the accept loop pauses after an error other than `Closed`
+/// (none is expected: garbage on the board is skipped).
+const ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How long an over-limit connection's first request is waited for (to
 /// answer it with the reason), and how much of it is read.
@@ -291,12 +291,10 @@ pub(crate) fn server_main(args: ServerArgs) {
             }
             // Closed by a shutdown.
             Err(Error::Closed) => break,
-            // A request queue a peer scribbled over gives this error again
-            // and again: look at it again now and then, not in a busy loop
-            // (the connections made go on being served).
-            Err(Error::Corrupt { .. }) => std::thread::sleep(CORRUPT_QUEUE_PAUSE),
-            // A request that did not decode (it is gone): the next one.
-            Err(_) => {}
+            // None is expected (a board's garbage is skipped); if one comes
+            // again and again, the loop looks now and then, not in a busy
+            // loop (the connections made go on being served).
+            Err(_) => std::thread::sleep(ERROR_PAUSE),
         }
     }
     // The listener's name and the native objects' go with the server (the
