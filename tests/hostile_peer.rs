@@ -55,31 +55,43 @@ fn segments() -> Vec<(usize, usize, bool)> {
 /// lock words live. Mostly the payload (a quarter of it in its first 4 KiB,
 /// where large segments keep their control words); one write in sixteen
 /// lands in the header, which a handle validated once and must not trust
-/// again. It
-/// stops when this process goes (a watchdog's abort must not leave it
-/// spinning).
+/// again. It stops when this process goes (a watchdog's abort must not
+/// leave it spinning).
 fn scribbler(what: &str, seed: u64) -> common::Child {
     // SAFETY: gettid has no preconditions.
     let victim = unsafe { libc::gettid() } as u64;
     let parent = std::process::id();
-    // Each segment's own length, read from its header before any
-    // scribbling (the mapping is a whole number of pages).
-    let segs: Vec<(usize, usize)> = segments()
-        .into_iter()
-        .map(|(base, mapped, headed)| {
-            if !headed {
-                return (base, mapped);
-            }
-            // SAFETY: the header's payload length word, at offset 24 of a
-            // live mapping of at least one page.
-            let payload = unsafe { AtomicU64::from_ptr((base + 24) as *mut u64).load(Ordering::Relaxed) };
-            // (Saturating: a segment an earlier row left mapped may have
-            // a scribbled header.)
-            (base, 64usize.saturating_add(usize::try_from(payload).unwrap_or(usize::MAX)).min(mapped))
-        })
-        .collect();
-    assert!(!segs.is_empty(), "{what}: no segment to scribble");
+    // Listed here, before the fork (the child's own report segment is made
+    // by `fork_child`, and must not be among them).
+    let listed = segments();
+    assert!(!listed.is_empty(), "{what}: no segment to scribble");
     fork_child(move || {
+        // Of those, the ones mapped in this child: another thread of the
+        // parent (a pool's, replacing a worker) may have unmapped one
+        // between the listing and the fork. This child's mappings no longer
+        // change, so its reads below are of live memory.
+        let here = segments();
+        // Each segment's own length, read from its header before any
+        // scribbling (the mapping is a whole number of pages).
+        let segs: Vec<(usize, usize)> = listed
+            .iter()
+            .filter(|s| here.contains(s))
+            .map(|&(base, mapped, headed)| {
+                if !headed {
+                    return (base, mapped);
+                }
+                // SAFETY: the header's payload length word, at offset 24
+                // of a mapping of at least one page that this process
+                // keeps.
+                let payload = unsafe { AtomicU64::from_ptr((base + 24) as *mut u64).load(Ordering::Relaxed) };
+                // (Saturating: a segment an earlier row left mapped may
+                // have a scribbled header.)
+                (base, 64usize.saturating_add(usize::try_from(payload).unwrap_or(usize::MAX)).min(mapped))
+            })
+            .collect();
+        if segs.is_empty() {
+            return 3;
+        }
         let mut rng = XorShift::new(seed);
         for i in 0u64.. {
             let r = rng.next_u64();
@@ -105,8 +117,8 @@ fn scribbler(what: &str, seed: u64) -> common::Child {
                 _ => rng.next_u64() & 0xffff_ffff,
             };
             // SAFETY: `base + 8 * word` lies within the segment's length in
-            // a shared mapping inherited from the parent (which keeps the
-            // object, so the mapping stays), 8-aligned; an atomic store
+            // a shared mapping this child inherited and never unmaps (it was
+            // there at the fork, checked above), 8-aligned; an atomic store
             // races only with the parent's atomic accesses.
             unsafe { AtomicU64::from_ptr((base + 8 * word) as *mut u64).store(v, Ordering::Relaxed) };
             if i % 64 == 0 {
