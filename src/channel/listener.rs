@@ -126,21 +126,19 @@ impl ListenerState {
         loom::futex_wake(&self.posts, u32::MAX);
     }
 
-    /// Posts the name `pipe` for the client `me` (a stamp) in a free slot,
-    /// or in one whose client died before it posted; false if every slot
-    /// is taken.
+    /// Posts the name `pipe` (at most [`MAX_NAME_LEN`] bytes) for the client
+    /// `me` (a stamp) in a free slot; false if every slot is taken. (Only
+    /// acceptors free the slots of clients that died before they posted,
+    /// so a claim is only ever from 0.)
     fn post(&self, me: u64, pipe: &str) -> bool {
         let bytes = pipe.as_bytes();
         if bytes.len() > MAX_NAME_LEN {
             return false;
         }
         for slot in &self.slots {
-            let owner = slot.owner.load(Ordering::Relaxed);
-            let free =
-                owner == 0 || (slot.posted.load(Ordering::Relaxed) == 0 && !os::task_alive(TaskId::from_stamp(owner)));
             // Acquire: pairs with the Release that freed it (after its
             // `posted` went back to 0).
-            if !free || slot.owner.compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            if slot.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
                 continue;
             }
             slot.write(bytes);
@@ -159,17 +157,27 @@ impl ListenerState {
     /// freed and skipped.
     fn take(&self, me: u64) -> Option<String> {
         for slot in &self.slots {
+            let owner = slot.owner.load(Ordering::Acquire);
+            if owner == 0 {
+                continue;
+            }
             let posted = slot.posted.load(Ordering::Acquire);
             if posted == 0 {
-                let owner = slot.owner.load(Ordering::Relaxed);
-                if owner != 0 && !os::task_alive(TaskId::from_stamp(owner)) {
+                // Its client writes, or died writing: `posted` is read
+                // again after `owner` was seen dead, and a dead client
+                // posts no more, so the slot is free to take back (from
+                // that owner only: a CAS).
+                if !os::task_alive(TaskId::from_stamp(owner)) && slot.posted.load(Ordering::Acquire) == 0 {
                     let _ = slot.owner.compare_exchange(owner, 0, Ordering::Release, Ordering::Relaxed);
                 }
                 continue;
             }
             if posted != POSTED {
-                if !os::task_alive(TaskId::from_stamp(posted)) {
-                    let _ = slot.posted.compare_exchange(posted, POSTED, Ordering::AcqRel, Ordering::Relaxed);
+                // An acceptor died taking it: put back, and say so.
+                if !os::task_alive(TaskId::from_stamp(posted))
+                    && slot.posted.compare_exchange(posted, POSTED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                {
+                    self.wake();
                 }
                 continue;
             }
@@ -177,10 +185,11 @@ impl ListenerState {
                 continue;
             }
             let name = slot.read();
-            // Freed: `posted` first, then `owner` with Release (a claim
-            // that sees it free sees `posted` at 0).
-            slot.posted.store(0, Ordering::Relaxed);
-            slot.owner.store(0, Ordering::Release);
+            // Freed: `posted` first, then `owner` (Release: a claim, which
+            // is from 0, then sees `posted` at 0), from the owner seen only
+            // (a CAS, as the take-back of a dead client's slot).
+            slot.posted.store(0, Ordering::Release);
+            let _ = slot.owner.compare_exchange(owner, 0, Ordering::Release, Ordering::Relaxed);
             if name.is_some() {
                 return name;
             }
@@ -307,7 +316,12 @@ impl Listener {
             };
             // A client that gave up (or died and was swept) took its pipe's
             // name with it: nothing to accept there.
-            let Ok(conn) = Connection::open_named_end_adopting(&pipe, 0, self.creator) else { continue };
+            let Ok(conn) = Connection::open_named_end_adopting(&pipe, 0, self.creator) else {
+                if deadline.is_some_and(Deadline::has_passed) {
+                    return Err(Error::Timeout);
+                }
+                continue;
+            };
             conn.unlink_name();
             return Ok(Unverified { conn, authkey: self.authkey.clone() });
         }
@@ -328,7 +342,7 @@ impl Listener {
     }
 }
 
-/// A client's connection taken from the queue, not yet greeted: nothing may
+/// A client's connection taken from the board, not yet greeted: nothing may
 /// be read from or sent to it before [`greet`](Unverified::greet).
 pub(crate) struct Unverified {
     conn: Connection,
@@ -373,7 +387,7 @@ impl Drop for Listener {
     }
 }
 
-/// Whether a live listener is at `address` (its queue is there, open, and
+/// Whether a live listener is at `address` (its board is there, open, and
 /// made by a live process): a failed connection to a live one is worth
 /// trying again, to a dead one not.
 pub(crate) fn listening(address: &str) -> bool {
@@ -445,6 +459,9 @@ fn request(
     deadline: Option<Deadline>,
 ) -> Result<Vec<u8>> {
     let pipe = conn.name().ok_or(Error::Closed)?;
+    if pipe.len() > MAX_NAME_LEN {
+        return Err(Error::InvalidArgument { what: "a pipe name too long for a listener's request" });
+    }
     let me = os::current_process().stamp();
     // A full backlog: look again now and then while the listener lives and
     // listens.
@@ -708,6 +725,11 @@ mod tests {
         (stamp.recv().unwrap(), stop)
     }
 
+    /// The stamp of a thread that has exited.
+    fn dead_stamp() -> u64 {
+        std::thread::spawn(|| os::current_task().stamp()).join().unwrap()
+    }
+
     fn address(tag: &str) -> String {
         format!("shmproc-unit-listener-{tag}-{}", os::pid())
     }
@@ -734,9 +756,9 @@ mod tests {
     #[test]
     fn dead_posters_slots_are_reused_and_a_full_board_makes_clients_wait() {
         let listener = Listener::bind(&address("full"), None).unwrap();
-        // Every slot claimed by clients that died before they posted: the
-        // next client takes one over.
-        let ghost = TaskId::from_stamp(0x3f_ffff).stamp();
+        // Every slot claimed by clients that died before they posted: an
+        // acceptor takes them back, and the next client gets one.
+        let ghost = dead_stamp();
         for slot in &listener.requests.slots {
             slot.owner.store(ghost, Ordering::Relaxed);
         }
@@ -770,7 +792,7 @@ mod tests {
         // A request an acceptor that died was taking: put back, then taken.
         slot.owner.store(me, Ordering::Relaxed);
         slot.write(b"shmproc-some-pipe");
-        slot.posted.store(TaskId::from_stamp(0x3f_ffff).stamp(), Ordering::Release);
+        slot.posted.store(dead_stamp(), Ordering::Release);
         assert_eq!(listener.requests.take(me), None, "put back on this look");
         assert_eq!(listener.requests.take(me).as_deref(), Some("shmproc-some-pipe"));
     }
