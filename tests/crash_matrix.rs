@@ -1013,13 +1013,6 @@ fn slow_echo(x: u32) -> u32 {
     x
 }
 
-/// The parent of `pid` (field 4 of its `/proc` stat).
-fn parent_of(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    after.split(' ').nth(1).unwrap().parse().unwrap()
-}
-
 fn fork_server(rng: &mut XorShift) -> Row {
     let mut row = Row::new(
         "Process (fork server)",
@@ -1031,7 +1024,7 @@ fn fork_server(rng: &mut XorShift) -> Row {
         // A child of this server that outlives it.
         let mut orphan = Process::builder().start_method(StartMethod::ForkServer).target(linger, ());
         orphan.start().unwrap();
-        let server = parent_of(orphan.pid().unwrap());
+        let server = common::parent_of(orphan.pid().unwrap());
         let stop = std::sync::atomic::AtomicBool::new(false);
         let returned = std::sync::atomic::AtomicU32::new(0);
         let (started, failed) = std::thread::scope(|scope| {
@@ -1080,7 +1073,7 @@ fn fork_server(rng: &mut XorShift) -> Row {
         }
         let mut next = Process::builder().start_method(StartMethod::ForkServer).target(slow_echo, 7);
         next.start().unwrap();
-        assert_ne!(parent_of(next.pid().unwrap()), server, "the next child came from the dead server");
+        assert_ne!(common::parent_of(next.pid().unwrap()), server, "the next child came from the dead server");
         assert_eq!(next.join().unwrap(), 7);
         row.count(if failed == 0 { "every start succeeded" } else { "a start failed at the kill, the next went on" });
     }

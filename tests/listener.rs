@@ -28,13 +28,18 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// Asserts that no connection's pipe segment is left in `/dev/shm`.
 fn assert_no_pipes_left() {
-    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+    let left = pipes_left("shmproc-conn-");
+    assert!(left.is_empty(), "connection pipes left in /dev/shm: {left:?}");
+}
+
+/// Names in `/dev/shm` that start with `prefix`.
+fn pipes_left(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("shmproc-conn-"))
-        .collect();
-    assert!(left.is_empty(), "connection pipes left in /dev/shm: {left:?}");
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 /// A listener's authkey and a client's.
@@ -250,12 +255,7 @@ fn a_forked_acceptor_takes_over_the_binders_hold() {
 
 /// Names of pipes that the client `pid` made and left in `/dev/shm`.
 fn pipes_left_by(pid: libc::pid_t) -> Vec<String> {
-    let prefix = format!("shmproc-conn-{pid}-");
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
+    pipes_left(&format!("shmproc-conn-{pid}-"))
 }
 
 /// `client_timeout` gives up on a listener that does not accept, after

@@ -597,15 +597,6 @@ fn a_forked_child_never_waits_on_its_parents_client() {
     m.shutdown().unwrap();
 }
 
-/// Whether every thread of process `pid` is stopped (state `T`).
-fn all_stopped(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
-    tasks.filter_map(Result::ok).all(|t| {
-        std::fs::read_to_string(t.path().join("stat"))
-            .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')))
-    })
-}
-
 /// With a call timeout, a call to a stalled server (stopped with SIGSTOP)
 /// gives `Timeout` after it, not a wait for ever; once the server goes on,
 /// the next calls are served (on a new connection: the timed-out one is out
@@ -622,7 +613,7 @@ fn a_call_timeout_bounds_the_wait_for_a_stalled_server() {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     // The stop lands a moment after kill(2) returns: until every thread of
     // the server is stopped, it could still answer.
-    common::wait_until("the server stops", || all_stopped(pid));
+    common::wait_until("the server stops", || common::all_threads_stopped(pid as u32));
     let started = Instant::now();
     let stalled = d.insert(2, 2);
     let waited = started.elapsed();

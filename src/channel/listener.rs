@@ -509,7 +509,7 @@ fn client_handshake(conn: &Connection, authkey: Option<&[u8]>, first: &[u8], dea
 /// How long the next wait may last: `most`, cut to what is left until
 /// `deadline` (zero once it has passed: one look, no wait).
 fn step(deadline: Option<Deadline>, most: Duration) -> Duration {
-    deadline.map_or(most, |d| d.since(Deadline::now()).min(most))
+    deadline.map_or(most, |d| d.left().min(most))
 }
 
 /// Whether `deadline` has passed.
@@ -725,11 +725,6 @@ mod tests {
         (stamp.recv().unwrap(), stop)
     }
 
-    /// The stamp of a thread that has exited.
-    fn dead_stamp() -> u64 {
-        std::thread::spawn(|| os::current_task().stamp()).join().unwrap()
-    }
-
     fn address(tag: &str) -> String {
         format!("shmproc-unit-listener-{tag}-{}", os::pid())
     }
@@ -758,7 +753,7 @@ mod tests {
         let listener = Listener::bind(&address("full"), None).unwrap();
         // Every slot claimed by clients that died before they posted: an
         // acceptor takes them back, and the next client gets one.
-        let ghost = dead_stamp();
+        let ghost = os::exited_thread_stamp();
         for slot in &listener.requests.slots {
             slot.owner.store(ghost, Ordering::Relaxed);
         }
@@ -792,7 +787,7 @@ mod tests {
         // A request an acceptor that died was taking: put back, then taken.
         slot.owner.store(me, Ordering::Relaxed);
         slot.write(b"shmproc-some-pipe");
-        slot.posted.store(dead_stamp(), Ordering::Release);
+        slot.posted.store(os::exited_thread_stamp(), Ordering::Release);
         assert_eq!(listener.requests.take(me), None, "put back on this look");
         assert_eq!(listener.requests.take(me).as_deref(), Some("shmproc-some-pipe"));
     }

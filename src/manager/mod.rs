@@ -297,9 +297,7 @@ impl Client {
         let Some(c) = link.conn.as_ref() else { return Err(Error::Closed) };
         let reply = match deadline {
             None => c.send_bytes(&bytes).and_then(|()| c.recv::<Reply>()),
-            Some(d) => {
-                c.send_bytes_until(&bytes, Some(d)).and_then(|()| c.recv_timeout::<Reply>(d.since(Deadline::now())))
-            }
+            Some(d) => c.send_bytes_until(&bytes, Some(d)).and_then(|()| c.recv_timeout::<Reply>(d.left())),
         };
         match reply {
             Ok(Reply::Created(id)) => {
@@ -336,7 +334,7 @@ impl Client {
         if self.gone.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
-        let left = || deadline.map(|d| d.since(Deadline::now()));
+        let left = || deadline.map(Deadline::left);
         let connected = match left() {
             None => client(&self.address, Some(&self.authkey)),
             Some(t) => client_timeout(&self.address, Some(&self.authkey), t),

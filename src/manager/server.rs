@@ -922,7 +922,7 @@ mod tests {
     fn a_dead_process_keeps_nothing() {
         let server = Server::new("shmproc-unit-server".to_owned(), 8);
         // A stamp that names no live task.
-        server.objects().process_of.insert(1, os::TaskId::from_stamp(0x3f_ffff).stamp());
+        server.objects().process_of.insert(1, os::exited_thread_stamp());
         create(&server, 1);
         server.let_go(1);
         assert_eq!(live(&server), 0);

@@ -57,6 +57,11 @@ impl Deadline {
         self.0.saturating_sub(earlier.0)
     }
 
+    /// Time from now to the deadline (zero once it has passed).
+    pub(crate) fn left(self) -> Duration {
+        self.since(Self::now())
+    }
+
     /// Whether the deadline has passed.
     pub(crate) fn has_passed(self) -> bool {
         Self::now() >= self
@@ -562,6 +567,13 @@ fn parse_stat(text: &str) -> Option<TaskStat> {
 /// Whether `task` is still alive: its id exists, is not a zombie, and (when
 /// `start` is known, i.e. non-zero) started at the recorded time. A task we
 /// cannot inspect for a reason other than "no such task" counts as alive.
+/// The stamp of a thread that has exited: a task no liveness check finds
+/// alive (for unit tests of takeovers).
+#[cfg(test)]
+pub(crate) fn exited_thread_stamp() -> u64 {
+    std::thread::spawn(|| current_task().stamp()).join().expect("the thread")
+}
+
 pub(crate) fn task_alive(task: TaskId) -> bool {
     if task.tid == 0 {
         return false;

@@ -222,7 +222,7 @@ impl Slot {
             match deadline {
                 None => s = self.done.wait(s).unwrap_or_else(PoisonError::into_inner),
                 Some(d) => {
-                    let left = d.since(Deadline::now());
+                    let left = d.left();
                     if left.is_zero() {
                         ready = false;
                         break;

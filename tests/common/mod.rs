@@ -554,10 +554,31 @@ mod process_helpers {
     /// The state letter of `/proc/<pid>/stat` (`'R'`, `'S'`, `'Z'`, ...), or
     /// `None` if no such process exists.
     pub(crate) fn proc_state(pid: u32) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat_fields(&format!("/proc/{pid}/stat"))?.first()?.chars().next()
+    }
+
+    /// The fields of a `/proc/.../stat` file after the command name (state,
+    /// parent, …); `None` if it cannot be read.
+    pub(crate) fn stat_fields(path: &str) -> Option<Vec<String>> {
+        let stat = std::fs::read_to_string(path).ok()?;
         // "pid (comm) S ...": the comm may contain spaces and parentheses.
         let after = &stat[stat.rfind(')')? + 1..];
-        after.trim_start().chars().next()
+        Some(after.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// The parent of the running process `pid`.
+    pub(crate) fn parent_of(pid: u32) -> u32 {
+        let fields = stat_fields(&format!("/proc/{pid}/stat")).expect("a running process's stat");
+        fields[1].parse().expect("a parent pid")
+    }
+
+    /// Whether every thread of process `pid` is stopped (state `T`).
+    pub(crate) fn all_threads_stopped(pid: u32) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+        tasks.filter_map(Result::ok).all(|t| {
+            stat_fields(&t.path().join("stat").to_string_lossy())
+                .is_some_and(|f| f.first().is_some_and(|s| s.starts_with('T')))
+        })
     }
 
     /// Whether `pid` is gone or a zombie (it no longer runs).
